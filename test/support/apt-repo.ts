@@ -1,0 +1,35 @@
+// A local apt repository holding real .debs (ifenslave), served over HTTP inside a
+// test namespace, so the apt module installs packages the real way.
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { cacheDir } from "./cache.js";
+import { sh, startDaemon } from "./processes.js";
+import { inNamespace } from "./netns.js";
+
+export const REPO_PACKAGES = ["ifenslave"];
+
+/** Download the packages once (cached) and index them; returns the repo folder. */
+export function buildAptRepo(): string {
+  const dir = join(cacheDir(), "apt-repo");
+  mkdirSync(dir, { recursive: true });
+  const have = readdirSync(dir).filter((f) => f.endsWith(".deb"));
+  const missing = REPO_PACKAGES.filter((p) => !have.some((f) => f.startsWith(`${p}_`)));
+  if (missing.length) {
+    let r = sh(["sh", "-c", 'cd "$1" && shift && apt-get download "$@"', "sh", dir, ...missing], { allowFail: true });
+    if (r.code !== 0) {
+      sh(["apt-get", "update"]);
+      sh(["sh", "-c", 'cd "$1" && shift && apt-get download "$@"', "sh", dir, ...missing]);
+    }
+  }
+  if (!existsSync(join(dir, "Packages.gz")) || missing.length)
+    sh(["sh", "-c", 'cd "$1" && dpkg-scanpackages -m . /dev/null > Packages && gzip -kf Packages', "sh", dir]);
+  return dir;
+}
+
+/** Serve the repo at http://ADDRESS:PORT/ inside namespace `ns`; killed at cleanup. */
+export function serveAptRepo(ns: string, address: string, port = 8080): { url: string; sourcesLine: string; stop: () => void } {
+  const dir = buildAptRepo();
+  const server = startDaemon(`apt repo ${ns}`, inNamespace(ns, ["python3", "-m", "http.server", String(port), "--bind", address, "--directory", dir]));
+  const url = `http://${address}:${port}`;
+  return { url, sourcesLine: `deb [trusted=yes] ${url} ./\n`, stop: server.stop };
+}
