@@ -1,0 +1,128 @@
+// The plugin API. Built-in modules and third-party plugins use exactly this.
+//
+// A module reads the host with declarative probes (the core batches every task's
+// probes into one remote command), plans purely from those facts, and returns
+// changes the core knows how to apply, back up and undo.
+
+export type JsonSchema = Record<string, unknown>;
+
+/** What a module may ask of a host. All probes are read-only. */
+export type Probe =
+  | { file: string }
+  | { dir: string }
+  | { command: string[] };
+
+export interface FileState {
+  path: string;
+  /** null when the file does not exist. */
+  content: string | null;
+  mode?: string;
+  owner?: string;
+  /** seconds since the epoch. */
+  mtime?: number;
+}
+export interface DirState {
+  path: string;
+  /** file name → content; null when the directory does not exist. */
+  entries: Record<string, string> | null;
+}
+export interface CommandOutput {
+  code: number;
+  stdout: string;
+}
+
+export type ProbeSet = Record<string, Probe>;
+type ResultOf<P> = P extends { file: string } ? FileState : P extends { dir: string } ? DirState : CommandOutput;
+export type Facts<P extends ProbeSet> = { [K in keyof P]: ResultOf<P[K]> };
+
+/** Facts every plan may use, gathered once per host. */
+export interface HostFacts {
+  bootId: string;
+  bootTime: number;
+  hostname: string;
+}
+
+export interface PlanContext {
+  host: string;
+  hostFacts: HostFacts;
+  /** An earlier change in this run (or the host's state) needs a reboot to take effect. */
+  rebootPending: boolean;
+  rebootReasons: string[];
+}
+
+interface ChangeBase {
+  /** Imperative, human: "install ifenslave". */
+  summary: string;
+  /** The change takes effect only after a reboot (or networking restart). */
+  reboot?: boolean;
+}
+export interface FileChange extends ChangeBase {
+  kind: "file";
+  path: string;
+  before: string | null;
+  /** null deletes the file. */
+  after: string | null;
+  /** octal mode for a new file (an existing file keeps its mode and owner). */
+  mode?: string;
+}
+export interface CommandChange extends ChangeBase {
+  kind: "command";
+  argv: string[];
+  /** argv that reverses it on rollback. */
+  undo?: string[];
+}
+/** Nothing to run, but the host is not in the desired state until it reboots. */
+export interface PendingChange extends ChangeBase {
+  kind: "pending";
+}
+export interface RebootChange extends ChangeBase {
+  kind: "reboot";
+  timeoutSeconds: number;
+}
+export type Change = FileChange | CommandChange | PendingChange | RebootChange;
+
+export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V extends ProbeSet = ProbeSet> {
+  name: string;
+  description: string;
+  /** JSON Schema of the task's arguments (ajv, with defaults applied). */
+  schema: JsonSchema;
+  /** Values in args that must never be printed (Wi-Fi PSKs…). */
+  secrets?(args: Args): string[];
+  /** Read-only probes of the current state. */
+  facts(args: Args): P;
+  /** Pure: args + facts → changes; [] means already in the desired state. */
+  plan(args: Args, facts: Facts<P>, context: PlanContext): Change[];
+  /** After apply (and any reboot): probes, and the problems they show ([] = healthy). */
+  verify?: {
+    probes(args: Args): V;
+    check(args: Args, facts: Facts<V>): string[];
+  };
+}
+
+export function defineModule<Args, P extends ProbeSet, V extends ProbeSet = ProbeSet>(
+  definition: ModuleDefinition<Args, P, V>,
+): ModuleDefinition<Args, P, V> {
+  return definition;
+}
+
+/** A plugin package or file exports a module or a list of them (default export or `modules`). */
+export type PluginExport = ModuleDefinition | ModuleDefinition[] | { modules: ModuleDefinition[] };
+
+/** [] when the file already has `after`, else one change (with the diff rendered by the core). */
+export function fileChange(file: FileState, after: string | null, opts: { summary?: string; mode?: string; reboot?: boolean } = {}): FileChange[] {
+  if (file.content === after) return [];
+  const summary = opts.summary ?? (after === null ? `remove ${file.path}` : file.content === null ? `create ${file.path}` : `update ${file.path}`);
+  return [{ kind: "file", path: file.path, before: file.content, after, mode: opts.mode, reboot: opts.reboot, summary }];
+}
+
+export function commandChange(summary: string, argv: string[], undo?: string[], reboot?: boolean): CommandChange {
+  return { kind: "command", summary, argv, undo, reboot };
+}
+
+/** Split text into lines without the trailing empty one. */
+export function lines(text: string | null): string[] {
+  if (!text) return [];
+  const all = text.split("\n");
+  if (all[all.length - 1] === "") all.pop();
+  return all;
+}

@@ -1,0 +1,87 @@
+// What the user reads after a run: per-host changes (with diffs), a summary table,
+// and the JSON report. Everything here is already masked.
+import { writeFileSync } from "node:fs";
+import type { HostResult, TaskResult } from "./engine.js";
+import type { RunResult } from "./run.js";
+
+export function renderChanges(run: RunResult, showDiff: boolean): string {
+  const out: string[] = [];
+  for (const host of run.hosts) {
+    const changed = host.tasks.filter((t) => t.changes.length || t.problems.length || t.notes.length);
+    if (!changed.length && !host.error) continue;
+    out.push(`\n${host.host} (${host.address}): ${host.status.replace("_", " ")}`);
+    if (host.error) out.push(`  error: ${host.error}`);
+    for (const task of changed) {
+      out.push(`  ${task.handler ? "handler" : "task"} "${task.name}" [${task.module}]: ${taskVerb(task, run.check)}`);
+      for (const change of task.changes) {
+        out.push(`    ${change.summary}${change.reboot ? "  (takes effect after reboot)" : ""}`);
+        if (showDiff && change.diff) out.push(indent(change.diff.trimEnd(), "      "));
+      }
+      for (const problem of task.problems) out.push(`    ✖ ${problem}`);
+      for (const note of task.notes) out.push(`    note: ${note}`);
+    }
+  }
+  return out.join("\n") + (out.length ? "\n" : "");
+}
+
+function taskVerb(task: TaskResult, check: boolean): string {
+  if (task.status === "failed") return "failed";
+  if (!task.changes.length) return "ok";
+  const n = task.changes.length;
+  return `${n} change${n === 1 ? "" : "s"}${check ? " to make" : " made"}`;
+}
+
+function indent(text: string, prefix: string): string {
+  return text.split("\n").map((l) => prefix + l).join("\n");
+}
+
+export function summaryRow(host: HostResult) {
+  const count = (s: string) => host.tasks.filter((t) => t.status === s).length;
+  return {
+    host: host.host,
+    status: host.status.replace("_", " "),
+    ok: count("ok"),
+    changed: count("changed"),
+    failed: count("failed") + (host.status === "unreachable" ? 1 : 0),
+    rolledBack: host.status === "rolled_back" ? "yes" : "no",
+  };
+}
+
+export function renderSummary(run: RunResult): string {
+  const header = ["HOST", "STATUS", "OK", run.check ? "TO CHANGE" : "CHANGED", "FAILED", "ROLLED BACK"];
+  const rows = run.hosts.map(summaryRow).map((r) => [r.host, r.status, String(r.ok), String(r.changed), String(r.failed), r.rolledBack]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  ").trimEnd();
+  const totals = countBy(run.hosts.map((h) => h.status));
+  const totalLine = Object.entries(totals).map(([s, n]) => `${n} ${s.replace("_", " ")}`).join(", ");
+  const verdict = run.check
+    ? (totals.drift ? `${totals.drift} host(s) would change.` : "No changes.")
+    : "";
+  return ["", line(header), ...rows.map(line), "", `${run.hosts.length} host(s): ${totalLine || "none"}. ${verdict}`.trimEnd(), ""].join("\n");
+}
+
+function countBy(values: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
+  return counts;
+}
+
+export function writeJsonReport(file: string, run: RunResult): void {
+  const report = {
+    tool: "provision",
+    runId: run.runId,
+    mode: run.check ? "check" : "apply",
+    startedAt: run.startedAt,
+    finishedAt: run.finishedAt,
+    summary: run.hosts.map(summaryRow),
+    hosts: run.hosts,
+  };
+  writeFileSync(file, JSON.stringify(report, null, 2) + "\n");
+}
+
+/** 0 ok/no drift, 2 drift in check mode, 1 any failure. */
+export function exitCode(run: RunResult): number {
+  if (run.hosts.some((h) => ["failed", "rolled_back", "unreachable"].includes(h.status))) return 1;
+  if (run.check && run.hosts.some((h) => h.status === "drift")) return 2;
+  return 0;
+}

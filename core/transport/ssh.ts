@@ -1,0 +1,135 @@
+// One SSH connection per host, reused for every task (node-ssh over ssh2).
+import { readFileSync, existsSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { NodeSSH, type Config } from "node-ssh";
+import { HostError, UnreachableError, messageOf } from "../errors.js";
+import { commandLine, script } from "../shell.js";
+import { hostKeyVerifier, type HostKeyPolicy } from "./known-hosts.js";
+
+export interface ConnectionTarget {
+  name: string;
+  address: string;
+  port: number;
+  user: string;
+  identityFile?: string;
+  become: boolean;
+  connectTimeoutSeconds: number;
+  hostKeys: HostKeyPolicy;
+}
+
+export interface ExecResult { code: number; stdout: string; stderr: string }
+
+/** Counts SSH connections this process opened (observable by tests and --verbose). */
+export const connectionStats = { opened: 0 };
+
+export class Connection {
+  private ssh: NodeSSH | null = null;
+
+  constructor(readonly target: ConnectionTarget) {}
+
+  async connect(): Promise<void> {
+    const { target } = this;
+    const verifier = hostKeyVerifier(target.hostKeys, target.address, target.port);
+    const config: Config = {
+      host: target.address,
+      port: target.port,
+      username: target.user,
+      readyTimeout: target.connectTimeoutSeconds * 1000,
+      keepaliveInterval: 5000,
+      keepaliveCountMax: 3,
+      hostVerifier: verifier.verify,
+      ...(verifier.serverHostKeyAlgorithms ? { algorithms: { serverHostKey: verifier.serverHostKeyAlgorithms as never } } : {}),
+      ...credentials(target),
+    };
+    const ssh = new NodeSSH();
+    try {
+      connectionStats.opened++;
+      await ssh.connect(config);
+    } catch (error) {
+      ssh.dispose();
+      const reason = verifier.rejection() ?? describeConnectError(error, target);
+      throw new UnreachableError(target.name, `unreachable at ${target.address}:${target.port}: ${reason}`, { cause: error });
+    }
+    ssh.connection?.on("error", () => {}); // a dropped link surfaces as a failed exec
+    this.ssh = ssh;
+  }
+
+  get connected(): boolean {
+    return this.ssh?.isConnected() ?? false;
+  }
+
+  close(): void {
+    this.ssh?.dispose();
+    this.ssh = null;
+  }
+
+  /** Run argv (quoted, never pasted) with sudo when `become` is set. */
+  async exec(argv: string[], stdin?: string): Promise<ExecResult> {
+    if (!this.ssh) throw new HostError(this.target.name, "not connected");
+    const full = this.target.become && this.target.user !== "root" ? ["sudo", "-n", "--", ...argv] : argv;
+    try {
+      const r = await this.ssh.execCommand(commandLine(full), { stdin, noTrim: true });
+      return { code: r.code ?? (r.signal ? 128 : 1), stdout: r.stdout, stderr: r.stderr };
+    } catch (error) {
+      throw new HostError(this.target.name, `lost connection: ${messageOf(error)}`, { cause: error });
+    }
+  }
+
+  /** exec that throws a HostError naming `what` when the command fails. */
+  async run(what: string, argv: string[], stdin?: string): Promise<string> {
+    const r = await this.exec(argv, stdin);
+    if (r.code !== 0) throw new HostError(this.target.name, `${what}: exited ${r.code}${r.stderr.trim() ? ` (${lastLine(r.stderr)})` : ""}`);
+    return r.stdout;
+  }
+
+  /** Atomic write: temp file in the same directory, then rename; keeps mode and owner. */
+  async writeFile(path: string, content: string, mode = "0644"): Promise<void> {
+    await this.run(`write ${path}`, script(WRITE_FILE, path, mode), content);
+  }
+}
+
+const WRITE_FILE = `set -e
+path=$1 mode=$2
+dir=$(dirname -- "$path")
+mkdir -p -- "$dir"
+tmp=$(mktemp -- "$dir/.provision.XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+cat > "$tmp"
+if [ -e "$path" ]; then
+  chown --reference="$path" -- "$tmp"
+  chmod --reference="$path" -- "$tmp"
+else
+  chmod "$mode" -- "$tmp"
+fi
+mv -f -- "$tmp" "$path"
+trap - EXIT`;
+
+function credentials(target: ConnectionTarget): Partial<Config> {
+  if (target.identityFile) {
+    try {
+      return { privateKey: readFileSync(target.identityFile, "utf8") };
+    } catch (error) {
+      throw new UnreachableError(target.name, `cannot read identity_file ${target.identityFile}: ${(error as NodeJS.ErrnoException).code}. Check the inventory.`);
+    }
+  }
+  if (process.env.SSH_AUTH_SOCK) return { agent: process.env.SSH_AUTH_SOCK };
+  for (const name of ["id_ed25519", "id_ecdsa", "id_rsa"]) {
+    const file = join(homedir(), ".ssh", name);
+    if (existsSync(file)) return { privateKey: readFileSync(file, "utf8") };
+  }
+  throw new UnreachableError(target.name, "no identity_file set, no SSH agent and no ~/.ssh/id_* key. Set identity_file in the inventory.");
+}
+
+function describeConnectError(error: unknown, target: ConnectionTarget): string {
+  const e = error as NodeJS.ErrnoException & { level?: string };
+  if (e.code === "ECONNREFUSED") return "connection refused (is sshd running?)";
+  if (e.code === "EHOSTUNREACH" || e.code === "ENETUNREACH") return "no route to host";
+  if (/Timed out/i.test(e.message)) return `no answer within ${target.connectTimeoutSeconds}s`;
+  if (e.level === "client-authentication") return `authentication as ${target.user} failed (check user and identity_file)`;
+  return e.message;
+}
+
+function lastLine(text: string): string {
+  return text.trim().split("\n").pop()!.slice(0, 300);
+}

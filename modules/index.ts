@@ -1,0 +1,9 @@
+// The built-in modules. They register through the same API as any plugin.
+import type { ModuleDefinition } from "../core/module-api.js";
+import apt from "./apt.js";
+import bond from "./bond.js";
+import dhcpcdDeny from "./dhcpcd_deny.js";
+import kernelModule from "./kernel_module.js";
+import reboot from "./reboot.js";
+
+export const builtinModules: ModuleDefinition[] = [apt, kernelModule, bond, dhcpcdDeny, reboot];
