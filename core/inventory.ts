@@ -74,7 +74,6 @@ function buildInventory(source: YamlSource, doc: Record<string, GroupDoc>, baseD
     groupVars.set(name, { depth: Math.max(depth, known?.depth ?? 0), vars: { ...known?.vars, ...group?.vars } });
     if (!members.has(name)) members.set(name, new Set());
     for (const [host, vars] of Object.entries(group?.hosts ?? {})) {
-      if (groupVars.has(host) && !known) throw new ConfigError(`${source.keyPosition([...path, "hosts"], host)}: "${host}" is both a host and a group. Rename one of them.`);
       members.get(name)!.add(host);
       ownVars.set(host, { ...ownVars.get(host), ...vars });
       (hostGroups.get(host) ?? hostGroups.set(host, new Set()).get(host)!).add(name);
@@ -86,6 +85,8 @@ function buildInventory(source: YamlSource, doc: Record<string, GroupDoc>, baseD
   };
   for (const [name, group] of Object.entries(doc)) visit(name, group, name === "all" ? 0 : 1, [name]);
 
+  for (const name of hostGroups.keys())
+    if (groupVars.has(name)) throw new ConfigError(`${source.file}: "${name}" is both a host and a group. Rename one of them.`);
   const hosts = new Map<string, InventoryHost>();
   for (const [name, groups] of hostGroups) {
     const all = new Set<string>(["all"]);

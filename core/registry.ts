@@ -28,7 +28,8 @@ export class Registry {
     const isPath = specifier.startsWith(".") || isAbsolute(specifier);
     let url: string;
     try {
-      url = isPath ? pathToFileURL(resolve(baseDir, specifier)).href : pathToFileURL(createRequire(resolve(baseDir, "noop.js")).resolve(specifier)).href;
+      const require = createRequire(resolve(baseDir, "noop.js"));
+      url = pathToFileURL(require.resolve(isPath ? resolve(baseDir, specifier) : specifier)).href;
     } catch {
       throw new ConfigError(`plugin "${specifier}": cannot find it from ${baseDir}. Install the package (npm install ${specifier}) or fix the path.`);
     }

@@ -1,7 +1,7 @@
 // One ajv instance for every schema: inventory, playbook, and each module's args.
 import { Ajv, type ValidateFunction } from "ajv";
 
-export const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, allowUnionTypes: true });
+export const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true, allowUnionTypes: true });
 
 const cache = new WeakMap<object, ValidateFunction>();
 

@@ -96,7 +96,9 @@ function describePath(path: Path, key?: string): string {
 /** ajv reports every branch of a oneOf/anyOf; keep the most specific errors. */
 function pickErrors(errors: ErrorObject[]): ErrorObject[] {
   const specific = errors.filter((e) => !["anyOf", "oneOf", "if"].includes(e.keyword));
-  const chosen = specific.length ? specific : errors;
+  // Of a oneOf's branches, a "wrong type" error is noise where another error fits the value's type.
+  const chosen = (specific.length ? specific : errors).filter((e) =>
+    e.keyword !== "type" || !specific.some((o) => o !== e && o.keyword !== "type" && o.instancePath === e.instancePath));
   const seen = new Set<string>();
   return chosen.filter((e) => {
     const id = `${e.instancePath}|${e.keyword}|${JSON.stringify(e.params)}`;

@@ -1,0 +1,100 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadInventory, selectHosts } from "../../core/inventory.js";
+import { loadPlaybook, checkModules, resolveArgs } from "../../core/playbook.js";
+import { Registry } from "../../core/registry.js";
+import { prepare } from "../../core/run.js";
+import { builtinModules } from "../../modules/index.js";
+import { repoRoot } from "../support/cache.js";
+
+const dir = mkdtempSync(join(tmpdir(), "config-"));
+process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+const write = (name: string, text: string) => {
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  return file;
+};
+const registry = () => {
+  const r = new Registry();
+  builtinModules.forEach((m) => r.register(m, "built-in"));
+  return r;
+};
+const settings = { check: true, forks: 5, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "silent" as const };
+
+test("variable precedence: all < parent group < group < host", () => {
+  const inv = loadInventory(write("prec.yaml", `all:
+  vars: { a: all, b: all, c: all, d: all }
+  children:
+    site:
+      vars: { b: site, c: site, d: site }
+      children:
+        pis:
+          vars: { c: pis, d: pis }
+          hosts:
+            pi1: { d: host, address: 10.0.0.1 }
+            pi2:
+`));
+  assert.deepEqual(inv.hosts.get("pi1")!.vars, { a: "all", b: "site", c: "pis", d: "host", address: "10.0.0.1" });
+  assert.equal(inv.hosts.get("pi2")!.vars.d, "pis");
+  assert.deepEqual(selectHosts(inv, "site"), ["pi1", "pi2"]);
+  assert.deepEqual(selectHosts(inv, "all:!pi2"), ["pi1"]);
+  assert.deepEqual(selectHosts(inv, "pi*:&pis"), ["pi1", "pi2"]);
+});
+
+test("malformed inventory YAML names file:line:column", () => {
+  const file = write("bad.yaml", "all:\n  hosts:\n    pi1: { address: 10.0.0.1\n");
+  assert.throws(() => loadInventory(file), /bad\.yaml:\d+:\d+: invalid YAML/);
+});
+
+test("inventory schema errors name file:line:column, what is wrong and the fix", () => {
+  const file = write("schema.yaml", "all:\n  hosts:\n    pi1:\n      address: 10.0.0.1\n      port: twenty-two\n  chlidren: {}\n");
+  assert.throws(() => loadInventory(file), (e: Error) => {
+    assert.match(e.message, /schema\.yaml:5:13: inventory > all\.hosts\.pi1\.port: must be integer \(got "twenty-two"\)/);
+    assert.match(e.message, /schema\.yaml:6:3: inventory > all\.chlidren: unknown key/);
+    return true;
+  });
+});
+
+test("unknown modules get a suggestion and a position", () => {
+  const pb = write("typo.yaml", "- hosts: all\n  tasks:\n    - name: x\n      bnod: { slaves: [eth0] }\n");
+  assert.throws(() => checkModules(loadPlaybook(pb), registry()), /typo\.yaml:4:7: task "x": unknown module "bnod"\. Did you mean "bond"\?/);
+});
+
+test("task arguments are validated per host against the module schema, with positions", () => {
+  const inv = write("inv.yaml", "all:\n  hosts:\n    pi1: { bond_mode: lacp }\n");
+  const pb = write("pb.yaml", "- hosts: all\n  tasks:\n    - name: bond0\n      bond:\n        slaves: [eth0]\n        mode: \"{{ bond_mode }}\"\n        address: 10.0.0.2/24\n");
+  assert.throws(() => prepare(loadInventory(inv), [loadPlaybook(pb)], registry(), settings),
+    /pb\.yaml:6:15: task "bond0" > bond > mode: must be one of balance-rr, active-backup, .* \(got "lacp"\)/);
+});
+
+test("an undefined variable is an error, not an empty string", () => {
+  const inv = write("inv2.yaml", "all:\n  hosts:\n    pi1:\n");
+  const pb = write("pb2.yaml", "- hosts: all\n  tasks:\n    - bond:\n        slaves: [eth0]\n        address: \"{{ bond_address }}\"\n");
+  assert.throws(() => prepare(loadInventory(inv), [loadPlaybook(pb)], registry(), settings),
+    /pb2\.yaml:5:18: task "bond" \(host pi1\): undefined variable "bond_address"/);
+});
+
+test("the shipped inventory and playbooks are valid", () => {
+  const inv = loadInventory(join(repoRoot, "inventories/pis.yaml"));
+  for (const name of ["bond-eth0-wlan0.yaml", "bond-eth0-eth1.yaml"]) {
+    const pb = loadPlaybook(join(repoRoot, "playbooks", name));
+    checkModules(pb, registry());
+    const plays = prepare(inv, [pb], registry(), settings);
+    assert.deepEqual(plays[0].hosts.map((h) => h.name), ["kitchen-pi", "garage-pi"]);
+    assert.equal(plays[0].hosts[0].target.user, "pi");
+    assert.equal(plays[0].hosts[0].target.become, true);
+    assert.equal((plays[0].hosts[0].tasks[2].args as { address: string }).address, "192.168.1.20/24");
+    assert.equal(resolveArgs !== undefined, true);
+  }
+});
+
+test("plugins load from a path through the same registry", async () => {
+  const r = registry();
+  await r.loadPlugin("./test/fixtures/provision-plugin-motd", repoRoot);
+  assert.ok(r.has("motd"));
+  await assert.rejects(() => r.loadPlugin("./test/fixtures/provision-plugin-motd", repoRoot), /already provided/);
+  await assert.rejects(() => r.loadPlugin("provision-plugin-does-not-exist", dir), /cannot find it.*npm install/);
+});

@@ -1,0 +1,127 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createHmac, randomBytes } from "node:crypto";
+import { quote, commandLine } from "../../core/shell.js";
+import { render } from "../../core/template.js";
+import { gatherScript, parseGatherOutput } from "../../core/facts.js";
+import { masker } from "../../core/secrets.js";
+import { showChange, unifiedDiff } from "../../core/changes.js";
+import { hostKeyVerifier } from "../../core/transport/known-hosts.js";
+import { planTasks, type TaskInstance } from "../../core/engine.js";
+import type { Probe } from "../../core/module-api.js";
+import bond, { renderInterfaces } from "../../modules/bond.js";
+import reboot from "../../modules/reboot.js";
+
+test("quote survives injection attempts when run by a real shell", () => {
+  const dir = mkdtempSync(join(tmpdir(), "quote-"));
+  try {
+    for (const evil of [`"; touch ${dir}/pwned`, `'; touch ${dir}/pwned; '`, `$(touch ${dir}/pwned)`, "`touch " + dir + "/pwned`", "a\nb", ""]) {
+      const r = spawnSync("sh", ["-c", commandLine(["printf", "%s", evil])], { encoding: "utf8" });
+      assert.equal(r.stdout, evil);
+    }
+    assert.equal(spawnSync("test", ["-e", `${dir}/pwned`]).status, 1, "nothing was executed");
+    assert.equal(quote("eth0"), "eth0");
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+});
+
+test("templates keep types for whole expressions and fail on undefined variables", () => {
+  assert.deepEqual(render({ a: "{{ x }}", b: "ip {{ y.z }}/24" }, { x: [1, 2], y: { z: "10.0.0.1" } }), { a: [1, 2], b: "ip 10.0.0.1/24" });
+  assert.throws(() => render({ list: ["ok", "{{ missing }}"] }, {}), (e: Error & { path?: unknown[] }) => e.message === 'undefined variable "missing"' && JSON.stringify(e.path) === '["list",1]');
+});
+
+test("the batched gather script round-trips files, directories and commands through a real shell", () => {
+  const dir = mkdtempSync(join(tmpdir(), "gather-"));
+  try {
+    writeFileSync(join(dir, "a.conf"), "line one\nünïcode\n");
+    writeFileSync(join(dir, "no-newline"), "x");
+    const probes: Probe[] = [
+      { file: join(dir, "a.conf") },
+      { file: join(dir, "missing") },
+      { file: join(dir, "no-newline") },
+      { dir: dir },
+      { dir: join(dir, "nope") },
+      { command: ["sh", "-c", "echo out; echo err >&2; exit 3"] },
+    ];
+    const marker = `::m-${randomBytes(4).toString("hex")}::`;
+    const r = spawnSync("sh", ["-c", gatherScript(probes, marker)], { encoding: "utf8" });
+    const [file, missing, noNewline, listing, noDir, command] = parseGatherOutput(probes, r.stdout, marker) as any[];
+    assert.equal(file.content, "line one\nünïcode\n");
+    assert.match(file.mode, /^0[0-7]{3}$/);
+    assert.equal(missing.content, null);
+    assert.equal(noNewline.content, "x");
+    assert.deepEqual(Object.keys(listing.entries).sort(), ["a.conf", "no-newline"]);
+    assert.equal(noDir.entries, null);
+    assert.deepEqual(command, { code: 3, stdout: "out\n" });
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+});
+
+test("secrets are masked in diffs, declared or well-known", () => {
+  const mask = masker(["hunter22"]);
+  const change = { kind: "file" as const, path: "/etc/x", before: "a\n", after: "a\nkey hunter22\nwpa-psk othersecret\n", summary: "update /etc/x with hunter22" };
+  const shown = showChange(change, mask, true);
+  assert.ok(!JSON.stringify(shown).includes("hunter22"));
+  assert.ok(!JSON.stringify(shown).includes("othersecret"));
+  assert.match(shown.diff!, /\+wpa-psk \*{8}/);
+  assert.match(showChange(change, mask, false).diff!, /diff hidden/);
+});
+
+test("unified diff names the file and shows added and removed lines", () => {
+  const d = unifiedDiff("/etc/dhcpcd.conf", "a\nb\n", "a\nc\n");
+  assert.match(d, /^--- a\/etc\/dhcpcd.conf/m);
+  assert.match(d, /^\+\+\+ b\/etc\/dhcpcd.conf/m);
+  assert.match(d, /^-b$/m);
+  assert.match(d, /^\+c$/m);
+});
+
+test("known_hosts: plain, hashed and [host]:port entries; mismatch and unknown are refused", () => {
+  const dir = mkdtempSync(join(tmpdir(), "kh-"));
+  try {
+    const blob = (type: string, body: string) => {
+      const t = Buffer.from(type);
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(t.length);
+      return Buffer.concat([len, t, Buffer.from(body)]);
+    };
+    const key = blob("ssh-ed25519", "key-one"), other = blob("ssh-ed25519", "key-two");
+    const salt = randomBytes(20);
+    const hashed = `|1|${salt.toString("base64")}|${createHmac("sha1", salt).update("10.0.0.5").digest("base64")}`;
+    const file = join(dir, "known_hosts");
+    writeFileSync(file, `10.0.0.4 ssh-ed25519 ${key.toString("base64")}\n${hashed} ssh-ed25519 ${key.toString("base64")}\n[10.0.0.6]:2222 ssh-ed25519 ${key.toString("base64")}\n`);
+    assert.equal(hostKeyVerifier({ file, acceptNew: false }, "10.0.0.4", 22).verify(key), true);
+    assert.equal(hostKeyVerifier({ file, acceptNew: false }, "10.0.0.5", 22).verify(key), true, "hashed entry");
+    assert.equal(hostKeyVerifier({ file, acceptNew: false }, "10.0.0.6", 2222).verify(key), true, "port entry");
+    const mismatch = hostKeyVerifier({ file, acceptNew: true }, "10.0.0.4", 22);
+    assert.equal(mismatch.verify(other), false, "a changed key is refused even with accept-new");
+    assert.match(mismatch.rejection()!, /HOST KEY MISMATCH/);
+    const unknown = hostKeyVerifier({ file, acceptNew: false }, "10.0.0.9", 22);
+    assert.equal(unknown.verify(key), false);
+    assert.match(unknown.rejection()!, /unknown host key.*--accept-new-host-keys/);
+    assert.equal(hostKeyVerifier({ file, acceptNew: true }, "10.0.0.9", 22).verify(key), true);
+    assert.equal(hostKeyVerifier({ file, acceptNew: false }, "10.0.0.9", 22).verify(key), true, "accepted key was recorded");
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+});
+
+test("planning threads file contents and reboot needs from task to task", () => {
+  const bondArgs = { name: "bond0", mode: "active-backup", slaves: ["eth0", "eth1"], method: "static", address: "10.0.0.2/24", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig" } as const;
+  const instance = (module: any, args: unknown, name: string): TaskInstance => ({ task: { name, module: module.name, rawArgs: args, tags: [], notify: [], diff: true, path: [] }, module, args, handler: false, mask: (s) => s });
+  const results = new Map<string, any>([
+    [JSON.stringify({ file: "/etc/network/interfaces" }), { path: "/etc/network/interfaces", content: "stock\n" }],
+    [JSON.stringify({ file: "/etc/network/interfaces.orig" }), { path: "/etc/network/interfaces.orig", content: null }],
+  ]);
+  const gathered = { hostFacts: { bootId: "b", bootTime: 0, hostname: "h" }, results };
+  const planned = planTasks([instance(bond, bondArgs, "bond"), instance(bond, bondArgs, "bond again"), instance(reboot, { when: "needed", timeout: 60 }, "reboot")], [], gathered, "h");
+  assert.equal(planned[0].changes.length, 2);
+  assert.deepEqual(planned[1].changes, [], "the second task sees the file the first will write");
+  assert.equal(planned[2].changes[0]?.kind, "reboot", "the bond change needs a reboot");
+  assert.equal(renderInterfaces(bondArgs as any).includes("bond-slaves eth0 eth1"), true);
+});
