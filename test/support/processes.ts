@@ -1,7 +1,7 @@
 // Every process, namespace and temporary path a test starts is registered here and
 // torn down by PID / name on stop, on normal exit and on SIGINT/SIGTERM.
 import { spawn, spawnSync, type SpawnOptions, type ChildProcess } from "node:child_process";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 
 type Cleanup = { label: string; run: () => void };
 const cleanups: Cleanup[] = [];
@@ -38,10 +38,20 @@ export function killPid(pid: number | undefined, signal: NodeJS.Signals = "SIGTE
   if (!pid) return;
   try { process.kill(pid, signal); } catch { return; }
   for (let i = 0; i < 100; i++) {
-    try { process.kill(pid, 0); } catch { return; }
+    if (!isAlive(pid)) return;
     spawnSync("sleep", ["0.05"]);
     if (i === 60) try { process.kill(pid, "SIGKILL"); } catch { return; }
   }
+}
+
+/** True while `pid` runs. A zombie counts as gone: our own children stay zombies while a
+ *  synchronous wait blocks the event loop that would reap them (kill(pid, 0) still succeeds). */
+export function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); } catch { return false; }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch { return false; }
 }
 
 /** Run a command to completion; throw with its stderr when it fails. */
@@ -73,6 +83,8 @@ export function run(argv: string[], opts: SpawnOptions & { input?: string } = {}
     child.stderr!.on("data", (d) => (stderr += d));
     child.on("error", reject);
     child.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    // A child that exits without reading its input must not crash us with EPIPE: its exit code tells.
+    child.stdin!.on("error", () => {});
     child.stdin!.end(opts.input ?? "");
   });
 }
