@@ -1,0 +1,24 @@
+// Runs the real provision CLI (dist/core/cli.js) inside a test namespace.
+import { join } from "node:path";
+import { repoRoot } from "../support/cache.js";
+import { run } from "../support/processes.js";
+
+export const CLI = join(repoRoot, "dist", "core", "cli.js");
+
+export interface CliResult { code: number; stdout: string; stderr: string; output: string }
+
+export async function provision(inNamespace: (argv: string[]) => string[], args: string[]): Promise<CliResult> {
+  const r = await run(inNamespace(["node", CLI, ...args]), { cwd: repoRoot });
+  return { ...r, output: r.stdout + r.stderr };
+}
+
+/** "host  changed  3  2  0  no" rows of the summary table, by host. */
+export function summary(stdout: string): Record<string, { status: string; ok: number; changed: number; failed: number; rolledBack: string }> {
+  const rows: Record<string, { status: string; ok: number; changed: number; failed: number; rolledBack: string }> = {};
+  const table = stdout.slice(stdout.lastIndexOf("HOST  "));
+  for (const line of table.split("\n").slice(1)) {
+    const m = /^(\S+)\s+(ok|changed|drift|failed|rolled back|unreachable)\s+(\d+)\s+(\d+)\s+(\d+)\s+(yes|no)$/.exec(line.trim());
+    if (m) rows[m[1]] = { status: m[2], ok: Number(m[3]), changed: Number(m[4]), failed: Number(m[5]), rolledBack: m[6] };
+  }
+  return rows;
+}
