@@ -98,7 +98,9 @@ export async function execute(plays: PreparedPlay[], settings: RunSettings): Pro
       await listr.run();
     }
   }
-  return { runId, check: settings.check, startedAt, finishedAt: new Date().toISOString(), hosts: [...byHost.values()] };
+  const order = [...new Set(plays.flatMap((p) => p.hosts.map((h) => h.name)))];
+  const hosts = order.map((name) => byHost.get(name)).filter((h): h is HostResult => !!h);
+  return { runId, check: settings.check, startedAt, finishedAt: new Date().toISOString(), hosts };
 }
 
 function merge(byHost: Map<string, HostResult>, result: HostResult): void {
