@@ -255,3 +255,22 @@ test("--help, --version and usage errors", async () => {
   const missing = await run(["node", join(repoRoot, "dist/core/cli.js"), WLAN]);
   assert.equal(missing.code, 64);
 });
+
+test("a non-root user with become: true works through sudo; without it the host fails cleanly", async () => {
+  const h = host(2);
+  const setup = await fleet.exec(h, ["sh", "-c", 'useradd -m -s /bin/sh pi && mkdir -p /home/pi/.ssh && cp /root/.ssh/authorized_keys /home/pi/.ssh/ && chown -R pi:pi /home/pi/.ssh && echo "pi ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/pi && chmod 440 /etc/sudoers.d/pi']);
+  assert.equal(setup.code, 0, setup.stderr);
+  const pb = join(dir, "deny.yaml");
+  writeFileSync(pb, "- hosts: pis\n  tasks:\n    - dhcpcd_deny: { interfaces: [eth9] }\n");
+  const asPi = (become: boolean) => writeInventory(join(dir, `pi-user-${become}.yaml`), [h], {}, { user: "pi", become });
+  const before = await sha(h, ["/etc/dhcpcd.conf"]);
+  const denied = await cli("--inventory", asPi(false), pb);
+  assert.equal(denied.code, 1, denied.output);
+  assert.equal(summary(denied.stdout)[h.name].status, "rolled back", "failed before changing anything, nothing left to undo");
+  assert.match(denied.stdout, /Permission denied/);
+  assert.equal(await sha(h, ["/etc/dhcpcd.conf"]), before);
+  const ok = await cli("--inventory", asPi(true), pb);
+  assert.equal(ok.code, 0, ok.output);
+  assert.match((await cat(h, "/etc/dhcpcd.conf"))!, /^denyinterfaces .*eth9/m);
+  assert.match((await fleet.exec(h, ["stat", "-c", "%U:%G %a", "/etc/dhcpcd.conf"])).stdout, /^root:root 644/, "owner and mode kept");
+});
