@@ -9,6 +9,7 @@ import { checkModules, loadPlaybook } from "./playbook.js";
 import { Registry, playbookDir } from "./registry.js";
 import { execute, prepare, type RunSettings } from "./run.js";
 import { exitCode, renderChanges, renderSummary, writeJsonReport } from "./output.js";
+import { writeHtmlReport } from "./html-report.js";
 import { ConfigError, ModuleBug, UsageError } from "./errors.js";
 import { builtinModules } from "../modules/index.js";
 
@@ -25,7 +26,8 @@ Options:
   -f, --forks N               hosts in flight at once (default: 50 with --check, 10 otherwise)
   -t, --tags LIST             run only tasks with one of these tags (comma-separated)
       --skip-tags LIST        skip tasks with any of these tags
-      --report FILE.json      write a JSON report of every host, task, change and diff
+      --report FILE           write a report of every host, task, change and diff:
+                              HTML (hosts × tasks grid) if FILE ends in .html, else JSON
       --known-hosts FILE      known_hosts file (default: inventory's known_hosts_file or ~/.ssh/known_hosts)
       --accept-new-host-keys  trust and record keys of hosts not yet in known_hosts (never changed keys)
   -v, --verbose               one line per event instead of the live display
@@ -103,7 +105,7 @@ export async function main(argv: string[]): Promise<number> {
   const run = await execute(plays, settings);
   process.stdout.write(renderChanges(run, values.diff ?? false));
   process.stdout.write(renderSummary(run) + "\n");
-  if (values.report) writeJsonReport(values.report, run);
+  if (values.report) (values.report.toLowerCase().endsWith(".html") ? writeHtmlReport : writeJsonReport)(values.report, run);
   return exitCode(run);
 }
 
