@@ -30,6 +30,7 @@ Options:
                               HTML (hosts × tasks grid) if FILE ends in .html, else JSON
       --known-hosts FILE      known_hosts file (default: inventory's known_hosts_file or ~/.ssh/known_hosts)
       --accept-new-host-keys  trust and record keys of hosts not yet in known_hosts (never changed keys)
+      --break-lock            take over a host locked by a controller that died
   -v, --verbose               one line per event instead of the live display
   -h, --help                  show this help
   -V, --version               show the version
@@ -48,6 +49,7 @@ const OPTIONS = {
   report: { type: "string" },
   "known-hosts": { type: "string" },
   "accept-new-host-keys": { type: "boolean" },
+  "break-lock": { type: "boolean" },
   verbose: { type: "boolean", short: "v" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -88,6 +90,7 @@ export async function main(argv: string[]): Promise<number> {
     tags: list(values.tags),
     skipTags: list(values["skip-tags"]),
     acceptNewHostKeys: values["accept-new-host-keys"] ?? false,
+    breakLock: values["break-lock"] ?? false,
     knownHostsFile: values["known-hosts"],
     renderer: values.verbose ? "verbose" : process.stdout.isTTY ? "default" : "simple",
   };

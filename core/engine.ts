@@ -1,12 +1,13 @@
 // Runs one play's tasks on one host: gather → plan → (check: stop) → apply with
 // backups → verify → roll back every change when anything fails.
-import type { Change, FileState, ModuleDefinition, PlanContext, Probe } from "./module-api.js";
+import type { Change, CommandOutput, FileState, ModuleDefinition, PlanContext, Probe } from "./module-api.js";
 import type { Task } from "./playbook.js";
 import { Connection, type ConnectionTarget } from "./transport/ssh.js";
 import { factsFor, gather, probeKey, type Gathered, type ProbeResult } from "./facts.js";
 import { HostError, ModuleBug, UnreachableError, messageOf } from "./errors.js";
 import { showChange, type ShownChange } from "./changes.js";
 import { script } from "./shell.js";
+import { Transaction, lastTransactionProbe, parseLastTransaction, transactionMeta, type LastTransaction } from "./transaction.js";
 
 export interface TaskInstance {
   task: Task;
@@ -19,6 +20,8 @@ export interface TaskInstance {
 export interface HostWork {
   name: string;
   target: ConnectionTarget;
+  /** Seconds the host waits for the controller's confirmation before reverting; 0 disables. */
+  confirmTimeoutSeconds: number;
   tasks: TaskInstance[];
   handlers: TaskInstance[];
 }
@@ -26,6 +29,7 @@ export interface HostWork {
 export interface RunOptions {
   check: boolean;
   runId: string;
+  breakLock: boolean;
   progress: (message: string) => void;
 }
 
@@ -46,6 +50,8 @@ export interface HostResult {
   status: HostStatus;
   error?: string;
   rebooted: boolean;
+  rolledBackBy?: "controller" | "host";
+  lastTransaction?: LastTransaction;
   tasks: TaskResult[];
   durationMs: number;
 }
@@ -54,8 +60,6 @@ interface Planned {
   instance: TaskInstance;
   changes: Change[];
 }
-
-export const STATE_DIR = "/var/lib/provision";
 
 /** Plan tasks in order; later tasks see the files earlier tasks will write. */
 export function planTasks(
@@ -120,26 +124,33 @@ function taskResult(planned: Planned, status: TaskStatus = planned.changes.lengt
   };
 }
 
-/** Everything one run did to one host, so that it can be undone. */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const isDisruptive = (change: Change) => change.kind === "reboot" || !!change.disruptive;
+
+/** Everything one run does to one host, so that it can be confirmed or undone. */
 class HostRun {
   readonly connection: Connection;
-  private backedUp = new Set<string>();
+  readonly tx: Transaction;
   private undo: Change[] = [];
   rebootCount = 0;
+  armedAt = 0;
+  /** Where the host should answer once the applied changes take effect. */
+  expectedAddress: string;
+  meta = "";
 
   constructor(readonly work: HostWork, readonly options: RunOptions) {
     this.connection = new Connection(work.target);
-  }
-
-  get runDir(): string {
-    return `${STATE_DIR}/runs/${this.options.runId}`;
+    this.tx = new Transaction(this.connection, options.runId);
+    this.expectedAddress = work.target.address;
   }
 
   async perform(change: Change): Promise<void> {
     const c = this.connection;
+    if (isDisruptive(change)) await this.arm();
+    if (change.address && change.kind !== "pending") this.expectedAddress = change.address;
     switch (change.kind) {
       case "file":
-        await this.backup(change.path);
+        await this.tx.backup(change.path, this.meta);
         if (change.after === null) await c.run(`remove ${change.path}`, ["rm", "-f", "--", change.path]);
         else await c.writeFile(change.path, change.after, change.mode);
         return;
@@ -150,26 +161,33 @@ class HostRun {
       case "pending":
         return;
       case "reboot":
-        await this.reboot(change.timeoutSeconds);
+        await this.reboot(change.timeoutSeconds, this.expectedAddress);
         return;
     }
   }
 
-  /** No write without a backup first: a copy (mode, owner kept) and a manifest line on the host. */
-  private async backup(path: string): Promise<void> {
-    if (this.backedUp.has(path)) return;
-    await this.connection.run(`back up ${path}`, script(BACKUP, this.runDir, path, String(this.backedUp.size)));
-    this.backedUp.add(path);
+  /** Before anything that can cut the management path, the host arms its own revert. */
+  private async arm(): Promise<void> {
+    const timeout = this.work.confirmTimeoutSeconds;
+    if (this.tx.armed || timeout === 0) return;
+    this.options.progress(`arming host-side revert (${timeout}s unless confirmed)`);
+    await this.tx.arm(timeout, this.meta);
+    this.armedAt = Date.now();
   }
 
-  async reboot(timeoutSeconds: number): Promise<void> {
+  /** Until when the controller may still confirm (the host reverts after that). */
+  get confirmDeadline(): number {
+    return this.tx.armed ? this.armedAt + this.work.confirmTimeoutSeconds * 1000 : Infinity;
+  }
+
+  async reboot(timeoutSeconds: number, address: string): Promise<void> {
     const c = this.connection;
     const before = (await c.run("read boot_id", ["cat", "/proc/sys/kernel/random/boot_id"])).trim();
     this.options.progress("rebooting");
     await c.run("schedule reboot", script(REBOOT));
-    c.close();
-    const deadline = Date.now() + timeoutSeconds * 1000;
+    c.moveTo(address);
     await sleep(3000);
+    const deadline = Math.min(Date.now() + timeoutSeconds * 1000, this.confirmDeadline);
     let last = "";
     while (Date.now() < deadline) {
       try {
@@ -177,7 +195,7 @@ class HostRun {
         const now = (await c.run("read boot_id", ["cat", "/proc/sys/kernel/random/boot_id"])).trim();
         if (now !== before) {
           this.rebootCount++;
-          this.options.progress("back after reboot (new boot_id)");
+          this.options.progress(`back after reboot at ${address} (new boot_id)`);
           return;
         }
         c.close();
@@ -186,47 +204,64 @@ class HostRun {
       }
       await sleep(2000);
     }
-    throw new HostError(this.work.name, `did not come back with a new boot_id within ${timeoutSeconds}s${last ? ` (last error: ${last})` : ""}`);
+    const limit = deadline === this.confirmDeadline ? `the confirm timeout (${this.work.confirmTimeoutSeconds}s)` : `${timeoutSeconds}s`;
+    throw new StrandedError(this.work.name, `did not come back at ${address} with a new boot_id within ${limit}${last ? ` (last error: ${last})` : ""}`);
   }
 
-  /** Restore every file from its backup, undo commands, reboot if a reboot made changes live. */
+  /** Confirm only from outside: a fresh connection to the expected address, then disarm. */
+  async reconnectFresh(): Promise<void> {
+    this.connection.moveTo(this.expectedAddress);
+    const deadline = Math.min(Date.now() + 120_000, this.confirmDeadline);
+    for (;;) {
+      try {
+        return await this.connection.connect();
+      } catch (error) {
+        if (Date.now() > deadline) throw new StrandedError(this.work.name, `cannot reach it at ${this.expectedAddress} to confirm: ${messageOf(error)}`);
+        await sleep(2000);
+      }
+    }
+  }
+
+  /** Restore every file, undo commands, reboot if a reboot made the changes live. */
   async rollback(): Promise<string[]> {
     const problems: string[] = [];
-    if (!this.connection.connected) await this.connection.connect();
-    if (this.backedUp.size) await this.connection.run("restore backups", script(RESTORE, this.runDir));
+    if (!this.connection.connected) {
+      this.connection.moveTo(this.expectedAddress);
+      await this.connection.connect();
+    }
+    await this.tx.restore();
     for (const change of this.undo.reverse()) {
       if (change.kind !== "command" || !change.undo) continue;
       const r = await this.connection.exec(change.undo);
       if (r.code !== 0) problems.push(`undo "${change.summary}" exited ${r.code}`);
     }
-    if (this.rebootCount > 0) await this.reboot(600);
+    if (this.rebootCount > 0) await this.reboot(600, this.connection.originalAddress);
+    if (this.tx.armed) await this.tx.disarm("rolled_back");
+    else await this.tx.mark("rolled_back");
     return problems;
   }
 
-  get changedPaths(): string[] {
-    return [...this.backedUp];
+  /** The controller was cut off: the armed host reverts by itself; wait for it at its old address. */
+  async awaitHostRevert(): Promise<boolean> {
+    const c = this.connection;
+    c.moveTo(c.originalAddress);
+    this.options.progress(`cut off; waiting for the host to revert by itself and answer at ${c.originalAddress}`);
+    const deadline = this.confirmDeadline + 600_000;
+    while (Date.now() < deadline) {
+      try {
+        await c.connect();
+        const last = await this.tx.state();
+        if (last?.id === this.tx.id && last.state === "reverted") return true;
+        c.close();
+      } catch { /* not back yet */ }
+      await sleep(3000);
+    }
+    return false;
   }
 }
 
-const BACKUP = `set -e
-dir=$1 path=$2 n=$3
-mkdir -p -m 0700 -- "$dir"
-if [ -e "$path" ] || [ -L "$path" ]; then cp -a -- "$path" "$dir/$n"; state=present; else state=absent; fi
-printf '%s\\t%s\\t%s\\n' "$n" "$state" "$path" >> "$dir/manifest"`;
-
-const RESTORE = `set -e
-dir=$1
-[ -f "$dir/manifest" ] || exit 0
-tab=$(printf '\\t')
-while IFS=$tab read -r n state path; do
-  if [ "$state" = present ]; then
-    cp -a -- "$dir/$n" "$path.provision-restore"
-    mv -f -- "$path.provision-restore" "$path"
-  else
-    rm -f -- "$path"
-  fi
-done < "$dir/manifest"
-echo reverted > "$dir/state"`;
+/** The controller lost the host after a disruptive change. */
+class StrandedError extends HostError {}
 
 const REBOOT = `if command -v systemd-run >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemd-run --quiet --on-active=1 --timer-property=AccuracySec=100ms /bin/systemctl reboot
@@ -234,13 +269,12 @@ else
   (sleep 1; reboot) </dev/null >/dev/null 2>&1 &
 fi`;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export async function runHost(work: HostWork, options: RunOptions): Promise<HostResult> {
   const started = Date.now();
   const run = new HostRun(work, options);
   const result: HostResult = { host: work.name, address: work.target.address, status: "ok", rebooted: false, tasks: [], durationMs: 0 };
-  const finish = (status: HostStatus, error?: string) => {
+  const finish = async (status: HostStatus, error?: string) => {
+    if (!options.check) await run.tx.unlock().catch(() => {});
     run.connection.close();
     Object.assign(result, { status, error, rebooted: run.rebootCount > 0, durationMs: Date.now() - started });
     return result;
@@ -256,8 +290,11 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   const all = [...work.tasks, ...work.handlers];
   let planned: Planned[];
   try {
+    if (!options.check) await run.tx.lock(options.breakLock);
+    run.meta = await transactionMeta(run.connection);
     options.progress("gathering facts");
-    const gathered = await gather(run.connection, allProbes(all, (i) => i.module.facts(i.args)));
+    const gathered = await gather(run.connection, [lastTransactionProbe, ...allProbes(all, (i) => i.module.facts(i.args))]);
+    result.lastTransaction = parseLastTransaction((gathered.results.get(probeKey(lastTransactionProbe)) as CommandOutput).stdout) ?? undefined;
     planned = planTasks(work.tasks, work.handlers, gathered, work.name);
   } catch (error) {
     return finish(error instanceof UnreachableError ? "unreachable" : "failed", messageOf(error));
@@ -268,8 +305,22 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   if (options.check) return finish(changed ? "drift" : "ok");
   if (!changed) return finish("ok");
 
-  const failure = await applyAndVerify(run, planned, result, options);
-  if (!failure) return finish("changed");
+  let failure: string | null;
+  try {
+    failure = await applyAndVerify(run, planned, result, options);
+    if (!failure) {
+      if (run.tx.armed) await run.tx.disarm("committed");
+      else await run.tx.mark("committed");
+      return finish("changed");
+    }
+  } catch (error) {
+    if (!(error instanceof StrandedError) || !run.tx.armed) return finish("unreachable", messageOf(error));
+    const reverted = await run.awaitHostRevert();
+    result.rolledBackBy = reverted ? "host" : undefined;
+    return finish(reverted ? "rolled_back" : "unreachable", reverted
+      ? `rolled back by host: ${messageOf(error)}; the host restored its files and came back at ${work.target.address}`
+      : `${messageOf(error)}; and it did not come back at ${work.target.address} either`);
+  }
 
   options.progress(`failed: ${failure}; rolling back`);
   try {
@@ -277,6 +328,7 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     const mismatched = await compareRestored(run, planned);
     if (problems.length || mismatched.length)
       return finish("failed", `${failure}; rollback incomplete: ${[...problems, ...mismatched.map((p) => `${p} differs from before the run`)].join("; ")}`);
+    result.rolledBackBy = "controller";
     return finish("rolled_back", failure);
   } catch (error) {
     return finish("failed", `${failure}; rollback failed: ${messageOf(error)}`);
@@ -344,7 +396,7 @@ async function verify(run: HostRun, planned: Planned[], result: HostResult, live
 async function compareRestored(run: HostRun, planned: Planned[]): Promise<string[]> {
   const before = new Map<string, string | null>();
   for (const p of planned) for (const c of p.changes) if (c.kind === "file" && !before.has(c.path)) before.set(c.path, c.before);
-  const paths = run.changedPaths.filter((p) => before.has(p));
+  const paths = run.tx.paths.filter((p) => before.has(p));
   if (!paths.length) return [];
   const probes = paths.map((file) => ({ file }));
   const gathered = await gather(run.connection, probes);

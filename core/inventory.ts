@@ -32,6 +32,7 @@ const hostVars = {
     known_hosts_file: { type: "string" },
     become: { type: "boolean" },
     connect_timeout: { type: "integer", minimum: 1 },
+    confirm_timeout: { type: "integer", minimum: 0 },
   },
 };
 

@@ -55,6 +55,10 @@ interface ChangeBase {
   summary: string;
   /** The change takes effect only after a reboot (or networking restart). */
   reboot?: boolean;
+  /** Applying it can cut the management path: the host is armed to revert first. */
+  disruptive?: boolean;
+  /** Once it takes effect the host answers at this address (the controller confirms there). */
+  address?: string;
 }
 export interface FileChange extends ChangeBase {
   kind: "file";
@@ -86,6 +90,8 @@ export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V e
   description: string;
   /** JSON Schema of the task's arguments (ajv, with defaults applied). */
   schema: JsonSchema;
+  /** Its tasks can cut the management path (listed before a run; see confirm_timeout). */
+  disruptive?: boolean;
   /** Values in args that must never be printed (Wi-Fi PSKs…). */
   secrets?(args: Args): string[];
   /** Read-only probes of the current state. */

@@ -8,9 +8,11 @@ export function renderChanges(run: RunResult, showDiff: boolean): string {
   const out: string[] = [];
   for (const host of run.hosts) {
     const changed = host.tasks.filter((t) => t.changes.length || t.problems.length || t.notes.length);
-    if (!changed.length && !host.error) continue;
+    const tx = notableTransaction(host);
+    if (!changed.length && !host.error && !tx) continue;
     out.push(`\n${host.host} (${host.address}): ${host.status.replace("_", " ")}`);
     if (host.error) out.push(`  error: ${host.error}`);
+    if (tx) out.push(`  ${tx}`);
     for (const task of changed) {
       out.push(`  ${task.handler ? "handler" : "task"} "${task.name}" [${task.module}]: ${taskVerb(task, run.check)}`);
       for (const change of task.changes) {
@@ -22,6 +24,14 @@ export function renderChanges(run: RunResult, showDiff: boolean): string {
     }
   }
   return out.join("\n") + (out.length ? "\n" : "");
+}
+
+/** A check run tells about a transaction that did not simply commit. */
+function notableTransaction(host: HostResult): string | null {
+  const tx = host.lastTransaction;
+  if (!tx || (tx.state === "committed" && !tx.armed)) return null;
+  const what = { pending: "pending (not confirmed)", reverted: "reverted by the host (not confirmed in time)", rolled_back: "rolled back", committed: "committed", unknown: "in an unknown state" }[tx.state];
+  return `last transaction ${tx.id}: ${what}${tx.armed ? "; host-side revert still armed" : ""}`;
 }
 
 function taskVerb(task: TaskResult, check: boolean): string {
@@ -39,11 +49,11 @@ export function summaryRow(host: HostResult) {
   const count = (s: string) => host.tasks.filter((t) => t.status === s).length;
   return {
     host: host.host,
-    status: host.status.replace("_", " "),
+    status: host.status === "rolled_back" && host.rolledBackBy === "host" ? "rolled back by host" : host.status.replace("_", " "),
     ok: count("ok"),
     changed: count("changed"),
     failed: count("failed") + (host.status === "unreachable" ? 1 : 0),
-    rolledBack: host.status === "rolled_back" ? "yes" : "no",
+    rolledBack: host.status !== "rolled_back" ? "no" : host.rolledBackBy === "host" ? "by host" : "yes",
   };
 }
 

@@ -28,6 +28,8 @@ export interface Play {
   serial?: number | string | (number | string)[];
   maxFailPercentage?: number;
   anyErrorsFatal: boolean;
+  /** Seconds a host waits for confirmation before reverting a disruptive change (0 = off). */
+  confirmTimeout?: number;
   path: Path;
 }
 
@@ -65,6 +67,7 @@ export const playbookSchema = {
       serial: { type: ["integer", "string", "array"], items: { type: ["integer", "string"] } },
       max_fail_percentage: { type: "number", minimum: 0, maximum: 100 },
       any_errors_fatal: { type: "boolean" },
+      confirm_timeout: { type: "integer", minimum: 0 },
     },
   },
 };
@@ -92,6 +95,7 @@ function readPlay(play: Record<string, unknown>, path: Path): Play {
     serial: play.serial as Play["serial"],
     maxFailPercentage: play.max_fail_percentage as number | undefined,
     anyErrorsFatal: (play.any_errors_fatal as boolean) ?? false,
+    confirmTimeout: play.confirm_timeout as number | undefined,
     path,
   };
 }

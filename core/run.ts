@@ -9,8 +9,11 @@ import { runHost, type HostResult, type HostWork, type TaskInstance } from "./en
 import { masker } from "./secrets.js";
 import { ConfigError } from "./errors.js";
 
+export const DEFAULT_CONFIRM_TIMEOUT = 300;
+
 export interface RunSettings extends TargetOptions {
   check: boolean;
+  breakLock: boolean;
   limit?: string;
   forks: number;
   tags: string[];
@@ -21,6 +24,8 @@ export interface RunSettings extends TargetOptions {
 export interface PreparedPlay {
   name: string;
   hosts: HostWork[];
+  /** Tasks that can cut the management path, told to the user before applying. */
+  disruptive: string[];
 }
 
 export interface RunResult {
@@ -56,11 +61,13 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
         return {
           name,
           target: connectionTarget(host, settings),
+          confirmTimeoutSeconds: (host.vars.confirm_timeout as number | undefined) ?? play.confirmTimeout ?? DEFAULT_CONFIRM_TIMEOUT,
           tasks: play.tasks.filter((t) => wanted(t, settings)).map((t) => instance(t, false)),
           handlers: play.handlers.map((t) => instance(t, true)),
         };
       });
-      prepared.push({ name: play.name, hosts });
+      const disruptive = play.tasks.filter((t) => wanted(t, settings) && registry.get(t.module).disruptive).map((t) => t.name);
+      prepared.push({ name: play.name, hosts, disruptive });
     }
   }
   return prepared;
@@ -79,7 +86,7 @@ export async function execute(plays: PreparedPlay[], settings: RunSettings): Pro
       hosts.map((work) => ({
         title: work.name,
         task: async (_: unknown, task: { output: string; title: string }) => {
-          const result = await runHost(work, { check: settings.check, runId, progress: (m) => (task.output = m) });
+          const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, progress: (m) => (task.output = m) });
           merge(byHost, result);
           task.title = `${work.name}: ${result.status.replace("_", " ")}${result.error ? ` — ${result.error.replace(`${work.name}: `, "")}` : ""}`;
           if (failedStates.has(result.status)) throw new Error(task.title);
@@ -94,13 +101,25 @@ export async function execute(plays: PreparedPlay[], settings: RunSettings): Pro
       } as never,
     );
     if (hosts.length) {
-      if (settings.renderer !== "silent") process.stdout.write(`PLAY ${play.name} [${hosts.length} host${hosts.length === 1 ? "" : "s"}]\n`);
+      if (settings.renderer !== "silent") process.stdout.write(playHeader(play, hosts, settings.check));
       await listr.run();
     }
   }
   const order = [...new Set(plays.flatMap((p) => p.hosts.map((h) => h.name)))];
   const hosts = order.map((name) => byHost.get(name)).filter((h): h is HostResult => !!h);
   return { runId, check: settings.check, startedAt, finishedAt: new Date().toISOString(), hosts };
+}
+
+function playHeader(play: PreparedPlay, hosts: HostWork[], check: boolean): string {
+  const lines = [`PLAY ${play.name} [${hosts.length} host${hosts.length === 1 ? "" : "s"}]${check ? " (check mode: nothing will be changed)" : ""}`];
+  if (play.disruptive.length && !check) {
+    const timeouts = [...new Set(hosts.map((h) => h.confirmTimeoutSeconds))];
+    const guard = timeouts.every((t) => t === 0)
+      ? "no host-side revert (confirm_timeout: 0)"
+      : `each host reverts by itself unless the controller confirms within ${timeouts.filter((t) => t > 0).join("/")}s`;
+    lines.push(`  disruptive: ${play.disruptive.map((n) => `"${n}"`).join(", ")}: can cut the management path; ${guard}`);
+  }
+  return lines.join("\n") + "\n";
 }
 
 function merge(byHost: Map<string, HostResult>, result: HostResult): void {

@@ -221,7 +221,9 @@ export default defineModule({
       ? fileChange(facts.original, facts.interfaces.content, { summary: `save the original as ${a.backup_path}`, mode: facts.interfaces.mode })
       : [];
     const slaves = a.slaves.join(" + ");
-    return [...keepOriginal, ...fileChange(facts.interfaces, desired, { reboot: true, summary: `configure ${a.name} (${modeName(a.mode)}: ${slaves}) in ${a.path}`, mode: "0644" })];
+    const [write] = fileChange(facts.interfaces, desired, { reboot: true, summary: `configure ${a.name} (${modeName(a.mode)}: ${slaves}) in ${a.path}`, mode: "0644" });
+    const address = a.method === "static" && a.address ? a.address.split("/")[0] : undefined;
+    return [...keepOriginal, { ...write, address }];
   },
   verify: {
     probes: (a: BondArgs) => ({

@@ -8,6 +8,7 @@ export interface RebootArgs {
 
 export default defineModule({
   name: "reboot",
+  disruptive: true,
   description: "Reboot when an earlier task reported 'reboot needed' (or always), then wait until the host answers with a new boot_id; verification runs after it",
   schema: {
     type: "object",

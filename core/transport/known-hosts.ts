@@ -61,9 +61,10 @@ export type HostKeyPolicy = { file: string; acceptNew: boolean };
  * Builds ssh2's hostVerifier for one host. `rejection()` explains a refusal,
  * since ssh2 itself only reports a generic handshake failure.
  */
-export function hostKeyVerifier(policy: HostKeyPolicy, address: string, port: number) {
+export function hostKeyVerifier(policy: HostKeyPolicy, address: string, port: number, knownAs = address) {
   const name = knownHostsName(address, port);
-  const known = entriesFor(parse(policy.file), name);
+  const entries = parse(policy.file);
+  const known = [...entriesFor(entries, name), ...(knownAs !== address ? entriesFor(entries, knownHostsName(knownAs, port)) : [])];
   let rejection: string | undefined;
   const verify = (blob: Buffer): boolean => {
     const key = blob.toString("base64");

@@ -26,11 +26,22 @@ export const connectionStats = { opened: 0 };
 export class Connection {
   private ssh: NodeSSH | null = null;
 
-  constructor(readonly target: ConnectionTarget) {}
+  /** Where the host was at the start of the run; its host key vouches for any new address. */
+  readonly originalAddress: string;
+
+  constructor(public target: ConnectionTarget) {
+    this.originalAddress = target.address;
+  }
+
+  /** Reach the host at another address from now on (after a change moved it). */
+  moveTo(address: string): void {
+    this.close();
+    this.target = { ...this.target, address };
+  }
 
   async connect(): Promise<void> {
     const { target } = this;
-    const verifier = hostKeyVerifier(target.hostKeys, target.address, target.port);
+    const verifier = hostKeyVerifier(target.hostKeys, target.address, target.port, this.originalAddress);
     const config: Config = {
       host: target.address,
       port: target.port,

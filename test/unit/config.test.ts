@@ -22,7 +22,7 @@ const registry = () => {
   builtinModules.forEach((m) => r.register(m, "built-in"));
   return r;
 };
-const settings = { check: true, forks: 5, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "silent" as const };
+const settings = { check: true, breakLock: false, forks: 5, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "silent" as const };
 
 test("variable precedence: all < parent group < group < host", () => {
   const inv = loadInventory(write("prec.yaml", `all:
