@@ -12,11 +12,17 @@ import { exitCode, renderChanges, renderSummary, writeJsonReport } from "./outpu
 import { writeHtmlReport } from "./html-report.js";
 import { ConfigError, ModuleBug, UsageError } from "./errors.js";
 import { builtinModules } from "../modules/index.js";
+import { rollback, status } from "./admin.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
+       provision status --inventory FILE [--limit PATTERN]
+       provision rollback --inventory FILE --limit PATTERN [--break-lock]
 
 Apply playbooks to the hosts of an inventory over SSH. Without a playbook,
 connect to every host and report whether it is reachable.
+"status" shows each host's last run (pending, committed, rolled back, reverted
+by the host), an armed host-side revert and the lock holder; "rollback" restores
+the files of the last run from the host's own backups (and reboots if needed).
 
 Options:
   -i, --inventory FILE        inventory YAML (required)
@@ -96,6 +102,8 @@ export async function main(argv: string[]): Promise<number> {
   };
 
   const inventory = loadInventory(values.inventory);
+  if (positionals[0] === "status") return status(inventory, values.limit, settings);
+  if (positionals[0] === "rollback") return rollback(inventory, values.limit, settings);
   const registry = new Registry();
   for (const module of builtinModules) registry.register(module, "built-in");
   const playbooks = positionals.map(loadPlaybook);

@@ -6,7 +6,7 @@ import { Connection, type ConnectionTarget } from "./transport/ssh.js";
 import { factsFor, gather, probeKey, type Gathered, type ProbeResult } from "./facts.js";
 import { HostError, ModuleBug, UnreachableError, messageOf } from "./errors.js";
 import { showChange, type ShownChange } from "./changes.js";
-import { script } from "./shell.js";
+import { rebootAndWait, RebootTimeout } from "./transport/reboot.js";
 import { Transaction, lastTransactionProbe, parseLastTransaction, transactionMeta, type LastTransaction } from "./transaction.js";
 
 export interface TaskInstance {
@@ -151,6 +151,7 @@ class HostRun {
     switch (change.kind) {
       case "file":
         await this.tx.backup(change.path, this.meta);
+        if (change.reboot) await this.tx.noteReboot();
         if (change.after === null) await c.run(`remove ${change.path}`, ["rm", "-f", "--", change.path]);
         else await c.writeFile(change.path, change.after, change.mode);
         return;
@@ -181,31 +182,15 @@ class HostRun {
   }
 
   async reboot(timeoutSeconds: number, address: string): Promise<void> {
-    const c = this.connection;
-    const before = (await c.run("read boot_id", ["cat", "/proc/sys/kernel/random/boot_id"])).trim();
-    this.options.progress("rebooting");
-    await c.run("schedule reboot", script(REBOOT));
-    c.moveTo(address);
-    await sleep(3000);
     const deadline = Math.min(Date.now() + timeoutSeconds * 1000, this.confirmDeadline);
-    let last = "";
-    while (Date.now() < deadline) {
-      try {
-        await c.connect();
-        const now = (await c.run("read boot_id", ["cat", "/proc/sys/kernel/random/boot_id"])).trim();
-        if (now !== before) {
-          this.rebootCount++;
-          this.options.progress(`back after reboot at ${address} (new boot_id)`);
-          return;
-        }
-        c.close();
-      } catch (error) {
-        last = messageOf(error);
-      }
-      await sleep(2000);
-    }
     const limit = deadline === this.confirmDeadline ? `the confirm timeout (${this.work.confirmTimeoutSeconds}s)` : `${timeoutSeconds}s`;
-    throw new StrandedError(this.work.name, `did not come back at ${address} with a new boot_id within ${limit}${last ? ` (last error: ${last})` : ""}`);
+    try {
+      await rebootAndWait(this.connection, { address, deadline, limit, progress: this.options.progress });
+    } catch (error) {
+      if (error instanceof RebootTimeout) throw new StrandedError(this.work.name, error.message.replace(`${this.work.name}: `, ""));
+      throw error;
+    }
+    this.rebootCount++;
   }
 
   /** Confirm only from outside: a fresh connection to the expected address, then disarm. */
@@ -262,12 +247,6 @@ class HostRun {
 
 /** The controller lost the host after a disruptive change. */
 class StrandedError extends HostError {}
-
-const REBOOT = `if command -v systemd-run >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  systemd-run --quiet --on-active=1 --timer-property=AccuracySec=100ms /bin/systemctl reboot
-else
-  (sleep 1; reboot) </dev/null >/dev/null 2>&1 &
-fi`;
 
 export async function runHost(work: HostWork, options: RunOptions): Promise<HostResult> {
   const started = Date.now();

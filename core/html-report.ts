@@ -86,7 +86,7 @@ function diffHtml(diff: string): string {
       : line.startsWith("\\") ? "dn" : "dc";
     return `<span class="${cls}">${escapeHtml(line)}</span>`;
   });
-  return `<pre class="diff">${lines.join("\n")}</pre>`;
+  return `<pre class="diff">${lines.join("")}</pre>`;
 }
 
 function changeHtml(change: ShownChange): string {
@@ -190,7 +190,7 @@ export function renderHtmlReport(run: RunResult): string {
   <p class="hint">Click a cell to see that task's changes, diffs, problems and notes.</p>
   <div class="gridwrap"><table id="grid" class="grid"><thead>${head}</thead><tbody>${rows.join("")}</tbody></table></div>
   <h2 class="sec">Summary per host</h2>
-  <table id="summary" class="summary"><thead><tr><th>host</th><th>address</th><th>status</th><th>ok</th><th>${run.check ? "to change" : "changed"}</th><th>failed</th><th>rolled back</th><th>took</th><th>error</th></tr></thead><tbody>${summaryRows.join("")}</tbody></table>
+  <div class="sumwrap"><table id="summary" class="summary"><thead><tr><th>host</th><th>address</th><th>status</th><th>ok</th><th>${run.check ? "to change" : "changed"}</th><th>failed</th><th>rolled back</th><th>took</th><th>error</th></tr></thead><tbody>${summaryRows.join("")}</tbody></table></div>
 </main>
 <aside id="panel" class="panel" hidden aria-live="polite"><button type="button" class="close" id="close" aria-label="close">×</button><div id="panel-body"></div></aside>
 <div id="details" hidden>${details.join("")}</div>
@@ -219,6 +219,8 @@ h1{margin:0 0 8px;font-size:20px}
 .facts{display:flex;flex-wrap:wrap;gap:4px 24px;margin:0 0 6px}.facts div{display:flex;gap:6px}.facts dt{color:#6b7280}.facts dd{margin:0}
 .counts{margin:4px 0}
 main{padding:12px 24px 40px}
+body.open main,body.open header{margin-right:min(720px,96vw)}
+@media (max-width:1100px){body.open main,body.open header{margin-right:0}}
 .hint{color:#6b7280;margin:4px 0 10px}
 .gridwrap{overflow:auto;max-height:70vh;border:1px solid var(--line);border-radius:6px;background:#fff}
 table.grid{border-collapse:separate;border-spacing:0}
@@ -227,7 +229,7 @@ table.grid{border-collapse:separate;border-spacing:0}
 .grid tbody th{position:sticky;left:0;background:#fff;z-index:1;text-align:left;font-weight:normal;white-space:nowrap;padding:4px 10px}
 .grid thead th.corner{left:0;z-index:3}
 .hn{font-weight:600}.addr{color:#6b7280;margin:0 8px;font-size:12px}
-.cell{display:block;width:100%;min-width:110px;border:1px solid transparent;border-radius:4px;padding:5px 8px;font:inherit;font-size:13px;text-align:left;cursor:pointer}
+.cell{display:block;width:100%;min-width:110px;border:1px solid transparent;border-radius:4px;padding:5px 8px;font:inherit;font-size:13px;text-align:left;cursor:pointer;white-space:nowrap}
 .cell:hover,.cell:focus{outline:2px solid #3b82f6;outline-offset:1px}
 .cell.selected{outline:3px solid #111;outline-offset:1px}
 .cell .n{float:right;font-size:11px;font-weight:700;opacity:.8}
@@ -244,7 +246,8 @@ table.grid{border-collapse:separate;border-spacing:0}
 h2.sec{font-size:16px;margin:24px 0 8px}
 table.summary{border-collapse:collapse;background:#fff;border:1px solid var(--line)}
 .summary th,.summary td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:left}
-.summary th{background:#f4f5f7}.summary .num{text-align:right}.errcell{color:var(--fa);max-width:520px}
+.summary th{background:#f4f5f7}.summary td:first-child{white-space:nowrap}.summary .num{text-align:right}.errcell{color:var(--fa);min-width:280px;max-width:560px}
+.sumwrap{overflow:auto}
 .panel{position:fixed;top:0;right:0;bottom:0;width:min(720px,96vw);background:#fff;border-left:1px solid var(--line);box-shadow:-6px 0 24px rgba(0,0,0,.12);overflow:auto;padding:16px 20px;z-index:10}
 .panel h2{font-size:17px;margin:0 30px 6px 0}.panel h3{font-size:14px;margin:16px 0 6px}
 .sep{color:#9ca3af}
@@ -270,9 +273,9 @@ const JS = `
     current=cell;cell.classList.add("selected");
     body.replaceChildren(d.cloneNode(true));
     body.firstChild.removeAttribute("id");
-    panel.hidden=false;panel.scrollTop=0;
+    panel.hidden=false;panel.scrollTop=0;document.body.classList.add("open");
   }
-  function close(){panel.hidden=true;if(current){current.classList.remove("selected");current.focus();current=null;}}
+  function close(){panel.hidden=true;document.body.classList.remove("open");if(current){current.classList.remove("selected");current.focus();current=null;}}
   document.getElementById("grid").addEventListener("click",function(e){
     var cell=e.target.closest("button.cell");if(cell)open(cell);
   });

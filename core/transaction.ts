@@ -128,6 +128,7 @@ export class Transaction {
   private backedUp = new Set<string>();
   private started = false;
   armed = false;
+  private rebootNoted = false;
   private readonly lockInfo: string;
 
   constructor(private readonly connection: Connection, readonly id: string) {
@@ -165,6 +166,13 @@ export class Transaction {
     this.backedUp.add(path);
   }
 
+  /** The transaction holds changes that take effect at boot: undoing it by hand needs a reboot too. */
+  async noteReboot(): Promise<void> {
+    if (this.rebootNoted) return;
+    await this.connection.run("note reboot", ["touch", `${this.dir}/needs-reboot`]);
+    this.rebootNoted = true;
+  }
+
   async restore(): Promise<void> {
     if (this.backedUp.size) await this.connection.run("restore backups", script(RESTORE, this.dir));
   }
@@ -196,14 +204,18 @@ export class Transaction {
   }
 }
 
-/** For `provision rollback`: restore the host's last transaction, by hand. */
-export async function restoreLast(connection: Connection): Promise<LastTransaction | null> {
-  const last = parseLastTransaction((await connection.exec(lastTransactionProbe.command)).stdout);
-  if (!last) return null;
+/** For `provision rollback`: restore the host's last transaction by hand; true when it needs a reboot. */
+export async function restoreLast(connection: Connection, last: LastTransaction): Promise<boolean> {
   const dir = `${STATE_DIR}/runs/${last.id}`;
   await connection.run("restore the last transaction", script(RESTORE, dir));
   await connection.run("disarm", script(DISARM, STATE_DIR, last.id, "rolled_back"));
-  return last;
+  return (await connection.exec(["test", "-e", `${dir}/needs-reboot`])).code === 0;
+}
+
+/** For `provision status`: the holder of the host's lock, if any. */
+export async function lockHolder(connection: Connection): Promise<string | null> {
+  const r = await connection.exec(["cat", `${STATE_DIR}/lock`]);
+  return r.code === 0 ? r.stdout.trim() : null;
 }
 
 export async function transactionMeta(connection: Connection): Promise<string> {

@@ -274,3 +274,49 @@ test("a non-root user with become: true works through sudo; without it the host 
   assert.match((await cat(h, "/etc/dhcpcd.conf"))!, /^denyinterfaces .*eth9/m);
   assert.match((await fleet.exec(h, ["stat", "-c", "%U:%G %a", "/etc/dhcpcd.conf"])).stdout, /^root:root 644/, "owner and mode kept");
 });
+
+test("one run per host at a time; status shows the last run; rollback undoes it by hand", async () => {
+  const h = host(1);
+  const plugin = join(repoRoot, "test/fixtures/provision-plugin-motd");
+  const slow = join(dir, "slow.yaml");
+  writeFileSync(slow, `- hosts: pis\n  plugins: [${plugin}]\n  tasks:\n    - motd: { message: written by the slow run }\n    - pause: { seconds: 6 }\n`);
+  const motdBefore = await cat(h, "/etc/motd");
+  const first = cli("--inventory", inventory, "--limit", h.name, slow);
+  let holder = "";
+  for (let i = 0; i < 100 && !holder; i++) {
+    holder = (await cat(h, "/var/lib/provision/lock")) ?? "";
+    if (!holder) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.match(holder, /controller=\S+ pid=\d+ since=\S+ run=\S+/);
+
+  const dhcpcdBefore = await sha(h, ["/etc/dhcpcd.conf"]);
+  const other = join(dir, "other.yaml");
+  writeFileSync(other, "- hosts: pis\n  tasks:\n    - dhcpcd_deny: { interfaces: [eth7] }\n");
+  const started = Date.now();
+  const second = await cli("--inventory", inventory, "--limit", h.name, other);
+  assert.equal(second.code, 1, second.output);
+  assert.ok(Date.now() - started < 5000, "fails fast");
+  assert.match(second.stdout, /locked by another run \(controller=\S+ pid=\d+ since=\S+ run=\S+\).*--break-lock/);
+  assert.equal(await sha(h, ["/etc/dhcpcd.conf"]), dhcpcdBefore, "the second controller changed nothing");
+
+  const done = await first;
+  assert.equal(done.code, 0, done.output);
+  assert.equal(await cat(h, "/var/lib/provision/lock"), null, "the lock is released");
+
+  const status = await cli("status", "--inventory", inventory, "--limit", h.name);
+  assert.equal(status.code, 0, status.output);
+  assert.match(status.stdout, new RegExp(`^${h.name}\\s+\\S+\\s+committed\\s+no\\s+-$`, "m"));
+
+  const undo = await cli("rollback", "--inventory", inventory, "--limit", h.name);
+  assert.equal(undo.code, 0, undo.output);
+  assert.match(undo.stdout, /restored run \S+ \(was committed\)/);
+  assert.equal(await cat(h, "/etc/motd"), motdBefore, "the run's files are back as they were");
+  assert.match((await cli("status", "--inventory", inventory, "--limit", h.name)).stdout, /rolled_back/);
+
+  await fleet.exec(h, ["sh", "-c", "echo 'controller=gone pid=1 since=2020-01-01T00:00:00Z run=dead' > /var/lib/provision/lock"]);
+  const stale = await cli("--inventory", inventory, "--limit", h.name, other);
+  assert.equal(stale.code, 1);
+  assert.match(stale.stdout, /controller=gone pid=1/);
+  const broken = await cli("--inventory", inventory, "--limit", h.name, "--break-lock", other);
+  assert.equal(broken.code, 0, broken.output);
+});
