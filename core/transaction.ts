@@ -36,6 +36,7 @@ restore_files "$dir"
 echo reverted > "$dir/state"
 echo "reverted by host at $(date -u +%FT%TZ)" >> "$dir/log"
 rm -f "$base/armed"
+grep -q "run=$id\$" "$base/lock" 2>/dev/null && rm -f "$base/lock"
 systemctl disable provision-revert.timer >/dev/null 2>&1
 rm -f /etc/systemd/system/provision-revert.service /etc/systemd/system/provision-revert.timer
 systemctl daemon-reload

@@ -1,0 +1,54 @@
+// `npm run demo`: boot a real-kernel "Pi" in the lab, bond eth0+wlan0 with
+// provision (showing the diffs), then show the bond from the guest.
+import { join } from "node:path";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { spawn } from "node:child_process";
+import { startLab } from "./lab.js";
+import { labInventory } from "./e2e-support.js";
+import { CLI } from "../integration/provision-cli.js";
+import { repoRoot } from "../support/cache.js";
+import { removeOnCleanup } from "../support/processes.js";
+
+function step(title: string): void {
+  console.log(`\n\x1b[1m== ${title}\x1b[0m`);
+}
+
+function provision(inLab: (argv: string[]) => string[], args: string[]): Promise<number> {
+  const full = inLab(["node", CLI, ...args]);
+  return new Promise((resolve) => {
+    const child = spawn(full[0], full.slice(1), { stdio: "inherit", cwd: repoRoot });
+    child.on("close", (code) => resolve(code ?? 1));
+  });
+}
+
+async function main(): Promise<number> {
+  step("Booting the lab: a Debian 12 guest on Debian's own kernel (QEMU, TCG) with eth0 and wlan0");
+  const lab = await startLab({ guests: 1, secondNic: "wlan0", name: "demo" });
+  try {
+    const pi = lab.guests[0];
+    console.log(`${pi.name} answers at ${pi.address} after ${(pi.bootMs / 1000).toFixed(0)} s; kernel ${lab.kernelVersion}`);
+    const dir = mkdtempSync(join(tmpdir(), "provision-demo-"));
+    removeOnCleanup(dir);
+    const inventory = labInventory(lab, join(dir, "lab.yaml"));
+    const playbook = join(repoRoot, "playbooks/bond-eth0-wlan0.yaml");
+
+    step(`provision --inventory ${inventory} playbooks/bond-eth0-wlan0.yaml --diff`);
+    const code = await provision(lab.controllerArgv, ["--inventory", inventory, playbook, "--diff"]);
+
+    step(`cat /proc/net/bonding/bond0 on ${pi.name}`);
+    console.log((await pi.ssh("cat /proc/net/bonding/bond0; echo; ip -br addr show")).stdout);
+
+    step("Second run: nothing to change");
+    const again = await provision(lab.controllerArgv, ["--inventory", inventory, playbook]);
+    return code || again;
+  } finally {
+    step("Tearing the lab down");
+    await lab.stop();
+  }
+}
+
+main().then((code) => process.exit(code), (error) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,55 @@
+// Shared pieces of the lab's end-to-end tests: inventories for lab guests, the
+// bond's live state, file hashes, phase timing.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import type { Guest, Lab } from "./lab.js";
+import { parseBondStatus, type BondStatus } from "../../modules/bond.js";
+
+export const GATEWAY = "10.77.0.1";
+
+/** An inventory for the lab's guests with the bond variables the seed playbooks need. */
+export function labInventory(lab: Lab, file: string, perHost: Record<string, Record<string, unknown>> = {}, vars: Record<string, unknown> = {}): string {
+  const hosts = Object.fromEntries(lab.guests.map((g) => [g.name, { address: g.address, bond_address: `${g.address}/24`, ...perHost[g.name] }]));
+  writeFileSync(file, stringify({
+    all: {
+      vars: { user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile, bond_gateway: GATEWAY, ...vars },
+      children: { pis: { hosts } },
+    },
+  }));
+  return file;
+}
+
+export async function bondStatus(guest: Guest): Promise<BondStatus | null> {
+  const r = await guest.ssh("cat /proc/net/bonding/bond0", { timeoutMs: 20_000 });
+  return r.code === 0 ? parseBondStatus(r.stdout) : null;
+}
+
+/** Content hash, mode and owner of each path (or "absent"): "byte-identical" means equal strings. */
+export async function fileHashes(guest: Guest, paths: string[]): Promise<string> {
+  const r = await guest.ssh(`for f in ${paths.join(" ")}; do if [ -e "$f" ]; then sha256sum "$f"; stat -c "%a %U:%G" "$f"; else echo "absent $f"; fi; done`);
+  if (r.code !== 0) throw new Error(`hashing files failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+export const TOUCHED = ["/etc/network/interfaces", "/etc/network/interfaces.orig", "/etc/modules", "/etc/modprobe.d/bonding.conf", "/etc/dhcpcd.conf"];
+
+export async function timed<T>(label: string, fn: () => Promise<T>): Promise<T> {
+  const t = Date.now();
+  try {
+    return await fn();
+  } finally {
+    console.log(`# phase: ${label} took ${((Date.now() - t) / 1000).toFixed(1)}s`);
+  }
+}
+
+export async function ourTimers(guest: Guest): Promise<string> {
+  const r = await guest.ssh("systemctl list-timers --all --no-legend | grep provision; ls /etc/systemd/system | grep provision; ls /var/lib/provision/armed 2>/dev/null; true");
+  return r.stdout.trim();
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function playbookPath(name: string): string {
+  return join(process.cwd(), "playbooks", name);
+}
