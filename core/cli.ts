@@ -2,13 +2,14 @@
 // The provision command: parse argv, load and validate everything, run, print, exit.
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadInventory } from "./inventory.js";
 import { checkModules, loadPlaybook } from "./playbook.js";
 import { Registry, playbookDir } from "./registry.js";
 import { execute, prepare, type RunSettings } from "./run.js";
-import { exitCode, renderChanges, renderSummary, writeJsonReport } from "./output.js";
+import { exitCode, hostsToRetry, renderChanges, renderSummary, writeJsonReport } from "./output.js";
+import { writeRetryFile } from "./rollout.js";
 import { writeHtmlReport } from "./html-report.js";
 import { ConfigError, ModuleBug, UsageError } from "./errors.js";
 import { builtinModules } from "../modules/index.js";
@@ -37,6 +38,8 @@ Options:
       --known-hosts FILE      known_hosts file (default: inventory's known_hosts_file or ~/.ssh/known_hosts)
       --accept-new-host-keys  trust and record keys of hosts not yet in known_hosts (never changed keys)
       --break-lock            take over a host locked by a controller that died
+      --retry-file FILE       where to list failed and untouched hosts (default: PLAYBOOK.retry here);
+                              resume with --limit @FILE
   -v, --verbose               one line per event instead of the live display
   -h, --help                  show this help
   -V, --version               show the version
@@ -56,6 +59,7 @@ const OPTIONS = {
   "known-hosts": { type: "string" },
   "accept-new-host-keys": { type: "boolean" },
   "break-lock": { type: "boolean" },
+  "retry-file": { type: "string" },
   verbose: { type: "boolean", short: "v" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -117,6 +121,12 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.write(renderChanges(run, values.diff ?? false));
   process.stdout.write(renderSummary(run) + "\n");
   if (values.report) (values.report.toLowerCase().endsWith(".html") ? writeHtmlReport : writeJsonReport)(values.report, run);
+  const retry = hostsToRetry(run);
+  if (retry.length && positionals.length) {
+    const file = values["retry-file"] ?? `${basename(positionals[0]).replace(/\.ya?ml$/, "")}.retry`;
+    writeRetryFile(file, retry);
+    process.stdout.write(`${retry.length} host(s) to retry, listed in ${file}: rerun with --limit @${file}\n`);
+  }
   return exitCode(run);
 }
 

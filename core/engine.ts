@@ -43,7 +43,7 @@ export interface TaskResult {
   problems: string[];
   notes: string[];
 }
-export type HostStatus = "ok" | "changed" | "drift" | "failed" | "rolled_back" | "unreachable";
+export type HostStatus = "ok" | "changed" | "drift" | "failed" | "rolled_back" | "unreachable" | "not_run";
 export interface HostResult {
   host: string;
   address: string;

@@ -28,6 +28,7 @@ const HOST_LABELS: Record<HostResult["status"], string> = {
   failed: "failed",
   rolled_back: "rolled back",
   unreachable: "unreachable",
+  not_run: "not run",
 };
 
 export function escapeHtml(text: unknown): string {

@@ -67,7 +67,23 @@ export function renderSummary(run: RunResult): string {
   const verdict = run.check
     ? (totals.drift ? `${totals.drift} host(s) would change.` : "No changes.")
     : "";
-  return ["", line(header), ...rows.map(line), "", `${run.hosts.length} host(s): ${totalLine || "none"}. ${verdict}`.trimEnd(), ""].join("\n");
+  const halt = run.halted ? [
+    `ROLLOUT HALTED in play "${run.halted.play}": ${run.halted.reason}.`,
+    `  done: ${names(run, (h) => h.status === "ok" || h.status === "changed" || h.status === "drift")}`,
+    `  failed: ${names(run, (h) => ["failed", "rolled_back", "unreachable"].includes(h.status), true)}`,
+    `  never touched: ${run.halted.untouched.join(", ") || "none"}`,
+  ] : [];
+  return ["", line(header), ...rows.map(line), "", `${run.hosts.length} host(s): ${totalLine || "none"}. ${verdict}`.trimEnd(), ...halt, ""].join("\n");
+}
+
+function names(run: RunResult, pick: (h: HostResult) => boolean, withStatus = false): string {
+  const picked = run.hosts.filter(pick).map((h) => (withStatus ? `${h.host} (${h.status.replace("_", " ")}${h.rolledBackBy === "host" ? " by host" : ""})` : h.host));
+  return picked.join(", ") || "none";
+}
+
+/** Hosts a retry should run: the failed ones and those a halted rollout never touched. */
+export function hostsToRetry(run: RunResult): string[] {
+  return run.hosts.filter((h) => ["failed", "rolled_back", "unreachable", "not_run"].includes(h.status)).map((h) => h.host);
 }
 
 function countBy(values: string[]): Record<string, number> {
@@ -84,6 +100,7 @@ export function writeJsonReport(file: string, run: RunResult): void {
     startedAt: run.startedAt,
     finishedAt: run.finishedAt,
     summary: run.hosts.map(summaryRow),
+    halted: run.halted ?? null,
     hosts: run.hosts,
   };
   writeFileSync(file, JSON.stringify(report, null, 2) + "\n");
@@ -91,7 +108,7 @@ export function writeJsonReport(file: string, run: RunResult): void {
 
 /** 0 ok/no drift, 2 drift in check mode, 1 any failure. */
 export function exitCode(run: RunResult): number {
-  if (run.hosts.some((h) => ["failed", "rolled_back", "unreachable"].includes(h.status))) return 1;
+  if (run.halted || run.hosts.some((h) => ["failed", "rolled_back", "unreachable"].includes(h.status))) return 1;
   if (run.check && run.hosts.some((h) => h.status === "drift")) return 2;
   return 0;
 }

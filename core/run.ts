@@ -3,11 +3,12 @@
 import { randomBytes } from "node:crypto";
 import { Listr } from "listr2";
 import { connectionTarget, selectHosts, type Inventory, type TargetOptions } from "./inventory.js";
-import { resolveArgs, type Playbook, type Task } from "./playbook.js";
+import { resolveArgs, type Play, type Playbook, type Task } from "./playbook.js";
 import type { Registry } from "./registry.js";
 import { runHost, type HostResult, type HostWork, type TaskInstance } from "./engine.js";
 import { masker } from "./secrets.js";
 import { ConfigError } from "./errors.js";
+import { batches, haltReason } from "./rollout.js";
 
 export const DEFAULT_CONFIRM_TIMEOUT = 300;
 
@@ -26,6 +27,9 @@ export interface PreparedPlay {
   hosts: HostWork[];
   /** Tasks that can cut the management path, told to the user before applying. */
   disruptive: string[];
+  serial?: Play["serial"];
+  maxFailPercentage?: number;
+  anyErrorsFatal: boolean;
 }
 
 export interface RunResult {
@@ -34,6 +38,8 @@ export interface RunResult {
   startedAt: string;
   finishedAt: string;
   hosts: HostResult[];
+  /** Set when a failure threshold stopped the rollout. */
+  halted?: { play: string; reason: string; untouched: string[] };
 }
 
 function wanted(task: Task, settings: RunSettings): boolean {
@@ -66,8 +72,9 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
           handlers: play.handlers.map((t) => instance(t, true)),
         };
       });
+      batches(names, play.serial, `${playbook.source.position([...play.path, "serial"])}: play "${play.name}"`);
       const disruptive = play.tasks.filter((t) => wanted(t, settings) && registry.get(t.module).disruptive).map((t) => t.name);
-      prepared.push({ name: play.name, hosts, disruptive });
+      prepared.push({ name: play.name, hosts, disruptive, serial: play.serial, maxFailPercentage: play.maxFailPercentage, anyErrorsFatal: play.anyErrorsFatal });
     }
   }
   return prepared;
@@ -80,34 +87,51 @@ export async function execute(plays: PreparedPlay[], settings: RunSettings): Pro
   const runId = `${new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "")}-${randomBytes(3).toString("hex")}`;
   const startedAt = new Date().toISOString();
   const byHost = new Map<string, HostResult>();
+  let halted: RunResult["halted"];
   for (const play of plays) {
     const hosts = play.hosts.filter((h) => !failedStates.has(byHost.get(h.name)?.status ?? ""));
-    const listr = new Listr(
-      hosts.map((work) => ({
-        title: work.name,
-        task: async (_: unknown, task: { output: string; title: string }) => {
-          const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, progress: (m) => (task.output = m) });
-          merge(byHost, result);
-          task.title = `${work.name}: ${result.status.replace("_", " ")}${result.error ? ` — ${result.error.replace(`${work.name}: `, "")}` : ""}`;
-          if (failedStates.has(result.status)) throw new Error(task.title);
-        },
-      })),
-      {
-        concurrent: Math.max(1, settings.forks),
-        exitOnError: false,
-        renderer: settings.renderer === "simple" ? "simple" : settings.renderer,
-        fallbackRenderer: settings.renderer === "verbose" ? "verbose" : "simple",
-        rendererOptions: { collapseErrors: false, showErrorMessage: false },
-      } as never,
-    );
-    if (hosts.length) {
-      if (settings.renderer !== "silent") process.stdout.write(playHeader(play, hosts, settings.check));
-      await listr.run();
+    if (!hosts.length) continue;
+    if (settings.renderer !== "silent") process.stdout.write(playHeader(play, hosts, settings.check));
+    const groups = batches(hosts, play.serial, `play "${play.name}"`);
+    for (const [index, batch] of groups.entries()) {
+      if (groups.length > 1 && settings.renderer !== "silent") process.stdout.write(`BATCH ${index + 1}/${groups.length}: ${batch.map((h) => h.name).join(", ")}\n`);
+      await runBatch(batch, settings, runId, byHost);
+      const failed = batch.filter((h) => failedStates.has(byHost.get(h.name)!.status)).length;
+      const reason = haltReason(failed, batch.length, play);
+      if (reason) {
+        halted = { play: play.name, reason, untouched: groups.slice(index + 1).flat().map((h) => h.name) };
+        break;
+      }
     }
+    if (halted) break;
   }
   const order = [...new Set(plays.flatMap((p) => p.hosts.map((h) => h.name)))];
-  const hosts = order.map((name) => byHost.get(name)).filter((h): h is HostResult => !!h);
-  return { runId, check: settings.check, startedAt, finishedAt: new Date().toISOString(), hosts };
+  const address = new Map(plays.flatMap((p) => p.hosts.map((h) => [h.name, h.target.address] as const)));
+  const notRun = (name: string): HostResult => ({ host: name, address: address.get(name)!, status: "not_run", rebooted: false, tasks: [], durationMs: 0 });
+  const hosts = order.map((name) => byHost.get(name) ?? (halted ? notRun(name) : undefined)).filter((h): h is HostResult => !!h);
+  return { runId, check: settings.check, startedAt, finishedAt: new Date().toISOString(), hosts, halted };
+}
+
+async function runBatch(hosts: HostWork[], settings: RunSettings, runId: string, byHost: Map<string, HostResult>): Promise<void> {
+  const listr = new Listr(
+    hosts.map((work) => ({
+      title: work.name,
+      task: async (_: unknown, task: { output: string; title: string }) => {
+        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, progress: (m) => (task.output = m) });
+        merge(byHost, result);
+        task.title = `${work.name}: ${result.status.replace("_", " ")}${result.error ? ` — ${result.error.replace(`${work.name}: `, "")}` : ""}`;
+        if (failedStates.has(result.status)) throw new Error(task.title);
+      },
+    })),
+    {
+      concurrent: Math.max(1, settings.forks),
+      exitOnError: false,
+      renderer: settings.renderer,
+      fallbackRenderer: settings.renderer === "verbose" ? "verbose" : "simple",
+      rendererOptions: { collapseErrors: false, showErrorMessage: false },
+    } as never,
+  );
+  await listr.run();
 }
 
 function playHeader(play: PreparedPlay, hosts: HostWork[], check: boolean): string {

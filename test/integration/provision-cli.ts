@@ -17,7 +17,7 @@ export function summary(stdout: string): Record<string, { status: string; ok: nu
   const rows: Record<string, { status: string; ok: number; changed: number; failed: number; rolledBack: string }> = {};
   const table = stdout.slice(stdout.lastIndexOf("HOST  "));
   for (const line of table.split("\n").slice(1)) {
-    const m = /^(\S+)\s+(ok|changed|drift|failed|rolled back by host|rolled back|unreachable)\s+(\d+)\s+(\d+)\s+(\d+)\s+(yes|no|by host)$/.exec(line.trim());
+    const m = /^(\S+)\s+(ok|changed|drift|failed|rolled back by host|rolled back|unreachable|not run)\s+(\d+)\s+(\d+)\s+(\d+)\s+(yes|no|by host)$/.exec(line.trim());
     if (m) rows[m[1]] = { status: m[2], ok: Number(m[3]), changed: Number(m[4]), failed: Number(m[5]), rolledBack: m[6] };
   }
   return rows;

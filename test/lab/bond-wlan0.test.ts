@@ -55,7 +55,7 @@ test("the eth0+wlan0 playbook brings the bond up right after a reboot; a second 
   assert.ok(json.hosts[0].tasks.find((t: { module: string }) => t.module === "bond").problems.length === 0);
   assert.equal(await ourTimers(pi), "", "happy path: no revert timer, unit or arming left");
   assert.match((await pi.ssh("cat /var/lib/provision/runs/*/state")).stdout, /committed/);
-  console.log(`# bond up: ${JSON.stringify({ slaves: status.slaves.map((s) => s.name), primary: status.primary, active: status.activeSlave })}`);
+  console.log(`bond up: ${JSON.stringify({ slaves: status.slaves.map((s) => s.name), primary: status.primary, active: status.activeSlave })}`);
 
   const bootAfter = await pi.bootId();
   const second = await timed("second run", () => cli("--inventory", inventory, WLAN));
@@ -98,7 +98,7 @@ test("pulling eth0's cable: wlan0 takes over without interrupting pings, eth0 co
   await done;
   const received = [...out.matchAll(/icmp_seq=(\d+)/g)].length;
   const lost = count - received;
-  console.log(`# cable pull: failover to wlan0 seen after ${failoverMs} ms (poll includes ssh round trips), back to eth0 after ${backMs} ms; ${lost} of ${count} pings lost (${interval * 1000} ms apart)`);
+  console.log(`cable pull: failover to wlan0 seen after ${failoverMs} ms (poll includes ssh round trips), back to eth0 after ${backMs} ms; ${lost} of ${count} pings lost (${interval * 1000} ms apart)`);
   assert.ok(backMs >= 0, "eth0 is the active slave again (primary_reselect always)");
   // "Uninterrupted": at most 1 s of missing replies over the cut and the return (20 pings at 50 ms).
   assert.ok(lost <= 20, `lost ${lost} pings, bound 20`);

@@ -39,7 +39,7 @@ export async function timed<T>(label: string, fn: () => Promise<T>): Promise<T> 
   try {
     return await fn();
   } finally {
-    console.log(`# phase: ${label} took ${((Date.now() - t) / 1000).toFixed(1)}s`);
+    console.log(`phase: ${label} took ${((Date.now() - t) / 1000).toFixed(1)}s`);
   }
 }
 

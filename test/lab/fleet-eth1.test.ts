@@ -56,7 +56,7 @@ test("cut off by its own change (bond moved to an unreachable address), the host
   assert.equal(r.code, 1, r.output);
   assert.equal(summary(r.stdout)[g.name].status, "rolled back by host", r.stdout);
   assert.match(r.stdout, /rolled back by host/);
-  console.log(`# cut off → reachable again at ${g.address} after ${((Date.now() - cutAt) / 1000).toFixed(0)} s (confirm_timeout 60 s, includes two reboots)`);
+  console.log(`cut off → reachable again at ${g.address} after ${((Date.now() - cutAt) / 1000).toFixed(0)} s (confirm_timeout 60 s, includes two reboots)`);
   assert.equal(await fileHashes(g, TOUCHED), before, "files byte-identical to before the run");
   assert.match((await g.ssh("cat /var/lib/provision/runs/*/state")).stdout, /reverted/);
   assert.equal(await ourTimers(g), "", "the revert cleaned up after itself");
@@ -91,7 +91,7 @@ test("the controller is killed after a disruptive change: the host reverts by it
   }
   assert.equal(state, "reverted");
   await g.waitForSsh();
-  console.log(`# controller killed → host reverted and answering again after ${((Date.now() - killedAt) / 1000).toFixed(0)} s (confirm_timeout 45 s)`);
+  console.log(`controller killed → host reverted and answering again after ${((Date.now() - killedAt) / 1000).toFixed(0)} s (confirm_timeout 45 s)`);
   assert.equal(await fileHashes(g, TOUCHED), before, "files byte-identical to before the run");
   const check = await cli("--inventory", inventory, "--limit", g.name, "--check", ETH1);
   assert.equal(check.code, 0, check.output);
