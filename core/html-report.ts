@@ -31,6 +31,11 @@ const HOST_LABELS: Record<HostResult["status"], string> = {
   not_run: "not run",
 };
 
+/** The host's status as the summary table says it ("rolled back by host" when its own timer reverted it). */
+function hostLabel(host: HostResult): string {
+  return host.status === "rolled_back" && host.rolledBackBy === "host" ? "rolled back by host" : HOST_LABELS[host.status];
+}
+
 export function escapeHtml(text: unknown): string {
   return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 }
@@ -104,7 +109,7 @@ function detailHtml(run: RunResult, host: HostResult, column: Column, task: Task
   out.push(`<h2><span class="hn">${escapeHtml(host.host)}</span> <span class="sep">›</span> ${column.handler ? '<span class="tag">handler</span> ' : ""}${escapeHtml(column.name)}</h2>`);
   out.push(`<p class="meta"><span class="badge s-${state}">${escapeHtml(LABELS[state])}</span>`);
   if (task) out.push(` module <code>${escapeHtml(task.module)}</code>`);
-  out.push(` · host ${escapeHtml(host.address)} · host ${escapeHtml(HOST_LABELS[host.status])}</p>`);
+  out.push(` · host ${escapeHtml(host.address)} · host ${escapeHtml(hostLabel(host))}</p>`);
   if (host.error && (state === "unreachable" || state === "rolled_back" || state === "failed" || state === "not_run"))
     out.push(`<div class="err"><strong>host error:</strong> ${escapeHtml(host.error)}</div>`);
   if (!task) {
@@ -152,7 +157,7 @@ export function renderHtmlReport(run: RunResult): string {
       return `<td><button type="button" class="cell s-${state}${cause}" data-state="${state}" data-detail="${id}" data-host="${escapeHtml(host.host)}" data-task="${escapeHtml(column.name)}" title="${escapeHtml(`${host.host} › ${column.name}: ${label}`)}">${escapeHtml(label)}${count}</button></td>`;
     });
     if (!columns.length) cells.push(`<td class="empty">${escapeHtml(host.error ?? "no tasks")}</td>`);
-    return `<tr data-host="${escapeHtml(host.host)}" data-status="${host.status}"><th scope="row"><span class="hn">${escapeHtml(host.host)}</span><span class="addr">${escapeHtml(host.address)}</span><span class="badge s-${hostStateClass(host.status)}">${escapeHtml(HOST_LABELS[host.status])}</span></th>${cells.join("")}</tr>`;
+    return `<tr data-host="${escapeHtml(host.host)}" data-status="${host.status}"><th scope="row"><span class="hn">${escapeHtml(host.host)}</span><span class="addr">${escapeHtml(host.address)}</span><span class="badge s-${hostStateClass(host.status)}">${escapeHtml(hostLabel(host))}</span></th>${cells.join("")}</tr>`;
   });
 
   const head = `<tr><th scope="col" class="corner">host</th>${columns.map((c) => `<th scope="col">${c.handler ? '<span class="tag">handler</span> ' : ""}${escapeHtml(c.name)}</th>`).join("")}${columns.length ? "" : "<th></th>"}</tr>`;
@@ -162,7 +167,7 @@ export function renderHtmlReport(run: RunResult): string {
 
   const summaryRows = run.hosts.map((host) => {
     const row = summaryRow(host);
-    return `<tr data-host="${escapeHtml(host.host)}"><td>${escapeHtml(row.host)}</td><td>${escapeHtml(host.address)}</td><td><span class="badge s-${hostStateClass(host.status)}">${escapeHtml(HOST_LABELS[host.status])}</span></td><td class="num">${row.ok}</td><td class="num">${row.changed}</td><td class="num">${row.failed}</td><td>${row.rolledBack}</td><td class="num">${(host.durationMs / 1000).toFixed(1)} s</td><td class="errcell">${escapeHtml(host.error ?? "")}</td></tr>`;
+    return `<tr data-host="${escapeHtml(host.host)}"><td>${escapeHtml(row.host)}</td><td>${escapeHtml(host.address)}</td><td><span class="badge s-${hostStateClass(host.status)}">${escapeHtml(hostLabel(host))}</span></td><td class="num">${row.ok}</td><td class="num">${row.changed}</td><td class="num">${row.failed}</td><td>${row.rolledBack}</td><td class="num">${(host.durationMs / 1000).toFixed(1)} s</td><td class="errcell">${escapeHtml(host.error ?? "")}</td></tr>`;
   });
 
   const title = `provision ${mode} report ${run.runId}`;
