@@ -118,7 +118,7 @@ function detailHtml(run: RunResult, host: HostResult, column: Column, task: Task
   }
   if (task.problems.length) out.push(`<h3>Problems</h3><ul class="problems">${task.problems.map((p) => `<li>${escapeHtml(p)}</li>`).join("")}</ul>`);
   if (task.changes.length) {
-    const verb = run.check ? "would make" : state === "rolled_back" ? "made, then rolled back" : "made";
+    const verb = run.check ? "to make" : state === "rolled_back" ? "made, then rolled back" : "made";
     out.push(`<h3>${task.changes.length} change${task.changes.length === 1 ? "" : "s"} ${escapeHtml(verb)}</h3><ul class="changes">${task.changes.map(changeHtml).join("")}</ul>`);
   } else out.push(`<p class="empty">Nothing to change: the host already matches.</p>`);
   if (task.notes.length) out.push(`<h3>Notes</h3><ul class="notes">${task.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join("")}</ul>`);

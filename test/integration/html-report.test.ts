@@ -156,6 +156,25 @@ test("the rolled-back host's cell shows the failed probe; the unreachable one th
   await panel.waitFor({ state: "hidden" });
 });
 
+test("a --check run: the rolled-back host shows what would change, the others are ok", async () => {
+  const checkReport = join(dir, "check.html");
+  const r = await provision(fleet.controllerArgv, ["--inventory", join(dir, "inventory.yaml"), "--check", "--limit", "all:!dead-pi", "--report", checkReport, join(dir, "site.yaml")]);
+  assert.equal(r.code, 2, r.output);
+  const check = await context!.newPage();
+  try {
+    await check.goto(pathToFileURL(checkReport).href);
+    assert.match(await check.locator("header").innerText(), /check \(audit, nothing changed\)/);
+    const cells = (host: string) => check.locator(`#grid tbody tr[data-host="${host}"] button.cell`);
+    assert.deepEqual(await cells("host1").evaluateAll((cs) => cs.map((c) => c.getAttribute("data-state"))), ["ok", "ok", "ok"]);
+    assert.deepEqual(await cells("host3").evaluateAll((cs) => cs.map((c) => c.getAttribute("data-state"))), ["ok", "drift", "drift"]);
+    assert.match(await cells("host3").nth(1).innerText(), /would change/);
+    await cells("host3").nth(1).click();
+    assert.match(await check.locator("#panel").innerText(), /1 change to make[\s\S]*\+denyinterfaces eth0 wlan0 bond0/);
+  } finally {
+    await check.close();
+  }
+});
+
 test("the summary per host matches the run", async () => {
   const rows = await page.locator("#summary tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.querySelectorAll("td")].slice(0, 7).map((td) => td.textContent?.trim())));
   assert.deepEqual(rows, [
