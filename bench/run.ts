@@ -16,7 +16,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { parse, stringify } from "yaml";
 import { startFleet, type TestFleet } from "../test/support/sshd-hosts.js";
@@ -128,7 +128,7 @@ async function measure(tool: Tool, argv: string[], env: NodeJS.ProcessEnv, log: 
   const timeFile = `${log}.time`;
   const machine0 = machineCpu();
   const hosts0 = hostsCpu(hostPids);
-  const child = spawn("/usr/bin/time", ["-f", "%e %U %S %M", "-o", timeFile, ...argv], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn("/usr/bin/time", ["-f", "%e %U %S %M", "-o", timeFile, ...argv], { env, cwd: dirname(log), stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));

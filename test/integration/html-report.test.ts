@@ -56,7 +56,7 @@ before(async () => {
   }]));
 
   report = join(dir, "x.html");
-  cliResult = await provision(fleet.controllerArgv, ["--inventory", inventory, "--report", report, playbook]);
+  cliResult = await provision(fleet.controllerArgv, ["--inventory", inventory, "--report", report, "--retry-file", join(dir, "site.retry"), playbook]);
 
   const profile = mkdtempSync(join(tmpdir(), "provision-chromium-"));
   removeOnCleanup(profile);
@@ -158,7 +158,7 @@ test("the rolled-back host's cell shows the failed probe; the unreachable one th
 
 test("a --check run: the rolled-back host shows what would change, the others are ok", async () => {
   const checkReport = join(dir, "check.html");
-  const r = await provision(fleet.controllerArgv, ["--inventory", join(dir, "inventory.yaml"), "--check", "--limit", "all:!dead-pi", "--report", checkReport, join(dir, "site.yaml")]);
+  const r = await provision(fleet.controllerArgv, ["--inventory", join(dir, "inventory.yaml"), "--check", "--limit", "all:!dead-pi", "--report", checkReport, "--retry-file", join(dir, "check.retry"), join(dir, "site.yaml")]);
   assert.equal(r.code, 2, r.output);
   const check = await context!.newPage();
   try {
