@@ -252,9 +252,11 @@ async function runProvision(s: Setup, n: number, log: string, extra: string[] = 
   return { ...m, verdict: `exit ${m.code}, ${drift}/${n} hosts drift` };
 }
 
-/** provision without a playbook: connect, one gather of the host facts, disconnect. */
+/** provision with a play without tasks: connect, one gather of the host facts, disconnect. */
 async function runProvisionConnect(s: Setup, n: number, log: string): Promise<Sample> {
-  const argv = s.fleet.controllerArgv(["node", CLI, "--inventory", s.provisionInventory, "--check", "--forks", String(n)]);
+  const playbook = join(s.dir, "connect-only.yaml");
+  writeFileSync(playbook, stringify([{ name: "connect only", hosts: "pis", tasks: [] }]));
+  const argv = s.fleet.controllerArgv(["node", CLI, "--inventory", s.provisionInventory, "--check", "--forks", String(n), playbook]);
   const m = await measure("provision connect", argv, process.env, log, hostPids(s));
   const ok = Object.values(provisionSummary(m.output)).filter((r) => r.status === "ok").length;
   return { ...m, verdict: `${ok}/${n} hosts reached, exit ${m.code}` };
@@ -430,7 +432,7 @@ function renderResults(results: Result[], meta: { started: Date; load: string; n
     `provision ${v.provision} on Node ${v.node}; ${v.ansible} (Debian's ansible package). Median of ${reps} run(s) per tool and size; the tools take turns going first.`,
     "Produced by `npm run bench` (bench/run.ts); the playbooks are bench/audit.yaml and bench/audit-ansible.yaml.",
     "",
-    "Both tools audit the same fresh lightweight sshd hosts (test/support/sshd-hosts.ts: real OpenSSH, one network namespace and overlay root each, all on this same machine) with the same checks: ifenslave installed, bond0 in /etc/network/interfaces (and the original kept as interfaces.orig), the denyinterfaces line in /etc/dhcpcd.conf. The kernel-module check is skipped on both sides (`--skip-tags kernel`): this machine's kernel has no loadable modules (no /proc/modules), where Ansible's modprobe module fails. Both run inside the fleet's controller namespace with forks = N; Ansible with pipelining, its default ControlPersist, `gather_facts: false` (its fastest setting for this audit) and host keys checked against the fleet's known_hosts. Two reference rows: `provision connect` is provision without a playbook (connect, one gather of the host facts, disconnect: its cost before any check); `ssh true` is OpenSSH's client connecting to every host at once (no connection sharing) and running `true`.",
+    "Both tools audit the same fresh lightweight sshd hosts (test/support/sshd-hosts.ts: real OpenSSH, one network namespace and overlay root each, all on this same machine) with the same checks: ifenslave installed, bond0 in /etc/network/interfaces (and the original kept as interfaces.orig), the denyinterfaces line in /etc/dhcpcd.conf. The kernel-module check is skipped on both sides (`--skip-tags kernel`): this machine's kernel has no loadable modules (no /proc/modules), where Ansible's modprobe module fails. Both run inside the fleet's controller namespace with forks = N; Ansible with pipelining, its default ControlPersist, `gather_facts: false` (its fastest setting for this audit) and host keys checked against the fleet's known_hosts. Two reference rows: `provision connect` is provision with a play without tasks (connect, one gather of the host facts, disconnect: its cost before any check); `ssh true` is OpenSSH's client connecting to every host at once (no connection sharing) and running `true`.",
     "",
     table,
     "",
