@@ -425,6 +425,14 @@ function renderResults(results: Result[], meta: { started: Date; load: string; n
     at100 ? `- provision peak RSS < 200 MB at 100 hosts: ${at100.provision.peakMb.toFixed(0)} MB: ${met(at100.provision.peakMb < 200)}` : `- provision peak RSS at ${largest.n} hosts: ${largest.provision.peakMb.toFixed(0)} MB`,
   ];
   const runs = results.map((r) => `- N=${r.n}: ${r.all.map((s) => `${s.tool} ${s.wall.toFixed(2)} s`).join(", ")}`);
+  const L = largest;
+  const ms = (x: number) => `${(x * 1000).toFixed(0)} ms`;
+  const where = [
+    `- At ${L.n} hosts provision used ${L.provision.cpu.toFixed(2)} s of controller CPU (${ms(results[0].provision.cpu)} already at ${results[0].n} hosts: Node start-up and loading), ${added.length ? `${addedCpu.at(-1)!.toFixed(1)} ms more per added host` : ""}; the hosts used ${ms(L.provision.hostsCpu / L.n)} of CPU each, ${ms(L.connect.hostsCpu / L.n)} of it just to accept the connection and run one command (\`provision connect\`: sshd's handshake, session and shell).`,
+    `- provision connect takes ${((L.connect.wall / L.provision.wall) * 100).toFixed(0)}% of provision's wall time at ${L.n} hosts: opening the SSH connections, mostly the hosts' side, dominates; the audit itself (probes, planning, output) is the rest.`,
+    `- Ansible used ${ms(L.ansible.cpu / L.n)} of controller CPU and ${ms(L.ansible.hostsCpu / L.n)} of host CPU per host (a Python module run per task per host), provision ${ms(L.provision.cpu / L.n)} and ${ms(L.provision.hostsCpu / L.n)}.`,
+    `- Here all hosts share the controller's ${cpus().length} cores, so the hosts' CPU shows up in the wall time; on a real fleet each Pi spends its own, and the controller's part per added host is the CPU figure above.`,
+  ];
   return [
     "# Benchmark: provision --check vs ansible-playbook --check",
     "",
@@ -440,6 +448,9 @@ function renderResults(results: Result[], meta: { started: Date; load: string; n
     "",
     "Targets:",
     ...targets,
+    "",
+    "Where the time goes:",
+    ...where,
     "",
     "Every run (wall):",
     ...runs,
