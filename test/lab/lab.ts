@@ -1,0 +1,287 @@
+// The real-kernel lab: Debian 12 guests under QEMU (TCG; the host kernel has no bonding),
+// each with two virtio NICs on one bridge inside a network namespace of the lab's own,
+// like a Pi with Ethernet and Wi-Fi on the same LAN. Images come from build-images.sh.
+//
+// Nothing leaves the lab's namespace: the taps, the bridge (10.77.0.1/24), the apt
+// repository and the controller all live there. Every lab uses the same addresses; labs
+// running at once are kept apart by their namespaces.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { createConnection } from "node:net";
+import { join } from "node:path";
+import { repoRoot } from "../support/cache.js";
+import { serveAptRepo } from "../support/apt-repo.js";
+import { createBridge, createNamespace, inNamespace, uniqueName } from "../support/netns.js";
+import { removeOnCleanup, run, sh, startDaemon } from "../support/processes.js";
+
+export type SshResult = { code: number; stdout: string; stderr: string };
+
+export interface Guest {
+  name: string;
+  address: string;
+  /** ["eth0", "wlan0"] or ["eth0", "eth1"] */
+  nics: string[];
+  pid: number;
+  qmpSocket: string;
+  /** The guest's serial console, logged (read it when a test fails). */
+  consoleLog: string;
+  /** Wall time from starting QEMU to SSH answering, in ms. */
+  bootMs: number;
+  /** QMP set_link on that NIC's netdev: "pull the cable" (false) / plug it back (true). */
+  setLink(nic: string, up: boolean): Promise<void>;
+  /** The real OpenSSH client, run inside the lab namespace, host key verified. */
+  ssh(command: string, opts?: { timeoutMs?: number; connectTimeoutS?: number }): Promise<SshResult>;
+  /** /proc/sys/kernel/random/boot_id, or undefined when SSH does not answer. */
+  bootId(): Promise<string | undefined>;
+  /** Poll until SSH answers; returns the boot id. */
+  waitForSsh(opts?: { timeoutMs?: number; notBootId?: string }): Promise<string>;
+  /** `systemctl reboot`, then wait for SSH with a new boot id; returns the wall time in ms. */
+  reboot(opts?: { timeoutMs?: number }): Promise<number>;
+}
+
+export interface Lab {
+  netns: string;
+  guests: Guest[];
+  identityFile: string;
+  knownHostsFile: string;
+  /** The written inventory (YAML). */
+  inventoryPath: string;
+  /** The lab's temporary folder: consoles, QEMU logs, overlays, keys, inventory. */
+  dir: string;
+  kernelVersion: string;
+  /** argv that runs `argv` inside the lab namespace (the controller must run there). */
+  controllerArgv(argv: string[]): string[];
+  stop(): Promise<void>;
+}
+
+const SUBNET = "10.77.0";
+const BRIDGE_ADDRESS = `${SUBNET}.1`;
+const BOOT_TIMEOUT_MS = 5 * 60_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Build (or find cached) the lab images; build-images.sh reports its phases on stderr. */
+export function buildImages(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("bash", [join(repoRoot, "test", "lab", "build-images.sh")], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout!.on("data", (d) => (out += d));
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve(out.trim().split("\n").pop()!) : reject(new Error(`build-images.sh exited ${code}`))));
+  });
+}
+
+// ---- QMP -----------------------------------------------------------------------------------
+
+/** One QMP command over the unix socket: greeting, qmp_capabilities, command; one JSON per line. */
+export function qmp(socket: string, execute: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const conn = createConnection(socket);
+    let buffer = "";
+    let stage: "greeting" | "capabilities" | "command" = "greeting";
+    const timer = setTimeout(() => finish(new Error(`QMP ${execute} on ${socket}: timed out`)), timeoutMs);
+    const finish = (error: Error | null, value?: unknown) => {
+      clearTimeout(timer);
+      conn.destroy();
+      error ? reject(error) : resolve(value);
+    };
+    const send = (message: object) => conn.write(JSON.stringify(message) + "\n");
+    conn.on("error", (e) => finish(e));
+    conn.on("data", (data) => {
+      buffer += data;
+      let nl: number;
+      while ((nl = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, nl).trim();
+        buffer = buffer.slice(nl + 1);
+        if (!line) continue;
+        const message = JSON.parse(line) as { QMP?: unknown; return?: unknown; error?: { class: string; desc: string }; event?: string };
+        if (message.event) continue;
+        if (message.error) return finish(new Error(`QMP ${stage === "command" ? execute : "qmp_capabilities"}: ${message.error.class}: ${message.error.desc}`));
+        if (stage === "greeting" && message.QMP) { stage = "capabilities"; send({ execute: "qmp_capabilities" }); }
+        else if (stage === "capabilities" && "return" in message) { stage = "command"; send(args ? { execute, arguments: args } : { execute }); }
+        else if (stage === "command" && "return" in message) return finish(null, message.return);
+      }
+    });
+  });
+}
+
+// ---- the lab -----------------------------------------------------------------------------------
+
+export interface LabOptions {
+  guests: number;
+  secondNic: "wlan0" | "eth1";
+  /** Prefix of the namespace and temp folder names (default "plab"). */
+  name?: string;
+  /** Extra words for the guests' kernel command line (debugging). */
+  kernelArgs?: string[];
+}
+
+export async function startLab(opts: LabOptions): Promise<Lab> {
+  if (opts.guests < 1 || opts.guests > 200) throw new Error(`startLab: guests must be 1..200, not ${opts.guests}`);
+  const images = await buildImages();
+  const kernelVersion = readFileSync(join(images, "kernel-version"), "utf8").trim();
+  // the uncompressed kernel boots through PVH, skipping seconds of xz decompression under TCG
+  const kernelImage = existsSync(join(images, "vmlinux")) ? join(images, "vmlinux") : join(images, "vmlinuz");
+
+  const stops: Array<() => void> = []; // run in reverse order by stop()
+  const dir = mkdtempSync(`/tmp/${opts.name ?? "plab"}-`);
+  stops.push(removeOnCleanup(dir));
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    while (stops.length) {
+      const fn = stops.pop()!;
+      try { fn(); } catch (error) { console.error("lab stop:", error); }
+    }
+  };
+
+  try {
+    const identityFile = join(dir, "id_ed25519");
+    copyFileSync(join(images, "id_ed25519"), identityFile);
+    sh(["chmod", "600", identityFile]);
+    const knownHostsFile = join(dir, "known_hosts");
+    const hostKey = readFileSync(join(images, "host_key.pub"), "utf8").trim().split(/\s+/).slice(0, 2).join(" ");
+
+    const ns = createNamespace(uniqueName(opts.name ?? "plab"));
+    stops.push(ns.remove);
+    createBridge(ns.name, "br0", `${BRIDGE_ADDRESS}/24`);
+
+    const repo = serveAptRepo(ns.name, BRIDGE_ADDRESS);
+    stops.push(repo.stop);
+
+    const sshBase = [
+      "ssh", "-F", "/dev/null", "-i", identityFile, "-o", "IdentitiesOnly=yes",
+      "-o", `UserKnownHostsFile=${knownHostsFile}`, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
+      "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR",
+    ];
+
+    const guests: Guest[] = [];
+    const knownHosts: string[] = [];
+    const started: Array<{ guest: Guest; startedAt: number; qemuLog: string }> = [];
+    for (let i = 1; i <= opts.guests; i++) {
+      const name = `pi${i}`;
+      const address = `${SUBNET}.${10 + i}`;
+      const nics = ["eth0", opts.secondNic];
+      const hex = (10 + i).toString(16).padStart(2, "0");
+      // the udev rule in the image names a NIC with a 52:54:00:77:* MAC wlan0
+      const macs = [`52:54:00:12:00:${hex}`, opts.secondNic === "wlan0" ? `52:54:00:77:00:${hex}` : `52:54:00:12:01:${hex}`];
+      const netdevs = nics.map((_, n) => `n${n}`);
+      const taps = nics.map((_, n) => `t${i}n${n}`);
+      for (const tap of taps) {
+        sh(["ip", "-n", ns.name, "tuntap", "add", "dev", tap, "mode", "tap"]);
+        sh(["ip", "-n", ns.name, "link", "set", tap, "master", "br0"]);
+        sh(["ip", "-n", ns.name, "link", "set", tap, "up"]);
+      }
+      const overlay = join(dir, `${name}.qcow2`);
+      sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", join(images, "rootfs.img"), "-F", "raw", overlay]);
+      const qmpSocket = join(dir, `${name}.qmp`);
+      const consoleLog = join(dir, `${name}-console.log`);
+      const qemuLog = join(dir, `${name}-qemu.log`);
+      const append = [
+        "console=ttyS0", "net.ifnames=0", "quiet",
+        `provision.addr=${address}/24`, `provision.gw=${BRIDGE_ADDRESS}`, `provision.hostname=${name}`,
+        `systemd.machine_id=${randomBytes(16).toString("hex")}`,
+        ...(opts.kernelArgs ?? []),
+      ].join(" ");
+      const argv = [
+        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nographic",
+        "-serial", `file:${consoleLog}`, "-monitor", "none",
+        "-kernel", kernelImage, "-initrd", join(images, "initrd.gz"), "-append", append,
+        "-drive", `file=${overlay},if=virtio,format=qcow2,cache=unsafe`,
+        ...nics.flatMap((_, n) => [
+          "-netdev", `tap,id=${netdevs[n]},ifname=${taps[n]},script=no,downscript=no`,
+          "-device", `virtio-net-pci,netdev=${netdevs[n]},romfile=,mac=${macs[n]}`,
+        ]),
+        "-qmp", `unix:${qmpSocket},server,nowait`,
+      ];
+      const logFd = openSync(qemuLog, "w");
+      const qemu = startDaemon(`qemu ${name}`, inNamespace(ns.name, argv), { stdio: ["ignore", logFd, logFd] });
+      closeSync(logFd);
+      stops.push(qemu.stop);
+      let exitInfo: string | undefined;
+      qemu.on("exit", (code, signal) => (exitInfo = `QEMU exited (${signal ?? code})`));
+      if (!qemu.pid) throw new Error(`could not start QEMU for ${name}`);
+
+      const ssh = (command: string, o: { timeoutMs?: number; connectTimeoutS?: number } = {}): Promise<SshResult> =>
+        run(inNamespace(ns.name, [...sshBase, "-o", `ConnectTimeout=${o.connectTimeoutS ?? 5}`, `root@${address}`, command]),
+          { timeout: o.timeoutMs ?? 120_000, killSignal: "SIGKILL" });
+      // polled while a guest boots: a short connect timeout, so a SYN lost before the guest's
+      // network is up costs 2 s, not 5
+      const bootId = async () => {
+        const r = await ssh("cat /proc/sys/kernel/random/boot_id", { timeoutMs: 15_000, connectTimeoutS: 2 });
+        return r.code === 0 ? r.stdout.trim() : undefined;
+      };
+      const waitForSsh = async (o: { timeoutMs?: number; notBootId?: string } = {}) => {
+        const deadline = Date.now() + (o.timeoutMs ?? BOOT_TIMEOUT_MS);
+        for (;;) {
+          if (exitInfo) throw new Error(`${name}: ${exitInfo}; console: ${tail(consoleLog)}`);
+          const id = await bootId();
+          if (id && id !== o.notBootId) return id;
+          if (Date.now() > deadline) throw new Error(`${name}: SSH did not answer${o.notBootId ? " with a new boot id" : ""} within ${(o.timeoutMs ?? BOOT_TIMEOUT_MS) / 1000}s; console: ${tail(consoleLog)}`);
+          await sleep(500);
+        }
+      };
+      const guest: Guest = {
+        name, address, nics, pid: qemu.pid, qmpSocket, consoleLog, bootMs: 0,
+        ssh, bootId, waitForSsh,
+        async setLink(nic, up) {
+          const n = nics.indexOf(nic);
+          if (n < 0) throw new Error(`${name} has no NIC ${nic} (it has ${nics.join(", ")})`);
+          await qmp(qmpSocket, "set_link", { name: netdevs[n], up });
+        },
+        async reboot(o = {}) {
+          const before = await bootId();
+          if (!before) throw new Error(`${name}: SSH does not answer, cannot reboot`);
+          const t = Date.now();
+          await ssh("systemctl reboot", { timeoutMs: 30_000 }); // the connection may drop: ignore the result
+          await waitForSsh({ timeoutMs: o.timeoutMs ?? BOOT_TIMEOUT_MS, notBootId: before });
+          return Date.now() - t;
+        },
+      };
+      guests.push(guest);
+      knownHosts.push(`${address} ${hostKey}`);
+      started.push({ guest, startedAt: Date.now(), qemuLog });
+    }
+    writeFileSync(knownHostsFile, knownHosts.join("\n") + "\n");
+
+    const inventoryPath = join(dir, "inventory.yml");
+    writeFileSync(inventoryPath, [
+      "all:",
+      `  vars: { user: root, identity_file: ${identityFile}, known_hosts_file: ${knownHostsFile} }`,
+      "  children:",
+      "    pis:",
+      "      hosts:",
+      ...guests.map((g) => `        ${g.name}: { address: ${g.address}, port: 22 }`),
+      "",
+    ].join("\n"));
+
+    // guests boot in parallel; wait for SSH on each
+    await Promise.all(started.map(async (s) => {
+      try {
+        await s.guest.waitForSsh();
+      } catch (error) {
+        const qemuLog = existsSync(s.qemuLog) ? readFileSync(s.qemuLog, "utf8").trim() : "";
+        throw new Error(`${(error as Error).message}${qemuLog ? `\nQEMU: ${qemuLog}` : ""}`);
+      }
+      s.guest.bootMs = Date.now() - s.startedAt;
+    }));
+
+    return {
+      netns: ns.name, guests, identityFile, knownHostsFile, inventoryPath, dir, kernelVersion,
+      controllerArgv: (argv) => inNamespace(ns.name, argv),
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+function tail(path: string, lines = 25): string {
+  if (!existsSync(path)) return "(no console log)";
+  // the console carries terminal escapes from SeaBIOS; keep it readable
+  const text = readFileSync(path, "utf8").replace(/\x1b\[[0-9;?]*[a-zA-Z]|\x1bc/g, "");
+  return "\n" + text.trimEnd().split("\n").slice(-lines).join("\n");
+}
