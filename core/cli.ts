@@ -38,8 +38,8 @@ Options:
       --known-hosts FILE      known_hosts file (default: inventory's known_hosts_file or ~/.ssh/known_hosts)
       --accept-new-host-keys  trust and record keys of hosts not yet in known_hosts (never changed keys)
       --break-lock            take over a host locked by a controller that died
-      --retry-file FILE       where to list failed and untouched hosts (default: PLAYBOOK.retry here);
-                              resume with --limit @FILE
+      --retry-file FILE       list failed and untouched hosts there (a halted rollout always
+                              writes one, by default PLAYBOOK.retry here); resume with --limit @FILE
   -v, --verbose               one line per event instead of the live display
   -h, --help                  show this help
   -V, --version               show the version
@@ -122,7 +122,7 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.write(renderSummary(run) + "\n");
   if (values.report) (values.report.toLowerCase().endsWith(".html") ? writeHtmlReport : writeJsonReport)(values.report, run);
   const retry = hostsToRetry(run);
-  if (retry.length && positionals.length) {
+  if (retry.length && positionals.length && (run.halted || values["retry-file"])) {
     const file = values["retry-file"] ?? `${basename(positionals[0]).replace(/\.ya?ml$/, "")}.retry`;
     writeRetryFile(file, retry);
     process.stdout.write(`${retry.length} host(s) to retry, listed in ${file}: rerun with --limit @${file}\n`);

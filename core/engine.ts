@@ -33,7 +33,7 @@ export interface RunOptions {
   progress: (message: string) => void;
 }
 
-export type TaskStatus = "ok" | "changed" | "failed";
+export type TaskStatus = "ok" | "changed" | "failed" | "skipped";
 export interface TaskResult {
   name: string;
   module: string;
@@ -328,6 +328,10 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
       } catch (error) {
         result.tasks[i].status = "failed";
         result.tasks[i].problems.push(messageOf(error));
+        for (const later of result.tasks.slice(i + 1)) if (later.changes.length) {
+          later.status = "skipped";
+          later.notes.push("not applied: an earlier task failed");
+        }
         return `task "${instance.task.name}": ${messageOf(error)}`;
       }
     }

@@ -80,6 +80,7 @@ export function cellState(run: RunResult, host: HostResult, task: TaskResult | u
   if (!task) return host.status === "failed" && !host.tasks.length ? "failed" : "not_run";
   if (host.status === "rolled_back" && (task.status === "changed" || task.status === "failed")) return "rolled_back";
   if (task.status === "changed") return run.check ? "drift" : "changed";
+  if (task.status === "skipped") return "not_run";
   return task.status;
 }
 

@@ -129,8 +129,9 @@ function resolvePath(path: string, baseDir: string): string {
  */
 export function selectHosts(inventory: Inventory, pattern: string): string[] {
   const order = [...inventory.hosts.keys()];
-  let selected = new Set<string>();
   const terms = expandFiles(pattern).split(/[:,]/).map((t) => t.trim()).filter(Boolean);
+  // "!x" alone means every host but x, as in Ansible.
+  let selected = new Set<string>(terms[0]?.startsWith("!") ? order : []);
   for (const term of terms) {
     const op = term[0] === "!" || term[0] === "&" ? term[0] : "";
     const names = matchTerm(inventory, op ? term.slice(1) : term);

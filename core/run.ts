@@ -72,7 +72,7 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
           handlers: play.handlers.map((t) => instance(t, true)),
         };
       });
-      batches(names, play.serial, `${playbook.source.position([...play.path, "serial"])}: play "${play.name}"`);
+      if (play.serial !== undefined) batches(names, play.serial, `${playbook.source.position([...play.path, "serial"])}: play "${play.name}"`);
       const disruptive = play.tasks.filter((t) => wanted(t, settings) && registry.get(t.module).disruptive).map((t) => t.name);
       prepared.push({ name: play.name, hosts, disruptive, serial: play.serial, maxFailPercentage: play.maxFailPercentage, anyErrorsFatal: play.anyErrorsFatal });
     }

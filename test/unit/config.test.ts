@@ -41,6 +41,7 @@ test("variable precedence: all < parent group < group < host", () => {
   assert.equal(inv.hosts.get("pi2")!.vars.d, "pis");
   assert.deepEqual(selectHosts(inv, "site"), ["pi1", "pi2"]);
   assert.deepEqual(selectHosts(inv, "all:!pi2"), ["pi1"]);
+  assert.deepEqual(selectHosts(inv, "!pi2"), ["pi1"], "an exclusion alone starts from all");
   assert.deepEqual(selectHosts(inv, "pi*:&pis"), ["pi1", "pi2"]);
 });
 
