@@ -134,6 +134,7 @@ class HostRun {
   private undo: Change[] = [];
   rebootCount = 0;
   armedAt = 0;
+  rolledBackByHost = false;
   /** Where the host should answer once the applied changes take effect. */
   expectedAddress: string;
   meta = "";
@@ -256,6 +257,7 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     if (!options.check) await run.tx.unlock().catch(() => {});
     run.connection.close();
     Object.assign(result, { status, error, rebooted: run.rebootCount > 0, durationMs: Date.now() - started });
+    if (run.rolledBackByHost) result.rolledBackBy = "host";
     return result;
   };
 
@@ -293,12 +295,9 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
       return finish("changed");
     }
   } catch (error) {
-    if (!(error instanceof StrandedError) || !run.tx.armed) return finish("unreachable", messageOf(error));
-    const reverted = await run.awaitHostRevert();
-    result.rolledBackBy = reverted ? "host" : undefined;
-    return finish(reverted ? "rolled_back" : "unreachable", reverted
-      ? `rolled back by host: ${messageOf(error)}; the host restored its files and came back at ${work.target.address}`
-      : `${messageOf(error)}; and it did not come back at ${work.target.address} either`);
+    if (!(error instanceof StrandedError)) failure = messageOf(error);
+    else if (!run.tx.armed) return finish("unreachable", messageOf(error));
+    else return finish(...await hostReverted(run, error));
   }
 
   options.progress(`failed: ${failure}; rolling back`);
@@ -312,6 +311,16 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   } catch (error) {
     return finish("failed", `${failure}; rollback failed: ${messageOf(error)}`);
   }
+}
+
+/** The controller was cut off from an armed host: wait for the host's own revert. */
+async function hostReverted(run: HostRun, error: StrandedError): Promise<[HostStatus, string]> {
+  const home = run.connection.originalAddress;
+  if (await run.awaitHostRevert()) {
+    run.rolledBackByHost = true;
+    return ["rolled_back", `rolled back by host: ${messageOf(error)}; the host restored its files and came back at ${home}`];
+  }
+  return ["unreachable", `${messageOf(error)}; and it did not come back at ${home} either`];
 }
 
 async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResult, options: RunOptions): Promise<string | null> {
@@ -328,6 +337,7 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
       } catch (error) {
         result.tasks[i].status = "failed";
         result.tasks[i].problems.push(messageOf(error));
+        if (error instanceof StrandedError) throw error;
         for (const later of result.tasks.slice(i + 1)) if (later.changes.length) {
           later.status = "skipped";
           later.notes.push("not applied: an earlier task failed");
@@ -357,6 +367,8 @@ async function verify(run: HostRun, planned: Planned[], result: HostResult, live
     if (waitsForReboot) result.tasks[i].notes.push("takes effect after a reboot: not verified in this run");
     else if (p.changes.length || run.rebootCount > 0) toVerify.push(i);
   });
+  // Confirm only from outside: the verdict comes over a new connection to where the host should be now.
+  if (run.tx.armed) await run.reconnectFresh();
   if (!toVerify.length) return null;
   options.progress("verifying");
   const instances = toVerify.map((i) => planned[i].instance);

@@ -34,10 +34,10 @@ dir="$base/runs/$id"
 ${RESTORE_FILES}
 restore_files "$dir"
 echo reverted > "$dir/state"
-echo "reverted by host at $(date -u +%FT%TZ)" >> "$dir/log"
+date +%s > "$dir/reverted-at"
 rm -f "$base/armed"
 grep -q "run=$id\$" "$base/lock" 2>/dev/null && rm -f "$base/lock"
-systemctl disable provision-revert.timer >/dev/null 2>&1
+systemctl disable --now provision-revert.timer >/dev/null 2>&1
 rm -f /etc/systemd/system/provision-revert.service /etc/systemd/system/provision-revert.timer
 systemctl daemon-reload
 sync
@@ -105,7 +105,7 @@ systemd-run --quiet --unit=provision-revert-now --on-active=\${timeout}s --timer
 const DISARM = `base=$1 id=$2 state=$3
 rm -f "$base/armed"
 systemctl stop provision-revert-now.timer provision-revert-now.service >/dev/null 2>&1
-systemctl disable provision-revert.timer >/dev/null 2>&1
+systemctl disable --now provision-revert.timer >/dev/null 2>&1
 rm -f /etc/systemd/system/provision-revert.service /etc/systemd/system/provision-revert.timer
 systemctl daemon-reload >/dev/null 2>&1
 [ -z "$state" ] || echo "$state" > "$base/runs/$id/state"

@@ -44,7 +44,7 @@ export async function timed<T>(label: string, fn: () => Promise<T>): Promise<T> 
 }
 
 export async function ourTimers(guest: Guest): Promise<string> {
-  const r = await guest.ssh("systemctl list-timers --all --no-legend | grep provision; ls /etc/systemd/system | grep provision; ls /var/lib/provision/armed 2>/dev/null; true");
+  const r = await guest.ssh("systemctl list-units --all --no-legend 'provision-revert*'; ls /etc/systemd/system | grep provision-revert; ls /var/lib/provision/armed 2>/dev/null; true");
   return r.stdout.trim();
 }
 
@@ -52,4 +52,16 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function playbookPath(name: string): string {
   return join(process.cwd(), "playbooks", name);
+}
+
+/** Wait until the host's own revert has run and the host has booted again since. */
+export async function waitForHostRevert(guest: Guest, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const probe = "d=/var/lib/provision/runs/$(cat /var/lib/provision/last); echo $(cat $d/state) $(cat $d/reverted-at 2>/dev/null || echo 0) $(sed -n 's/^btime //p' /proc/stat)";
+  while (Date.now() < deadline) {
+    const [state, revertedAt, bootedAt] = (await guest.ssh(probe, { timeoutMs: 15_000 })).stdout.trim().split(" ");
+    if (state === "reverted" && Number(bootedAt) > Number(revertedAt)) return;
+    await sleep(3000);
+  }
+  throw new Error(`${guest.name} did not revert and boot again within ${timeoutMs / 1000}s`);
 }

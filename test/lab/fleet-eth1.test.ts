@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { startLab, type Lab } from "./lab.js";
-import { bondStatus, fileHashes, labInventory, ourTimers, timed, TOUCHED } from "./e2e-support.js";
+import { bondStatus, fileHashes, labInventory, ourTimers, timed, TOUCHED, waitForHostRevert } from "./e2e-support.js";
 import { CLI, provision, summary } from "../integration/provision-cli.js";
 import { removeOnCleanup } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
@@ -82,15 +82,7 @@ test("the controller is killed after a disruptive change: the host reverts by it
   });
   await new Promise((r) => child.on("close", r));
   // Wait for: reboot into the new config, 45 s unconfirmed, revert, reboot again.
-  const deadline = Date.now() + 10 * 60_000;
-  let state = "";
-  while (Date.now() < deadline) {
-    state = (await g.ssh("cat /var/lib/provision/runs/$(cat /var/lib/provision/last)/state", { timeoutMs: 15_000 })).stdout.trim();
-    if (state === "reverted" && (await g.bootId())) break;
-    await new Promise((r) => setTimeout(r, 5000));
-  }
-  assert.equal(state, "reverted");
-  await g.waitForSsh();
+  await waitForHostRevert(g, 10 * 60_000);
   console.log(`controller killed → host reverted and answering again after ${((Date.now() - killedAt) / 1000).toFixed(0)} s (confirm_timeout 45 s)`);
   assert.equal(await fileHashes(g, TOUCHED), before, "files byte-identical to before the run");
   const check = await cli("--inventory", inventory, "--limit", g.name, "--check", ETH1);
