@@ -21,15 +21,7 @@ const LABELS: Record<CellState, string> = {
   not_run: "not run",
 };
 
-const HOST_LABELS: Record<HostResult["status"], string> = {
-  ok: "ok",
-  changed: "changed",
-  drift: "would change",
-  failed: "failed",
-  rolled_back: "rolled back",
-  unreachable: "unreachable",
-  not_run: "not run",
-};
+const HOST_LABELS: Record<HostResult["status"], string> = LABELS;
 
 /** The host's status as the summary table says it ("rolled back by host" when its own timer reverted it). */
 function hostLabel(host: HostResult): string {

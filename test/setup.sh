@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything provision's tests and lab need on a fresh Debian 12 machine
 # (as root), then the npm dependencies, then builds. Quick when all is there.
+# Extra Debian packages may be named as arguments (the benchmark adds ansible and time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(debootstrap qemu-system-x86 qemu-utils openssh-server openssh-client iproute2 dpkg-dev
-  e2fsprogs iputils-ping cpio busybox-static kmod python3 util-linux ca-certificates chromium)
+  e2fsprogs iputils-ping cpio busybox-static kmod python3 util-linux ca-certificates chromium "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
