@@ -7,7 +7,7 @@ import { factsFor, gather, probeKey, type Gathered, type ProbeResult } from "./f
 import { HostError, ModuleBug, UnreachableError, messageOf } from "./errors.js";
 import { showChange, type ShownChange } from "./changes.js";
 import { rebootAndWait, RebootTimeout } from "./transport/reboot.js";
-import { Transaction, lastTransactionProbe, parseLastTransaction, transactionMeta, type LastTransaction } from "./transaction.js";
+import { Transaction, lastTransactionProbe, parseLastTransaction, type LastTransaction } from "./transaction.js";
 
 export interface TaskInstance {
   task: Task;
@@ -137,7 +137,6 @@ class HostRun {
   rolledBackByHost = false;
   /** Where the host should answer once the applied changes take effect. */
   expectedAddress: string;
-  meta = "";
 
   constructor(readonly work: HostWork, readonly options: RunOptions) {
     this.connection = new Connection(work.target);
@@ -151,7 +150,7 @@ class HostRun {
     if (change.address && change.kind !== "pending") this.expectedAddress = change.address;
     switch (change.kind) {
       case "file":
-        await this.tx.backup(change.path, this.meta);
+        await this.tx.backup(change.path);
         if (change.reboot) await this.tx.noteReboot();
         if (change.after === null) await c.run(`remove ${change.path}`, ["rm", "-f", "--", change.path]);
         else await c.writeFile(change.path, change.after, change.mode);
@@ -173,7 +172,7 @@ class HostRun {
     const timeout = this.work.confirmTimeoutSeconds;
     if (this.tx.armed || timeout === 0) return;
     this.options.progress(`arming host-side revert (${timeout}s unless confirmed)`);
-    await this.tx.arm(timeout, this.meta);
+    await this.tx.arm(timeout);
     this.armedAt = Date.now();
   }
 
@@ -272,7 +271,6 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   let planned: Planned[];
   try {
     if (!options.check) await run.tx.lock(options.breakLock);
-    run.meta = await transactionMeta(run.connection);
     options.progress("gathering facts");
     const gathered = await gather(run.connection, [lastTransactionProbe, ...allProbes(all, (i) => i.module.facts(i.args))]);
     result.lastTransaction = parseLastTransaction((gathered.results.get(probeKey(lastTransactionProbe)) as CommandOutput).stdout) ?? undefined;

@@ -157,12 +157,17 @@ export class Transaction {
   }
 
   /** No write without a backup first: copy (mode, owner kept) + manifest line. */
-  async backup(path: string, meta: string): Promise<void> {
+  /** Record the transaction on the host before its first write. */
+  private async begin(): Promise<void> {
+    if (this.started) return;
+    const meta = `${this.lockInfo} user=${this.connection.target.user}`;
+    await this.connection.run("record the transaction", script(BEGIN, STATE_DIR, this.id, meta));
+    this.started = true;
+  }
+
+  async backup(path: string): Promise<void> {
     if (this.backedUp.has(path)) return;
-    if (!this.started) {
-      await this.connection.run("record the transaction", script(BEGIN, STATE_DIR, this.id, meta));
-      this.started = true;
-    }
+    await this.begin();
     await this.connection.run(`back up ${path}`, script(BACKUP, this.dir, path, String(this.backedUp.size)));
     this.backedUp.add(path);
   }
@@ -179,11 +184,8 @@ export class Transaction {
   }
 
   /** Arm the host to revert by itself after `timeoutSeconds`, now and after any reboot. */
-  async arm(timeoutSeconds: number, meta: string): Promise<void> {
-    if (!this.started) {
-      await this.connection.run("record the transaction", script(BEGIN, STATE_DIR, this.id, meta));
-      this.started = true;
-    }
+  async arm(timeoutSeconds: number): Promise<void> {
+    await this.begin();
     const r = await this.connection.exec(script(ARM, STATE_DIR, this.id, String(timeoutSeconds)), REVERT_PROGRAM);
     if (r.code !== 0)
       throw new HostError(this.connection.target.name, `cannot arm the host-side revert (${r.stderr.trim() || `exit ${r.code}`}); refusing a disruptive change. Set confirm_timeout: 0 to run it unguarded`);
@@ -217,8 +219,4 @@ export async function restoreLast(connection: Connection, last: LastTransaction)
 export async function lockHolder(connection: Connection): Promise<string | null> {
   const r = await connection.exec(["cat", `${STATE_DIR}/lock`]);
   return r.code === 0 ? r.stdout.trim() : null;
-}
-
-export async function transactionMeta(connection: Connection): Promise<string> {
-  return `controller=${hostname()} pid=${process.pid} user=${connection.target.user} started=${new Date().toISOString()}`;
 }
