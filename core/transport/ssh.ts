@@ -20,9 +20,6 @@ export interface ConnectionTarget {
 
 export interface ExecResult { code: number; stdout: string; stderr: string }
 
-/** Counts SSH connections this process opened (observable by tests and --verbose). */
-export const connectionStats = { opened: 0 };
-
 export class Connection {
   private ssh: NodeSSH | null = null;
 
@@ -55,7 +52,6 @@ export class Connection {
     };
     const ssh = new NodeSSH();
     try {
-      connectionStats.opened++;
       await ssh.connect(config);
     } catch (error) {
       ssh.dispose();
