@@ -169,10 +169,11 @@ EOF
 cat > "$root/usr/local/sbin/provision-lab-config" <<'EOF'
 #!/bin/sh
 # provision lab: per-guest settings from the kernel command line, applied only to templates.
-addr= gw= name=
+addr= gw= name= net=
 for word in $(cat /proc/cmdline); do
   case "$word" in
     provision.addr=*) addr=${word#provision.addr=} ;;
+    provision.net=*) net=${word#provision.net=} ;;
     provision.gw=*) gw=${word#provision.gw=} ;;
     provision.hostname=*) name=${word#provision.hostname=} ;;
   esac
@@ -199,6 +200,10 @@ iface eth0 inet static
 	address $addr
 END
   [ -n "$gw" ] && printf '\tgateway %s\n' "$gw" >> /etc/network/interfaces.new
+  # provision.net=eth1=10.10.1.1/24,eth2=…: more NICs with static addresses (no gateway)
+  for pair in $(echo "$net" | tr ',' ' '); do
+    printf '\nauto %s\niface %s inet static\n\taddress %s\n' "${pair%%=*}" "${pair%%=*}" "${pair#*=}" >> /etc/network/interfaces.new
+  done
   mv /etc/network/interfaces.new /etc/network/interfaces
 fi
 exit 0

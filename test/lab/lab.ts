@@ -20,7 +20,7 @@ export type SshResult = { code: number; stdout: string; stderr: string };
 export interface Guest {
   name: string;
   address: string;
-  /** ["eth0", "wlan0"] or ["eth0", "eth1"] */
+  /** ["eth0", "wlan0"], ["eth0", "eth1"], ["eth0", "eth1", "eth2"]… */
   nics: string[];
   pid: number;
   qmpSocket: string;
@@ -108,9 +108,20 @@ export function qmp(socket: string, execute: string, args?: Record<string, unkno
 
 // ---- the lab -----------------------------------------------------------------------------------
 
+/** A NIC per guest on a bridge of its own in the lab namespace (an uplink, an underlay…). */
+export interface LabLink {
+  /** Bridge name in the lab namespace (no address: attach routers or servers to it yourself). */
+  bridge: string;
+  /** Static address of guest `index` (1-based) on this NIC, e.g. (i) => `10.10.1.${i}/24`. */
+  address?: (index: number) => string;
+}
+
 export interface LabOptions {
   guests: number;
-  secondNic: "wlan0" | "eth1";
+  /** A second NIC on the lab's main bridge (like a Pi's Wi-Fi on the same LAN), or none. */
+  secondNic?: "wlan0" | "eth1";
+  /** More NICs (named eth1, eth2… after eth0 and any second NIC), each on its own bridge. */
+  links?: LabLink[];
   /** Prefix of the namespace and temp folder names (default "plab"). */
   name?: string;
   /** Extra words for the guests' kernel command line (debugging). */
@@ -147,6 +158,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
     const ns = createNamespace(uniqueName(opts.name ?? "plab"));
     stops.push(ns.remove);
     createBridge(ns.name, "br0", `${BRIDGE_ADDRESS}/24`);
+    for (const link of opts.links ?? []) createBridge(ns.name, link.bridge);
 
     const repo = serveAptRepo(ns.name, BRIDGE_ADDRESS);
     stops.push(repo.stop);
@@ -163,17 +175,22 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
     for (let i = 1; i <= opts.guests; i++) {
       const name = `pi${i}`;
       const address = `${SUBNET}.${10 + i}`;
-      const nics = ["eth0", opts.secondNic];
+      const links = opts.links ?? [];
+      const firstLinkNic = opts.secondNic === "eth1" ? 2 : 1;
+      const linkNics = links.map((_, k) => `eth${firstLinkNic + k}`);
+      const nics = ["eth0", ...(opts.secondNic ? [opts.secondNic] : []), ...linkNics];
+      const bridges = [...nics.slice(0, nics.length - links.length).map(() => "br0"), ...links.map((l) => l.bridge)];
       const hex = (10 + i).toString(16).padStart(2, "0");
       // the udev rule in the image names a NIC with a 52:54:00:77:* MAC wlan0
-      const macs = [`52:54:00:12:00:${hex}`, opts.secondNic === "wlan0" ? `52:54:00:77:00:${hex}` : `52:54:00:12:01:${hex}`];
+      const macs = nics.map((nic, n) => (nic === "wlan0" ? `52:54:00:77:00:${hex}` : `52:54:00:12:${n.toString(16).padStart(2, "0")}:${hex}`));
       const netdevs = nics.map((_, n) => `n${n}`);
       const taps = nics.map((_, n) => `t${i}n${n}`);
-      for (const tap of taps) {
+      taps.forEach((tap, n) => {
         sh(["ip", "-n", ns.name, "tuntap", "add", "dev", tap, "mode", "tap"]);
-        sh(["ip", "-n", ns.name, "link", "set", tap, "master", "br0"]);
+        sh(["ip", "-n", ns.name, "link", "set", tap, "master", bridges[n]]);
         sh(["ip", "-n", ns.name, "link", "set", tap, "up"]);
-      }
+      });
+      const linkAddresses = links.flatMap((l, k) => (l.address ? [`${linkNics[k]}=${l.address(i)}`] : []));
       const overlay = join(dir, `${name}.qcow2`);
       sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", join(images, "rootfs.img"), "-F", "raw", overlay]);
       const qmpSocket = join(dir, `${name}.qmp`);
@@ -182,6 +199,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
       const append = [
         "console=ttyS0", "net.ifnames=0", "quiet",
         `provision.addr=${address}/24`, `provision.gw=${BRIDGE_ADDRESS}`, `provision.hostname=${name}`,
+        ...(linkAddresses.length ? [`provision.net=${linkAddresses.join(",")}`] : []),
         `systemd.machine_id=${randomBytes(16).toString("hex")}`,
         ...(opts.kernelArgs ?? []),
       ].join(" ");

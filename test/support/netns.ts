@@ -17,9 +17,9 @@ export function createNamespace(name: string): Namespace {
 }
 
 /** A bridge with an address inside `ns`; the controller and the repo server live on it. */
-export function createBridge(ns: string, bridge: string, cidr: string): void {
+export function createBridge(ns: string, bridge: string, cidr?: string): void {
   sh(["ip", "-n", ns, "link", "add", bridge, "type", "bridge"]);
-  sh(["ip", "-n", ns, "addr", "add", cidr, "dev", bridge]);
+  if (cidr) sh(["ip", "-n", ns, "addr", "add", cidr, "dev", bridge]);
   sh(["ip", "-n", ns, "link", "set", bridge, "up"]);
 }
 
