@@ -1,6 +1,6 @@
 // Runs one play's tasks on one host: gather → plan → (check: stop) → apply with
 // backups → verify → roll back every change when anything fails.
-import type { Change, CommandOutput, FileState, ModuleDefinition, PlanContext, Probe } from "./module-api.js";
+import { PlanError, type Change, type CommandOutput, type FileState, type ModuleDefinition, type PlanContext, type Probe } from "./module-api.js";
 import type { Task } from "./playbook.js";
 import { Connection, type ConnectionTarget } from "./transport/ssh.js";
 import { factsFor, gather, probeKey, type Gathered, type ProbeResult } from "./facts.js";
@@ -74,6 +74,7 @@ export function planTasks(
     try {
       changes = instance.module.plan(instance.args, facts as never, { ...context, rebootReasons: [...context.rebootReasons] });
     } catch (error) {
+      if (error instanceof PlanError) throw new HostError(host, `task "${instance.task.name}": ${error.message}`);
       throw new ModuleBug(`module ${instance.module.name} failed to plan task "${instance.task.name}": ${messageOf(error)}`, { cause: error });
     }
     for (const change of changes) {

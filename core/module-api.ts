@@ -105,6 +105,11 @@ export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V e
   };
 }
 
+/** Thrown by plan when this host cannot take the task as given (a fact contradicts the args): the host fails with the message; not a bug. */
+export class PlanError extends Error {
+  override name = "PlanError";
+}
+
 export function defineModule<Args, P extends ProbeSet, V extends ProbeSet = ProbeSet>(
   definition: ModuleDefinition<Args, P, V>,
 ): ModuleDefinition<Args, P, V> {
