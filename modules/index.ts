@@ -3,7 +3,8 @@ import type { ModuleDefinition } from "../core/module-api.js";
 import apt from "./apt.js";
 import bond from "./bond.js";
 import dhcpcdDeny from "./dhcpcd_deny.js";
+import gretapBond from "./gretap_bond.js";
 import kernelModule from "./kernel_module.js";
 import reboot from "./reboot.js";
 
-export const builtinModules: ModuleDefinition[] = [apt, kernelModule, bond, dhcpcdDeny, reboot];
+export const builtinModules: ModuleDefinition[] = [apt, kernelModule, bond, gretapBond, dhcpcdDeny, reboot];
