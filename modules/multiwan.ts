@@ -1,0 +1,568 @@
+// multiwan: a router over several internet uplinks (seeds rpi-multipath-connmark and
+// linux-multipath-upload-bonding). A weighted multipath default route spreads new
+// connections over the uplinks; nftables marks each connection with the uplink it left
+// through and `ip rule fwmark` keeps its later packets there (what the route cache did
+// before Linux 3.6); a health agent on the host pings through each uplink and takes a
+// dead one out of the multipath route. Everything it owns carries its name: the
+// nftables table, one priority range of ip rules, one range of routing tables.
+import {
+  defineModule, fileChange, PlanError, type Change, type CommandOutput, type FileState,
+} from "../core/module-api.js";
+import { quote } from "../core/shell.js";
+
+const IFNAME = "^[A-Za-z][A-Za-z0-9_.-]{0,14}$";
+const IPV4 = "^(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)(\\.(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)){3}$";
+
+export interface Uplink {
+  name: string;
+  interface: string;
+  /** Without it: "dev IF" on a point-to-point link (PPP), else the gateway of IF's default route in main (DHCP). */
+  gateway?: string;
+  weight: number;
+  masquerade: boolean;
+  /** Addresses pinged through this uplink (default: the play-wide check targets). */
+  check_targets?: string[];
+}
+
+export interface MultiwanArgs {
+  uplinks: Uplink[];
+  check: { targets: string[]; interval: number; timeout: number; fail_after: number; recover_after: number; wait: number };
+  priority_base: number;
+  table_base: number;
+}
+
+export const PATHS = {
+  agent: "/usr/local/sbin/provision-multiwan",
+  config: "/etc/provision/multiwan.conf",
+  ruleset: "/etc/provision/multiwan.nft",
+  sysctl: "/etc/sysctl.d/90-provision-multiwan.conf",
+  unit: "/etc/systemd/system/provision-multiwan.service",
+  status: "/run/provision-multiwan/status",
+};
+const SERVICE = "provision-multiwan";
+const NFT_TABLE = "provision_multiwan";
+/** Connection marks live in these bits; everything else in a mark is left alone. */
+const MARK_MASK = 0xff0000;
+const SYSCTLS: Record<string, string> = {
+  "net.ipv4.ip_forward": "1",
+  // hash on ports too, so many connections to one server still spread over the uplinks
+  "net.ipv4.fib_multipath_hash_policy": "1",
+  // loose: a reply may arrive on an uplink other than the one the main table would pick
+  "net.ipv4.conf.all.rp_filter": "2",
+};
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+export const markOf = (index: number) => (index + 1) << 16;
+export const tableOf = (a: MultiwanArgs, index: number) => a.table_base + 1 + index;
+export const rulePriorityOf = (a: MultiwanArgs, index: number) => a.priority_base + 10 + index;
+const balancedPriority = (a: MultiwanArgs) => a.priority_base + 90;
+const targetsOf = (a: MultiwanArgs, u: Uplink) => u.check_targets ?? a.check.targets;
+
+export const multiwanSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["uplinks"],
+  properties: {
+    uplinks: {
+      type: "array", minItems: 2, maxItems: 8,
+      items: {
+        type: "object",
+        additionalProperties: false,
+        required: ["name", "interface"],
+        properties: {
+          name: { type: "string", pattern: "^[a-z][a-z0-9]{0,11}$" },
+          interface: { type: "string", pattern: IFNAME },
+          gateway: { type: "string", pattern: IPV4 },
+          weight: { type: "integer", minimum: 1, maximum: 256, default: 1 },
+          masquerade: { type: "boolean", default: true },
+          check_targets: { type: "array", minItems: 1, maxItems: 4, items: { type: "string", pattern: IPV4 } },
+        },
+      },
+    },
+    check: {
+      type: "object",
+      additionalProperties: false,
+      default: {},
+      properties: {
+        targets: { type: "array", minItems: 1, maxItems: 4, items: { type: "string", pattern: IPV4 }, default: [] },
+        interval: { type: "number", minimum: 0.2, maximum: 60, default: 1 },
+        timeout: { type: "number", minimum: 0.2, maximum: 10, default: 1 },
+        fail_after: { type: "integer", minimum: 1, maximum: 100, default: 3 },
+        recover_after: { type: "integer", minimum: 1, maximum: 100, default: 3 },
+        /** How long verification waits for the agent's first verdict on every uplink. */
+        wait: { type: "integer", minimum: 1, maximum: 600, default: 30 },
+      },
+    },
+    priority_base: { type: "integer", minimum: 1, maximum: 32600, default: 30000 },
+    table_base: { type: "integer", minimum: 1, maximum: 250, default: 200 },
+  },
+};
+
+// ---- rendering ---------------------------------------------------------------------------------
+
+/** The nftables rules, by chain, each with the comment that identifies it in the live table. */
+export function nftRules(a: MultiwanArgs): Record<string, { rule: string; comment: string }[]> {
+  const m = hex(MARK_MASK);
+  const keep = hex(~MARK_MASK >>> 0);
+  const restore = { rule: `ct mark & ${m} != 0 meta mark set ct mark & ${m}`, comment: "restore the uplink mark" };
+  return {
+    prerouting: [
+      restore,
+      ...a.uplinks.map((u, i) => ({ rule: `ct state new iifname ${JSON.stringify(u.interface)} ct mark set ct mark & ${keep} | ${hex(markOf(i))}`, comment: `${u.name}: mark connections from it` })),
+    ],
+    output: [restore],
+    postrouting: a.uplinks.map((u, i) => ({ rule: `ct mark & ${m} == 0 oifname ${JSON.stringify(u.interface)} ct mark set ct mark & ${keep} | ${hex(markOf(i))}`, comment: `${u.name}: mark new connections` })),
+    nat: a.uplinks.filter((u) => u.masquerade).map((u) => ({ rule: `oifname ${JSON.stringify(u.interface)} masquerade`, comment: `${u.name}: masquerade` })),
+  };
+}
+
+const CHAIN_HOOKS: Record<string, string> = {
+  prerouting: "type filter hook prerouting priority mangle",
+  output: "type route hook output priority mangle",
+  postrouting: "type filter hook postrouting priority mangle",
+  nat: "type nat hook postrouting priority srcnat",
+};
+
+export function renderNft(a: MultiwanArgs): string {
+  const chains = Object.entries(nftRules(a)).map(([chain, rules]) => [
+    `\tchain ${chain} {`,
+    `\t\t${CHAIN_HOOKS[chain]}; policy accept;`,
+    ...rules.map((r) => `\t\t${r.rule} comment ${JSON.stringify(r.comment)}`),
+    "\t}",
+  ].join("\n"));
+  // declare, delete, define: one atomic transaction that also replaces an older version
+  return [
+    "#!/usr/sbin/nft -f",
+    "# Managed by provision (multiwan module): loaded by provision-multiwan.service.",
+    `table inet ${NFT_TABLE}`,
+    `delete table inet ${NFT_TABLE}`,
+    `table inet ${NFT_TABLE} {`,
+    chains.join("\n\n"),
+    "}",
+    "",
+  ].join("\n");
+}
+
+export function renderConfig(a: MultiwanArgs): string {
+  const line = (k: string, v: string | number) => `${k}=${quote(String(v))}`;
+  return [
+    "# Managed by provision (multiwan module). Read by /usr/local/sbin/provision-multiwan.",
+    line("PRIORITY", a.priority_base),
+    line("BALANCED_PRIORITY", balancedPriority(a)),
+    line("TABLE", a.table_base),
+    line("LAST_TABLE", tableOf(a, a.uplinks.length - 1)),
+    line("MASK", MARK_MASK),
+    line("INTERVAL", a.check.interval),
+    line("TIMEOUT", a.check.timeout),
+    line("FAIL_AFTER", a.check.fail_after),
+    line("RECOVER_AFTER", a.check.recover_after),
+    line("UPLINKS", a.uplinks.map((u) => u.name).join(" ")),
+    ...a.uplinks.flatMap((u, i) => [
+      line(`${u.name}_IFACE`, u.interface),
+      line(`${u.name}_GATEWAY`, u.gateway ?? ""),
+      line(`${u.name}_WEIGHT`, u.weight),
+      line(`${u.name}_MARK`, markOf(i)),
+      line(`${u.name}_TABLE`, tableOf(a, i)),
+      line(`${u.name}_PRIORITY`, rulePriorityOf(a, i)),
+      line(`${u.name}_TARGETS`, targetsOf(a, u).join(" ")),
+    ]),
+    "",
+  ].join("\n");
+}
+
+export function renderSysctl(): string {
+  return ["# Managed by provision (multiwan module).", ...Object.entries(SYSCTLS).map(([k, v]) => `${k} = ${v}`), ""].join("\n");
+}
+
+export const UNIT = `# Managed by provision (multiwan module).
+[Unit]
+Description=provision multi-WAN: policy routing, connection marks, uplink health
+Wants=network-online.target
+After=network-online.target nftables.service
+
+[Service]
+Type=simple
+ExecStartPre=${PATHS.agent} start
+ExecStart=${PATHS.agent} watch
+ExecStopPost=${PATHS.agent} stop
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+`;
+
+/** Removes what a configuration set up: shared by the agent's stop and the rollback. */
+const CLEAR_STATE = `clear_state() { # PRIORITY FIRST_TABLE LAST_TABLE
+  for p in $(ip -4 rule show | sed -n 's/^\\([0-9]*\\):.*/\\1/p' | awk -v lo="$1" '$1 >= lo && $1 < lo + 100' | sort -un); do
+    while ip -4 rule del pref "$p" 2>/dev/null; do :; done
+  done
+  t=$2
+  while [ "$t" -le "$3" ]; do ip -4 route flush table "$t" 2>/dev/null; t=$((t + 1)); done
+  nft delete table inet ${NFT_TABLE} 2>/dev/null
+  return 0
+}`;
+
+/** The agent installed on the host; all its settings come from the config file. */
+export const AGENT = `#!/bin/sh
+# provision-multiwan: policy routing over several uplinks with per-connection marks,
+# and an uplink health loop. Installed and configured by provision's multiwan module
+# (change the playbook, not this file or ${PATHS.config}).
+#   start    load the sysctls, the nftables table, the ip rules and the routes
+#   watch    ping through each uplink; take a dead uplink out of the multipath route and
+#            put it back when it recovers; repair rules, table and routes if they change
+#   stop     remove the rules, routes and nftables table (the sysctls stay)
+#   status [SECONDS]  each uplink's health, waiting up to SECONDS for a verdict on each
+set -u
+RUN=/run/${SERVICE}
+. ${PATHS.config}
+
+say() { echo "${SERVICE}: $*"; }
+var() { eval "printf '%s' \\"\\\${$1_$2:-}\\""; }
+${CLEAR_STATE}
+our_rules() { ip -4 rule show | awk -F: -v lo="$PRIORITY" '$1 >= lo && $1 < lo + 100'; }
+
+add_rules() {
+  ip -4 rule add pref "$PRIORITY" lookup main suppress_prefixlength 0 || return 1
+  for u in $UPLINKS; do
+    ip -4 rule add pref "$(var "$u" PRIORITY)" fwmark "$(var "$u" MARK)/$MASK" lookup "$(var "$u" TABLE)" || return 1
+  done
+  ip -4 rule add pref "$BALANCED_PRIORITY" lookup "$TABLE"
+}
+
+# How to reach uplink $1 now: "via GW dev IF", "dev IF" (point-to-point), or nothing.
+nexthop() {
+  ifc=$(var "$1" IFACE) gw=$(var "$1" GATEWAY)
+  [ -e "/sys/class/net/$ifc" ] || return 0
+  if [ -z "$gw" ]; then
+    if ip -o link show dev "$ifc" | grep -q POINTOPOINT; then echo "dev $ifc"; return 0; fi
+    gw=$(ip -4 route show table main default dev "$ifc" | awk '$1 == "default" && $2 == "via" { print $3; exit }')
+    [ -n "$gw" ] || return 0
+  fi
+  echo "via $gw dev $ifc"
+}
+
+# Each uplink's own table always routes through it (marked connections, health pings);
+# the balanced table holds the uplinks that are up.
+set_routes() {
+  hops=
+  for u in $UPLINKS; do
+    hop=$(nexthop "$u")
+    if [ -n "$hop" ]; then
+      ip -4 route replace default $hop table "$(var "$u" TABLE)" 2>/dev/null
+      [ "$(var state "$u")" = down ] || hops="$hops nexthop $hop weight $(var "$u" WEIGHT)"
+    else
+      ip -4 route flush table "$(var "$u" TABLE)" 2>/dev/null
+    fi
+  done
+  if [ -n "$hops" ]; then ip -4 route replace default table "$TABLE" $hops 2>/dev/null
+  else ip -4 route flush table "$TABLE" 2>/dev/null; fi
+  return 0
+}
+
+start() {
+  mkdir -p "$RUN"
+  sysctl -q -p /etc/sysctl.d/90-provision-multiwan.conf >/dev/null || say "some sysctls could not be set"
+  command -v nft >/dev/null || { say "nft not found: install nftables"; exit 1; }
+  nft -c -f ${PATHS.ruleset} || { say "${PATHS.ruleset} does not load"; exit 1; }
+  clear_state "$PRIORITY" "$TABLE" "$LAST_TABLE"
+  nft -f ${PATHS.ruleset} || exit 1
+  add_rules || { say "adding ip rules failed"; exit 1; }
+  our_rules > "$RUN/rules"
+  set_routes
+}
+
+# Hysteresis: an uplink changes state after FAIL_AFTER failed (RECOVER_AFTER good) checks in a row.
+record() { # UPLINK OK(1|0)
+  state=$(var state "$1") streak=$(var streak "$1")
+  case "$state$2" in up1|down0) streak=0 ;; *) streak=$((streak + 1)) ;; esac
+  need=$FAIL_AFTER
+  [ "$state" = down ] && need=$RECOVER_AFTER
+  if [ "$streak" -ge "$need" ]; then
+    if [ "$state" = up ]; then state=down; else state=up; fi
+    streak=0
+    eval "since_$1=$(date +%s)"
+    say "uplink $1 ($(var "$1" IFACE)) is $state"
+  fi
+  eval "state_$1=$state streak_$1=$streak checks_$1=$(( $(var checks "$1") + 1 ))"
+}
+
+probe() { # UPLINK: exit 0 when a target answers through it
+  for t in $(var "$1" TARGETS); do
+    ping -n -q -c 1 -W "$TIMEOUT" -m "$(var "$1" MARK)" "$t" >/dev/null 2>&1 && return 0
+  done
+  return 1
+}
+
+write_status() {
+  for u in $UPLINKS; do
+    echo "$u $(var state "$u") $(var checks "$u") $(var since "$u") $(nexthop "$u")"
+  done > "$RUN/status.new" && mv "$RUN/status.new" "$RUN/status"
+}
+
+repair() {
+  nft list table inet ${NFT_TABLE} >/dev/null 2>&1 || { say "nftables table ${NFT_TABLE} is gone: loading it again"; nft -f ${PATHS.ruleset}; }
+  if [ "$(our_rules)" != "$(cat "$RUN/rules" 2>/dev/null)" ]; then
+    say "ip rules in $PRIORITY..$((PRIORITY + 99)) changed: restoring them"
+    for p in $(our_rules | cut -d: -f1); do ip -4 rule del pref "$p" 2>/dev/null; done
+    add_rules
+    our_rules > "$RUN/rules"
+  fi
+}
+
+watch() {
+  mkdir -p "$RUN"
+  now=$(date +%s)
+  for u in $UPLINKS; do eval "state_$u=up streak_$u=0 checks_$u=0 since_$u=$now"; done
+  while :; do
+    for u in $UPLINKS; do probe "$u" & eval "pid_$u=$!"; done
+    for u in $UPLINKS; do
+      if wait "$(var pid "$u")"; then record "$u" 1; else record "$u" 0; fi
+    done
+    repair
+    set_routes
+    write_status
+    sleep "$INTERVAL"
+  done
+}
+
+status() { # [SECONDS]: wait until every uplink has had FAIL_AFTER checks
+  deadline=$(( $(date +%s) + \${1:-0} ))
+  while :; do
+    pending=0
+    for u in $UPLINKS; do
+      checks=$(awk -v u="$u" '$1 == u { print $3 }' "$RUN/status" 2>/dev/null)
+      [ "\${checks:-0}" -ge "$FAIL_AFTER" ] || pending=1
+    done
+    [ "$pending" = 0 ] || [ "$(date +%s)" -ge "$deadline" ] && break
+    sleep 0.5
+  done
+  cat "$RUN/status" 2>/dev/null
+}
+
+case "\${1:-}" in
+  start) start ;;
+  watch) watch ;;
+  stop) clear_state "$PRIORITY" "$TABLE" "$LAST_TABLE"; rm -rf "$RUN" ;;
+  status) status "\${2:-0}" ;;
+  *) echo "usage: $0 start|watch|stop|status [SECONDS]" >&2; exit 64 ;;
+esac
+`;
+
+/**
+ * Rollback of "activate": the files are already restored when it runs. Stop the agent,
+ * clear what this run's configuration set up (the restored files may describe another),
+ * put the sysctls back, and start the old configuration again if there was one.
+ */
+const UNDO_ACTIVATE = `was_active=$1 was_enabled=$2 priority=$3 first=$4 last=$5
+shift 5
+${CLEAR_STATE}
+systemctl stop ${SERVICE} 2>/dev/null
+clear_state "$priority" "$first" "$last"
+[ $# -gt 0 ] && sysctl -q -w "$@"
+if [ "$was_enabled" != 1 ]; then
+  systemctl disable ${SERVICE} 2>/dev/null
+  rm -f /etc/systemd/system/multi-user.target.wants/${SERVICE}.service
+fi
+systemctl daemon-reload
+systemctl reset-failed ${SERVICE} 2>/dev/null
+[ "$was_active" = 1 ] && systemctl start ${SERVICE}
+exit 0`;
+
+const ACTIVATE = `systemctl daemon-reload && systemctl enable --quiet ${SERVICE} && systemctl restart ${SERVICE}`;
+
+// ---- live state ----------------------------------------------------------------------------------
+
+interface IpRule { priority: number; table?: string; fwmark?: string; fwmask?: string; suppress_prefixlen?: number; src?: string }
+interface IpRoute { dst: string; table?: string; gateway?: string; dev?: string; nexthops?: { gateway?: string; dev: string; weight?: number }[] }
+export interface UplinkHealth { name: string; state: string; checks: number; nexthop: string }
+
+const describeRule = (r: IpRule) =>
+  `${r.priority}: ${r.fwmark ? `fwmark ${r.fwmark}/${r.fwmask} ` : ""}lookup ${r.table}${r.suppress_prefixlen !== undefined ? ` suppress_prefixlength ${r.suppress_prefixlen}` : ""}`;
+
+export function desiredRules(a: MultiwanArgs): string[] {
+  return [
+    describeRule({ priority: a.priority_base, table: "main", suppress_prefixlen: 0 }),
+    ...a.uplinks.map((_, i) => describeRule({ priority: rulePriorityOf(a, i), fwmark: hex(markOf(i)), fwmask: hex(MARK_MASK), table: String(tableOf(a, i)) })),
+    describeRule({ priority: balancedPriority(a), table: String(a.table_base) }),
+  ];
+}
+
+const inRange = (a: MultiwanArgs, priority: number) => priority >= a.priority_base && priority < a.priority_base + 100;
+const parseJson = <T>(out: CommandOutput): T | null => {
+  if (out.code !== 0) return null;
+  try { return JSON.parse(out.stdout) as T; } catch { return null; }
+};
+
+export function ruleProblems(a: MultiwanArgs, ipRule: CommandOutput): string[] {
+  const live = (parseJson<IpRule[]>(ipRule) ?? []).filter((r) => inRange(a, r.priority)).map(describeRule);
+  const want = desiredRules(a);
+  return [
+    ...want.filter((r) => !live.includes(r)).map((r) => `ip rule missing: ${r}`),
+    ...live.filter((r) => !want.includes(r)).map((r) => `unexpected ip rule in provision's range: ${r}`),
+  ];
+}
+
+export function parseHealth(text: string | null): UplinkHealth[] {
+  return (text ?? "").split("\n").filter(Boolean).map((line) => {
+    const [name, state, checks, , ...hop] = line.split(" ");
+    return { name, state, checks: Number(checks), nexthop: hop.join(" ") };
+  });
+}
+
+export function routeProblems(a: MultiwanArgs, routes: CommandOutput, health: UplinkHealth[]): string[] {
+  const all = parseJson<IpRoute[]>(routes) ?? [];
+  const defaultIn = (table: number) => all.find((r) => r.dst === "default" && r.table === String(table));
+  const problems: string[] = [];
+  a.uplinks.forEach((u, i) => {
+    const route = defaultIn(tableOf(a, i));
+    const known = u.gateway || health.find((h) => h.name === u.name)?.nexthop;
+    if (!route) { if (known) problems.push(`table ${tableOf(a, i)} (${u.name}) has no default route`); return; }
+    if (route.dev !== u.interface || (u.gateway && route.gateway !== u.gateway))
+      problems.push(`table ${tableOf(a, i)} (${u.name}) routes via ${route.gateway ?? "-"} dev ${route.dev}, want ${u.gateway ?? "its gateway"} dev ${u.interface}`);
+  });
+  if (!health.length) return problems;
+  const balanced = defaultIn(a.table_base);
+  const hops = balanced ? balanced.nexthops ?? [{ gateway: balanced.gateway, dev: balanced.dev! }] : [];
+  for (const u of a.uplinks) {
+    const up = health.find((h) => h.name === u.name)?.state === "up";
+    const hop = hops.find((h) => h.dev === u.interface);
+    if (up && !hop) problems.push(`${u.name} is up but not in the multipath route (table ${a.table_base})`);
+    if (!up && hop) problems.push(`${u.name} is down but still in the multipath route (table ${a.table_base})`);
+    if (hop?.weight !== undefined && hops.length > 1 && hop.weight !== u.weight) problems.push(`${u.name} has weight ${hop.weight} in the multipath route, want ${u.weight}`);
+  }
+  return problems;
+}
+
+export function nftProblems(a: MultiwanArgs, nft: CommandOutput): string[] {
+  const listing = parseJson<{ nftables: Array<{ chain?: { name: string }; rule?: { chain: string; comment?: string } }> }>(nft);
+  if (!listing) return [`nftables table inet ${NFT_TABLE} is missing`];
+  const live = new Map<string, string[]>();
+  for (const item of listing.nftables) {
+    if (item.chain) live.set(item.chain.name, live.get(item.chain.name) ?? []);
+    if (item.rule) live.set(item.rule.chain, [...(live.get(item.rule.chain) ?? []), item.rule.comment ?? "(no comment)"]);
+  }
+  const problems: string[] = [];
+  for (const [chain, rules] of Object.entries(nftRules(a))) {
+    const have = live.get(chain);
+    const want = rules.map((r) => r.comment);
+    if (!have) problems.push(`nftables chain ${chain} is missing`);
+    else if (have.join("|") !== want.join("|")) problems.push(`nftables chain ${chain} has rules [${have.join(", ")}], want [${want.join(", ")}]`);
+  }
+  for (const chain of live.keys()) if (!(chain in nftRules(a))) problems.push(`unexpected nftables chain ${chain}`);
+  return problems;
+}
+
+export function parseSysctls(out: CommandOutput): Record<string, string> {
+  return Object.fromEntries(out.stdout.split("\n").map((l) => /^(\S+)\s*=\s*(.*)$/.exec(l.trim())).filter((m) => m !== null).map((m) => [m![1], m![2]]));
+}
+
+function sysctlProblems(live: Record<string, string>): string[] {
+  return Object.entries(SYSCTLS).filter(([k, v]) => live[k] !== v).map(([k, v]) => `${k} is ${live[k] ?? "unset"}, want ${v}`);
+}
+
+function healthProblems(a: MultiwanArgs, health: UplinkHealth[]): string[] {
+  if (!health.length) return [`the health agent (${SERVICE}.service) reports nothing: it is not running`];
+  return a.uplinks.flatMap((u) => {
+    const h = health.find((x) => x.name === u.name);
+    if (!h || h.checks < a.check.fail_after) return [`no verdict on ${u.name} yet from the health agent`];
+    if (h.state !== "up") return [`uplink ${u.name} (${u.interface}) is down: no answer from ${targetsOf(a, u).join(" or ")} through it`];
+    return [];
+  });
+}
+
+const liveProbes = () => ({
+  rules: { command: ["ip", "-j", "-4", "rule", "show"] },
+  routes: { command: ["ip", "-j", "-4", "route", "show", "table", "all"] },
+  nft: { command: ["nft", "-j", "list", "table", "inet", NFT_TABLE] },
+  active: { command: ["systemctl", "is-active", SERVICE] },
+  enabled: { command: ["systemctl", "is-enabled", SERVICE] },
+  sysctls: { command: ["sysctl", ...Object.keys(SYSCTLS)] },
+});
+type LiveFacts = { [K in keyof ReturnType<typeof liveProbes>]: CommandOutput };
+
+/** Where the running host differs from the configuration ([] = as configured). */
+export function liveProblems(a: MultiwanArgs, live: LiveFacts, health: UplinkHealth[]): string[] {
+  return [
+    ...(live.active.stdout.trim() === "active" ? [] : [`${SERVICE}.service is ${live.active.stdout.trim() || "not installed"}`]),
+    ...(live.enabled.stdout.trim() === "enabled" ? [] : [`${SERVICE}.service is not enabled at boot`]),
+    ...sysctlProblems(parseSysctls(live.sysctls)),
+    ...ruleProblems(a, live.rules),
+    ...routeProblems(a, live.routes, health),
+    ...nftProblems(a, live.nft),
+  ];
+}
+
+/** Someone else's rules or routes where this configuration would put its own. */
+function conflicts(a: MultiwanArgs, live: LiveFacts): string[] {
+  const rules = (parseJson<IpRule[]>(live.rules) ?? []).filter((r) => inRange(a, r.priority));
+  const tables = new Set(Array.from({ length: a.uplinks.length + 1 }, (_, i) => String(a.table_base + i)));
+  const routes = (parseJson<IpRoute[]>(live.routes) ?? []).filter((r) => r.table && tables.has(r.table));
+  return [
+    ...rules.map((r) => `ip rule ${describeRule(r)} (choose another priority_base)`),
+    ...routes.map((r) => `a route to ${r.dst} in table ${r.table} (choose another table_base)`),
+  ];
+}
+
+function validate(a: MultiwanArgs): void {
+  const unique = (values: string[], what: string) => {
+    const dup = values.find((v, i) => values.indexOf(v) !== i);
+    if (dup) throw new PlanError(`two uplinks have the ${what} ${dup}`);
+  };
+  unique(a.uplinks.map((u) => u.name), "name");
+  unique(a.uplinks.map((u) => u.interface), "interface");
+  const missing = a.uplinks.find((u) => !targetsOf(a, u).length);
+  if (missing) throw new PlanError(`uplink ${missing.name} has nothing to ping: set check.targets (or its check_targets) to addresses on the internet that answer ping`);
+  if (tableOf(a, a.uplinks.length - 1) > 252) throw new PlanError(`table_base ${a.table_base} leaves no room for ${a.uplinks.length} uplink tables below 253`);
+}
+
+type PlanFacts = LiveFacts & { [K in keyof typeof PATHS]: FileState };
+
+export default defineModule({
+  name: "multiwan",
+  description: "Route over several uplinks: weighted multipath, per-connection marks (nftables), and a health agent that withdraws dead uplinks",
+  schema: multiwanSchema,
+  disruptive: true,
+  facts: () => ({ ...liveProbes(), ...Object.fromEntries(Object.entries(PATHS).map(([k, path]) => [k, { file: path }])) }) as Record<string, { file: string } | { command: string[] }>,
+  plan(a: MultiwanArgs, facts: PlanFacts): Change[] {
+    validate(a);
+    const installed = facts.config.content !== null;
+    if (!installed) {
+      const taken = conflicts(a, facts);
+      if (taken.length) throw new PlanError(`provision's multiwan would own what is already in use: ${taken.join("; ")}`);
+    }
+    const files = [
+      ...fileChange(facts.agent, AGENT, { mode: "0755", summary: `install the multi-WAN agent ${PATHS.agent}` }),
+      ...fileChange(facts.config, renderConfig(a), { mode: "0644" }),
+      ...fileChange(facts.ruleset, renderNft(a), { mode: "0644", summary: `write the connection-marking rules ${PATHS.ruleset}` }),
+      ...fileChange(facts.sysctl, renderSysctl(), { mode: "0644" }),
+      ...fileChange(facts.unit, UNIT, { mode: "0644" }),
+    ];
+    const drift = installed ? liveProblems(a, facts, parseHealth(facts.status.content)) : [];
+    if (!files.length && !drift.length) return [];
+    const oldSysctls = parseSysctls(facts.sysctls);
+    const restoreSysctls = Object.keys(SYSCTLS).filter((k) => oldSysctls[k] !== undefined && oldSysctls[k] !== SYSCTLS[k]).map((k) => `${k}=${oldSysctls[k]}`);
+    const wasActive = facts.active.stdout.trim() === "active" ? "1" : "0";
+    const wasEnabled = facts.enabled.stdout.trim() === "enabled" ? "1" : "0";
+    const names = a.uplinks.map((u) => `${u.name} (${u.interface}, weight ${u.weight})`).join(" + ");
+    const activate: Change = {
+      kind: "command",
+      summary: files.length ? `(re)start ${SERVICE}: ${names}` : `restart ${SERVICE}, the live state drifted: ${drift.join("; ")}`,
+      argv: ["sh", "-c", ACTIVATE],
+      undo: ["sh", "-c", UNDO_ACTIVATE, "provision", wasActive, wasEnabled, String(a.priority_base), String(a.table_base), String(tableOf(a, a.uplinks.length - 1)), ...restoreSysctls],
+      disruptive: true,
+    };
+    return [...files, activate];
+  },
+  verify: {
+    probes: (a: MultiwanArgs) => ({
+      // first: wait for the agent's verdict on every uplink, then read the state it left
+      health: { command: [PATHS.agent, "status", String(a.check.wait)] },
+      ...liveProbes(),
+    }),
+    check(a: MultiwanArgs, facts: LiveFacts & { health: CommandOutput }) {
+      const health = parseHealth(facts.health.stdout);
+      return [...healthProblems(a, health), ...liveProblems(a, facts, health)];
+    },
+  },
+});
