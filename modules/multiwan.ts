@@ -378,7 +378,7 @@ interface IpRoute { dst: string; table?: string; gateway?: string; dev?: string;
 export interface UplinkHealth { name: string; state: string; checks: number; nexthop: string }
 
 const describeRule = (r: IpRule) =>
-  `${r.priority}: ${r.fwmark ? `fwmark ${r.fwmark}/${r.fwmask} ` : ""}lookup ${r.table}${r.suppress_prefixlen !== undefined ? ` suppress_prefixlength ${r.suppress_prefixlen}` : ""}`;
+  `${r.priority}: ${r.fwmark ? `fwmark ${r.fwmark}${r.fwmask ? `/${r.fwmask}` : ""} ` : ""}lookup ${r.table}${r.suppress_prefixlen !== undefined ? ` suppress_prefixlength ${r.suppress_prefixlen}` : ""}`;
 
 export function desiredRules(a: MultiwanArgs): string[] {
   return [

@@ -4,7 +4,8 @@
 //
 //   server PORT                      listen on PORT
 //   split HOST PORT COUNT            COUNT new connections (10 at a time) → {"<address>": n, "failed": n}
-//   long HOST PORT SECONDS           one connection, a line every 100 ms → {"addresses": [...], "answers": n, "error": …}
+//   long HOST PORT SECONDS           one connection, a line every 100 ms → {"first": address} as soon as
+//                                    it answers, at the end {"addresses": [...], "sent": n, "answers": n, "error": …}
 //   watch HOST PORT SECONDS          a new connection every 100 ms → one JSON line each {"t": ms, "address": … | null}
 import { createConnection, createServer, type Socket } from "node:net";
 
@@ -40,14 +41,21 @@ function long(host: string, port: number, seconds: number): void {
   let answers = 0, sent = 0, error: string | null = null, buffer = "";
   const finish = () => {
     clearInterval(ticker);
-    socket.destroy();
-    console.log(JSON.stringify({ addresses: [...addresses], sent, answers, error }));
+    // let the last answers arrive
+    setTimeout(() => {
+      console.log(JSON.stringify({ addresses: [...addresses], sent, answers, error }));
+      socket.destroy();
+    }, 2000);
   };
   socket.on("data", (d) => {
     buffer += d;
     const lines = buffer.split("\n");
     buffer = lines.pop()!;
-    for (const l of lines) { addresses.add(l); answers++; }
+    for (const l of lines) {
+      if (!answers) console.log(JSON.stringify({ first: l }));
+      addresses.add(l);
+      answers++;
+    }
   });
   socket.on("error", (e) => { error = e.message; });
   socket.on("close", () => { if (!error) error = "closed by the peer"; });

@@ -1,0 +1,206 @@
+// Multi-WAN on a real kernel: a Pi guest routes a LAN namespace through two uplink
+// routers to a test server (see wan-lab.ts). Weighted split of new connections, a
+// long connection that keeps its uplink, a dead uplink withdrawn by the health agent
+// and put back, drift seen in check mode, rollback to the live state before the run,
+// and the same live state after a reboot.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { startWanLab, SERVER, UPLINKS, type WanLab } from "./wan-lab.js";
+import { fileHashes, ourTimers, sleep, timed } from "./e2e-support.js";
+import { provision, summary } from "../integration/provision-cli.js";
+import { removeOnCleanup, run, startDaemon, onCleanup, killPid } from "../support/processes.js";
+import { repoRoot } from "../support/cache.js";
+import type { Guest } from "./lab.js";
+
+const PLAYBOOK = join(repoRoot, "playbooks/multiwan.yaml");
+const PROBE = join(repoRoot, "dist/test/lab/wan-probe.js");
+const PORT = "7000";
+const FILES = ["/usr/local/sbin/provision-multiwan", "/etc/provision/multiwan.conf", "/etc/provision/multiwan.nft", "/etc/sysctl.d/90-provision-multiwan.conf", "/etc/systemd/system/provision-multiwan.service"];
+/** Everything the module touches on the running host, as text without handles or counters. */
+const LIVE = "ip -4 rule; ip -4 route show table all; nft list ruleset; sysctl net.ipv4.ip_forward net.ipv4.fib_multipath_hash_policy net.ipv4.conf.all.rp_filter; systemctl is-active provision-multiwan; systemctl is-enabled provision-multiwan; true";
+
+let lab: WanLab;
+let pi: Guest;
+let dir: string;
+let inventory: string;
+const cli = (...args: string[]) => provision(lab.controllerArgv, args);
+
+function writeInventory(file: string, gateways: string[]): string {
+  const pi1 = {
+    address: lab.guests[0].address,
+    uplink1_interface: UPLINKS[0].interface, uplink1_gateway: gateways[0],
+    uplink2_interface: UPLINKS[1].interface, uplink2_gateway: gateways[1],
+    check_target: SERVER,
+  };
+  writeFileSync(file, stringify({
+    all: { vars: { user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile }, children: { routers: { hosts: { pi1 } } } },
+  }));
+  return file;
+}
+
+const live = async () => (await pi.ssh(LIVE)).stdout;
+const health = async () => (await pi.ssh("cat /run/provision-multiwan/status")).stdout;
+const uplinkOf = (address: string | null) => UPLINKS.findIndex((u) => u.pi === address);
+
+/** The LAN client's view: which uplink (by its masqueraded address) each new connection used. */
+async function split(count: number): Promise<Record<string, number>> {
+  const r = await run(lab.lanArgv(["node", PROBE, "split", SERVER, PORT, String(count)]));
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+/** One long-lived connection; resolves its uplink once it answers, and its verdict at the end. */
+function longConnection(seconds: number): { first: Promise<string>; result: Promise<{ addresses: string[]; sent: number; answers: number; error: string | null }> } {
+  const argv = lab.lanArgv(["node", PROBE, "long", SERVER, PORT, String(seconds)]);
+  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
+  const forget = onCleanup("long connection", () => killPid(child.pid));
+  let out = "";
+  let gotFirst: (a: string) => void;
+  const first = new Promise<string>((r) => (gotFirst = r));
+  child.stdout.on("data", (d) => {
+    out += d;
+    const m = /\{"first":"([^"]+)"\}/.exec(out);
+    if (m) gotFirst(m[1]);
+  });
+  const result = new Promise<{ addresses: string[]; sent: number; answers: number; error: string | null }>((resolve) =>
+    child.on("close", () => { forget(); resolve(JSON.parse(out.trim().split("\n").pop()!)); }));
+  return { first, result };
+}
+
+before(async () => {
+  lab = await timed("boot WAN lab (pi1 with two uplinks, 2 routers, server, LAN client)", () => startWanLab());
+  pi = lab.guests[0];
+  dir = mkdtempSync(join(tmpdir(), "lab-wan-"));
+  removeOnCleanup(dir);
+  inventory = writeInventory(join(dir, "wan.yaml"), UPLINKS.map((u) => u.router));
+  const server = startDaemon("wan-probe server", lab.serverArgv(["node", PROBE, "server", PORT]));
+  onCleanup("server", () => server.stop());
+  await sleep(1000);
+});
+
+after(async () => {
+  await lab?.stop();
+});
+
+test("multiwan applies, a second run changes nothing, --check exits 0; rules, tables, marks and agent are live", async () => {
+  const first = await timed("apply multiwan", () => cli("--inventory", inventory, PLAYBOOK, "--report", join(dir, "apply.json")));
+  assert.equal(first.code, 0, first.output);
+  assert.equal(summary(first.stdout).pi1.status, "changed", first.stdout);
+  const rules = (await pi.ssh("ip -4 rule")).stdout;
+  assert.match(rules, /30000:\s+from all lookup main suppress_prefixlength 0/);
+  assert.match(rules, /30010:\s+from all fwmark 0x10000\/0xff0000 lookup 201/);
+  assert.match(rules, /30011:\s+from all fwmark 0x20000\/0xff0000 lookup 202/);
+  assert.match(rules, /30090:\s+from all lookup 200/);
+  const balanced = (await pi.ssh("ip -4 route show table 200")).stdout;
+  assert.match(balanced, /nexthop via 10\.201\.0\.1 dev eth1 weight 9/);
+  assert.match(balanced, /nexthop via 10\.202\.0\.1 dev eth2 weight 10/);
+  assert.match((await pi.ssh("nft list table inet provision_multiwan")).stdout, /masquerade/);
+  assert.match(await health(), /^isp1 up .*\nisp2 up /);
+  assert.equal(await ourTimers(pi), "", "confirmed: nothing left armed");
+
+  const second = await timed("second run", () => cli("--inventory", inventory, PLAYBOOK));
+  assert.equal(second.code, 0, second.output);
+  assert.equal(summary(second.stdout).pi1.changed, 0, second.stdout);
+  const check = await cli("--inventory", inventory, PLAYBOOK, "--check");
+  assert.equal(check.code, 0, check.output);
+});
+
+test("weights 9:10 split new connections; a long connection keeps its uplink while the other one dies and recovers", async () => {
+  const long = longConnection(40);
+  const carrying = uplinkOf(await long.first);
+  assert.ok(carrying >= 0, "the long connection answered through an uplink");
+  const other = 1 - carrying;
+
+  const tally = await timed("400 new connections from the LAN", () => split(400));
+  const counts = UPLINKS.map((u) => tally[u.pi] ?? 0);
+  const share = counts[0] / (counts[0] + counts[1]);
+  console.log(`split: isp1 ${counts[0]}, isp2 ${counts[1]}, failed ${tally.failed ?? 0} (isp1 share ${share.toFixed(3)}, weights want ${(9 / 19).toFixed(3)})`);
+  assert.equal(tally.failed ?? 0, 0, "every connection was answered");
+  // 400 draws at p = 9/19: one standard deviation is 0.025; allow four
+  assert.ok(Math.abs(share - 9 / 19) < 0.1, `isp1 share ${share} is not near 9/19`);
+
+  // cut the other uplink beyond its router: its NIC keeps carrier, only the health checks can tell
+  const watchArgv = lab.lanArgv(["node", PROBE, "watch", SERVER, PORT, "26"]);
+  const watch = run(watchArgv);
+  await sleep(2000);
+  const cut = Date.now();
+  lab.setUplinkOutside(other, false);
+  let detectedMs = -1;
+  while (Date.now() - cut < 20_000) {
+    if (new RegExp(`^${UPLINKS[other].name} down`, "m").test(await health())) { detectedMs = Date.now() - cut; break; }
+    await sleep(200);
+  }
+  assert.ok(detectedMs >= 0, `the agent did not mark ${UPLINKS[other].name} down within 20 s`);
+  await sleep(8000 - (Date.now() - cut));
+  const restored = Date.now();
+  lab.setUplinkOutside(other, true);
+  let recoveredMs = -1;
+  while (Date.now() - restored < 20_000) {
+    if (new RegExp(`^${UPLINKS[other].name} up`, "m").test(await health())) { recoveredMs = Date.now() - restored; break; }
+    await sleep(200);
+  }
+  assert.ok(recoveredMs >= 0, `the agent did not mark ${UPLINKS[other].name} up again within 20 s`);
+
+  const samples = (await watch).stdout.trim().split("\n").map((l) => JSON.parse(l) as { t: number; address: string | null });
+  const duringCut = samples.filter((s) => s.t > cut && s.t < restored);
+  const lastBad = Math.max(0, ...duringCut.filter((s) => s.address !== UPLINKS[carrying].pi).map((s) => s.t - cut));
+  const settled = duringCut.filter((s) => s.t - cut > lastBad);
+  const afterRecovery = samples.filter((s) => s.t > restored + recoveredMs + 1000);
+  console.log(`uplink ${UPLINKS[other].name} cut beyond its router: agent marked it down after ${detectedMs} ms; new LAN connections all on ${UPLINKS[carrying].name} from ${lastBad} ms after the cut (${settled.length} in a row until the restore); marked up ${recoveredMs} ms after the restore; ${afterRecovery.filter((s) => uplinkOf(s.address) === other).length} of ${afterRecovery.length} connections used it again after that`);
+  assert.ok(lastBad < detectedMs + 2000, `connections still failed or used the dead uplink ${lastBad} ms after the cut (detected at ${detectedMs} ms)`);
+  assert.ok(settled.length >= 10, "new connections kept working on the surviving uplink");
+  assert.ok(afterRecovery.some((s) => uplinkOf(s.address) === other), "new connections use the recovered uplink again");
+
+  const verdict = await long.result;
+  console.log(`long connection on ${UPLINKS[carrying].name}: ${verdict.answers}/${verdict.sent} lines answered, seen from ${verdict.addresses.join(", ")}, error: ${verdict.error ?? "none"}`);
+  assert.deepEqual(verdict.addresses, [UPLINKS[carrying].pi], "the long connection stayed on its uplink for its whole life");
+  assert.equal(verdict.error, null);
+  assert.equal(verdict.answers, verdict.sent, "every line sent on the long connection was answered");
+});
+
+test("check mode reads the live state: a stopped agent is drift, and a run repairs it", async () => {
+  await pi.ssh("systemctl stop provision-multiwan");
+  const check = await cli("--inventory", inventory, PLAYBOOK, "--check");
+  assert.equal(check.code, 2, check.output);
+  assert.match(check.stdout, /the live state drifted: provision-multiwan\.service is inactive/);
+  assert.match(check.stdout, /ip rule missing: 30010: fwmark 0x10000\/0xff0000 lookup 201/);
+  assert.match(check.stdout, /nftables table inet provision_multiwan is missing/);
+  const repair = await cli("--inventory", inventory, PLAYBOOK);
+  assert.equal(repair.code, 0, repair.output);
+  assert.equal(summary(repair.stdout).pi1.changed, 1, repair.stdout);
+  const again = await cli("--inventory", inventory, PLAYBOOK, "--check");
+  assert.equal(again.code, 0, again.output);
+});
+
+test("a failed verification rolls back: files byte-identical, live routing state as before", async () => {
+  const filesBefore = await fileHashes(pi, FILES);
+  const liveBefore = await live();
+  const bad = writeInventory(join(dir, "bad.yaml"), [UPLINKS[0].router, "10.202.0.99"]);
+  const r = await timed("bad gateway: apply, verify fails, roll back", () => cli("--inventory", bad, PLAYBOOK));
+  assert.equal(r.code, 1, r.output);
+  assert.equal(summary(r.stdout).pi1.status, "rolled back", r.stdout);
+  assert.match(r.stdout, /uplink isp2 \(eth2\) is down: no answer from 198\.51\.100\.10 through it/);
+  assert.equal(await fileHashes(pi, FILES), filesBefore, "every file is byte-identical to before the run");
+  await sleep(2000); // the old configuration's agent has started; give it one round of checks
+  assert.equal(await live(), liveBefore, "rules, routes, nftables, sysctls and the service are as before");
+  assert.equal(await ourTimers(pi), "", "nothing left armed");
+});
+
+test("after a reboot the host comes up with the same live state", async () => {
+  const liveBefore = await live();
+  const ms = await timed("reboot", () => pi.reboot());
+  let liveAfter = "";
+  for (let i = 0; i < 30 && liveAfter !== liveBefore; i++) {
+    liveAfter = await live();
+    if (liveAfter !== liveBefore) await sleep(1000);
+  }
+  console.log(`reboot took ${ms} ms`);
+  assert.equal(liveAfter, liveBefore);
+  const check = await cli("--inventory", inventory, PLAYBOOK, "--check");
+  assert.equal(check.code, 0, check.output);
+});

@@ -1,0 +1,187 @@
+// multiwan: rendering, the live-state comparison and planning, from facts captured on
+// the lab's Debian 12 guest (ip -j, nft -j). The agent script is checked by a real shell.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import multiwan, {
+  AGENT, UNIT, PATHS, desiredRules, liveProblems, multiwanSchema, nftProblems, parseHealth, renderConfig, renderNft, renderSysctl, routeProblems, ruleProblems,
+  type MultiwanArgs,
+} from "../../modules/multiwan.js";
+import { compile } from "../../core/schema.js";
+import { PlanError, type CommandOutput, type PlanContext } from "../../core/module-api.js";
+
+const context: PlanContext = { host: "pi", hostFacts: { bootId: "x", bootTime: 1000, hostname: "pi" }, rebootPending: false, rebootReasons: [] };
+
+function argsOf(raw: unknown): MultiwanArgs {
+  const copy = structuredClone(raw);
+  const validate = compile(multiwanSchema);
+  assert.ok(validate(copy), JSON.stringify(validate.errors));
+  return copy as MultiwanArgs;
+}
+
+const args = argsOf({
+  uplinks: [
+    { name: "isp1", interface: "eth1", gateway: "10.201.0.1", weight: 9 },
+    { name: "isp2", interface: "eth2", gateway: "10.202.0.1", weight: 10 },
+  ],
+  check: { targets: ["198.51.100.10"] },
+});
+
+const ok = (stdout: string): CommandOutput => ({ code: 0, stdout });
+const failed: CommandOutput = { code: 1, stdout: "" };
+
+// captured from the lab guest with the configuration above running
+const RULES = ok('[{"priority":0,"src":"all","table":"local"},{"priority":30000,"src":"all","table":"main","suppress_prefixlen":0},{"priority":30010,"src":"all","fwmark":"0x10000","fwmask":"0xff0000","table":"201"},{"priority":30011,"src":"all","fwmark":"0x20000","fwmask":"0xff0000","table":"202"},{"priority":30090,"src":"all","table":"200"},{"priority":32766,"src":"all","table":"main"},{"priority":32767,"src":"all","table":"default"}]');
+const ROUTES = ok('[{"dst":"default","table":"200","flags":[],"nexthops":[{"gateway":"10.201.0.1","dev":"eth1","weight":9,"flags":[]},{"gateway":"10.202.0.1","dev":"eth2","weight":10,"flags":[]}]},{"dst":"default","gateway":"10.201.0.1","dev":"eth1","table":"201","flags":[]},{"dst":"default","gateway":"10.202.0.1","dev":"eth2","table":"202","flags":[]},{"dst":"default","gateway":"10.77.0.1","dev":"eth0","flags":["onlink"]},{"dst":"10.77.0.0/24","dev":"eth0","protocol":"kernel","scope":"link","prefsrc":"10.77.0.11","flags":[]}]');
+const HEALTHY = parseHealth("isp1 up 9 1795527305 via 10.201.0.1 dev eth1\nisp2 up 9 1795527305 via 10.202.0.1 dev eth2\n");
+
+function nftListing(a: MultiwanArgs, drop?: string): CommandOutput {
+  const items: unknown[] = [{ metainfo: { version: "1.0.6" } }, { table: { family: "inet", name: "provision_multiwan" } }];
+  const chains = ["prerouting", "output", "postrouting", "nat"];
+  for (const c of chains) items.push({ chain: { family: "inet", table: "provision_multiwan", name: c } });
+  const comments: Record<string, string[]> = {
+    prerouting: ["restore the uplink mark", ...a.uplinks.map((u) => `${u.name}: mark connections from it`)],
+    output: ["restore the uplink mark"],
+    postrouting: a.uplinks.map((u) => `${u.name}: mark new connections`),
+    nat: a.uplinks.filter((u) => u.masquerade).map((u) => `${u.name}: masquerade`),
+  };
+  for (const c of chains) for (const comment of comments[c]) if (comment !== drop) items.push({ rule: { chain: c, comment, expr: [] } });
+  return ok(JSON.stringify({ nftables: items }));
+}
+
+const live = {
+  rules: RULES, routes: ROUTES, nft: nftListing(args),
+  active: ok("active\n"), enabled: ok("enabled\n"),
+  sysctls: ok("net.ipv4.ip_forward = 1\nnet.ipv4.fib_multipath_hash_policy = 1\nnet.ipv4.conf.all.rp_filter = 2\n"),
+};
+
+test("schema defaults: weight 1, masquerade on, checks every second, 3 misses down, 3 answers up", () => {
+  const a = argsOf({ uplinks: [{ name: "a", interface: "eth1" }, { name: "b", interface: "ppp0" }], check: { targets: ["192.0.2.1"] } });
+  assert.equal(a.uplinks[0].weight, 1);
+  assert.equal(a.uplinks[1].masquerade, true);
+  assert.deepEqual({ ...a.check }, { targets: ["192.0.2.1"], interval: 1, timeout: 1, fail_after: 3, recover_after: 3, wait: 30 });
+  assert.equal(a.priority_base, 30000);
+  const validate = compile(multiwanSchema);
+  assert.equal(validate({ uplinks: [{ name: "only", interface: "eth1" }] }), false, "one uplink is not multi-WAN");
+  assert.equal(validate({ uplinks: [{ name: "a b", interface: "eth1" }, { name: "c", interface: "eth2" }] }), false, "names become shell variable names");
+  assert.equal(validate({ uplinks: [{ name: "a", interface: "eth1;reboot" }, { name: "c", interface: "eth2" }] }), false);
+});
+
+test("the rules: main without its default first, one fwmark rule per uplink, then the balanced table", () => {
+  assert.deepEqual(desiredRules(args), [
+    "30000: lookup main suppress_prefixlength 0",
+    "30010: fwmark 0x10000/0xff0000 lookup 201",
+    "30011: fwmark 0x20000/0xff0000 lookup 202",
+    "30090: lookup 200",
+  ]);
+  assert.deepEqual(ruleProblems(args, RULES), []);
+  const missing = ok(RULES.stdout.replace(',{"priority":30011,"src":"all","fwmark":"0x20000","fwmask":"0xff0000","table":"202"}', ""));
+  assert.deepEqual(ruleProblems(args, missing), ["ip rule missing: 30011: fwmark 0x20000/0xff0000 lookup 202"]);
+  const foreign = ok(RULES.stdout.replace('{"priority":0,', '{"priority":30050,"src":"all","table":"99"},{"priority":0,'));
+  assert.deepEqual(ruleProblems(args, foreign), ["unexpected ip rule in provision's range: 30050: lookup 99"]);
+});
+
+test("the ruleset marks per uplink in its own bits, restores marks, masquerades, and replaces itself atomically", () => {
+  const nft = renderNft(args);
+  assert.match(nft, /^table inet provision_multiwan\ndelete table inet provision_multiwan\ntable inet provision_multiwan \{/m);
+  assert.match(nft, /ct mark & 0xff0000 != 0 meta mark set ct mark & 0xff0000 comment "restore the uplink mark"/);
+  assert.match(nft, /ct mark & 0xff0000 == 0 oifname "eth2" ct mark set ct mark & 0xff00ffff \| 0x20000 comment "isp2: mark new connections"/);
+  assert.match(nft, /oifname "eth1" masquerade/);
+  const noNat = renderNft({ ...args, uplinks: args.uplinks.map((u) => ({ ...u, masquerade: false })) });
+  assert.doesNotMatch(noNat, /masquerade/);
+});
+
+test("the config file is shell-quoted and names every uplink's mark, table and targets", () => {
+  const conf = renderConfig({ ...args, check: { ...args.check, targets: ["198.51.100.10", "192.0.2.1"] } });
+  assert.match(conf, /^UPLINKS='isp1 isp2'$/m);
+  assert.match(conf, /^isp1_MARK=65536$/m, "ping -m takes decimal marks");
+  assert.match(conf, /^isp2_TABLE=202$/m);
+  assert.match(conf, /^isp2_TARGETS='198\.51\.100\.10 192\.0\.2\.1'$/m);
+  assert.match(conf, /^isp1_GATEWAY=10\.201\.0\.1$/m);
+  const ppp = renderConfig({ ...args, uplinks: [{ ...args.uplinks[0], gateway: undefined, interface: "ppp0" }, args.uplinks[1]] });
+  assert.match(ppp, /^isp1_GATEWAY=''$/m, "no gateway: the agent finds it at run time (PPP, DHCP)");
+});
+
+test("the agent and the rollback parse as POSIX shell (dash -n) and the sourced config sets what the agent reads", () => {
+  const r = spawnSync("sh", ["-n"], { input: AGENT, encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  const vars = spawnSync("sh", ["-c", `${renderConfig(args)}\necho "$UPLINKS|$isp2_WEIGHT|$isp1_PRIORITY|$LAST_TABLE|$BALANCED_PRIORITY"`], { encoding: "utf8" });
+  assert.equal(vars.stdout.trim(), "isp1 isp2|10|30010|202|30090");
+  assert.match(UNIT, new RegExp(`ExecStartPre=${PATHS.agent} start`));
+});
+
+test("routes: each uplink's own table, and the multipath route holding exactly the uplinks that are up", () => {
+  assert.deepEqual(routeProblems(args, ROUTES, HEALTHY), []);
+  const isp2Down = parseHealth("isp1 up 9 0 via 10.201.0.1 dev eth1\nisp2 down 9 0 via 10.202.0.1 dev eth2\n");
+  assert.deepEqual(routeProblems(args, ROUTES, isp2Down), ["isp2 is down but still in the multipath route (table 200)"]);
+  const withdrawn = ok(ROUTES.stdout.replace(/"nexthops":\[.*?\]\}\]\}/, '"gateway":"10.201.0.1","dev":"eth1"}'));
+  assert.deepEqual(routeProblems(args, withdrawn, isp2Down), [], "isp2 withdrawn while down: as it should be");
+  const reweighted = ok(ROUTES.stdout.replace('"weight":10', '"weight":1'));
+  assert.deepEqual(routeProblems(args, reweighted, HEALTHY), ["isp2 has weight 1 in the multipath route, want 10"]);
+  const wrongGateway = ok(ROUTES.stdout.replace('"gateway":"10.202.0.1","dev":"eth2","table":"202"', '"gateway":"10.202.0.9","dev":"eth2","table":"202"'));
+  assert.deepEqual(routeProblems(args, wrongGateway, HEALTHY), ["table 202 (isp2) routes via 10.202.0.9 dev eth2, want 10.202.0.1 dev eth2"]);
+});
+
+test("nftables: the live table is compared chain by chain, by each rule's comment", () => {
+  assert.deepEqual(nftProblems(args, nftListing(args)), []);
+  assert.deepEqual(nftProblems(args, failed), ["nftables table inet provision_multiwan is missing"]);
+  assert.deepEqual(nftProblems(args, nftListing(args, "isp1: masquerade")), ["nftables chain nat has rules [isp2: masquerade], want [isp1: masquerade, isp2: masquerade]"]);
+});
+
+function facts(over: Partial<Record<string, unknown>> = {}) {
+  const file = (path: string, content: string | null) => ({ path, content });
+  const installed = {
+    agent: file(PATHS.agent, AGENT), config: file(PATHS.config, renderConfig(args)), ruleset: file(PATHS.ruleset, renderNft(args)),
+    sysctl: file(PATHS.sysctl, renderSysctl()), unit: file(PATHS.unit, UNIT),
+    status: file(PATHS.status, "isp1 up 9 1795527305 via 10.201.0.1 dev eth1\nisp2 up 9 1795527305 via 10.202.0.1 dev eth2\n"),
+  };
+  return { ...live, ...installed, ...over } as never;
+}
+
+test("plan: nothing to do when files and live state match; live drift alone restarts the agent", () => {
+  assert.deepEqual(multiwan.plan(args, facts(), context), []);
+  const [change] = multiwan.plan(args, facts({ active: ok("inactive\n") }), context);
+  assert.equal(change.kind, "command");
+  assert.match(change.summary, /the live state drifted: provision-multiwan\.service is inactive/);
+  assert.equal(change.disruptive, true, "restarting routing can cut the management path: armed first");
+});
+
+test("plan on a fresh host: five files, then activation whose undo knows the old sysctls and service state", () => {
+  const fresh = facts({
+    agent: { path: PATHS.agent, content: null }, config: { path: PATHS.config, content: null }, ruleset: { path: PATHS.ruleset, content: null },
+    sysctl: { path: PATHS.sysctl, content: null }, unit: { path: PATHS.unit, content: null }, status: { path: PATHS.status, content: null },
+    rules: ok('[{"priority":0,"src":"all","table":"local"},{"priority":32766,"src":"all","table":"main"}]'),
+    routes: ok("[]"), nft: failed, active: ok("inactive\n"), enabled: { code: 1, stdout: "" },
+    sysctls: ok("net.ipv4.ip_forward = 0\nnet.ipv4.fib_multipath_hash_policy = 0\nnet.ipv4.conf.all.rp_filter = 2\n"),
+  });
+  const changes = multiwan.plan(args, fresh, context);
+  assert.deepEqual(changes.map((c) => c.kind === "file" ? c.path : c.kind), [PATHS.agent, PATHS.config, PATHS.ruleset, PATHS.sysctl, PATHS.unit, "command"]);
+  const activate = changes[5];
+  assert.ok(activate.kind === "command" && activate.undo);
+  assert.deepEqual(activate.undo.slice(4), ["0", "0", "30000", "200", "202", "net.ipv4.ip_forward=0", "net.ipv4.fib_multipath_hash_policy=0"]);
+  assert.equal(changes.find((c) => c.kind === "file" && c.path === PATHS.agent && c.mode === "0755") !== undefined, true);
+});
+
+test("plan refuses to take over someone else's rules or tables, and duplicate uplinks", () => {
+  const fresh = { config: { path: PATHS.config, content: null } };
+  const foreign = ok('[{"priority":30005,"src":"all","fwmark":"0x1","table":"100"}]');
+  assert.throws(() => multiwan.plan(args, facts({ ...fresh, rules: foreign }), context), (e: Error) => e instanceof PlanError && /30005: fwmark 0x1 lookup 100 \(choose another priority_base\)/.test(e.message));
+  const taken = ok('[{"dst":"default","gateway":"192.168.1.1","dev":"eth0","table":"201"}]');
+  assert.throws(() => multiwan.plan(args, facts({ ...fresh, rules: ok("[]"), routes: taken }), context), /table 201 \(choose another table_base\)/);
+  const twice = { ...args, uplinks: [args.uplinks[0], { ...args.uplinks[1], interface: "eth1" }] };
+  assert.throws(() => multiwan.plan(twice, facts(), context), /two uplinks have the interface eth1/);
+  const nothingToPing = { ...args, check: { ...args.check, targets: [] } };
+  assert.throws(() => multiwan.plan(nothingToPing, facts(), context), /has nothing to ping/);
+});
+
+test("verify: every uplink must answer through itself, and the state must be live", () => {
+  const check = multiwan.verify!.check;
+  const healthy = { ...live, health: ok("isp1 up 6 0 via 10.201.0.1 dev eth1\nisp2 up 6 0 via 10.202.0.1 dev eth2\n") };
+  assert.deepEqual(check(args, healthy as never), []);
+  const down = { ...live, health: ok("isp1 up 6 0 via 10.201.0.1 dev eth1\nisp2 down 6 0 via 10.202.0.99 dev eth2\n") };
+  assert.ok(check(args, down as never).includes("uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it"));
+  assert.deepEqual(check(args, { ...live, health: ok("") } as never).slice(0, 1), ["the health agent (provision-multiwan.service) reports nothing: it is not running"]);
+  assert.deepEqual(liveProblems(args, { ...live, sysctls: ok("net.ipv4.ip_forward = 0\n") }, HEALTHY), [
+    "net.ipv4.ip_forward is 0, want 1", "net.ipv4.fib_multipath_hash_policy is unset, want 1", "net.ipv4.conf.all.rp_filter is unset, want 2",
+  ]);
+});
