@@ -6,14 +6,14 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { startWanLab, SERVER, UPLINKS, type WanLab } from "./wan-lab.js";
 import { fileHashes, ourTimers, sleep, timed } from "./e2e-support.js";
 import { provision, summary } from "../integration/provision-cli.js";
-import { removeOnCleanup, run, startDaemon, onCleanup, killPid } from "../support/processes.js";
+import { removeOnCleanup, run, sh, startDaemon, onCleanup, killPid } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
 import type { Guest } from "./lab.js";
 
@@ -202,5 +202,32 @@ test("after a reboot the host comes up with the same live state", async () => {
   console.log(`reboot took ${ms} ms`);
   assert.equal(liveAfter, liveBefore);
   const check = await cli("--inventory", inventory, PLAYBOOK, "--check");
+  assert.equal(check.code, 0, check.output);
+});
+
+test("an uplink without a configured gateway follows its interface's default route: a new gateway needs no re-run", async () => {
+  // like DHCP (or PPP, where the agent routes "dev ppp0"): the gateway is whatever the link says now
+  const learned = join(dir, "learned.yaml");
+  writeFileSync(learned, readFileSync(PLAYBOOK, "utf8").replace('            gateway: "{{ uplink2_gateway }}"\n', ""));
+  await pi.ssh("ip route add default via 10.202.0.1 dev eth2 metric 500");
+  const r = await timed("apply with isp2's gateway learned", () => cli("--inventory", inventory, learned));
+  assert.equal(r.code, 0, r.output);
+  assert.match(await health(), /^isp2 up \d+ \d+ via 10\.202\.0\.1 dev eth2$/m);
+
+  sh(lab.routerArgv(1, ["ip", "addr", "add", "10.202.0.254/24", "dev", "lan"]));
+  const changed = Date.now();
+  await pi.ssh("ip route replace default via 10.202.0.254 dev eth2 metric 500");
+  let followedMs = -1;
+  while (Date.now() - changed < 15_000) {
+    const [own, balanced] = (await pi.ssh("ip -4 route show table 202; echo '|'; ip -4 route show table 200")).stdout.split("|");
+    if (/via 10\.202\.0\.254 dev eth2/.test(own) && /nexthop via 10\.202\.0\.254 dev eth2 weight 10/.test(balanced)) { followedMs = Date.now() - changed; break; }
+    await sleep(200);
+  }
+  console.log(`isp2's gateway changed to 10.202.0.254: the agent's routes followed in ${followedMs} ms`);
+  assert.ok(followedMs >= 0, "table 202 and the multipath route use the new gateway");
+  assert.match(await health(), /^isp2 up \d+ \d+ via 10\.202\.0\.254 dev eth2$/m);
+  const tally = await split(40);
+  assert.ok((tally[UPLINKS[1].pi] ?? 0) > 0 && !tally.failed, `connections use isp2 through its new gateway: ${JSON.stringify(tally)}`);
+  const check = await cli("--inventory", inventory, learned, "--check");
   assert.equal(check.code, 0, check.output);
 });

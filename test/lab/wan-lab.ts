@@ -24,6 +24,8 @@ export interface WanLab extends Lab {
   serverArgv(argv: string[]): string[];
   /** Cut (or restore) router `index`'s outside link: the Pi's NIC keeps its carrier. */
   setUplinkOutside(index: number, up: boolean): void;
+  /** argv run inside router `index`'s namespace. */
+  routerArgv(index: number, argv: string[]): string[];
 }
 
 /** veth pair: `inner` in `ns` with `cidr`, its peer attached to `bridge` in the lab namespace. */
@@ -65,6 +67,7 @@ export async function startWanLab(): Promise<WanLab> {
       ...lab,
       lanArgv: (argv) => inNamespace(lan.name, argv),
       serverArgv: (argv) => inNamespace(server.name, argv),
+      routerArgv: (index, argv) => inNamespace(routers[index], argv),
       setUplinkOutside: (index, up) => sh(["ip", "-n", routers[index], "link", "set", "out", up ? "up" : "down"]),
       async stop() {
         while (extra.length) extra.pop()!();
