@@ -29,18 +29,30 @@ export interface MultiwanArgs {
   check: { targets: string[]; interval: number; timeout: number; fail_after: number; recover_after: number; wait: number };
   priority_base: number;
   table_base: number;
+  /** nftables (preferred), or iptables where that is what the host has. */
+  firewall: "nftables" | "iptables";
 }
 
 export const PATHS = {
   agent: "/usr/local/sbin/provision-multiwan",
   config: "/etc/provision/multiwan.conf",
-  ruleset: "/etc/provision/multiwan.nft",
+  nftRuleset: "/etc/provision/multiwan.nft",
+  iptablesRuleset: "/etc/provision/multiwan.iptables",
   sysctl: "/etc/sysctl.d/90-provision-multiwan.conf",
   unit: "/etc/systemd/system/provision-multiwan.service",
   status: "/run/provision-multiwan/status",
 };
 const SERVICE = "provision-multiwan";
 const NFT_TABLE = "provision_multiwan";
+/** iptables: a chain of our own per hook, entered by one jump rule tagged with this comment. */
+const IPT_TAG = "provision-multiwan";
+const IPT_CHAINS: Record<string, { table: string; parent: string; chain: string }> = {
+  prerouting: { table: "mangle", parent: "PREROUTING", chain: "PROVISION_MW_PRE" },
+  output: { table: "mangle", parent: "OUTPUT", chain: "PROVISION_MW_OUT" },
+  postrouting: { table: "mangle", parent: "POSTROUTING", chain: "PROVISION_MW_POST" },
+  nat: { table: "nat", parent: "POSTROUTING", chain: "PROVISION_MW_NAT" },
+};
+const rulesetPath = (a: MultiwanArgs) => (a.firewall === "iptables" ? PATHS.iptablesRuleset : PATHS.nftRuleset);
 /** Connection marks live in these bits; everything else in a mark is left alone. */
 const MARK_MASK = 0xff0000;
 const SYSCTLS: Record<string, string> = {
@@ -95,24 +107,50 @@ export const multiwanSchema = {
     },
     priority_base: { type: "integer", minimum: 1, maximum: 32600, default: 30000 },
     table_base: { type: "integer", minimum: 1, maximum: 250, default: 200 },
+    firewall: { type: "string", enum: ["nftables", "iptables"], default: "nftables" },
   },
 };
 
 // ---- rendering ---------------------------------------------------------------------------------
 
-/** The nftables rules, by chain, each with the comment that identifies it in the live table. */
-export function nftRules(a: MultiwanArgs): Record<string, { rule: string; comment: string }[]> {
+interface FirewallRule {
+  /** Identifies the rule in the live ruleset (nftables and iptables both keep comments). */
+  comment: string;
+  nft: string;
+  iptables: { match: string; target: string };
+}
+
+/** The connection-marking rules, by chain, for either firewall. */
+export function firewallRules(a: MultiwanArgs): Record<string, FirewallRule[]> {
   const m = hex(MARK_MASK);
   const keep = hex(~MARK_MASK >>> 0);
-  const restore = { rule: `ct mark & ${m} != 0 meta mark set ct mark & ${m}`, comment: "restore the uplink mark" };
+  const setMark = (i: number) => ({ nft: `ct mark set ct mark & ${keep} | ${hex(markOf(i))}`, iptables: `CONNMARK --set-xmark ${hex(markOf(i))}/${m}` });
+  const restore: FirewallRule = {
+    comment: "restore the uplink mark",
+    nft: `ct mark & ${m} != 0 meta mark set ct mark & ${m}`,
+    iptables: { match: `-m connmark ! --mark 0x0/${m}`, target: `CONNMARK --restore-mark --nfmask ${m} --ctmask ${m}` },
+  };
+  const quoted = (u: Uplink) => JSON.stringify(u.interface);
   return {
     prerouting: [
       restore,
-      ...a.uplinks.map((u, i) => ({ rule: `ct state new iifname ${JSON.stringify(u.interface)} ct mark set ct mark & ${keep} | ${hex(markOf(i))}`, comment: `${u.name}: mark connections from it` })),
+      ...a.uplinks.map((u, i) => ({
+        comment: `${u.name}: mark connections from it`,
+        nft: `ct state new iifname ${quoted(u)} ${setMark(i).nft}`,
+        iptables: { match: `-i ${u.interface} -m conntrack --ctstate NEW`, target: setMark(i).iptables },
+      })),
     ],
     output: [restore],
-    postrouting: a.uplinks.map((u, i) => ({ rule: `ct mark & ${m} == 0 oifname ${JSON.stringify(u.interface)} ct mark set ct mark & ${keep} | ${hex(markOf(i))}`, comment: `${u.name}: mark new connections` })),
-    nat: a.uplinks.filter((u) => u.masquerade).map((u) => ({ rule: `oifname ${JSON.stringify(u.interface)} masquerade`, comment: `${u.name}: masquerade` })),
+    postrouting: a.uplinks.map((u, i) => ({
+      comment: `${u.name}: mark new connections`,
+      nft: `ct mark & ${m} == 0 oifname ${quoted(u)} ${setMark(i).nft}`,
+      iptables: { match: `-o ${u.interface} -m connmark --mark 0x0/${m}`, target: setMark(i).iptables },
+    })),
+    nat: a.uplinks.filter((u) => u.masquerade).map((u) => ({
+      comment: `${u.name}: masquerade`,
+      nft: `oifname ${quoted(u)} masquerade`,
+      iptables: { match: `-o ${u.interface}`, target: "MASQUERADE" },
+    })),
   };
 }
 
@@ -124,10 +162,10 @@ const CHAIN_HOOKS: Record<string, string> = {
 };
 
 export function renderNft(a: MultiwanArgs): string {
-  const chains = Object.entries(nftRules(a)).map(([chain, rules]) => [
+  const chains = Object.entries(firewallRules(a)).map(([chain, rules]) => [
     `\tchain ${chain} {`,
     `\t\t${CHAIN_HOOKS[chain]}; policy accept;`,
-    ...rules.map((r) => `\t\t${r.rule} comment ${JSON.stringify(r.comment)}`),
+    ...rules.map((r) => `\t\t${r.nft} comment ${JSON.stringify(r.comment)}`),
     "\t}",
   ].join("\n"));
   // declare, delete, define: one atomic transaction that also replaces an older version
@@ -143,10 +181,28 @@ export function renderNft(a: MultiwanArgs): string {
   ].join("\n");
 }
 
+/** iptables-restore --noflush input; the agent removes the old chains and jumps first. */
+export function renderIptables(a: MultiwanArgs): string {
+  const rules = firewallRules(a);
+  const table = (name: string) => {
+    const chains = Object.entries(IPT_CHAINS).filter(([, c]) => c.table === name);
+    return [
+      `*${name}`,
+      ...chains.map(([, c]) => `:${c.chain} - [0:0]`),
+      ...chains.map(([, c]) => `-A ${c.parent} -m comment --comment ${IPT_TAG} -j ${c.chain}`),
+      ...chains.flatMap(([key, c]) => rules[key].map((r) => `-A ${c.chain} ${r.iptables.match} -m comment --comment ${JSON.stringify(r.comment)} -j ${r.iptables.target}`)),
+      "COMMIT",
+    ];
+  };
+  return ["# Managed by provision (multiwan module): loaded by provision-multiwan.service.", ...table("mangle"), ...table("nat"), ""].join("\n");
+}
+
 export function renderConfig(a: MultiwanArgs): string {
   const line = (k: string, v: string | number) => `${k}=${quote(String(v))}`;
   return [
     "# Managed by provision (multiwan module). Read by /usr/local/sbin/provision-multiwan.",
+    line("FIREWALL", a.firewall),
+    line("RULESET", rulesetPath(a)),
     line("PRIORITY", a.priority_base),
     line("BALANCED_PRIORITY", balancedPriority(a)),
     line("TABLE", a.table_base),
@@ -193,14 +249,21 @@ WantedBy=multi-user.target
 `;
 
 /** Removes what a configuration set up: shared by the agent's stop and the rollback. */
-const CLEAR_STATE = `clear_state() { # PRIORITY FIRST_TABLE LAST_TABLE
+const CLEAR_STATE = `clear_firewall() {
+  nft delete table inet ${NFT_TABLE} 2>/dev/null
+  # only if there is something of ours: listing can create empty tables on iptables-nft
+  iptables-save 2>/dev/null | grep -q PROVISION_MW_ || return 0
+${Object.values(IPT_CHAINS).map((c) => `  while iptables -t ${c.table} -D ${c.parent} -m comment --comment ${IPT_TAG} -j ${c.chain} 2>/dev/null; do :; done
+  iptables -t ${c.table} -F ${c.chain} 2>/dev/null; iptables -t ${c.table} -X ${c.chain} 2>/dev/null`).join("\n")}
+  return 0
+}
+clear_state() { # PRIORITY FIRST_TABLE LAST_TABLE
   for p in $(ip -4 rule show | sed -n 's/^\\([0-9]*\\):.*/\\1/p' | awk -v lo="$1" '$1 >= lo && $1 < lo + 100' | sort -un); do
     while ip -4 rule del pref "$p" 2>/dev/null; do :; done
   done
   t=$2
   while [ "$t" -le "$3" ]; do ip -4 route flush table "$t" 2>/dev/null; t=$((t + 1)); done
-  nft delete table inet ${NFT_TABLE} 2>/dev/null
-  return 0
+  clear_firewall
 }`;
 
 /** The agent installed on the host; all its settings come from the config file. */
@@ -220,6 +283,24 @@ RUN=/run/${SERVICE}
 say() { echo "${SERVICE}: $*"; }
 var() { eval "printf '%s' \\"\\\${$1_$2:-}\\""; }
 ${CLEAR_STATE}
+fw_check() {
+  case $FIREWALL in
+    nftables) command -v nft >/dev/null && nft -c -f "$RULESET" ;;
+    iptables) command -v iptables-restore >/dev/null && iptables-restore --test --noflush < "$RULESET" ;;
+  esac
+}
+fw_load() {
+  case $FIREWALL in
+    nftables) nft -f "$RULESET" ;;
+    iptables) iptables-restore --noflush < "$RULESET" ;;
+  esac
+}
+fw_loaded() {
+  case $FIREWALL in
+    nftables) nft list table inet ${NFT_TABLE} >/dev/null 2>&1 ;;
+    iptables) iptables -t mangle -C PREROUTING -m comment --comment ${IPT_TAG} -j ${IPT_CHAINS.prerouting.chain} 2>/dev/null ;;
+  esac
+}
 our_rules() { ip -4 rule show | awk -F: -v lo="$PRIORITY" '$1 >= lo && $1 < lo + 100'; }
 
 add_rules() {
@@ -263,10 +344,9 @@ set_routes() {
 start() {
   mkdir -p "$RUN"
   sysctl -q -p /etc/sysctl.d/90-provision-multiwan.conf >/dev/null || say "some sysctls could not be set"
-  command -v nft >/dev/null || { say "nft not found: install nftables"; exit 1; }
-  nft -c -f ${PATHS.ruleset} || { say "${PATHS.ruleset} does not load"; exit 1; }
+  fw_check || { say "$RULESET does not load (is $FIREWALL installed?)"; exit 1; }
   clear_state "$PRIORITY" "$TABLE" "$LAST_TABLE"
-  nft -f ${PATHS.ruleset} || exit 1
+  fw_load || exit 1
   add_rules || { say "adding ip rules failed"; exit 1; }
   our_rules > "$RUN/rules"
   set_routes
@@ -301,7 +381,7 @@ write_status() {
 }
 
 repair() {
-  nft list table inet ${NFT_TABLE} >/dev/null 2>&1 || { say "nftables table ${NFT_TABLE} is gone: loading it again"; nft -f ${PATHS.ruleset}; }
+  fw_loaded || { say "the $FIREWALL rules are gone: loading them again"; clear_firewall; fw_load; }
   if [ "$(our_rules)" != "$(cat "$RUN/rules" 2>/dev/null)" ]; then
     say "ip rules in $PRIORITY..$((PRIORITY + 99)) changed: restoring them"
     for p in $(our_rules | cut -d: -f1); do ip -4 rule del pref "$p" 2>/dev/null; done
@@ -434,22 +514,53 @@ export function routeProblems(a: MultiwanArgs, routes: CommandOutput, health: Up
   return problems;
 }
 
-export function nftProblems(a: MultiwanArgs, nft: CommandOutput): string[] {
+/** Rule comments by chain, as the live ruleset has them (null: not loaded). */
+function liveNftComments(nft: CommandOutput): Map<string, string[]> | null {
   const listing = parseJson<{ nftables: Array<{ chain?: { name: string }; rule?: { chain: string; comment?: string } }> }>(nft);
-  if (!listing) return [`nftables table inet ${NFT_TABLE} is missing`];
+  if (!listing) return null;
   const live = new Map<string, string[]>();
   for (const item of listing.nftables) {
     if (item.chain) live.set(item.chain.name, live.get(item.chain.name) ?? []);
     if (item.rule) live.set(item.rule.chain, [...(live.get(item.rule.chain) ?? []), item.rule.comment ?? "(no comment)"]);
   }
+  return live;
+}
+
+/** The same from iptables-save, keyed like firewallRules (prerouting…), plus the jump rules. */
+function liveIptablesComments(save: CommandOutput): Map<string, string[]> | null {
+  if (save.code !== 0) return null;
+  const live = new Map<string, string[]>();
+  for (const line of save.stdout.split("\n")) {
+    const m = /^-A (\S+) .*--comment (?:"([^"]*)"|(\S+))/.exec(line);
+    if (!m) continue;
+    const [, chain, quotedComment, bareComment] = m;
+    const comment = quotedComment ?? bareComment;
+    const key = Object.entries(IPT_CHAINS).find(([, c]) => c.chain === chain)?.[0];
+    if (key) live.set(key, [...(live.get(key) ?? []), comment]);
+    else if (comment === IPT_TAG) live.set(`jump:${chain}`, [...(live.get(`jump:${chain}`) ?? []), line]);
+  }
+  return live;
+}
+
+export function firewallProblems(a: MultiwanArgs, out: CommandOutput): string[] {
+  const iptables = a.firewall === "iptables";
+  const live = iptables ? liveIptablesComments(out) : liveNftComments(out);
+  const what = (chain: string) => (iptables ? `iptables chain ${IPT_CHAINS[chain].chain}` : `nftables chain ${chain}`);
+  if (!live) return [iptables ? "iptables-save failed: is iptables installed?" : `nftables table inet ${NFT_TABLE} is missing`];
+  const wanted = firewallRules(a);
   const problems: string[] = [];
-  for (const [chain, rules] of Object.entries(nftRules(a))) {
+  for (const [chain, rules] of Object.entries(wanted)) {
     const have = live.get(chain);
     const want = rules.map((r) => r.comment);
-    if (!have) problems.push(`nftables chain ${chain} is missing`);
-    else if (have.join("|") !== want.join("|")) problems.push(`nftables chain ${chain} has rules [${have.join(", ")}], want [${want.join(", ")}]`);
+    if (!have && !(iptables && !want.length)) problems.push(`${what(chain)} is missing`);
+    else if (have && have.join("|") !== want.join("|")) problems.push(`${what(chain)} has rules [${have.join(", ")}], want [${want.join(", ")}]`);
   }
-  for (const chain of live.keys()) if (!(chain in nftRules(a))) problems.push(`unexpected nftables chain ${chain}`);
+  if (iptables) {
+    for (const [chain, c] of Object.entries(IPT_CHAINS)) {
+      const jumps = (live.get(`jump:${c.parent}`) ?? []).filter((l) => l.endsWith(`-j ${c.chain}`));
+      if (jumps.length !== 1 && (wanted[chain].length || jumps.length)) problems.push(`${c.table} ${c.parent} has ${jumps.length} jumps to ${c.chain}, want 1`);
+    }
+  } else for (const chain of live.keys()) if (!(chain in wanted)) problems.push(`unexpected nftables chain ${chain}`);
   return problems;
 }
 
@@ -471,10 +582,10 @@ function healthProblems(a: MultiwanArgs, health: UplinkHealth[]): string[] {
   });
 }
 
-const liveProbes = () => ({
+const liveProbes = (a: MultiwanArgs) => ({
   rules: { command: ["ip", "-j", "-4", "rule", "show"] },
   routes: { command: ["ip", "-j", "-4", "route", "show", "table", "all"] },
-  nft: { command: ["nft", "-j", "list", "table", "inet", NFT_TABLE] },
+  firewall: { command: a.firewall === "iptables" ? ["iptables-save"] : ["nft", "-j", "list", "table", "inet", NFT_TABLE] },
   active: { command: ["systemctl", "is-active", SERVICE] },
   enabled: { command: ["systemctl", "is-enabled", SERVICE] },
   sysctls: { command: ["sysctl", ...Object.keys(SYSCTLS)] },
@@ -489,7 +600,7 @@ export function liveProblems(a: MultiwanArgs, live: LiveFacts, health: UplinkHea
     ...sysctlProblems(parseSysctls(live.sysctls)),
     ...ruleProblems(a, live.rules),
     ...routeProblems(a, live.routes, health),
-    ...nftProblems(a, live.nft),
+    ...firewallProblems(a, live.firewall),
   ];
 }
 
@@ -520,10 +631,10 @@ type PlanFacts = LiveFacts & { [K in keyof typeof PATHS]: FileState };
 
 export default defineModule({
   name: "multiwan",
-  description: "Route over several uplinks: weighted multipath, per-connection marks (nftables), and a health agent that withdraws dead uplinks",
+  description: "Route over several uplinks: weighted multipath, per-connection marks (nftables or iptables), and a health agent that withdraws dead uplinks",
   schema: multiwanSchema,
   disruptive: true,
-  facts: () => ({ ...liveProbes(), ...Object.fromEntries(Object.entries(PATHS).map(([k, path]) => [k, { file: path }])) }) as Record<string, { file: string } | { command: string[] }>,
+  facts: (a: MultiwanArgs) => ({ ...liveProbes(a), ...Object.fromEntries(Object.entries(PATHS).map(([k, path]) => [k, { file: path }])) }) as Record<string, { file: string } | { command: string[] }>,
   plan(a: MultiwanArgs, facts: PlanFacts): Change[] {
     validate(a);
     const installed = facts.config.content !== null;
@@ -534,7 +645,9 @@ export default defineModule({
     const files = [
       ...fileChange(facts.agent, AGENT, { mode: "0755", summary: `install the multi-WAN agent ${PATHS.agent}` }),
       ...fileChange(facts.config, renderConfig(a), { mode: "0644" }),
-      ...fileChange(facts.ruleset, renderNft(a), { mode: "0644", summary: `write the connection-marking rules ${PATHS.ruleset}` }),
+      ...fileChange(a.firewall === "iptables" ? facts.iptablesRuleset : facts.nftRuleset, a.firewall === "iptables" ? renderIptables(a) : renderNft(a),
+        { mode: "0644", summary: `write the connection-marking rules ${rulesetPath(a)}` }),
+      ...fileChange(a.firewall === "iptables" ? facts.nftRuleset : facts.iptablesRuleset, null),
       ...fileChange(facts.sysctl, renderSysctl(), { mode: "0644" }),
       ...fileChange(facts.unit, UNIT, { mode: "0644" }),
     ];
@@ -558,7 +671,7 @@ export default defineModule({
     probes: (a: MultiwanArgs) => ({
       // first: wait for the agent's verdict on every uplink, then read the state it left
       health: { command: [PATHS.agent, "status", String(a.check.wait)] },
-      ...liveProbes(),
+      ...liveProbes(a),
     }),
     check(a: MultiwanArgs, facts: LiveFacts & { health: CommandOutput }) {
       const health = parseHealth(facts.health.stdout);

@@ -231,3 +231,38 @@ test("an uplink without a configured gateway follows its interface's default rou
   const check = await cli("--inventory", inventory, learned, "--check");
   assert.equal(check.code, 0, check.output);
 });
+
+test("iptables where that is what the host has: same marks and failover, and switching back leaves none of it", async () => {
+  const withIptables = join(dir, "iptables.yaml");
+  writeFileSync(withIptables, readFileSync(PLAYBOOK, "utf8")
+    .replace("name: nftables", "name: iptables")
+    .replace("      multiwan:\n", "      multiwan:\n        firewall: iptables\n"));
+  const r = await timed("switch to iptables (apt install iptables, restart the agent)", () => cli("--inventory", inventory, withIptables));
+  assert.equal(r.code, 0, r.output);
+  const saved = (await pi.ssh("iptables-save")).stdout;
+  console.log(`iptables-save on the host:\n${saved.split("\n").filter((l) => /PROVISION_MW|^\*|^COMMIT/.test(l)).join("\n")}`);
+  assert.match(saved, /-A PREROUTING -m comment --comment provision-multiwan -j PROVISION_MW_PRE/);
+  assert.match(saved, /-A PROVISION_MW_POST -o eth1 -m connmark --mark 0x0\/0xff0000 -m comment --comment "isp1: mark new connections" -j CONNMARK --set-xmark 0x10000\/0xff0000/);
+  assert.doesNotMatch((await pi.ssh("nft list tables")).stdout, /provision_multiwan/, "the nftables table is gone");
+
+  const long = longConnection(16);
+  const carrying = uplinkOf(await long.first);
+  assert.ok(carrying >= 0);
+  const tally = await split(100);
+  assert.ok(!tally.failed && UPLINKS.every((u) => (tally[u.pi] ?? 0) > 20), `both uplinks carry new connections: ${JSON.stringify(tally)}`);
+  lab.setUplinkOutside(1 - carrying, false);
+  await sleep(6000);
+  assert.match(await health(), new RegExp(`^${UPLINKS[1 - carrying].name} down`, "m"));
+  lab.setUplinkOutside(1 - carrying, true);
+  const verdict = await long.result;
+  assert.deepEqual(verdict.addresses, [UPLINKS[carrying].pi], "the connection kept its uplink (CONNMARK)");
+  assert.equal(verdict.error, null);
+  assert.equal(verdict.answers, verdict.sent);
+  const check = await cli("--inventory", inventory, withIptables, "--check");
+  assert.equal(check.code, 0, check.output);
+
+  const back = await timed("switch back to nftables", () => cli("--inventory", inventory, PLAYBOOK));
+  assert.equal(back.code, 0, back.output);
+  assert.doesNotMatch((await pi.ssh("iptables-save")).stdout, /PROVISION_MW|provision-multiwan/, "no iptables rule or chain of ours is left");
+  assert.match((await pi.ssh("nft list tables")).stdout, /inet provision_multiwan/);
+});

@@ -6,7 +6,7 @@ import { cacheDir } from "./cache.js";
 import { sh, startDaemon } from "./processes.js";
 import { inNamespace } from "./netns.js";
 
-export const REPO_PACKAGES = ["ifenslave"];
+export const REPO_PACKAGES = ["ifenslave", "iptables", "libip6tc2", "libnetfilter-conntrack3", "libnfnetlink0"];
 
 /** Download the packages once (cached) and index them; returns the repo folder. */
 export function buildAptRepo(): string {

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import multiwan, {
-  AGENT, UNIT, PATHS, desiredRules, liveProblems, multiwanSchema, nftProblems, parseHealth, renderConfig, renderNft, renderSysctl, routeProblems, ruleProblems,
+  AGENT, UNIT, PATHS, desiredRules, renderIptables, firewallProblems, liveProblems, multiwanSchema, parseHealth, renderConfig, renderNft, renderSysctl, routeProblems, ruleProblems,
   type MultiwanArgs,
 } from "../../modules/multiwan.js";
 import { compile } from "../../core/schema.js";
@@ -50,7 +50,7 @@ function nftListing(a: MultiwanArgs, drop?: string): CommandOutput {
 }
 
 const live = {
-  rules: RULES, routes: ROUTES, nft: nftListing(args),
+  rules: RULES, routes: ROUTES, firewall: nftListing(args),
   active: ok("active\n"), enabled: ok("enabled\n"),
   sysctls: ok("net.ipv4.ip_forward = 1\nnet.ipv4.fib_multipath_hash_policy = 1\nnet.ipv4.conf.all.rp_filter = 2\n"),
 };
@@ -123,15 +123,15 @@ test("routes: each uplink's own table, and the multipath route holding exactly t
 });
 
 test("nftables: the live table is compared chain by chain, by each rule's comment", () => {
-  assert.deepEqual(nftProblems(args, nftListing(args)), []);
-  assert.deepEqual(nftProblems(args, failed), ["nftables table inet provision_multiwan is missing"]);
-  assert.deepEqual(nftProblems(args, nftListing(args, "isp1: masquerade")), ["nftables chain nat has rules [isp2: masquerade], want [isp1: masquerade, isp2: masquerade]"]);
+  assert.deepEqual(firewallProblems(args, nftListing(args)), []);
+  assert.deepEqual(firewallProblems(args, failed), ["nftables table inet provision_multiwan is missing"]);
+  assert.deepEqual(firewallProblems(args, nftListing(args, "isp1: masquerade")), ["nftables chain nat has rules [isp2: masquerade], want [isp1: masquerade, isp2: masquerade]"]);
 });
 
 function facts(over: Partial<Record<string, unknown>> = {}) {
   const file = (path: string, content: string | null) => ({ path, content });
   const installed = {
-    agent: file(PATHS.agent, AGENT), config: file(PATHS.config, renderConfig(args)), ruleset: file(PATHS.ruleset, renderNft(args)),
+    agent: file(PATHS.agent, AGENT), config: file(PATHS.config, renderConfig(args)), nftRuleset: file(PATHS.nftRuleset, renderNft(args)), iptablesRuleset: file(PATHS.iptablesRuleset, null),
     sysctl: file(PATHS.sysctl, renderSysctl()), unit: file(PATHS.unit, UNIT),
     status: file(PATHS.status, "isp1 up 9 1795527305 via 10.201.0.1 dev eth1\nisp2 up 9 1795527305 via 10.202.0.1 dev eth2\n"),
   };
@@ -148,14 +148,14 @@ test("plan: nothing to do when files and live state match; live drift alone rest
 
 test("plan on a fresh host: five files, then activation whose undo knows the old sysctls and service state", () => {
   const fresh = facts({
-    agent: { path: PATHS.agent, content: null }, config: { path: PATHS.config, content: null }, ruleset: { path: PATHS.ruleset, content: null },
+    agent: { path: PATHS.agent, content: null }, config: { path: PATHS.config, content: null }, nftRuleset: { path: PATHS.nftRuleset, content: null },
     sysctl: { path: PATHS.sysctl, content: null }, unit: { path: PATHS.unit, content: null }, status: { path: PATHS.status, content: null },
     rules: ok('[{"priority":0,"src":"all","table":"local"},{"priority":32766,"src":"all","table":"main"}]'),
-    routes: ok("[]"), nft: failed, active: ok("inactive\n"), enabled: { code: 1, stdout: "" },
+    routes: ok("[]"), firewall: failed, active: ok("inactive\n"), enabled: { code: 1, stdout: "" },
     sysctls: ok("net.ipv4.ip_forward = 0\nnet.ipv4.fib_multipath_hash_policy = 0\nnet.ipv4.conf.all.rp_filter = 2\n"),
   });
   const changes = multiwan.plan(args, fresh, context);
-  assert.deepEqual(changes.map((c) => c.kind === "file" ? c.path : c.kind), [PATHS.agent, PATHS.config, PATHS.ruleset, PATHS.sysctl, PATHS.unit, "command"]);
+  assert.deepEqual(changes.map((c) => c.kind === "file" ? c.path : c.kind), [PATHS.agent, PATHS.config, PATHS.nftRuleset, PATHS.sysctl, PATHS.unit, "command"]);
   const activate = changes[5];
   assert.ok(activate.kind === "command" && activate.undo);
   assert.deepEqual(activate.undo.slice(4), ["0", "0", "30000", "200", "202", "net.ipv4.ip_forward=0", "net.ipv4.fib_multipath_hash_policy=0"]);
@@ -184,4 +184,45 @@ test("verify: every uplink must answer through itself, and the state must be liv
   assert.deepEqual(liveProblems(args, { ...live, sysctls: ok("net.ipv4.ip_forward = 0\n") }, HEALTHY), [
     "net.ipv4.ip_forward is 0, want 1", "net.ipv4.fib_multipath_hash_policy is unset, want 1", "net.ipv4.conf.all.rp_filter is unset, want 2",
   ]);
+});
+
+// iptables-save from the lab guest (iptables 1.8.9, nf_tables backend) with `firewall: iptables`
+const IPTABLES_SAVE = `*mangle
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:PROVISION_MW_OUT - [0:0]
+:PROVISION_MW_POST - [0:0]
+:PROVISION_MW_PRE - [0:0]
+-A PREROUTING -m comment --comment provision-multiwan -j PROVISION_MW_PRE
+-A OUTPUT -m comment --comment provision-multiwan -j PROVISION_MW_OUT
+-A POSTROUTING -m comment --comment provision-multiwan -j PROVISION_MW_POST
+-A PROVISION_MW_OUT -m connmark ! --mark 0x0/0xff0000 -m comment --comment "restore the uplink mark" -j CONNMARK --restore-mark --nfmask 0xff0000 --ctmask 0xff0000
+-A PROVISION_MW_POST -o eth1 -m connmark --mark 0x0/0xff0000 -m comment --comment "isp1: mark new connections" -j CONNMARK --set-xmark 0x10000/0xff0000
+-A PROVISION_MW_POST -o eth2 -m connmark --mark 0x0/0xff0000 -m comment --comment "isp2: mark new connections" -j CONNMARK --set-xmark 0x20000/0xff0000
+-A PROVISION_MW_PRE -m connmark ! --mark 0x0/0xff0000 -m comment --comment "restore the uplink mark" -j CONNMARK --restore-mark --nfmask 0xff0000 --ctmask 0xff0000
+-A PROVISION_MW_PRE -i eth1 -m conntrack --ctstate NEW -m comment --comment "isp1: mark connections from it" -j CONNMARK --set-xmark 0x10000/0xff0000
+-A PROVISION_MW_PRE -i eth2 -m conntrack --ctstate NEW -m comment --comment "isp2: mark connections from it" -j CONNMARK --set-xmark 0x20000/0xff0000
+COMMIT
+*nat
+:PROVISION_MW_NAT - [0:0]
+-A POSTROUTING -m comment --comment provision-multiwan -j PROVISION_MW_NAT
+-A PROVISION_MW_NAT -o eth1 -m comment --comment "isp1: masquerade" -j MASQUERADE
+-A PROVISION_MW_NAT -o eth2 -m comment --comment "isp2: masquerade" -j MASQUERADE
+COMMIT
+`;
+
+test("iptables: own chains entered by one tagged jump each, the same rules, compared from iptables-save", () => {
+  const a = { ...args, firewall: "iptables" as const };
+  const rendered = renderIptables(a);
+  for (const line of IPTABLES_SAVE.split("\n").filter((l) => l.startsWith("-A "))) assert.ok(rendered.includes(line), `rendered as iptables-save prints it: ${line}`);
+  assert.match(rendered, /^\*mangle\n:PROVISION_MW_PRE - \[0:0\]/m);
+  assert.deepEqual(firewallProblems(a, ok(IPTABLES_SAVE)), []);
+  assert.deepEqual(firewallProblems(a, ok(IPTABLES_SAVE.replace("-A OUTPUT -m comment --comment provision-multiwan -j PROVISION_MW_OUT\n", ""))), ["mangle OUTPUT has 0 jumps to PROVISION_MW_OUT, want 1"]);
+  assert.deepEqual(firewallProblems(a, ok(IPTABLES_SAVE.replace(/-A PROVISION_MW_NAT -o eth2.*\n/, ""))), ["iptables chain PROVISION_MW_NAT has rules [isp1: masquerade], want [isp1: masquerade, isp2: masquerade]"]);
+  assert.deepEqual(firewallProblems(a, failed), ["iptables-save failed: is iptables installed?"]);
+  const changes = multiwan.plan(a, facts({ firewall: ok(IPTABLES_SAVE) }), context);
+  const written = changes.find((c) => c.kind === "file" && c.path === PATHS.iptablesRuleset);
+  assert.ok(written?.kind === "file" && written.after === rendered, "switching firewalls writes the iptables rules…");
+  const removal = changes.find((c) => c.kind === "file" && c.path === PATHS.nftRuleset);
+  assert.ok(removal?.kind === "file" && removal.after === null, "…and removes the nftables file");
 });
