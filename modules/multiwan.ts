@@ -629,6 +629,33 @@ function validate(a: MultiwanArgs): void {
 
 type PlanFacts = LiveFacts & { [K in keyof typeof PATHS]: FileState };
 
+function fileChanges(a: MultiwanArgs, facts: PlanFacts): Change[] {
+  const [used, unused] = a.firewall === "iptables" ? [facts.iptablesRuleset, facts.nftRuleset] : [facts.nftRuleset, facts.iptablesRuleset];
+  return [
+    ...fileChange(facts.agent, AGENT, { mode: "0755", summary: `install the multi-WAN agent ${PATHS.agent}` }),
+    ...fileChange(facts.config, renderConfig(a), { mode: "0644" }),
+    ...fileChange(used, a.firewall === "iptables" ? renderIptables(a) : renderNft(a), { mode: "0644", summary: `write the connection-marking rules ${used.path}` }),
+    ...fileChange(unused, null),
+    ...fileChange(facts.sysctl, renderSysctl(), { mode: "0644" }),
+    ...fileChange(facts.unit, UNIT, { mode: "0644" }),
+  ];
+}
+
+/** (Re)start the agent; its undo needs what the host ran before, read from the facts now. */
+function activation(a: MultiwanArgs, facts: PlanFacts, summary: string): Change {
+  const old = parseSysctls(facts.sysctls);
+  const restoreSysctls = Object.keys(SYSCTLS).filter((k) => old[k] !== undefined && old[k] !== SYSCTLS[k]).map((k) => `${k}=${old[k]}`);
+  const was = (out: CommandOutput, state: string) => (out.stdout.trim() === state ? "1" : "0");
+  return {
+    kind: "command",
+    summary,
+    argv: ["sh", "-c", ACTIVATE],
+    undo: ["sh", "-c", UNDO_ACTIVATE, "provision", was(facts.active, "active"), was(facts.enabled, "enabled"),
+      String(a.priority_base), String(a.table_base), String(tableOf(a, a.uplinks.length - 1)), ...restoreSysctls],
+    disruptive: true,
+  };
+}
+
 export default defineModule({
   name: "multiwan",
   description: "Route over several uplinks: weighted multipath, per-connection marks (nftables or iptables), and a health agent that withdraws dead uplinks",
@@ -638,34 +665,15 @@ export default defineModule({
   plan(a: MultiwanArgs, facts: PlanFacts): Change[] {
     validate(a);
     const installed = facts.config.content !== null;
-    if (!installed) {
-      const taken = conflicts(a, facts);
-      if (taken.length) throw new PlanError(`provision's multiwan would own what is already in use: ${taken.join("; ")}`);
-    }
-    const files = [
-      ...fileChange(facts.agent, AGENT, { mode: "0755", summary: `install the multi-WAN agent ${PATHS.agent}` }),
-      ...fileChange(facts.config, renderConfig(a), { mode: "0644" }),
-      ...fileChange(a.firewall === "iptables" ? facts.iptablesRuleset : facts.nftRuleset, a.firewall === "iptables" ? renderIptables(a) : renderNft(a),
-        { mode: "0644", summary: `write the connection-marking rules ${rulesetPath(a)}` }),
-      ...fileChange(a.firewall === "iptables" ? facts.nftRuleset : facts.iptablesRuleset, null),
-      ...fileChange(facts.sysctl, renderSysctl(), { mode: "0644" }),
-      ...fileChange(facts.unit, UNIT, { mode: "0644" }),
-    ];
+    const taken = installed ? [] : conflicts(a, facts);
+    if (taken.length) throw new PlanError(`provision's multiwan would own what is already in use: ${taken.join("; ")}`);
+    const files = fileChanges(a, facts);
     const drift = installed ? liveProblems(a, facts, parseHealth(facts.status.content)) : [];
-    if (!files.length && !drift.length) return [];
-    const oldSysctls = parseSysctls(facts.sysctls);
-    const restoreSysctls = Object.keys(SYSCTLS).filter((k) => oldSysctls[k] !== undefined && oldSysctls[k] !== SYSCTLS[k]).map((k) => `${k}=${oldSysctls[k]}`);
-    const wasActive = facts.active.stdout.trim() === "active" ? "1" : "0";
-    const wasEnabled = facts.enabled.stdout.trim() === "enabled" ? "1" : "0";
-    const names = a.uplinks.map((u) => `${u.name} (${u.interface}, weight ${u.weight})`).join(" + ");
-    const activate: Change = {
-      kind: "command",
-      summary: files.length ? `(re)start ${SERVICE}: ${names}` : `restart ${SERVICE}, the live state drifted: ${drift.join("; ")}`,
-      argv: ["sh", "-c", ACTIVATE],
-      undo: ["sh", "-c", UNDO_ACTIVATE, "provision", wasActive, wasEnabled, String(a.priority_base), String(a.table_base), String(tableOf(a, a.uplinks.length - 1)), ...restoreSysctls],
-      disruptive: true,
-    };
-    return [...files, activate];
+    if (files.length) {
+      const names = a.uplinks.map((u) => `${u.name} (${u.interface}, weight ${u.weight})`).join(" + ");
+      return [...files, activation(a, facts, `(re)start ${SERVICE}: ${names}`)];
+    }
+    return drift.length ? [activation(a, facts, `restart ${SERVICE}, the live state drifted: ${drift.join("; ")}`)] : [];
   },
   verify: {
     probes: (a: MultiwanArgs) => ({
