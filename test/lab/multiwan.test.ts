@@ -45,6 +45,14 @@ function writeInventory(file: string, gateways: string[]): string {
 
 const live = async () => (await pi.ssh(LIVE)).stdout;
 const health = async () => (await pi.ssh("cat /run/provision-multiwan/status")).stdout;
+/** Poll the agent's status until UPLINK is STATE; ms since `since`. */
+async function untilHealth(uplink: string, state: "up" | "down", since: number, timeoutMs = 20_000): Promise<number> {
+  while (Date.now() - since < timeoutMs) {
+    if (new RegExp(`^${uplink} ${state} `, "m").test(await health())) return Date.now() - since;
+    await sleep(200);
+  }
+  throw new Error(`the agent did not mark ${uplink} ${state} within ${timeoutMs / 1000} s`);
+}
 const uplinkOf = (address: string | null) => UPLINKS.findIndex((u) => u.pi === address);
 
 /** The LAN client's view: which uplink (by its masqueraded address) each new connection used. */
@@ -130,21 +138,11 @@ test("weights 9:10 split new connections; a long connection keeps its uplink whi
   await sleep(2000);
   const cut = Date.now();
   lab.setUplinkOutside(other, false);
-  let detectedMs = -1;
-  while (Date.now() - cut < 20_000) {
-    if (new RegExp(`^${UPLINKS[other].name} down`, "m").test(await health())) { detectedMs = Date.now() - cut; break; }
-    await sleep(200);
-  }
-  assert.ok(detectedMs >= 0, `the agent did not mark ${UPLINKS[other].name} down within 20 s`);
+  const detectedMs = await untilHealth(UPLINKS[other].name, "down", cut);
   await sleep(8000 - (Date.now() - cut));
   const restored = Date.now();
   lab.setUplinkOutside(other, true);
-  let recoveredMs = -1;
-  while (Date.now() - restored < 20_000) {
-    if (new RegExp(`^${UPLINKS[other].name} up`, "m").test(await health())) { recoveredMs = Date.now() - restored; break; }
-    await sleep(200);
-  }
-  assert.ok(recoveredMs >= 0, `the agent did not mark ${UPLINKS[other].name} up again within 20 s`);
+  const recoveredMs = await untilHealth(UPLINKS[other].name, "up", restored);
 
   const samples = (await watch).stdout.trim().split("\n").map((l) => JSON.parse(l) as { t: number; address: string | null });
   const duringCut = samples.filter((s) => s.t > cut && s.t < restored);
@@ -251,8 +249,7 @@ test("iptables where that is what the host has: same marks and failover, and swi
   const tally = await split(100);
   assert.ok(!tally.failed && UPLINKS.every((u) => (tally[u.pi] ?? 0) > 20), `both uplinks carry new connections: ${JSON.stringify(tally)}`);
   lab.setUplinkOutside(1 - carrying, false);
-  await sleep(6000);
-  assert.match(await health(), new RegExp(`^${UPLINKS[1 - carrying].name} down`, "m"));
+  await untilHealth(UPLINKS[1 - carrying].name, "down", Date.now());
   lab.setUplinkOutside(1 - carrying, true);
   const verdict = await long.result;
   assert.deepEqual(verdict.addresses, [UPLINKS[carrying].pi], "the connection kept its uplink (CONNMARK)");
