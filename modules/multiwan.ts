@@ -63,6 +63,8 @@ const SYSCTLS: Record<string, string> = {
   "net.ipv4.conf.all.rp_filter": "2",
 };
 
+/** How often the agent re-reads gateways and repairs its rules and routes, besides on every change. */
+const REFRESH_SECONDS = 2;
 const hex = (n: number) => `0x${n.toString(16)}`;
 export const markOf = (index: number) => (index + 1) << 16;
 export const tableOf = (a: MultiwanArgs, index: number) => a.table_base + 1 + index;
@@ -212,6 +214,7 @@ export function renderConfig(a: MultiwanArgs): string {
     line("TIMEOUT", a.check.timeout),
     line("FAIL_AFTER", a.check.fail_after),
     line("RECOVER_AFTER", a.check.recover_after),
+    line("REFRESH", Math.max(1, Math.round(REFRESH_SECONDS / a.check.interval))),
     line("UPLINKS", a.uplinks.map((u) => u.name).join(" ")),
     ...a.uplinks.flatMap((u, i) => [
       line(`${u.name}_IFACE`, u.interface),
@@ -329,6 +332,7 @@ set_routes() {
   hops=
   for u in $UPLINKS; do
     hop=$(nexthop "$u")
+    eval "hop_$u=\\\$hop"
     if [ -n "$hop" ]; then
       ip -4 route replace default $hop table "$(var "$u" TABLE)" 2>/dev/null
       [ "$(var state "$u")" = down ] || hops="$hops nexthop $hop weight $(var "$u" WEIGHT)"
@@ -353,30 +357,35 @@ start() {
 }
 
 # Hysteresis: an uplink changes state after FAIL_AFTER failed (RECOVER_AFTER good) checks in a row.
-record() { # UPLINK OK(1|0)
-  state=$(var state "$1") streak=$(var streak "$1")
+# The loop runs every INTERVAL on a Pi's small CPU: no subshells here (get assigns in place).
+get() { eval "$1=\\\${$2_$3:-}"; } # get VAR A B: VAR=\${A_B}
+record() { # UPLINK OK(1|0); sets flipped=1 when the uplink changes state
+  get state state "$1"; get streak streak "$1"; get checks checks "$1"
   case "$state$2" in up1|down0) streak=0 ;; *) streak=$((streak + 1)) ;; esac
   need=$FAIL_AFTER
   [ "$state" = down ] && need=$RECOVER_AFTER
   if [ "$streak" -ge "$need" ]; then
     if [ "$state" = up ]; then state=down; else state=up; fi
-    streak=0
+    streak=0 flipped=1
     eval "since_$1=$(date +%s)"
-    say "uplink $1 ($(var "$1" IFACE)) is $state"
+    get ifc "$1" IFACE
+    say "uplink $1 ($ifc) is $state"
   fi
-  eval "state_$1=$state streak_$1=$streak checks_$1=$(( $(var checks "$1") + 1 ))"
+  eval "state_$1=$state streak_$1=$streak checks_$1=$((checks + 1))"
 }
 
 probe() { # UPLINK: exit 0 when a target answers through it
-  for t in $(var "$1" TARGETS); do
-    ping -n -q -c 1 -W "$TIMEOUT" -m "$(var "$1" MARK)" "$t" >/dev/null 2>&1 && return 0
+  get targets "$1" TARGETS; get mark "$1" MARK
+  for t in $targets; do
+    ping -n -q -c 1 -W "$TIMEOUT" -m "$mark" "$t" >/dev/null 2>&1 && return 0
   done
   return 1
 }
 
 write_status() {
   for u in $UPLINKS; do
-    echo "$u $(var state "$u") $(var checks "$u") $(var since "$u") $(nexthop "$u")"
+    get state state "$u"; get checks checks "$u"; get since since "$u"; get hop hop "$u"
+    echo "$u $state $checks $since $hop"
   done > "$RUN/status.new" && mv "$RUN/status.new" "$RUN/status"
 }
 
@@ -394,14 +403,21 @@ watch() {
   mkdir -p "$RUN"
   now=$(date +%s)
   for u in $UPLINKS; do eval "state_$u=up streak_$u=0 checks_$u=0 since_$u=$now"; done
+  round=0
   while :; do
     for u in $UPLINKS; do probe "$u" & eval "pid_$u=$!"; done
+    flipped=0
     for u in $UPLINKS; do
-      if wait "$(var pid "$u")"; then record "$u" 1; else record "$u" 0; fi
+      get pid pid "$u"
+      if wait "$pid"; then record "$u" 1; else record "$u" 0; fi
     done
-    repair
-    set_routes
+    # on a change at once, else every REFRESH rounds: follow new gateways, repair rules and routes
+    if [ "$flipped" = 1 ] || [ $((round % REFRESH)) = 0 ]; then
+      repair
+      set_routes
+    fi
     write_status
+    round=$((round + 1))
     sleep "$INTERVAL"
   done
 }

@@ -6,7 +6,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
@@ -28,6 +28,7 @@ let lab: WanLab;
 let pi: Guest;
 let dir: string;
 let inventory: string;
+let serverLog: string;
 const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
 function writeInventory(file: string, gateways: string[]): string {
@@ -59,7 +60,15 @@ const uplinkOf = (address: string | null) => UPLINKS.findIndex((u) => u.pi === a
 async function split(count: number): Promise<Record<string, number>> {
   const r = await run(lab.lanArgv(["node", PROBE, "split", SERVER, PORT, String(count)]));
   assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout);
+  const tally = JSON.parse(r.stdout) as Record<string, number>;
+  if (tally.failed) await diagnose(`${tally.failed} of ${count} connections failed`);
+  return tally;
+}
+
+/** When traffic fails: the Pi's routing state and the test server's log, for the test output. */
+async function diagnose(why: string): Promise<void> {
+  const state = await pi.ssh("cat /run/provision-multiwan/status; ip -4 rule; ip -4 route show table all | grep -v 'table local'; nft list ruleset; sysctl net.ipv4.ip_forward; journalctl -u provision-multiwan -n 20 --no-pager");
+  console.log(`diagnosis (${why}):\n${state.stdout}${state.stderr}\nserver log:\n${readFileSync(serverLog, "utf8")}`);
 }
 
 /** One long-lived connection; resolves its uplink once it answers, and its verdict at the end. */
@@ -86,7 +95,10 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), "lab-wan-"));
   removeOnCleanup(dir);
   inventory = writeInventory(join(dir, "wan.yaml"), UPLINKS.map((u) => u.router));
-  const server = startDaemon("wan-probe server", lab.serverArgv(["node", PROBE, "server", PORT]));
+  serverLog = join(dir, "server.log");
+  const logFd = openSync(serverLog, "w");
+  const server = startDaemon("wan-probe server", lab.serverArgv(["node", PROBE, "server", PORT]), { stdio: ["ignore", logFd, logFd] });
+  closeSync(logFd);
   onCleanup("server", () => server.stop());
   await sleep(1000);
 });
@@ -139,7 +151,7 @@ test("weights 9:10 split new connections; a long connection keeps its uplink whi
   const cut = Date.now();
   lab.setUplinkOutside(other, false);
   const detectedMs = await untilHealth(UPLINKS[other].name, "down", cut);
-  await sleep(8000 - (Date.now() - cut));
+  await sleep(detectedMs + 4000 - (Date.now() - cut)); // 4 s on the surviving uplink alone
   const restored = Date.now();
   lab.setUplinkOutside(other, true);
   const recoveredMs = await untilHealth(UPLINKS[other].name, "up", restored);

@@ -75,6 +75,7 @@ async function watch(host: string, port: number, seconds: number): Promise<void>
 }
 
 if (mode === "server") {
+  process.on("uncaughtException", (error) => console.error(`server: ${error.stack}`));
   createServer((socket) => {
     const from = `${socket.remoteAddress?.replace(/^::ffff:/, "")}\n`;
     socket.on("data", (d) => { for (const _ of String(d).split("\n").slice(1)) socket.write(from); });

@@ -226,3 +226,16 @@ test("iptables: own chains entered by one tagged jump each, the same rules, comp
   const removal = changes.find((c) => c.kind === "file" && c.path === PATHS.nftRuleset);
   assert.ok(removal?.kind === "file" && removal.after === null, "…and removes the nftables file");
 });
+
+test("the agent's hysteresis, run by a real shell: down after FAIL_AFTER misses in a row, up after RECOVER_AFTER answers", () => {
+  const functions = AGENT.replace(/^\. .*$/m, "").replace(/\ncase "\$\{1:-\}" in[\s\S]*$/, "\n");
+  const script = `${functions}
+say() { :; }
+UPLINKS=a FAIL_AFTER=3 RECOVER_AFTER=2 a_IFACE=eth1
+state_a=up streak_a=0 checks_a=0
+for ok in 0 0 1 0 0 0 1 1 0 1 1; do flipped=0; record a $ok; printf '%s%s ' "$state_a" "$flipped"; done
+echo "checks=$checks_a"`;
+  const r = spawnSync("sh", ["-c", script], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), "up0 up0 up0 up0 up0 down1 down0 up1 up0 up0 up0 checks=11");
+});
