@@ -20,6 +20,7 @@ import type { Guest } from "./lab.js";
 const PLAYBOOK = join(repoRoot, "playbooks/multiwan.yaml");
 const PROBE = join(repoRoot, "dist/test/lab/wan-probe.js");
 const PORT = "7000";
+const LAB_TEST_TIMEOUT_MS = 5 * 60_000;
 const FILES = ["/usr/local/sbin/provision-multiwan", "/etc/provision/multiwan.conf", "/etc/provision/multiwan.nft", "/etc/sysctl.d/90-provision-multiwan.conf", "/etc/systemd/system/provision-multiwan.service"];
 /** Everything the module touches on the running host, as text without handles or counters. */
 const LIVE = "ip -4 rule; ip -4 route show table all; nft list ruleset; sysctl net.ipv4.ip_forward net.ipv4.fib_multipath_hash_policy net.ipv4.conf.all.rp_filter; systemctl is-active provision-multiwan; systemctl is-enabled provision-multiwan; true";
@@ -29,6 +30,7 @@ let pi: Guest;
 let dir: string;
 let inventory: string;
 let serverLog: string;
+let stopServer = () => {};
 const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
 function writeInventory(file: string, gateways: string[]): string {
@@ -79,6 +81,8 @@ function longConnection(seconds: number): { first: Promise<string>; result: Prom
   let out = "";
   let gotFirst: (a: string) => void;
   const first = new Promise<string>((r) => (gotFirst = r));
+  // no answer at all must fail the test, not hang it
+  setTimeout(() => gotFirst("no answer within 15 s"), 15_000).unref();
   child.stdout.on("data", (d) => {
     out += d;
     const m = /\{"first":"([^"]+)"\}/.exec(out);
@@ -99,15 +103,16 @@ before(async () => {
   const logFd = openSync(serverLog, "w");
   const server = startDaemon("wan-probe server", lab.serverArgv(["node", PROBE, "server", PORT]), { stdio: ["ignore", logFd, logFd] });
   closeSync(logFd);
-  onCleanup("server", () => server.stop());
+  stopServer = server.stop;
   await sleep(1000);
 });
 
 after(async () => {
+  stopServer(); // a live child would keep this test file from ever exiting
   await lab?.stop();
 });
 
-test("multiwan applies, a second run changes nothing, --check exits 0; rules, tables, marks and agent are live", async () => {
+test("multiwan applies, a second run changes nothing, --check exits 0; rules, tables, marks and agent are live", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const first = await timed("apply multiwan", () => cli("--inventory", inventory, PLAYBOOK, "--report", join(dir, "apply.json")));
   assert.equal(first.code, 0, first.output);
   assert.equal(summary(first.stdout).pi1.status, "changed", first.stdout);
@@ -130,7 +135,7 @@ test("multiwan applies, a second run changes nothing, --check exits 0; rules, ta
   assert.equal(check.code, 0, check.output);
 });
 
-test("weights 9:10 split new connections; a long connection keeps its uplink while the other one dies and recovers", async () => {
+test("weights 9:10 split new connections; a long connection keeps its uplink while the other one dies and recovers", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const long = longConnection(40);
   const carrying = uplinkOf(await long.first);
   assert.ok(carrying >= 0, "the long connection answered through an uplink");
@@ -173,7 +178,7 @@ test("weights 9:10 split new connections; a long connection keeps its uplink whi
   assert.equal(verdict.answers, verdict.sent, "every line sent on the long connection was answered");
 });
 
-test("check mode reads the live state: a stopped agent is drift, and a run repairs it", async () => {
+test("check mode reads the live state: a stopped agent is drift, and a run repairs it", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   await pi.ssh("systemctl stop provision-multiwan");
   const check = await cli("--inventory", inventory, PLAYBOOK, "--check");
   assert.equal(check.code, 2, check.output);
@@ -187,7 +192,7 @@ test("check mode reads the live state: a stopped agent is drift, and a run repai
   assert.equal(again.code, 0, again.output);
 });
 
-test("a failed verification rolls back: files byte-identical, live routing state as before", async () => {
+test("a failed verification rolls back: files byte-identical, live routing state as before", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const filesBefore = await fileHashes(pi, FILES);
   const liveBefore = await live();
   const bad = writeInventory(join(dir, "bad.yaml"), [UPLINKS[0].router, "10.202.0.99"]);
@@ -201,7 +206,7 @@ test("a failed verification rolls back: files byte-identical, live routing state
   assert.equal(await ourTimers(pi), "", "nothing left armed");
 });
 
-test("after a reboot the host comes up with the same live state", async () => {
+test("after a reboot the host comes up with the same live state", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const liveBefore = await live();
   const ms = await timed("reboot", () => pi.reboot());
   let liveAfter = "";
@@ -215,7 +220,7 @@ test("after a reboot the host comes up with the same live state", async () => {
   assert.equal(check.code, 0, check.output);
 });
 
-test("an uplink without a configured gateway follows its interface's default route: a new gateway needs no re-run", async () => {
+test("an uplink without a configured gateway follows its interface's default route: a new gateway needs no re-run", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   // like DHCP (or PPP, where the agent routes "dev ppp0"): the gateway is whatever the link says now
   const learned = join(dir, "learned.yaml");
   writeFileSync(learned, readFileSync(PLAYBOOK, "utf8").replace('            gateway: "{{ uplink2_gateway }}"\n', ""));
@@ -242,7 +247,7 @@ test("an uplink without a configured gateway follows its interface's default rou
   assert.equal(check.code, 0, check.output);
 });
 
-test("iptables where that is what the host has: same marks and failover, and switching back leaves none of it", async () => {
+test("iptables where that is what the host has: same marks and failover, and switching back leaves none of it", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const withIptables = join(dir, "iptables.yaml");
   writeFileSync(withIptables, readFileSync(PLAYBOOK, "utf8")
     .replace("name: nftables", "name: iptables")
