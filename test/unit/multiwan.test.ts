@@ -239,3 +239,17 @@ echo "checks=$checks_a"`;
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), "up0 up0 up0 up0 up0 down1 down0 up1 up0 up0 up0 checks=11");
 });
+
+test("the agent's nexthop in a real shell: the configured gateway, dev only on a point-to-point link (PPP), else the link's own default route (DHCP)", () => {
+  const functions = AGENT.replace(/^\. .*$/m, "").replace(/\ncase "\$\{1:-\}" in[\s\S]*$/, "\n");
+  // `ip` answers as it would for each kind of link; lo stands in for a NIC that exists
+  const hop = (gateway: string, link: string, route: string) => spawnSync("sh", ["-c", `${functions}
+ip() { case "$*" in "-o link show dev lo") echo '${link}' ;; "-4 route show table main default dev lo") echo '${route}' ;; esac; }
+u_IFACE=lo u_GATEWAY=${gateway}
+nexthop u`], { encoding: "utf8" }).stdout.trim();
+  const ethernet = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536";
+  assert.equal(hop("192.0.2.1", ethernet, ""), "via 192.0.2.1 dev lo");
+  assert.equal(hop("", "7: ppp0: <POINTOPOINT,MULTICAST,NOARP,UP,LOWER_UP> mtu 1492", ""), "dev lo");
+  assert.equal(hop("", ethernet, "default via 198.51.100.254 proto dhcp src 198.51.100.7 metric 1002"), "via 198.51.100.254 dev lo");
+  assert.equal(hop("", ethernet, ""), "", "no gateway known yet: the uplink has no route (and counts as down)");
+});
