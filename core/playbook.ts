@@ -124,6 +124,7 @@ export function checkModules(playbook: Playbook, registry: Registry): void {
         throw new ConfigError(`${at}: task "${task.name}": names ${task.module === "?" ? "no module" : `several modules (${task.module})`}. A task runs exactly one module; split it.`);
       if (!registry.has(task.module))
         throw new ConfigError(`${playbook.source.keyPosition(task.path, task.module)}: task "${task.name}": unknown module "${task.module}".${registry.suggest(task.module)} Known modules: ${registry.names().join(", ")}.`);
+      registry.validator(task.module); // a plugin's broken schema is reported before any host is contacted
       for (const handler of task.notify)
         if (!handlerNames.has(handler))
           throw new ConfigError(`${playbook.source.position([...task.path, "notify"])}: task "${task.name}": notifies unknown handler "${handler}". Define it under handlers: or fix the name.`);

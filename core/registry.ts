@@ -57,8 +57,13 @@ export class Registry {
     return [...this.modules.keys()].sort();
   }
 
+  /** Compiled on first use: compiling every module's schema at start-up costs tens of ms. */
   validator(name: string): ValidateFunction {
-    return compile(this.get(name).schema);
+    try {
+      return compile(this.get(name).schema);
+    } catch (error) {
+      throw new ConfigError(`module "${name}" has an invalid schema: ${(error as Error).message}`, { cause: error });
+    }
   }
 
   suggest(name: string): string {
@@ -73,11 +78,6 @@ function contractProblem(m: ModuleDefinition): string | null {
   if (!m.schema || typeof m.schema !== "object") return `module "${m.name}" has no JSON "schema" for its arguments`;
   for (const fn of ["facts", "plan"] as const) if (typeof m[fn] !== "function") return `module "${m.name}" has no ${fn}() function`;
   if (m.verify && (typeof m.verify.probes !== "function" || typeof m.verify.check !== "function")) return `module "${m.name}": verify needs probes() and check()`;
-  try {
-    compile(m.schema);
-  } catch (error) {
-    return `module "${m.name}" has an invalid schema: ${(error as Error).message}`;
-  }
   return null;
 }
 

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { loadInventory, selectHosts } from "../../core/inventory.js";
 import { loadPlaybook, checkModules, resolveArgs } from "../../core/playbook.js";
 import { Registry } from "../../core/registry.js";
+import { ConfigError } from "../../core/errors.js";
 import { prepare } from "../../core/run.js";
 import { builtinModules } from "../../modules/index.js";
 import { repoRoot } from "../support/cache.js";
@@ -98,4 +99,12 @@ test("plugins load from a path through the same registry", async () => {
   assert.ok(r.has("motd"));
   await assert.rejects(() => r.loadPlugin("./test/fixtures/provision-plugin-motd", repoRoot), /already provided/);
   await assert.rejects(() => r.loadPlugin("provision-plugin-does-not-exist", dir), /cannot find it.*npm install/);
+});
+
+test("a plugin with a broken schema is refused before any host is contacted, naming the module", () => {
+  const r = registry();
+  r.register({ name: "broken", description: "x", schema: { type: "object", properties: { n: { type: "integerish" } } }, facts: () => ({}), plan: () => [] }, "plugin");
+  const book = loadPlaybook(write("broken.yaml", "- hosts: all\n  tasks:\n    - name: Use it\n      broken: { n: 1 }\n"));
+  assert.throws(() => checkModules(book, r), (e: Error) => e instanceof ConfigError && /module "broken" has an invalid schema/.test(e.message));
+  checkModules(loadPlaybook(write("fine.yaml", "- hosts: all\n  tasks:\n    - name: Ping\n      reboot: {}\n")), r); // unused, it costs nothing
 });
