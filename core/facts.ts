@@ -7,11 +7,13 @@ import { HostError } from "./errors.js";
 
 export type ProbeResult = FileState | DirState | CommandOutput;
 
-const HOST_PROBES: Probe[] = [
-  { file: "/proc/sys/kernel/random/boot_id" },
-  { command: ["sh", "-c", "sed -n 's/^btime //p' /proc/stat"] },
-  { command: ["hostname"] },
-];
+/**
+ * Boot id, boot time and hostname, read with shell builtins only: the host forks nothing
+ * for them (an audit of a fleet pays every process it makes each host start).
+ */
+const HOST_FACTS = `read -r boot < /proc/sys/kernel/random/boot_id; read -r name < /proc/sys/kernel/hostname
+btime=0; while read -r key value; do if [ "$key" = btime ]; then btime=$value; break; fi; done < /proc/stat
+echo "$boot $btime $name"`;
 
 /** A stable key for a probe, so identical probes from several tasks are read once. */
 export function probeKey(probe: Probe): string {
@@ -33,7 +35,7 @@ function probeScript(probe: Probe): string {
 /** The batched shell script: one section per probe, framed by a random marker. */
 export function gatherScript(probes: Probe[], marker: string): string {
   const body = probes.map((p, i) => `echo '${marker} ${i}'\n${probeScript(p)}`).join("\n");
-  return `out=$(mktemp); trap 'rm -f "$out"' EXIT\n${body}\necho '${marker} end'\n`;
+  return `out=$(mktemp); trap 'rm -f "$out"' EXIT\necho '${marker} host'\n${HOST_FACTS}\n${body}\necho '${marker} end'\n`;
 }
 
 const decode = (b64: string) => Buffer.from(b64.trim(), "base64").toString("utf8");
@@ -56,7 +58,7 @@ export function parseSection(probe: Probe, lines: string[]): ProbeResult {
   return { code: Number(lines[0].slice(3)), stdout: decode(lines[1] ?? "") };
 }
 
-export function parseGatherOutput(probes: Probe[], stdout: string, marker: string): ProbeResult[] {
+export function parseGatherOutput(probes: Probe[], stdout: string, marker: string): { hostFacts: HostFacts; results: ProbeResult[] } {
   const sections: string[][] = [];
   let current: string[] | null = null;
   for (const line of stdout.split("\n")) {
@@ -65,8 +67,9 @@ export function parseGatherOutput(probes: Probe[], stdout: string, marker: strin
       sections.push(current);
     } else current?.push(line);
   }
-  if (sections.length !== probes.length + 1) throw new Error(`expected ${probes.length} probe results, got ${sections.length - 1}`);
-  return probes.map((p, i) => parseSection(p, sections[i]));
+  if (sections.length !== probes.length + 2) throw new Error(`expected ${probes.length} probe results, got ${sections.length - 2}`);
+  const [bootId = "", bootTime = "0", hostname = ""] = (sections[0][0] ?? "").split(" ");
+  return { hostFacts: { bootId, bootTime: Number(bootTime), hostname }, results: probes.map((p, i) => parseSection(p, sections[i + 1])) };
 }
 
 export interface Gathered {
@@ -76,25 +79,16 @@ export interface Gathered {
 
 /** Run all probes (deduplicated) plus the host facts in one remote command. */
 export async function gather(connection: Connection, probes: Probe[]): Promise<Gathered> {
-  const unique = [...new Map([...HOST_PROBES, ...probes].map((p) => [probeKey(p), p])).values()];
+  const unique = [...new Map(probes.map((p) => [probeKey(p), p])).values()];
   const marker = `::provision-${randomBytes(6).toString("hex")}::`;
   const r = await connection.exec(["sh", "-c", gatherScript(unique, marker)]);
-  let parsed: ProbeResult[];
+  let parsed: { hostFacts: HostFacts; results: ProbeResult[] };
   try {
     parsed = parseGatherOutput(unique, r.stdout, marker);
   } catch (error) {
     throw new HostError(connection.target.name, `gathering facts failed: ${(error as Error).message}${r.stderr ? ` (${r.stderr.trim().slice(0, 200)})` : ""}`);
   }
-  const results = new Map(unique.map((p, i) => [probeKey(p), parsed[i]]));
-  const [bootId, btime, hostname] = HOST_PROBES.map((p) => results.get(probeKey(p))!);
-  return {
-    results,
-    hostFacts: {
-      bootId: ((bootId as FileState).content ?? "").trim(),
-      bootTime: Number((btime as CommandOutput).stdout.trim()),
-      hostname: (hostname as CommandOutput).stdout.trim(),
-    },
-  };
+  return { results: new Map(unique.map((p, i) => [probeKey(p), parsed.results[i]])), hostFacts: parsed.hostFacts };
 }
 
 /** The facts object a module's plan receives: its probe names → results. */

@@ -111,9 +111,13 @@ systemctl daemon-reload >/dev/null 2>&1
 [ -z "$state" ] || echo "$state" > "$base/runs/$id/state"
 exit 0`;
 
+// builtins only: it runs in every audit of every host
 const LAST = `base=$1
-id=$(cat "$base/last" 2>/dev/null) || exit 0
-printf '%s %s %s\\n' "$id" "$(cat "$base/runs/$id/state" 2>/dev/null || echo unknown)" "$(cat "$base/armed" 2>/dev/null || echo -)"`;
+read -r id 2>/dev/null < "$base/last" || exit 0
+state=unknown armed=-
+read -r state 2>/dev/null < "$base/runs/$id/state"
+read -r armed 2>/dev/null < "$base/armed"
+printf '%s %s %s\\n' "$id" "$state" "$armed"`;
 
 export interface LastTransaction { id: string; state: TransactionState | "unknown"; armed: boolean }
 

@@ -1,13 +1,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHmac, randomBytes } from "node:crypto";
 import { quote, commandLine } from "../../core/shell.js";
 import { render } from "../../core/template.js";
 import { gatherScript, parseGatherOutput } from "../../core/facts.js";
+import { lastTransactionProbe, parseLastTransaction } from "../../core/transaction.js";
 import { masker } from "../../core/secrets.js";
 import { showChange, unifiedDiff } from "../../core/changes.js";
 import { hostKeyVerifier } from "../../core/transport/known-hosts.js";
@@ -50,7 +51,11 @@ test("the batched gather script round-trips files, directories and commands thro
     ];
     const marker = `::m-${randomBytes(4).toString("hex")}::`;
     const r = spawnSync("sh", ["-c", gatherScript(probes, marker)], { encoding: "utf8" });
-    const [file, missing, noNewline, listing, noDir, command] = parseGatherOutput(probes, r.stdout, marker) as any[];
+    const { hostFacts, results } = parseGatherOutput(probes, r.stdout, marker);
+    const [file, missing, noNewline, listing, noDir, command] = results as any[];
+    assert.equal(hostFacts.bootId, readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
+    assert.equal(hostFacts.hostname, readFileSync("/proc/sys/kernel/hostname", "utf8").trim());
+    assert.equal(hostFacts.bootTime, Number(/^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))![1]));
     assert.equal(file.content, "line one\nünïcode\n");
     assert.match(file.mode, /^0[0-7]{3}$/);
     assert.equal(missing.content, null);
@@ -124,4 +129,24 @@ test("planning threads file contents and reboot needs from task to task", () => 
   assert.deepEqual(planned[1].changes, [], "the second task sees the file the first will write");
   assert.equal(planned[2].changes[0]?.kind, "reboot", "the bond change needs a reboot");
   assert.equal(renderInterfaces(bondArgs as any).includes("bond-slaves eth0 eth1"), true);
+});
+
+test("the last-transaction probe reads the host's record with shell builtins: none, committed, armed", () => {
+  const base = mkdtempSync(join(tmpdir(), "last-"));
+  const probe = (dir: string) => {
+    const argv = [...lastTransactionProbe.command.slice(0, -1), dir];
+    return parseLastTransaction(spawnSync(argv[0], argv.slice(1), { encoding: "utf8" }).stdout);
+  };
+  try {
+    assert.equal(probe(base), null, "never provisioned");
+    writeFileSync(join(base, "last"), "run-1\n");
+    assert.deepEqual(probe(base), { id: "run-1", state: "unknown", armed: false }, "a record without its state");
+    mkdirSync(join(base, "runs", "run-1"), { recursive: true });
+    writeFileSync(join(base, "runs", "run-1", "state"), "committed\n");
+    assert.deepEqual(probe(base), { id: "run-1", state: "committed", armed: false });
+    writeFileSync(join(base, "armed"), "run-1\n");
+    assert.deepEqual(probe(base), { id: "run-1", state: "committed", armed: true });
+  } finally {
+    rmSync(base, { recursive: true });
+  }
 });
