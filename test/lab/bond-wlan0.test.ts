@@ -1,15 +1,13 @@
 // The eth0+wlan0 seed on a real kernel: the bond comes up right after a reboot,
 // a second run changes nothing, the cable can be pulled, and a bad change rolls back.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { startLab, type Lab, type Guest } from "./lab.js";
-import { bondStatus, fileHashes, labInventory, ourTimers, sleep, timed, TOUCHED } from "./e2e-support.js";
+import { bondStatus, fileHashes, labInventory, ourTimers, sleep, timed, TOUCHED, useLab } from "./e2e-support.js";
 import { provision, summary } from "../integration/provision-cli.js";
-import { removeOnCleanup } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
 
 let lab: Lab;
@@ -19,16 +17,10 @@ let inventory: string;
 const WLAN = join(repoRoot, "playbooks/bond-eth0-wlan0.yaml");
 const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
-before(async () => {
-  lab = await timed("boot lab (1 guest, eth0 + wlan0)", () => startLab({ guests: 1, secondNic: "wlan0", name: "lab-wlan" }));
+useLab("lab (1 guest, eth0 + wlan0)", () => startLab({ guests: 1, secondNic: "wlan0", name: "lab-wlan" }), (booted, folder) => {
+  [lab, dir] = [booted, folder];
   pi = lab.guests[0];
-  dir = mkdtempSync(join(tmpdir(), "lab-wlan-"));
-  removeOnCleanup(dir);
   inventory = labInventory(lab, join(dir, "lab.yaml"));
-});
-
-after(async () => {
-  await lab?.stop();
 });
 
 test("the eth0+wlan0 playbook brings the bond up right after a reboot; a second run changes nothing", async () => {

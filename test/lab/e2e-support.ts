@@ -1,9 +1,12 @@
 // Shared pieces of the lab's end-to-end tests: inventories for lab guests, the
 // bond's live state, file hashes, phase timing.
-import { writeFileSync } from "node:fs";
+import { before, after } from "node:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import type { Guest, Lab } from "./lab.js";
+import { removeOnCleanup } from "../support/processes.js";
 import { parseBondStatus, type BondStatus } from "../../modules/bond.js";
 
 export const GATEWAY = "10.77.0.1";
@@ -33,6 +36,23 @@ export async function fileHashes(guest: Guest, paths: string[]): Promise<string>
 }
 
 export const TOUCHED = ["/etc/network/interfaces", "/etc/network/interfaces.orig", "/etc/modules", "/etc/modprobe.d/bonding.conf", "/etc/dhcpcd.conf"];
+
+/**
+ * A lab for one test file: booted (timed) before its tests, with a temporary folder that
+ * is removed at cleanup, and stopped after them. `ready` gets both once the lab is up.
+ */
+export function useLab<L extends Lab>(label: string, start: () => Promise<L>, ready: (lab: L, dir: string) => void | Promise<void>): void {
+  let lab: L | undefined;
+  before(async () => {
+    lab = await timed(`boot ${label}`, start);
+    const dir = mkdtempSync(join(tmpdir(), `${lab.netns.replace(/-[0-9a-f]+$/, "")}-`));
+    removeOnCleanup(dir);
+    await ready(lab, dir);
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+}
 
 export async function timed<T>(label: string, fn: () => Promise<T>): Promise<T> {
   const t = Date.now();

@@ -1,16 +1,14 @@
 // The eth0+eth1 seed on a fleet of three real-kernel guests in one run, then the
 // never-strand guarantees: the host reverts by itself when the controller is cut
 // off or killed.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { startLab, type Lab } from "./lab.js";
-import { bondStatus, fileHashes, labInventory, ourTimers, timed, TOUCHED, waitForHostRevert } from "./e2e-support.js";
+import { bondStatus, fileHashes, labInventory, ourTimers, timed, TOUCHED, useLab, waitForHostRevert } from "./e2e-support.js";
 import { CLI, provision, summary } from "../integration/provision-cli.js";
-import { removeOnCleanup } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
 
 let lab: Lab;
@@ -18,14 +16,8 @@ let dir: string;
 const ETH1 = join(repoRoot, "playbooks/bond-eth0-eth1.yaml");
 const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
-before(async () => {
-  lab = await timed("boot lab (3 guests, eth0 + eth1)", () => startLab({ guests: 3, secondNic: "eth1", name: "lab-fleet" }));
-  dir = mkdtempSync(join(tmpdir(), "lab-fleet-"));
-  removeOnCleanup(dir);
-});
-
-after(async () => {
-  await lab?.stop();
+useLab("lab (3 guests, eth0 + eth1)", () => startLab({ guests: 3, secondNic: "eth1", name: "lab-fleet" }), (booted, folder) => {
+  [lab, dir] = [booted, folder];
 });
 
 test("a fleet of 3 guests bonds eth0+eth1 in one run with --forks 3", async () => {

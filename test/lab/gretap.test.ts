@@ -3,16 +3,14 @@
 // bond while gt1's underlay is cut: failover with bounded loss, no ping-pong for 60 s,
 // failback when the link returns; stalls of the hub (what set off the seed's ping-pong)
 // settle at once. Then a second run changes nothing and a bad change rolls back exactly.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { startLab, qmp, type Lab, type Guest } from "./lab.js";
-import { bondStatus, fileHashes, ourTimers, sleep, timed } from "./e2e-support.js";
+import { bondStatus, fileHashes, ourTimers, sleep, timed, useLab } from "./e2e-support.js";
 import { provision, summary } from "../integration/provision-cli.js";
-import { removeOnCleanup } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
 
 let lab: Lab;
@@ -44,19 +42,13 @@ function writeInventory(file: string, piVars: Record<string, unknown> = {}): str
   return file;
 }
 
-before(async () => {
-  lab = await timed("boot lab (2 guests, eth1 on ula, eth2 on ulb)", () => startLab({
-    guests: 2, name: "lab-gre",
-    links: [{ bridge: "ula", address: (i) => `10.10.1.${i}/24` }, { bridge: "ulb", address: (i) => `10.10.2.${i}/24` }],
-  }));
+useLab("lab (2 guests, eth1 on ula, eth2 on ulb)", () => startLab({
+  guests: 2, name: "lab-gre",
+  links: [{ bridge: "ula", address: (i) => `10.10.1.${i}/24` }, { bridge: "ulb", address: (i) => `10.10.2.${i}/24` }],
+}), (booted, folder) => {
+  [lab, dir] = [booted, folder];
   [pi, hub] = lab.guests;
-  dir = mkdtempSync(join(tmpdir(), "lab-gre-"));
-  removeOnCleanup(dir);
   inventory = writeInventory(join(dir, "lab.yaml"));
-});
-
-after(async () => {
-  await lab?.stop();
 });
 
 /** Run a shell script in the guest in the background (own session), output to log; its PID. */

@@ -3,17 +3,16 @@
 // long connection that keeps its uplink, a dead uplink withdrawn by the health agent
 // and put back, drift seen in check mode, rollback to the live state before the run,
 // and the same live state after a reboot.
-import { test, before, after } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { startWanLab, SERVER, UPLINKS, type WanLab } from "./wan-lab.js";
-import { fileHashes, ourTimers, sleep, timed } from "./e2e-support.js";
+import { fileHashes, ourTimers, sleep, timed, useLab } from "./e2e-support.js";
 import { provision, summary } from "../integration/provision-cli.js";
-import { removeOnCleanup, run, sh, startDaemon, onCleanup, killPid } from "../support/processes.js";
+import { run, sh, startDaemon, onCleanup, killPid } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
 import type { Guest } from "./lab.js";
 
@@ -93,11 +92,9 @@ function longConnection(seconds: number): { first: Promise<string>; result: Prom
   return { first, result };
 }
 
-before(async () => {
-  lab = await timed("boot WAN lab (pi1 with two uplinks, 2 routers, server, LAN client)", () => startWanLab());
+useLab("WAN lab (pi1 with two uplinks, 2 routers, server, LAN client)", startWanLab, async (booted, folder) => {
+  [lab, dir] = [booted, folder];
   pi = lab.guests[0];
-  dir = mkdtempSync(join(tmpdir(), "lab-wan-"));
-  removeOnCleanup(dir);
   inventory = writeInventory(join(dir, "wan.yaml"), UPLINKS.map((u) => u.router));
   serverLog = join(dir, "server.log");
   const logFd = openSync(serverLog, "w");
@@ -107,10 +104,7 @@ before(async () => {
   await sleep(1000);
 });
 
-after(async () => {
-  stopServer(); // a live child would keep this test file from ever exiting
-  await lab?.stop();
-});
+after(() => stopServer()); // a live child would keep this test file from ever exiting
 
 test("multiwan applies, a second run changes nothing, --check exits 0; rules, tables, marks and agent are live", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const first = await timed("apply multiwan", () => cli("--inventory", inventory, PLAYBOOK, "--report", join(dir, "apply.json")));
