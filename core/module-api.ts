@@ -6,6 +6,16 @@
 
 export type JsonSchema = Record<string, unknown>;
 
+const OCTET = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
+/** Schema patterns the built-in modules share (plugins may use them too). */
+export const PATTERNS = {
+  /** A Linux interface name: at most 15 characters, nothing a shell or ifupdown would trip on. */
+  ifname: "^[A-Za-z][A-Za-z0-9_.-]{0,14}$",
+  ipv4: `^${OCTET}(\\.${OCTET}){3}$`,
+  /** An absolute path of plain characters. */
+  path: "^/[A-Za-z0-9_./@+-]+$",
+};
+
 /** What a module may ask of a host. All probes are read-only. */
 export type Probe =
   | { file: string }

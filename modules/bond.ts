@@ -1,11 +1,11 @@
 // bond: a Linux bond rendered to /etc/network/interfaces (ifupdown + ifenslave),
 // verified from /proc/net/bonding after it takes effect.
-import { defineModule, fileChange, type FileState, type CommandOutput } from "../core/module-api.js";
+import { PATTERNS, defineModule, fileChange, type FileState, type CommandOutput } from "../core/module-api.js";
 
-const IFNAME = "^[A-Za-z][A-Za-z0-9_.-]{0,14}$";
-const IPV4 = "^(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)(\\.(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)){3}$";
+const IFNAME = PATTERNS.ifname;
+const IPV4 = PATTERNS.ipv4;
 const IPV4_CIDR = IPV4.slice(0, -1) + "(/(3[0-2]|[12]?\\d))?$";
-const PATH = "^/[A-Za-z0-9_./@+-]+$";
+const PATH = PATTERNS.path;
 
 export const MODES = ["balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb"] as const;
 export type Mode = (typeof MODES)[number];

@@ -3,13 +3,13 @@
 // gateway (role bridge) puts its ends in a plain Linux bridge. Rendered as one ifupdown
 // stanza in /etc/network/interfaces.d (pre-up `ip link` lines, no ifenslave or
 // bridge-utils); takes effect at the next reboot. Lab notes: test/lab/notes-gretap.md.
-import { defineModule, fileChange, lines, PlanError, type Change, type CommandOutput, type FileState, type Probe } from "../core/module-api.js";
+import { PATTERNS, defineModule, fileChange, lines, PlanError, type Change, type CommandOutput, type FileState, type Probe } from "../core/module-api.js";
 import { parseBondStatus } from "./bond.js";
 
 const IFNAME = "^[A-Za-z][A-Za-z0-9_-]{0,14}$";
-const IPV4 = "^(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)(\\.(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)){3}$";
+const IPV4 = PATTERNS.ipv4;
 const IPV4_CIDR = IPV4.slice(0, -1) + "/(3[0-2]|[12]?\\d)$";
-const PATH = "^/[A-Za-z0-9_./@+-]+$";
+const PATH = PATTERNS.path;
 const INTERFACES = "/etc/network/interfaces";
 
 /**

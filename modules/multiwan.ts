@@ -5,13 +5,12 @@
 // before Linux 3.6); a health agent on the host pings through each uplink and takes a
 // dead one out of the multipath route. Everything it owns carries its name: the
 // nftables table, one priority range of ip rules, one range of routing tables.
-import {
-  defineModule, fileChange, PlanError, type Change, type CommandOutput, type FileState,
+import { PATTERNS, defineModule, fileChange, PlanError, type Change, type CommandOutput, type FileState,
 } from "../core/module-api.js";
 import { quote } from "../core/shell.js";
 
-const IFNAME = "^[A-Za-z][A-Za-z0-9_.-]{0,14}$";
-const IPV4 = "^(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)(\\.(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)){3}$";
+const IFNAME = PATTERNS.ifname;
+const IPV4 = PATTERNS.ipv4;
 
 export interface Uplink {
   name: string;
