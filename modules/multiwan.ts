@@ -283,7 +283,7 @@ RUN=/run/${SERVICE}
 . ${PATHS.config}
 
 say() { echo "${SERVICE}: $*"; }
-var() { eval "printf '%s' \\"\\\${$1_$2:-}\\""; }
+get() { eval "$1=\\\${$2_$3:-}"; } # get VAR A B: VAR=\${A_B}, without a subshell
 ${CLEAR_STATE}
 fw_check() {
   case $FIREWALL in
@@ -308,14 +308,15 @@ our_rules() { ip -4 rule show | awk -F: -v lo="$PRIORITY" '$1 >= lo && $1 < lo +
 add_rules() {
   ip -4 rule add pref "$PRIORITY" lookup main suppress_prefixlength 0 || return 1
   for u in $UPLINKS; do
-    ip -4 rule add pref "$(var "$u" PRIORITY)" fwmark "$(var "$u" MARK)/$MASK" lookup "$(var "$u" TABLE)" || return 1
+    get pref "$u" PRIORITY; get mark "$u" MARK; get table "$u" TABLE
+    ip -4 rule add pref "$pref" fwmark "$mark/$MASK" lookup "$table" || return 1
   done
   ip -4 rule add pref "$BALANCED_PRIORITY" lookup "$TABLE"
 }
 
 # How to reach uplink $1 now: "via GW dev IF", "dev IF" (point-to-point), or nothing.
 nexthop() {
-  ifc=$(var "$1" IFACE) gw=$(var "$1" GATEWAY)
+  get ifc "$1" IFACE; get gw "$1" GATEWAY
   [ -e "/sys/class/net/$ifc" ] || return 0
   if [ -z "$gw" ]; then
     if ip -o link show dev "$ifc" | grep -q POINTOPOINT; then echo "dev $ifc"; return 0; fi
@@ -332,11 +333,12 @@ set_routes() {
   for u in $UPLINKS; do
     hop=$(nexthop "$u")
     eval "hop_$u=\\\$hop"
+    get table "$u" TABLE; get state state "$u"; get weight "$u" WEIGHT
     if [ -n "$hop" ]; then
-      ip -4 route replace default $hop table "$(var "$u" TABLE)" 2>/dev/null
-      [ "$(var state "$u")" = down ] || hops="$hops nexthop $hop weight $(var "$u" WEIGHT)"
+      ip -4 route replace default $hop table "$table" 2>/dev/null
+      [ "$state" = down ] || hops="$hops nexthop $hop weight $weight"
     else
-      ip -4 route flush table "$(var "$u" TABLE)" 2>/dev/null
+      ip -4 route flush table "$table" 2>/dev/null
     fi
   done
   if [ -n "$hops" ]; then ip -4 route replace default table "$TABLE" $hops 2>/dev/null
@@ -356,8 +358,7 @@ start() {
 }
 
 # Hysteresis: an uplink changes state after FAIL_AFTER failed (RECOVER_AFTER good) checks in a row.
-# The loop runs every INTERVAL on a Pi's small CPU: no subshells here (get assigns in place).
-get() { eval "$1=\\\${$2_$3:-}"; } # get VAR A B: VAR=\${A_B}
+# The loop runs every INTERVAL on a Pi's small CPU: no subshells here.
 record() { # UPLINK OK(1|0); sets flipped=1 when the uplink changes state
   get state state "$1"; get streak streak "$1"; get checks checks "$1"
   case "$state$2" in up1|down0) streak=0 ;; *) streak=$((streak + 1)) ;; esac
