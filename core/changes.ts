@@ -11,7 +11,7 @@ export interface ShownChange {
   reboot?: boolean;
 }
 
-export function symbol(change: Change | ShownChange): string {
+function symbol(change: Change | ShownChange): string {
   if (change.kind === "file" && "before" in change) return change.before === null ? "+" : change.after === null ? "-" : "~";
   return { file: "~", command: "!", pending: "…", reboot: "⟳" }[change.kind];
 }

@@ -40,7 +40,7 @@ export function gatherScript(probes: Probe[], marker: string): string {
 
 const decode = (b64: string) => Buffer.from(b64.trim(), "base64").toString("utf8");
 
-export function parseSection(probe: Probe, lines: string[]): ProbeResult {
+function parseSection(probe: Probe, lines: string[]): ProbeResult {
   if ("file" in probe) {
     if (lines[0] === "MISSING") return { path: probe.file, content: null };
     const [mode, owner, mtime] = lines[0].split(" ");

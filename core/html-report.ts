@@ -28,7 +28,7 @@ function hostLabel(host: HostResult): string {
   return host.status === "rolled_back" && host.rolledBackBy === "host" ? "rolled back by host" : HOST_LABELS[host.status];
 }
 
-export function escapeHtml(text: unknown): string {
+function escapeHtml(text: unknown): string {
   return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 }
 
@@ -51,7 +51,7 @@ function keyedTasks(host: HostResult): { key: string; task: TaskResult }[] {
 
 /** The union of every host's task columns, in play order: a column new to this host goes right
  *  after the host's previous task, or before its next known task, or at the end. */
-export function taskColumns(run: RunResult): Column[] {
+function taskColumns(run: RunResult): Column[] {
   const order: Column[] = [];
   const at = (key: string) => order.findIndex((c) => c.key === key);
   for (const host of run.hosts) {
@@ -67,7 +67,7 @@ export function taskColumns(run: RunResult): Column[] {
   return order;
 }
 
-export function cellState(run: RunResult, host: HostResult, task: TaskResult | undefined): CellState {
+function cellState(run: RunResult, host: HostResult, task: TaskResult | undefined): CellState {
   if (host.status === "unreachable") return "unreachable";
   if (!task) return host.status === "failed" && !host.tasks.length ? "failed" : "not_run";
   if (host.status === "rolled_back" && (task.status === "changed" || task.status === "failed")) return "rolled_back";

@@ -36,7 +36,7 @@ const hostVars = {
   },
 };
 
-export const inventorySchema = {
+const inventorySchema = {
   type: "object",
   additionalProperties: { $ref: "#/$defs/group" },
   $defs: {

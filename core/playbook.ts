@@ -5,7 +5,7 @@ import { ConfigError } from "./errors.js";
 import { render, UndefinedVariable } from "./template.js";
 import type { Registry } from "./registry.js";
 
-export const TASK_KEYWORDS = ["name", "tags", "notify", "diff"] as const;
+const TASK_KEYWORDS = ["name", "tags", "notify", "diff"] as const;
 
 export interface Task {
   name: string;
@@ -50,7 +50,7 @@ const taskSchema = {
   },
 };
 
-export const playbookSchema = {
+const playbookSchema = {
   type: "array",
   minItems: 1,
   items: {

@@ -10,7 +10,7 @@ import { masker } from "./secrets.js";
 import { ConfigError } from "./errors.js";
 import { batches, haltReason } from "./rollout.js";
 
-export const DEFAULT_CONFIRM_TIMEOUT = 300;
+const DEFAULT_CONFIRM_TIMEOUT = 300;
 
 export interface RunSettings extends TargetOptions {
   check: boolean;

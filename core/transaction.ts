@@ -24,7 +24,7 @@ const RESTORE_FILES = `restore_files() {
 }`;
 
 /** Installed on the host when armed; runs there without any controller. */
-export const REVERT_PROGRAM = `#!/bin/sh
+const REVERT_PROGRAM = `#!/bin/sh
 # provision: restore the armed transaction and reboot. Runs on this host, from a
 # systemd timer, when no controller confirmed a disruptive change in time.
 base=${STATE_DIR}

@@ -74,7 +74,7 @@ export class YamlSource {
   }
 }
 
-export function pointerToPath(pointer: string): Path {
+function pointerToPath(pointer: string): Path {
   if (!pointer) return [];
   return pointer.slice(1).split("/").map((p) => {
     const key = p.replace(/~1/g, "/").replace(/~0/g, "~");

@@ -7,7 +7,7 @@ const IPV4 = PATTERNS.ipv4;
 const IPV4_CIDR = IPV4.slice(0, -1) + "(/(3[0-2]|[12]?\\d))?$";
 const PATH = PATTERNS.path;
 
-export const MODES = ["balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb"] as const;
+const MODES = ["balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb"] as const;
 export type Mode = (typeof MODES)[number];
 
 /** How /proc/net/bonding names each mode. */
@@ -52,7 +52,7 @@ export interface BondArgs {
   backup_path: string;
 }
 
-export const bondSchema = {
+const bondSchema = {
   type: "object",
   additionalProperties: false,
   required: ["slaves"],
@@ -95,7 +95,7 @@ export const bondSchema = {
   then: { required: ["address"] },
 };
 
-export function modeName(mode: Mode | number): Mode {
+function modeName(mode: Mode | number): Mode {
   return typeof mode === "number" ? MODES[mode] : mode;
 }
 

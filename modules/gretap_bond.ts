@@ -41,7 +41,7 @@ export interface GretapBondArgs {
   path?: string;
 }
 
-export const gretapBondSchema = {
+const gretapBondSchema = {
   type: "object",
   additionalProperties: false,
   required: ["address", "tunnels"],
@@ -78,8 +78,8 @@ export const gretapBondSchema = {
   then: { required: ["arp_ip_target"] },
 };
 
-export const deviceName = (a: GretapBondArgs) => a.name ?? (a.role === "bridge" ? "br77" : "bond0");
-export const configPath = (a: GretapBondArgs) => a.path ?? `/etc/network/interfaces.d/provision-${deviceName(a)}`;
+const deviceName = (a: GretapBondArgs) => a.name ?? (a.role === "bridge" ? "br77" : "bond0");
+const configPath = (a: GretapBondArgs) => a.path ?? `/etc/network/interfaces.d/provision-${deviceName(a)}`;
 const primaryOf = (a: GretapBondArgs) => a.primary ?? a.tunnels[0].name;
 const addressOnly = (cidr: string) => cidr.split("/")[0];
 
@@ -101,7 +101,7 @@ export interface Link {
 }
 
 /** `ip -j addr`: each device with its MTU, master and IPv4 addresses. */
-export function parseLinks(ip: CommandOutput): Link[] {
+function parseLinks(ip: CommandOutput): Link[] {
   if (ip.code !== 0 || !ip.stdout.trim()) return [];
   const raw = JSON.parse(ip.stdout) as { ifname: string; mtu: number; master?: string; operstate?: string; addr_info?: { family: string; local: string }[] }[];
   return raw.map((l) => ({
@@ -111,7 +111,7 @@ export function parseLinks(ip: CommandOutput): Link[] {
 }
 
 /** The NIC each tunnel runs over (the one that owns `local`, or `dev`), and what is wrong with that. */
-export function underlays(a: GretapBondArgs, links: Link[]): { nics: Map<string, Link>; problems: string[] } {
+function underlays(a: GretapBondArgs, links: Link[]): { nics: Map<string, Link>; problems: string[] } {
   const nics = new Map<string, Link>();
   const problems: string[] = [];
   const owner = (ip: string) => links.find((l) => l.addresses.includes(ip));
@@ -135,7 +135,7 @@ export function tunnelMtu(nics: Iterable<Link>): number {
 }
 
 /** Problems with the args alone (no host needed). */
-export function argProblems(a: GretapBondArgs): string[] {
+function argProblems(a: GretapBondArgs): string[] {
   const problems: string[] = [];
   const names = a.tunnels.map((t) => t.name);
   const dev = deviceName(a);

@@ -11,8 +11,8 @@ export interface KernelModuleArgs {
   options?: Record<string, string | number | boolean>;
 }
 
-export const persistFile = (a: KernelModuleArgs) => a.persist_file ?? `/etc/modules-load.d/${a.name}.conf`;
-export const optionsFile = (a: KernelModuleArgs) => `/etc/modprobe.d/${a.name}.conf`;
+const persistFile = (a: KernelModuleArgs) => a.persist_file ?? `/etc/modules-load.d/${a.name}.conf`;
+const optionsFile = (a: KernelModuleArgs) => `/etc/modprobe.d/${a.name}.conf`;
 /** The kernel lists modules with underscores. */
 const kernelName = (name: string) => name.replace(/-/g, "_");
 

@@ -65,9 +65,9 @@ const SYSCTLS: Record<string, string> = {
 /** How often the agent re-reads gateways and repairs its rules and routes, besides on every change. */
 const REFRESH_SECONDS = 2;
 const hex = (n: number) => `0x${n.toString(16)}`;
-export const markOf = (index: number) => (index + 1) << 16;
-export const tableOf = (a: MultiwanArgs, index: number) => a.table_base + 1 + index;
-export const rulePriorityOf = (a: MultiwanArgs, index: number) => a.priority_base + 10 + index;
+const markOf = (index: number) => (index + 1) << 16;
+const tableOf = (a: MultiwanArgs, index: number) => a.table_base + 1 + index;
+const rulePriorityOf = (a: MultiwanArgs, index: number) => a.priority_base + 10 + index;
 const balancedPriority = (a: MultiwanArgs) => a.priority_base + 90;
 const targetsOf = (a: MultiwanArgs, u: Uplink) => u.check_targets ?? a.check.targets;
 
@@ -122,7 +122,7 @@ interface FirewallRule {
 }
 
 /** The connection-marking rules, by chain, for either firewall. */
-export function firewallRules(a: MultiwanArgs): Record<string, FirewallRule[]> {
+function firewallRules(a: MultiwanArgs): Record<string, FirewallRule[]> {
   const m = hex(MARK_MASK);
   const keep = hex(~MARK_MASK >>> 0);
   const setMark = (i: number) => ({ nft: `ct mark set ct mark & ${keep} | ${hex(markOf(i))}`, iptables: `CONNMARK --set-xmark ${hex(markOf(i))}/${m}` });
@@ -580,7 +580,7 @@ export function firewallProblems(a: MultiwanArgs, out: CommandOutput): string[] 
   return problems;
 }
 
-export function parseSysctls(out: CommandOutput): Record<string, string> {
+function parseSysctls(out: CommandOutput): Record<string, string> {
   return Object.fromEntries(out.stdout.split("\n").map((l) => /^(\S+)\s*=\s*(.*)$/.exec(l.trim())).filter((m) => m !== null).map((m) => [m![1], m![2]]));
 }
 
