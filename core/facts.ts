@@ -7,69 +7,104 @@ import { HostError } from "./errors.js";
 
 export type ProbeResult = FileState | DirState | CommandOutput;
 
-/**
- * Boot id, boot time and hostname, read with shell builtins only: the host forks nothing
- * for them (an audit of a fleet pays every process it makes each host start).
- */
+// An audit of a fleet pays every process it makes each host start, so the script forks as
+// little as it can: host facts are read with shell builtins, file contents are printed raw
+// (framed by the run's random marker, which no content can predict), every file is stat'ed
+// by one `stat` at the end, and probes that are sh scripts run in a subshell, not a new sh.
+
 const HOST_FACTS = `read -r boot < /proc/sys/kernel/random/boot_id; read -r name < /proc/sys/kernel/hostname
 btime=0; while read -r key value; do if [ "$key" = btime ]; then btime=$value; break; fi; done < /proc/stat
-echo "$boot $btime $name"`;
+echo "$boot $btime $name"; unset boot name btime key value`;
 
 /** A stable key for a probe, so identical probes from several tasks are read once. */
 export function probeKey(probe: Probe): string {
   return JSON.stringify(probe);
 }
 
-function probeScript(probe: Probe): string {
+/** Every marker line but the first follows a newline of its own, so contents stay byte-exact. */
+const mark = (tag: string) => `printf '\\n%s\\n' "$m ${tag}"`;
+
+function probeScript(probe: Probe, i: number): string {
   if ("file" in probe) {
     const p = quote(probe.file);
-    return `if [ -e ${p} ]; then stat -L -c '%a %U:%G %Y' -- ${p}; base64 -w0 < ${p}; echo; else echo MISSING; fi`;
+    return `if [ -e ${p} ]; then set -- "$@" ${p}; ${mark(`${i} file`)}; cat -- ${p} 2>/dev/null; else ${mark(`${i} missing`)}; fi`;
   }
   if ("dir" in probe) {
     const p = quote(probe.dir);
-    return `if [ -d ${p} ]; then echo DIR; for f in ${p}/*; do [ -f "$f" ] || continue; printf '%s ' "$(printf %s "\${f##*/}" | base64 -w0)"; base64 -w0 < "$f" 2>/dev/null; echo; done; else echo MISSING; fi`;
+    return `if [ -d ${p} ]; then ${mark(`${i} dir`)}; for f in ${p}/*; do [ -f "$f" ] || continue; case \${f##*/} in *"$nl"*) continue;; esac; ${mark(`${i} entry \${f##*/}`)}; cat -- "$f" 2>/dev/null; done; else ${mark(`${i} missing`)}; fi`;
   }
-  return `${commandLine(probe.command)} > "$out" 2>/dev/null < /dev/null; echo "rc $?"; base64 -w0 < "$out"; echo`;
+  return `${mark(`${i} out`)}; ${runInPlace(probe.command)} < /dev/null 2>/dev/null; ${mark(`${i} rc $?`)}`;
+}
+
+/**
+ * `sh -c SCRIPT NAME ARGS…` runs in a subshell (a fork, no new sh) through eval, so a
+ * syntax error in it fails that probe only; any other command runs as is.
+ */
+function runInPlace(argv: string[]): string {
+  if (argv[0] !== "sh" || argv[1] !== "-c" || argv.length < 3) return commandLine(argv);
+  const args = argv.slice(4).map(quote).join(" ");
+  return `( set -- ${args}; eval ${quote(argv[2])} )`;
 }
 
 /** The batched shell script: one section per probe, framed by a random marker. */
 export function gatherScript(probes: Probe[], marker: string): string {
-  const body = probes.map((p, i) => `echo '${marker} ${i}'\n${probeScript(p)}`).join("\n");
-  return `out=$(mktemp); trap 'rm -f "$out"' EXIT\necho '${marker} host'\n${HOST_FACTS}\n${body}\necho '${marker} end'\n`;
+  return [
+    `m='${marker}' nl='\n'`, `set --`, `echo "$m host"`, HOST_FACTS,
+    ...probes.map(probeScript),
+    `${mark("stat")}; [ $# -eq 0 ] || stat -L -c '%a %U:%G %Y %n' -- "$@" 2>/dev/null`,
+    mark("end"), "",
+  ].join("\n");
 }
 
-const decode = (b64: string) => Buffer.from(b64.trim(), "base64").toString("utf8");
+interface Section { tag: string; content: string }
 
-function parseSection(probe: Probe, lines: string[]): ProbeResult {
-  if ("file" in probe) {
-    if (lines[0] === "MISSING") return { path: probe.file, content: null };
-    const [mode, owner, mtime] = lines[0].split(" ");
-    return { path: probe.file, content: decode(lines[1] ?? ""), mode: mode.padStart(4, "0"), owner, mtime: Number(mtime) };
+function sections(stdout: string, marker: string): Section[] {
+  return `\n${stdout}`.split(`\n${marker} `).slice(1).map((part) => {
+    const eol = part.indexOf("\n");
+    return eol < 0 ? { tag: part, content: "" } : { tag: part.slice(0, eol), content: part.slice(eol + 1) };
+  });
+}
+
+function fileMetadata(statOutput: string): Map<string, { mode: string; owner: string; mtime: number }> {
+  const meta = new Map<string, { mode: string; owner: string; mtime: number }>();
+  for (const line of statOutput.split("\n")) {
+    const [mode, owner, mtime, ...name] = line.split(" ");
+    if (name.length) meta.set(name.join(" "), { mode: mode.padStart(4, "0"), owner, mtime: Number(mtime) });
   }
-  if ("dir" in probe) {
-    if (lines[0] === "MISSING") return { path: probe.dir, entries: null };
-    const entries: Record<string, string> = {};
-    for (const line of lines.slice(1).filter(Boolean)) {
-      const [name, content = ""] = line.split(" ");
-      entries[decode(name)] = decode(content);
-    }
-    return { path: probe.dir, entries };
-  }
-  return { code: Number(lines[0].slice(3)), stdout: decode(lines[1] ?? "") };
+  return meta;
 }
 
 export function parseGatherOutput(probes: Probe[], stdout: string, marker: string): { hostFacts: HostFacts; results: ProbeResult[] } {
-  const sections: string[][] = [];
-  let current: string[] | null = null;
-  for (const line of stdout.split("\n")) {
-    if (line.startsWith(`${marker} `)) {
-      current = [];
-      sections.push(current);
-    } else current?.push(line);
+  const all = sections(stdout, marker);
+  if (all[0]?.tag !== "host" || all.at(-1)?.tag !== "end") throw new Error("the gather script did not run to its end");
+  const [bootId = "", bootTime = "0", hostname = ""] = all[0].content.trim().split(" ");
+  const meta = fileMetadata(all.at(-2)!.content);
+  const byProbe = new Map<number, Section[]>();
+  for (const s of all.slice(1, -2)) {
+    const i = Number(s.tag.slice(0, s.tag.indexOf(" ")));
+    byProbe.set(i, [...(byProbe.get(i) ?? []), { tag: s.tag.slice(s.tag.indexOf(" ") + 1), content: s.content }]);
   }
-  if (sections.length !== probes.length + 2) throw new Error(`expected ${probes.length} probe results, got ${sections.length - 2}`);
-  const [bootId = "", bootTime = "0", hostname = ""] = (sections[0][0] ?? "").split(" ");
-  return { hostFacts: { bootId, bootTime: Number(bootTime), hostname }, results: probes.map((p, i) => parseSection(p, sections[i + 1])) };
+  const results = probes.map((probe, i) => {
+    const own = byProbe.get(i);
+    if (!own?.length) throw new Error(`no result for probe ${i + 1} of ${probes.length}`);
+    return parseSections(probe, own, meta);
+  });
+  return { hostFacts: { bootId, bootTime: Number(bootTime), hostname }, results };
+}
+
+function parseSections(probe: Probe, own: Section[], meta: ReturnType<typeof fileMetadata>): ProbeResult {
+  if ("file" in probe) {
+    const m = meta.get(probe.file);
+    // a file that vanished between being read and stat'ed counts as missing
+    if (own[0].tag === "missing" || !m) return { path: probe.file, content: null };
+    return { path: probe.file, content: own[0].content, ...m };
+  }
+  if ("dir" in probe) {
+    if (own[0].tag === "missing") return { path: probe.dir, entries: null };
+    return { path: probe.dir, entries: Object.fromEntries(own.slice(1).map((s) => [s.tag.slice("entry ".length), s.content])) };
+  }
+  const rc = own.find((s) => s.tag.startsWith("rc "));
+  return { code: Number(rc?.tag.slice(3) ?? NaN), stdout: own[0].content };
 }
 
 export interface Gathered {

@@ -76,8 +76,11 @@ export class Connection {
     if (!this.ssh) throw new HostError(this.target.name, "not connected");
     const full = this.target.become && this.target.user !== "root" ? ["sudo", "-n", "--", ...argv] : argv;
     try {
-      const r = await this.ssh.execCommand(commandLine(full), { stdin, noTrim: true });
-      return { code: r.code ?? (r.signal ? 128 : 1), stdout: r.stdout, stderr: r.stderr };
+      // decoded once at the end: a UTF-8 character may straddle two chunks
+      const stdout: Buffer[] = [];
+      const stderr: Buffer[] = [];
+      const r = await this.ssh.execCommand(commandLine(full), { stdin, noTrim: true, onStdout: (c) => stdout.push(c), onStderr: (c) => stderr.push(c) });
+      return { code: r.code ?? (r.signal ? 128 : 1), stdout: Buffer.concat(stdout).toString("utf8"), stderr: Buffer.concat(stderr).toString("utf8") };
     } catch (error) {
       throw new HostError(this.target.name, `lost connection: ${messageOf(error)}`, { cause: error });
     }

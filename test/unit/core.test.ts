@@ -36,33 +36,69 @@ test("templates keep types for whole expressions and fail on undefined variables
   assert.throws(() => render({ list: ["ok", "{{ missing }}"] }, {}), (e: Error & { path?: unknown[] }) => e.message === 'undefined variable "missing"' && JSON.stringify(e.path) === '["list",1]');
 });
 
-test("the batched gather script round-trips files, directories and commands through a real shell", () => {
+/** Runs a gather script with every external command it may start wrapped to log its name. */
+function runGather(probes: Probe[]): { stdout: string; started: string[] } {
+  const shims = mkdtempSync(join(tmpdir(), "gather-shims-"));
+  const log = join(shims, "started.log");
+  writeFileSync(log, "");
+  for (const name of ["cat", "stat", "uname", "sh", "base64", "mktemp", "rm"]) {
+    const real = spawnSync("sh", ["-c", `command -v ${name}`], { encoding: "utf8" }).stdout.trim();
+    writeFileSync(join(shims, name), `#!/bin/sh\necho ${name} >> ${log}\nexec ${real} "$@"\n`, { mode: 0o755 });
+  }
+  const marker = `::m-${randomBytes(4).toString("hex")}::`;
+  const r = spawnSync("/bin/sh", ["-c", gatherScript(probes, marker)], { encoding: "utf8", env: { PATH: `${shims}:/usr/bin:/bin` } });
+  const started = readFileSync(log, "utf8").split("\n").filter(Boolean);
+  rmSync(shims, { recursive: true });
+  const parsed = parseGatherOutput(probes, r.stdout, marker);
+  return { stdout: JSON.stringify(parsed), started };
+}
+
+test("the batched gather script round-trips files, directories and commands through a real shell, byte for byte", () => {
   const dir = mkdtempSync(join(tmpdir(), "gather-"));
   try {
     writeFileSync(join(dir, "a.conf"), "line one\nünïcode\n");
     writeFileSync(join(dir, "no-newline"), "x");
+    writeFileSync(join(dir, "empty"), "");
+    writeFileSync(join(dir, "blank lines"), "\n\n");
+    mkdirSync(join(dir, "sub"));
     const probes: Probe[] = [
       { file: join(dir, "a.conf") },
       { file: join(dir, "missing") },
       { file: join(dir, "no-newline") },
+      { file: join(dir, "empty") },
+      { file: join(dir, "blank lines") },
       { dir: dir },
       { dir: join(dir, "nope") },
       { command: ["sh", "-c", "echo out; echo err >&2; exit 3"] },
+      { command: ["sh", "-c", 'printf "%s|" "$#" "$@"', "name", "one arg", "it's"] },
+      { command: ["sh", "-c", "if then fi"] },
+      { command: ["uname", "-s"] },
+      { command: ["sh", "-c", "printf 'no newline\n\n\nend'"] },
     ];
-    const marker = `::m-${randomBytes(4).toString("hex")}::`;
-    const r = spawnSync("sh", ["-c", gatherScript(probes, marker)], { encoding: "utf8" });
-    const { hostFacts, results } = parseGatherOutput(probes, r.stdout, marker);
-    const [file, missing, noNewline, listing, noDir, command] = results as any[];
+    const { stdout, started } = runGather(probes);
+    const { hostFacts, results } = JSON.parse(stdout) as ReturnType<typeof parseGatherOutput>;
+    const [file, missing, noNewline, empty, blankLines, listing, noDir, command, args, syntaxError, uname, trailing] = results as any[];
     assert.equal(hostFacts.bootId, readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
     assert.equal(hostFacts.hostname, readFileSync("/proc/sys/kernel/hostname", "utf8").trim());
     assert.equal(hostFacts.bootTime, Number(/^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))![1]));
     assert.equal(file.content, "line one\nünïcode\n");
     assert.match(file.mode, /^0[0-7]{3}$/);
+    assert.match(file.owner, /^\S+:\S+$/);
+    assert.ok(Math.abs(file.mtime - Date.now() / 1000) < 60);
     assert.equal(missing.content, null);
     assert.equal(noNewline.content, "x");
-    assert.deepEqual(Object.keys(listing.entries).sort(), ["a.conf", "no-newline"]);
+    assert.equal(empty.content, "");
+    assert.equal(blankLines.content, "\n\n");
+    assert.equal(blankLines.mode, file.mode);
+    assert.deepEqual(listing.entries, { "a.conf": "line one\nünïcode\n", "blank lines": "\n\n", empty: "", "no-newline": "x" });
     assert.equal(noDir.entries, null);
     assert.deepEqual(command, { code: 3, stdout: "out\n" });
+    assert.deepEqual(args, { code: 0, stdout: "2|one arg|it's|" }, "a script probe sees only its own arguments");
+    assert.equal(syntaxError.code, 2, "a script that does not parse fails alone");
+    assert.deepEqual(uname, { code: 0, stdout: "Linux\n" });
+    assert.deepEqual(trailing, { code: 0, stdout: "no newline\n\n\nend" });
+    // one cat per file read, one stat for all files, scripts in subshells, nothing else
+    assert.deepEqual(started.sort(), [...Array(8).fill("cat"), "stat", "uname"]);
   } finally {
     rmSync(dir, { recursive: true });
   }
