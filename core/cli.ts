@@ -6,7 +6,7 @@ import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadInventory } from "./inventory.js";
 import { checkModules, loadPlaybook } from "./playbook.js";
-import { Registry, playbookDir } from "./registry.js";
+import { BUILT_IN, Registry, playbookDir } from "./registry.js";
 import { execute, prepare, type RunSettings } from "./run.js";
 import { exitCode, hostsToRetry, renderChanges, renderSummary, writeJsonReport } from "./output.js";
 import { writeRetryFile } from "./rollout.js";
@@ -109,7 +109,7 @@ export async function main(argv: string[]): Promise<number> {
   if (positionals[0] === "status") return status(inventory, values.limit, settings);
   if (positionals[0] === "rollback") return rollback(inventory, values.limit, settings);
   const registry = new Registry();
-  for (const module of builtinModules) registry.register(module, "built-in");
+  for (const module of builtinModules) registry.register(module, BUILT_IN);
   const playbooks = positionals.map(loadPlaybook);
   for (const [i, playbook] of playbooks.entries())
     for (const play of playbook.plays) for (const plugin of play.plugins) await registry.loadPlugin(plugin, playbookDir(positionals[i]));

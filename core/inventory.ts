@@ -36,7 +36,7 @@ const hostVars = {
   },
 };
 
-const inventorySchema = {
+export const inventorySchema = {
   type: "object",
   additionalProperties: { $ref: "#/$defs/group" },
   $defs: {

@@ -50,7 +50,7 @@ const taskSchema = {
   },
 };
 
-const playbookSchema = {
+export const playbookSchema = {
   type: "array",
   minItems: 1,
   items: {

@@ -7,6 +7,9 @@ import type { ModuleDefinition, PluginExport } from "./module-api.js";
 import { compile } from "./schema.js";
 import { ConfigError } from "./errors.js";
 
+/** The origin of the modules that ship with provision (their schemas are checked by its tests). */
+export const BUILT_IN = "built-in";
+
 export class Registry {
   private modules = new Map<string, { module: ModuleDefinition; origin: string }>();
 
@@ -48,9 +51,13 @@ export class Registry {
   }
 
   get(name: string): ModuleDefinition {
+    return this.entry(name).module;
+  }
+
+  private entry(name: string): { module: ModuleDefinition; origin: string } {
     const entry = this.modules.get(name);
     if (!entry) throw new ConfigError(`unknown module "${name}"`);
-    return entry.module;
+    return entry;
   }
 
   names(): string[] {
@@ -60,7 +67,8 @@ export class Registry {
   /** Compiled on first use: compiling every module's schema at start-up costs tens of ms. */
   validator(name: string): ValidateFunction {
     try {
-      return compile(this.get(name).schema);
+      const { module, origin } = this.entry(name);
+      return compile(module.schema, { checkSchema: origin !== BUILT_IN });
     } catch (error) {
       throw new ConfigError(`module "${name}" has an invalid schema: ${(error as Error).message}`, { cause: error });
     }

@@ -3,9 +3,10 @@ import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadInventory, selectHosts } from "../../core/inventory.js";
-import { loadPlaybook, checkModules, resolveArgs } from "../../core/playbook.js";
-import { Registry } from "../../core/registry.js";
+import { inventorySchema, loadInventory, selectHosts } from "../../core/inventory.js";
+import { loadPlaybook, checkModules, playbookSchema, resolveArgs } from "../../core/playbook.js";
+import { ajv } from "../../core/schema.js";
+import { BUILT_IN, Registry } from "../../core/registry.js";
 import { ConfigError } from "../../core/errors.js";
 import { prepare } from "../../core/run.js";
 import { builtinModules } from "../../modules/index.js";
@@ -20,7 +21,7 @@ const write = (name: string, text: string) => {
 };
 const registry = () => {
   const r = new Registry();
-  builtinModules.forEach((m) => r.register(m, "built-in"));
+  builtinModules.forEach((m) => r.register(m, BUILT_IN));
   return r;
 };
 const settings = { check: true, breakLock: false, forks: 5, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "silent" as const };
@@ -99,6 +100,12 @@ test("plugins load from a path through the same registry", async () => {
   assert.ok(r.has("motd"));
   await assert.rejects(() => r.loadPlugin("./test/fixtures/provision-plugin-motd", repoRoot), /already provided/);
   await assert.rejects(() => r.loadPlugin("provision-plugin-does-not-exist", dir), /cannot find it.*npm install/);
+});
+
+test("every built-in schema is valid JSON Schema (the run itself checks only plugins' schemas)", () => {
+  for (const m of builtinModules) assert.ok(ajv.validateSchema(m.schema), `module ${m.name}: ${ajv.errorsText(ajv.errors)}`);
+  for (const [name, schema] of Object.entries({ inventorySchema, playbookSchema })) assert.ok(ajv.validateSchema(schema), `${name}: ${ajv.errorsText(ajv.errors)}`);
+  assert.equal(ajv.validateSchema({ type: "integerish" }), false);
 });
 
 test("a plugin with a broken schema is refused before any host is contacted, naming the module", () => {
