@@ -376,7 +376,10 @@ async function verify(run: HostRun, planned: Planned[], result: HostResult, live
   for (const i of toVerify) {
     const { instance } = planned[i];
     const facts = factsFor(instance.module.verify!.probes(instance.args), gathered.results);
-    const problems = instance.module.verify!.check(instance.args, facts as never).map(instance.mask);
+    const verdict = instance.module.verify!.check(instance.args, facts as never);
+    const { problems: found, notes = [] } = Array.isArray(verdict) ? { problems: verdict } : verdict;
+    const problems = found.map(instance.mask);
+    result.tasks[i].notes.push(...notes.map(instance.mask));
     result.tasks[i].problems.push(...problems);
     if (problems.length) {
       result.tasks[i].status = "failed";

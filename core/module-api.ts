@@ -111,8 +111,14 @@ export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V e
   /** After apply (and any reboot): probes, and the problems they show ([] = healthy). */
   verify?: {
     probes(args: Args): V;
-    check(args: Args, facts: Facts<V>): string[];
+    check(args: Args, facts: Facts<V>): string[] | Verdict;
   };
+}
+
+/** What verify found: problems fail the host (and roll it back); notes are only reported. */
+export interface Verdict {
+  problems: string[];
+  notes?: string[];
 }
 
 /** Thrown by plan when this host cannot take the task as given (a fact contradicts the args): the host fails with the message; not a bug. */

@@ -5,7 +5,7 @@
 // before Linux 3.6); a health agent on the host pings through each uplink and takes a
 // dead one out of the multipath route. Everything it owns carries its name: the
 // nftables table, one priority range of ip rules, one range of routing tables.
-import { PATTERNS, defineModule, fileChange, PlanError, type Change, type CommandOutput, type FileState,
+import { PATTERNS, defineModule, fileChange, PlanError, type Change, type CommandOutput, type FileState, type Verdict,
 } from "../core/module-api.js";
 import { quote } from "../core/shell.js";
 
@@ -25,7 +25,7 @@ export interface Uplink {
 
 export interface MultiwanArgs {
   uplinks: Uplink[];
-  check: { targets: string[]; interval: number; timeout: number; fail_after: number; recover_after: number; wait: number };
+  check: { targets: string[]; interval: number; timeout: number; fail_after: number; recover_after: number; wait: number; required_up?: number };
   priority_base: number;
   table_base: number;
   /** nftables (preferred), or iptables where that is what the host has. */
@@ -104,6 +104,8 @@ export const multiwanSchema = {
         recover_after: { type: "integer", minimum: 1, maximum: 100, default: 3 },
         /** How long verification waits for the agent's first verdict on every uplink. */
         wait: { type: "integer", minimum: 1, maximum: 600, default: 30 },
+        /** How many uplinks must answer for the run to pass (default: all); the others are reported. */
+        required_up: { type: "integer", minimum: 1, maximum: 8 },
       },
     },
     priority_base: { type: "integer", minimum: 1, maximum: 32600, default: 30000 },
@@ -588,14 +590,21 @@ function sysctlProblems(live: Record<string, string>): string[] {
   return Object.entries(SYSCTLS).filter(([k, v]) => live[k] !== v).map(([k, v]) => `${k} is ${live[k] ?? "unset"}, want ${v}`);
 }
 
-function healthProblems(a: MultiwanArgs, health: UplinkHealth[]): string[] {
-  if (!health.length) return [`the health agent (${SERVICE}.service) reports nothing: it is not running`];
-  return a.uplinks.flatMap((u) => {
-    const h = health.find((x) => x.name === u.name);
-    if (!h || h.checks < a.check.fail_after) return [`no verdict on ${u.name} yet from the health agent`];
-    if (h.state !== "up") return [`uplink ${u.name} (${u.interface}) is down: no answer from ${targetsOf(a, u).join(" or ")} through it`];
-    return [];
-  });
+/**
+ * The agent's verdict on every uplink. An uplink that does not answer fails the run unless
+ * `required_up` others do: then it is only reported (it stays out of the balance until it answers).
+ */
+export function healthVerdict(a: MultiwanArgs, health: UplinkHealth[]): Verdict {
+  if (!health.length) return { problems: [`the health agent (${SERVICE}.service) reports nothing: it is not running`] };
+  const verdicts = a.uplinks.map((u) => ({ u, h: health.find((x) => x.name === u.name) }));
+  const pending = verdicts.filter(({ h }) => !h || h.checks < a.check.fail_after).map(({ u }) => `no verdict on ${u.name} yet from the health agent`);
+  const down = verdicts.filter(({ h }) => h && h.checks >= a.check.fail_after && h.state !== "up")
+    .map(({ u }) => `uplink ${u.name} (${u.interface}) is down: no answer from ${targetsOf(a, u).join(" or ")} through it`);
+  const required = a.check.required_up ?? a.uplinks.length;
+  if (a.uplinks.length - pending.length - down.length >= required) {
+    return { problems: pending, notes: down.map((d) => `${d}; it carries nothing until it answers (${required} of ${a.uplinks.length} uplinks required)`) };
+  }
+  return { problems: [...pending, ...down] };
 }
 
 const liveProbes = (a: MultiwanArgs) => ({
@@ -640,6 +649,7 @@ function validate(a: MultiwanArgs): void {
   unique(a.uplinks.map((u) => u.interface), "interface");
   const missing = a.uplinks.find((u) => !targetsOf(a, u).length);
   if (missing) throw new PlanError(`uplink ${missing.name} has nothing to ping: set check.targets (or its check_targets) to addresses on the internet that answer ping`);
+  if ((a.check.required_up ?? 0) > a.uplinks.length) throw new PlanError(`check.required_up is ${a.check.required_up} but there are only ${a.uplinks.length} uplinks`);
   if (tableOf(a, a.uplinks.length - 1) > 252) throw new PlanError(`table_base ${a.table_base} leaves no room for ${a.uplinks.length} uplink tables below 253`);
 }
 
@@ -699,7 +709,8 @@ export default defineModule({
     }),
     check(a: MultiwanArgs, facts: LiveFacts & { health: CommandOutput }) {
       const health = parseHealth(facts.health.stdout);
-      return [...healthProblems(a, health), ...liveProblems(a, facts, health)];
+      const verdict = healthVerdict(a, health);
+      return { problems: [...verdict.problems, ...liveProblems(a, facts, health)], notes: verdict.notes };
     },
   },
 });

@@ -200,6 +200,30 @@ test("a failed verification rolls back: files byte-identical, live routing state
   assert.equal(await ourTimers(pi), "", "nothing left armed");
 });
 
+test("an uplink dead while the run applies: with check.required_up 1 the run goes on and says so, and the uplink joins once it answers", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
+  const tolerant = join(dir, "required-up.yaml");
+  const text = readFileSync(PLAYBOOK, "utf8");
+  assert.ok(text.includes("          fail_after: 3\n") && text.includes("weight: 10"));
+  writeFileSync(tolerant, text.replace("          fail_after: 3\n", "          fail_after: 3\n          required_up: 1\n").replace("weight: 10", "weight: 5"));
+  lab.setUplinkOutside(1, false);
+  try {
+    const r = await timed("apply (weights 9:5) with isp2 dead beyond its router", () => cli("--inventory", inventory, tolerant));
+    assert.equal(r.code, 0, r.output);
+    assert.equal(summary(r.stdout).pi1.status, "changed", r.stdout);
+    assert.match(r.stdout, /note: uplink isp2 \(eth2\) is down: no answer from 198\.51\.100\.10 through it; it carries nothing until it answers \(1 of 2 uplinks required\)/);
+    const tally = await split(40);
+    assert.equal(tally[UPLINKS[0].pi], 40, `every new connection leaves through isp1: ${JSON.stringify(tally)}`);
+  } finally {
+    lab.setUplinkOutside(1, true);
+  }
+  const back = await untilHealth("isp2", "up", Date.now());
+  console.log(`isp2 answered again: the agent marked it up after ${back} ms`);
+  const tally = await split(100);
+  assert.ok((tally[UPLINKS[1].pi] ?? 0) >= 15 && !tally.failed, `new connections use isp2 again (9:5): ${JSON.stringify(tally)}`);
+  const restored = await timed("back to the playbook's 9:10", () => cli("--inventory", inventory, PLAYBOOK));
+  assert.equal(restored.code, 0, restored.output);
+});
+
 test("after a reboot the host comes up with the same live state", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const liveBefore = await live();
   const ms = await timed("reboot", () => pi.reboot());

@@ -313,7 +313,8 @@ function prepareUpper(base: string, s: HostState, o: { authorizedKey: string; ap
   file("root/.ssh/authorized_keys", o.authorizedKey, 0o600);
   dir("etc/ssh/sshd_config.d", 0o755);
   file("etc/ssh/sshd_config.d/10-test-host.conf",
-    "# lightweight test host (test/support/sshd-hosts.ts)\nPermitRootLogin prohibit-password\nHostKey /etc/ssh/ssh_host_ed25519_key\n");
+    "# lightweight test host (test/support/sshd-hosts.ts)\nPermitRootLogin prohibit-password\nHostKey /etc/ssh/ssh_host_ed25519_key\n" +
+    "# logs every session it starts (\"Starting session: command …\"): tests count them\nLogLevel VERBOSE\n");
   dir("etc/apt", 0o755);
   file("etc/apt/sources.list", o.aptSourcesLine);
   file("etc/hostname", `${s.host.name}\n`);

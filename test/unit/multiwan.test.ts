@@ -4,11 +4,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import multiwan, {
-  AGENT, UNIT, PATHS, desiredRules, renderIptables, firewallProblems, liveProblems, multiwanSchema, parseHealth, renderConfig, renderNft, renderSysctl, routeProblems, ruleProblems,
+  AGENT, UNIT, PATHS, desiredRules, renderIptables, firewallProblems, healthVerdict, liveProblems, multiwanSchema, parseHealth, renderConfig, renderNft, renderSysctl, routeProblems, ruleProblems,
   type MultiwanArgs,
 } from "../../modules/multiwan.js";
 import { compile } from "../../core/schema.js";
-import { PlanError, type CommandOutput, type PlanContext } from "../../core/module-api.js";
+import { PlanError, type CommandOutput, type PlanContext, type Verdict } from "../../core/module-api.js";
 
 const context: PlanContext = { host: "pi", hostFacts: { bootId: "x", bootTime: 1000, hostname: "pi" }, rebootPending: false, rebootReasons: [] };
 
@@ -175,15 +175,29 @@ test("plan refuses to take over someone else's rules or tables, and duplicate up
 });
 
 test("verify: every uplink must answer through itself, and the state must be live", () => {
-  const check = multiwan.verify!.check;
+  const check = (facts: unknown) => multiwan.verify!.check(args, facts as never) as Verdict;
   const healthy = { ...live, health: ok("isp1 up 6 0 via 10.201.0.1 dev eth1\nisp2 up 6 0 via 10.202.0.1 dev eth2\n") };
-  assert.deepEqual(check(args, healthy as never), []);
+  assert.deepEqual(check(healthy), { problems: [], notes: [] });
   const down = { ...live, health: ok("isp1 up 6 0 via 10.201.0.1 dev eth1\nisp2 down 6 0 via 10.202.0.99 dev eth2\n") };
-  assert.ok(check(args, down as never).includes("uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it"));
-  assert.deepEqual(check(args, { ...live, health: ok("") } as never).slice(0, 1), ["the health agent (provision-multiwan.service) reports nothing: it is not running"]);
+  assert.ok(check(down).problems.includes("uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it"));
+  assert.deepEqual(check({ ...live, health: ok("") }).problems.slice(0, 1), ["the health agent (provision-multiwan.service) reports nothing: it is not running"]);
   assert.deepEqual(liveProblems(args, { ...live, sysctls: ok("net.ipv4.ip_forward = 0\n") }, HEALTHY), [
     "net.ipv4.ip_forward is 0, want 1", "net.ipv4.fib_multipath_hash_policy is unset, want 1", "net.ipv4.conf.all.rp_filter is unset, want 2",
   ]);
+});
+
+test("verify with check.required_up: a dead uplink is a note while enough others answer, else it fails the run", () => {
+  const oneOfTwo = { ...args, check: { ...args.check, required_up: 1 } };
+  const health = (text: string) => parseHealth(text);
+  const isp2Down = health("isp1 up 6 0 via 10.201.0.1 dev eth1\nisp2 down 6 0 via 10.202.0.1 dev eth2\n");
+  assert.deepEqual(healthVerdict(oneOfTwo, isp2Down), {
+    problems: [], notes: ["uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it; it carries nothing until it answers (1 of 2 uplinks required)"],
+  });
+  assert.equal(healthVerdict(args, isp2Down).problems.length, 1, "by default every uplink must answer");
+  assert.equal(healthVerdict(oneOfTwo, health("isp1 down 6 0 via 10.201.0.1 dev eth1\nisp2 down 6 0 via 10.202.0.1 dev eth2\n")).problems.length, 2);
+  assert.deepEqual(healthVerdict(oneOfTwo, health("isp1 up 6 0 via 10.201.0.1 dev eth1\nisp2 down 1 0 via 10.202.0.1 dev eth2\n")).problems,
+    ["no verdict on isp2 yet from the health agent"], "an uplink without a verdict yet is never waved through");
+  assert.throws(() => multiwan.plan({ ...args, check: { ...args.check, required_up: 3 } }, facts(), context), /required_up is 3 but there are only 2 uplinks/);
 });
 
 // iptables-save from the lab guest (iptables 1.8.9, nf_tables backend) with `firewall: iptables`
