@@ -24,9 +24,10 @@ const HUB_FILE = "/etc/network/interfaces.d/provision-br77";
 const HUB_ADDRESS = "192.168.77.2";
 const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
-const tunnels = (me: number, peer: number) => [
-  { name: "gt1", local: `10.10.1.${me}`, remote: `10.10.1.${peer}` },
-  { name: "gt2", local: `10.10.2.${me}`, remote: `10.10.2.${peer}` },
+/** The hub pins each tunnel to its underlay NIC (`dev`); the Pi lets the kernel route it. */
+const tunnels = (me: number, peer: number, pinned = false) => [
+  { name: "gt1", local: `10.10.1.${me}`, remote: `10.10.1.${peer}`, ...(pinned ? { dev: "eth1" } : {}) },
+  { name: "gt2", local: `10.10.2.${me}`, remote: `10.10.2.${peer}`, ...(pinned ? { dev: "eth2" } : {}) },
 ];
 
 function writeInventory(file: string, piVars: Record<string, unknown> = {}): string {
@@ -34,7 +35,7 @@ function writeInventory(file: string, piVars: Record<string, unknown> = {}): str
     all: {
       vars: { user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile },
       children: {
-        hubs: { hosts: { pi2: { address: hub.address, gretap_address: `${HUB_ADDRESS}/24`, gretap_tunnels: tunnels(2, 1) } } },
+        hubs: { hosts: { pi2: { address: hub.address, gretap_address: `${HUB_ADDRESS}/24`, gretap_tunnels: tunnels(2, 1, true) } } },
         pis: { hosts: { pi1: { address: pi.address, gretap_address: "192.168.77.1/24", gretap_peer: HUB_ADDRESS, gretap_tunnels: tunnels(1, 2), ...piVars } } },
       },
     },
@@ -107,6 +108,10 @@ test("apply: the hub bridges the tunnels, the Pi bonds them, both verified after
   assert.ok(s.slaves.every((x) => x.miiStatus === "up"), `both tunnels tested through the hub's bridge: ${JSON.stringify(s.slaves)}`);
   assert.equal((await pi.ssh("cat /sys/class/net/bond0/mtu /sys/class/net/bond0/bonding/arp_validate")).stdout, "1462\nall 3\n");
   assert.equal((await hub.ssh("ls /sys/class/net/br77/brif; cat /sys/class/net/br77/mtu")).stdout, "gt1\ngt2\n1462\n");
+  const hubTunnels = (await hub.ssh("ip -d link show gt1; ip -d link show gt2")).stdout;
+  assert.match(hubTunnels, /gretap remote 10\.10\.1\.1 local 10\.10\.1\.2 dev eth1 /, "the hub's tunnels are pinned to their NICs");
+  assert.match(hubTunnels, /gretap remote 10\.10\.2\.1 local 10\.10\.2\.2 dev eth2 /);
+  assert.doesNotMatch((await pi.ssh("ip -d link show gt1")).stdout, / dev eth\d /, "the Pi's are not");
   assert.match((await pi.ssh(`ping -c 2 -s 1434 -M do ${HUB_ADDRESS}`)).stdout, /2 received/, "a full 1462-byte packet crosses without fragmentation");
   assert.equal(await ourTimers(pi), "", "confirmed: nothing left armed");
 
