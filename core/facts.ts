@@ -22,7 +22,7 @@ export function probeKey(probe: Probe): string {
 }
 
 /** Every marker line but the first follows a newline of its own, so contents stay byte-exact. */
-const mark = (tag: string) => `printf '\\n%s\\n' "$m ${tag}"`;
+const mark = (tag: string) => `printf '\\n%s\\n' "$_marker ${tag}"`;
 
 function probeScript(probe: Probe, i: number): string {
   if ("file" in probe) {
@@ -30,8 +30,9 @@ function probeScript(probe: Probe, i: number): string {
     return `if [ -e ${p} ]; then set -- "$@" ${p}; ${mark(`${i} file`)}; cat -- ${p} 2>/dev/null; else ${mark(`${i} missing`)}; fi`;
   }
   if ("dir" in probe) {
+    // an entry's name goes on its marker line: names with a newline in them are left out
     const p = quote(probe.dir);
-    return `if [ -d ${p} ]; then ${mark(`${i} dir`)}; for f in ${p}/*; do [ -f "$f" ] || continue; case \${f##*/} in *"$nl"*) continue;; esac; ${mark(`${i} entry \${f##*/}`)}; cat -- "$f" 2>/dev/null; done; else ${mark(`${i} missing`)}; fi`;
+    return `if [ -d ${p} ]; then ${mark(`${i} dir`)}; for f in ${p}/*; do [ -f "$f" ] || continue; case \${f##*/} in *"$_nl"*) continue;; esac; ${mark(`${i} entry \${f##*/}`)}; cat -- "$f" 2>/dev/null; done; else ${mark(`${i} missing`)}; fi`;
   }
   return `${mark(`${i} out`)}; ${runInPlace(probe.command)} < /dev/null 2>/dev/null; ${mark(`${i} rc $?`)}`;
 }
@@ -49,7 +50,7 @@ function runInPlace(argv: string[]): string {
 /** The batched shell script: one section per probe, framed by a random marker. */
 export function gatherScript(probes: Probe[], marker: string): string {
   return [
-    `m='${marker}' nl='\n'`, `set --`, `echo "$m host"`, HOST_FACTS,
+    `_marker='${marker}' _nl='\n'`, `set --`, `echo "$_marker host"`, HOST_FACTS,
     ...probes.map(probeScript),
     `${mark("stat")}; [ $# -eq 0 ] || stat -L -c '%a %U:%G %Y %n' -- "$@" 2>/dev/null`,
     mark("end"), "",
