@@ -59,6 +59,7 @@ export interface HostResult {
 interface Planned {
   instance: TaskInstance;
   changes: Change[];
+  notes: string[];
 }
 
 /** Plan tasks in order; later tasks see the files earlier tasks will write. */
@@ -71,8 +72,10 @@ export function planTasks(
     const probes = instance.module.facts(instance.args);
     const facts = withOverlay(factsFor(probes, gathered.results), overlay);
     let changes: Change[];
+    let notes: string[];
     try {
       changes = instance.module.plan(instance.args, facts as never, { ...context, rebootReasons: [...context.rebootReasons] });
+      notes = (instance.module.notes?.(instance.args, facts as never) ?? []).map(instance.mask);
     } catch (error) {
       if (error instanceof PlanError) throw new HostError(host, `task "${instance.task.name}": ${error.message}`);
       throw new ModuleBug(`module ${instance.module.name} failed to plan task "${instance.task.name}": ${messageOf(error)}`, { cause: error });
@@ -85,7 +88,7 @@ export function planTasks(
       context.rebootPending = context.rebootReasons.length > 0;
     }
     if (changes.length) instance.task.notify.forEach((h) => notified.add(h));
-    return { instance, changes };
+    return { instance, changes, notes };
   };
   const planned = tasks.map(planOne);
   for (const handler of handlers) if (notified.has(handler.task.name)) planned.push(planOne(handler));
@@ -121,7 +124,7 @@ function taskResult(planned: Planned, status: TaskStatus = planned.changes.lengt
     status,
     changes: planned.changes.map((c) => showChange(c, instance.mask, instance.task.diff)),
     problems: [],
-    notes: [],
+    notes: [...planned.notes],
   };
 }
 

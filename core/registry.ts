@@ -85,6 +85,7 @@ function contractProblem(m: ModuleDefinition): string | null {
   if (typeof m.name !== "string" || !/^[a-z][a-z0-9_]*$/.test(m.name)) return `"name" must be snake_case (got ${JSON.stringify(m.name)})`;
   if (!m.schema || typeof m.schema !== "object") return `module "${m.name}" has no JSON "schema" for its arguments`;
   for (const fn of ["facts", "plan"] as const) if (typeof m[fn] !== "function") return `module "${m.name}" has no ${fn}() function`;
+  if (m.notes !== undefined && typeof m.notes !== "function") return `module "${m.name}": notes must be a function`;
   if (m.verify && (typeof m.verify.probes !== "function" || typeof m.verify.check !== "function")) return `module "${m.name}": verify needs probes() and check()`;
   return null;
 }

@@ -590,6 +590,8 @@ function sysctlProblems(live: Record<string, string>): string[] {
   return Object.entries(SYSCTLS).filter(([k, v]) => live[k] !== v).map(([k, v]) => `${k} is ${live[k] ?? "unset"}, want ${v}`);
 }
 
+const uplinkDown = (a: MultiwanArgs, u: Uplink) => `uplink ${u.name} (${u.interface}) is down: no answer from ${targetsOf(a, u).join(" or ")} through it`;
+
 /**
  * The agent's verdict on every uplink. An uplink that does not answer fails the run unless
  * `required_up` others do: then it is only reported (it stays out of the balance until it answers).
@@ -598,8 +600,7 @@ export function healthVerdict(a: MultiwanArgs, health: UplinkHealth[]): Verdict 
   if (!health.length) return { problems: [`the health agent (${SERVICE}.service) reports nothing: it is not running`] };
   const verdicts = a.uplinks.map((u) => ({ u, h: health.find((x) => x.name === u.name) }));
   const pending = verdicts.filter(({ h }) => !h || h.checks < a.check.fail_after).map(({ u }) => `no verdict on ${u.name} yet from the health agent`);
-  const down = verdicts.filter(({ h }) => h && h.checks >= a.check.fail_after && h.state !== "up")
-    .map(({ u }) => `uplink ${u.name} (${u.interface}) is down: no answer from ${targetsOf(a, u).join(" or ")} through it`);
+  const down = verdicts.filter(({ h }) => h && h.checks >= a.check.fail_after && h.state !== "up").map(({ u }) => uplinkDown(a, u));
   const required = a.check.required_up ?? a.uplinks.length;
   if (a.uplinks.length - pending.length - down.length >= required) {
     return { problems: pending, notes: down.map((d) => `${d}; it carries nothing until it answers (${required} of ${a.uplinks.length} uplinks required)`) };
@@ -682,24 +683,32 @@ function activation(a: MultiwanArgs, facts: PlanFacts, summary: string): Change 
   };
 }
 
+function planChanges(a: MultiwanArgs, facts: PlanFacts): Change[] {
+  validate(a);
+  const installed = facts.config.content !== null;
+  const taken = installed ? [] : conflicts(a, facts);
+  if (taken.length) throw new PlanError(`provision's multiwan would own what is already in use: ${taken.join("; ")}`);
+  const files = fileChanges(a, facts);
+  const drift = installed ? liveProblems(a, facts, parseHealth(facts.status.content)) : [];
+  if (files.length) {
+    const names = a.uplinks.map((u) => `${u.name} (${u.interface}, weight ${u.weight})`).join(" + ");
+    return [...files, activation(a, facts, `(re)start ${SERVICE}: ${names}`)];
+  }
+  return drift.length ? [activation(a, facts, `restart ${SERVICE}, the live state drifted: ${drift.join("; ")}`)] : [];
+}
+
 export default defineModule({
   name: "multiwan",
   description: "Route over several uplinks: weighted multipath, per-connection marks (nftables or iptables), and a health agent that withdraws dead uplinks",
   schema: multiwanSchema,
   disruptive: true,
   facts: (a: MultiwanArgs) => ({ ...liveProbes(a), ...Object.fromEntries(Object.entries(PATHS).map(([k, path]) => [k, { file: path }])) }) as Record<string, { file: string } | { command: string[] }>,
-  plan(a: MultiwanArgs, facts: PlanFacts): Change[] {
-    validate(a);
-    const installed = facts.config.content !== null;
-    const taken = installed ? [] : conflicts(a, facts);
-    if (taken.length) throw new PlanError(`provision's multiwan would own what is already in use: ${taken.join("; ")}`);
-    const files = fileChanges(a, facts);
-    const drift = installed ? liveProblems(a, facts, parseHealth(facts.status.content)) : [];
-    if (files.length) {
-      const names = a.uplinks.map((u) => `${u.name} (${u.interface}, weight ${u.weight})`).join(" + ");
-      return [...files, activation(a, facts, `(re)start ${SERVICE}: ${names}`)];
-    }
-    return drift.length ? [activation(a, facts, `restart ${SERVICE}, the live state drifted: ${drift.join("; ")}`)] : [];
+  plan: planChanges,
+  /** An audit of a router that runs as configured still says which uplinks are dead right now. */
+  notes(a: MultiwanArgs, facts: PlanFacts): string[] {
+    if (planChanges(a, facts).length || facts.active.stdout.trim() !== "active") return []; // after an apply, verify reports
+    const health = parseHealth(facts.status.content);
+    return a.uplinks.filter((u) => health.find((h) => h.name === u.name)?.state === "down").map((u) => `${uplinkDown(a, u)} (the health agent's last verdict)`);
   },
   verify: {
     probes: (a: MultiwanArgs) => ({

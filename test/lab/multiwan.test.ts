@@ -200,7 +200,7 @@ test("a failed verification rolls back: files byte-identical, live routing state
   assert.equal(await ourTimers(pi), "", "nothing left armed");
 });
 
-test("an uplink dead while the run applies: with check.required_up 1 the run goes on and says so, and the uplink joins once it answers", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
+test("an uplink dead while the run applies: with check.required_up 1 the run goes on and says so, an audit says so too, and the uplink joins once it answers", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const tolerant = join(dir, "required-up.yaml");
   const text = readFileSync(PLAYBOOK, "utf8");
   assert.ok(text.includes("          fail_after: 3\n") && text.includes("weight: 10"));
@@ -213,6 +213,9 @@ test("an uplink dead while the run applies: with check.required_up 1 the run goe
     assert.match(r.stdout, /note: uplink isp2 \(eth2\) is down: no answer from 198\.51\.100\.10 through it; it carries nothing until it answers \(1 of 2 uplinks required\)/);
     const tally = await split(40);
     assert.equal(tally[UPLINKS[0].pi], 40, `every new connection leaves through isp1: ${JSON.stringify(tally)}`);
+    const audit = await cli("--inventory", inventory, tolerant, "--check");
+    assert.equal(audit.code, 0, `running as configured is no drift: ${audit.output}`);
+    assert.match(audit.stdout, /note: uplink isp2 \(eth2\) is down: no answer from 198\.51\.100\.10 through it \(the health agent's last verdict\)/, "the audit still says isp2 is dead");
   } finally {
     lab.setUplinkOutside(1, true);
   }

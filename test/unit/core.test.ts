@@ -165,6 +165,11 @@ test("planning threads file contents and reboot needs from task to task", () => 
   assert.deepEqual(planned[1].changes, [], "the second task sees the file the first will write");
   assert.equal(planned[2].changes[0]?.kind, "reboot", "the bond change needs a reboot");
   assert.equal(renderInterfaces(bondArgs as any).includes("bond-slaves eth0 eth1"), true);
+  assert.deepEqual(planned.map((p) => p.notes), [[], [], []]);
+
+  const noting = { name: "noting", schema: {}, facts: () => ({ f: { file: "/etc/network/interfaces" } }), plan: () => [], notes: (_: unknown, f: any) => [`saw ${f.f.content.trim()} with secret s3cret`] };
+  const [withNote] = planTasks([{ ...instance(noting, {}, "look"), mask: (s) => s.replace("s3cret", "********") }], [], gathered, "h");
+  assert.deepEqual(withNote.notes, ["saw stock with secret ********"], "a module's notes are kept, masked, beside its changes");
 });
 
 test("the last-transaction probe reads the host's record with shell builtins: none, committed, armed", () => {

@@ -146,6 +146,18 @@ test("plan: nothing to do when files and live state match; live drift alone rest
   assert.equal(change.disruptive, true, "restarting routing can cut the management path: armed first");
 });
 
+test("notes: an audit of a router running as configured still names the uplinks that are down right now", () => {
+  const isp2Down = {
+    status: { path: PATHS.status, content: "isp1 up 9 1795527305 via 10.201.0.1 dev eth1\nisp2 down 9 1795527305 via 10.202.0.1 dev eth2\n" },
+    routes: ok(ROUTES.stdout.replace('{"dst":"default","table":"200","flags":[],"nexthops":[{"gateway":"10.201.0.1","dev":"eth1","weight":9,"flags":[]},{"gateway":"10.202.0.1","dev":"eth2","weight":10,"flags":[]}]}', '{"dst":"default","gateway":"10.201.0.1","dev":"eth1","table":"200","flags":[]}')),
+  };
+  assert.notEqual(isp2Down.routes.stdout, ROUTES.stdout);
+  assert.deepEqual(multiwan.plan(args, facts(isp2Down), context), [], "the agent withdrew isp2 as it should: no drift");
+  assert.deepEqual(multiwan.notes!(args, facts(isp2Down)), ["uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it (the health agent's last verdict)"]);
+  assert.deepEqual(multiwan.notes!(args, facts()), [], "all up: nothing to say");
+  assert.deepEqual(multiwan.notes!(args, facts({ ...isp2Down, active: ok("inactive\n") })), [], "a stopped agent is drift, and its last verdict is stale");
+});
+
 test("plan on a fresh host: five files, then activation whose undo knows the old sysctls and service state", () => {
   const fresh = facts({
     agent: { path: PATHS.agent, content: null }, config: { path: PATHS.config, content: null }, nftRuleset: { path: PATHS.nftRuleset, content: null },
