@@ -75,7 +75,8 @@ export function planTasks(
     let notes: string[];
     try {
       changes = instance.module.plan(instance.args, facts as never, { ...context, rebootReasons: [...context.rebootReasons] });
-      notes = (instance.module.notes?.(instance.args, facts as never) ?? []).map(instance.mask);
+      // a task with changes gets its say from verify after the apply
+      notes = changes.length ? [] : (instance.module.notes?.(instance.args, facts as never) ?? []).map(instance.mask);
     } catch (error) {
       if (error instanceof PlanError) throw new HostError(host, `task "${instance.task.name}": ${error.message}`);
       throw new ModuleBug(`module ${instance.module.name} failed to plan task "${instance.task.name}": ${messageOf(error)}`, { cause: error });

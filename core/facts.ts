@@ -81,9 +81,10 @@ export function parseGatherOutput(probes: Probe[], stdout: string, marker: strin
   const [bootId = "", bootTime = "0", hostname = ""] = all[0].content.trim().split(" ");
   const meta = fileMetadata(all.at(-2)!.content);
   const byProbe = new Map<number, Section[]>();
-  for (const s of all.slice(1, -2)) {
-    const i = Number(s.tag.slice(0, s.tag.indexOf(" ")));
-    byProbe.set(i, [...(byProbe.get(i) ?? []), { tag: s.tag.slice(s.tag.indexOf(" ") + 1), content: s.content }]);
+  for (const { tag, content } of all.slice(1, -2)) {
+    const space = tag.indexOf(" ");
+    const i = Number(tag.slice(0, space));
+    byProbe.set(i, [...(byProbe.get(i) ?? []), { tag: tag.slice(space + 1), content }]);
   }
   const results = probes.map((probe, i) => {
     const own = byProbe.get(i);

@@ -108,7 +108,7 @@ export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V e
   facts(args: Args): P;
   /** Pure: args + facts → changes; [] means already in the desired state. */
   plan(args: Args, facts: Facts<P>, context: PlanContext): Change[];
-  /** Optional: what is worth reporting about the current state but is not a change (shown by runs and --check). */
+  /** Optional: what is worth reporting about a host already as planned (no changes) that is not a change (shown by runs and --check). */
   notes?(args: Args, facts: Facts<P>): string[];
   /** After apply (and any reboot): probes, and the problems they show ([] = healthy). */
   verify?: {
