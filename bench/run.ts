@@ -22,7 +22,8 @@ import { parse, stringify } from "yaml";
 import { startFleet, type TestFleet } from "../test/support/sshd-hosts.js";
 import { repoRoot } from "../test/support/cache.js";
 import { summary as provisionSummary } from "../test/integration/provision-cli.js";
-import { renderInterfaces, type BondArgs } from "../modules/bond.js";
+import { renderInterfaces } from "../modules/bond/ifupdown.js";
+import type { BondArgs } from "../modules/bond/model.js";
 
 const CLI = join(repoRoot, "dist", "core", "cli.js");
 const AUDIT = join(repoRoot, "bench", "audit.yaml");

@@ -1,6 +1,6 @@
 // Runs one play's tasks on one host: gather → plan → (check: stop) → apply with
 // backups → verify → roll back every change when anything fails.
-import { PlanError, type Change, type CommandOutput, type FileState, type ModuleDefinition, type PlanContext, type Probe } from "./module-api.js";
+import { PlanError, type Change, type CommandOutput, type FileState, type HostFact, type ModuleDefinition, type PlanContext, type Probe } from "./module-api.js";
 import type { Task } from "./playbook.js";
 import { Connection, type ConnectionTarget } from "./transport/ssh.js";
 import { factsFor, gather, probeKey, type Gathered, type ProbeResult } from "./facts.js";
@@ -15,6 +15,8 @@ export interface TaskInstance {
   args: unknown;
   mask: (text: string) => string;
   handler: boolean;
+  /** The task's when: — it runs only where every named host fact has one of the values. */
+  conditions: { fact: HostFact; values: string[] }[];
 }
 
 export interface HostWork {
@@ -52,6 +54,8 @@ export interface HostResult {
   rebooted: boolean;
   rolledBackBy?: "controller" | "host";
   lastTransaction?: LastTransaction;
+  /** Host facts the play used (name → one line), e.g. network_stack. */
+  facts?: Record<string, string>;
   tasks: TaskResult[];
   durationMs: number;
 }
@@ -60,6 +64,27 @@ interface Planned {
   instance: TaskInstance;
   changes: Change[];
   notes: string[];
+  /** Why the task does not run on this host (its when: did not match). */
+  skipped?: string;
+}
+
+/** Every host fact the tasks' modules or when: conditions use, once each. */
+function hostFactsOf(instances: TaskInstance[]): HostFact[] {
+  const all = instances.flatMap((i) => [...(i.module.hostFacts ?? []), ...i.conditions.map((c) => c.fact)]);
+  return [...new Map(all.map((f) => [f.name, f])).values()];
+}
+
+function parseHostFacts(facts: HostFact[], gathered: Gathered): Record<string, unknown> {
+  return Object.fromEntries(facts.map((f) => [f.name, f.parse(gathered.results.get(probeKey(f.probe))!)]));
+}
+
+/** The task's when: against the host's facts: null when it runs, else why not. */
+function unmetCondition(instance: TaskInstance, facts: Record<string, unknown>): string | null {
+  for (const { fact, values } of instance.conditions) {
+    const value = fact.value(facts[fact.name]);
+    if (!values.includes(value)) return `skipped: ${fact.name} is ${value} (when: ${values.join(" or ")})`;
+  }
+  return null;
 }
 
 /** Plan tasks in order; later tasks see the files earlier tasks will write. */
@@ -67,16 +92,19 @@ export function planTasks(
   tasks: TaskInstance[], handlers: TaskInstance[], gathered: Gathered, host: string, notified = new Set<string>(),
 ): Planned[] {
   const overlay = new Map<string, string | null>();
-  const context: PlanContext = { host, hostFacts: gathered.hostFacts, rebootPending: false, rebootReasons: [] };
+  const facts = parseHostFacts(hostFactsOf([...tasks, ...handlers]), gathered);
+  const context: PlanContext = { host, hostFacts: gathered.hostFacts, facts, rebootPending: false, rebootReasons: [] };
   const planOne = (instance: TaskInstance): Planned => {
+    const skipped = unmetCondition(instance, facts);
+    if (skipped) return { instance, changes: [], notes: [], skipped };
     const probes = instance.module.facts(instance.args);
-    const facts = withOverlay(factsFor(probes, gathered.results), overlay);
+    const taskFacts = withOverlay(factsFor(probes, gathered.results), overlay);
     let changes: Change[];
     let notes: string[];
     try {
-      changes = instance.module.plan(instance.args, facts as never, { ...context, rebootReasons: [...context.rebootReasons] });
+      changes = instance.module.plan(instance.args, taskFacts as never, { ...context, rebootReasons: [...context.rebootReasons] });
       // a task with changes gets its say from verify after the apply
-      notes = changes.length ? [] : (instance.module.notes?.(instance.args, facts as never) ?? []).map(instance.mask);
+      notes = changes.length ? [] : (instance.module.notes?.(instance.args, taskFacts as never, context) ?? []).map(instance.mask);
     } catch (error) {
       if (error instanceof PlanError) throw new HostError(host, `task "${instance.task.name}": ${error.message}`);
       throw new ModuleBug(`module ${instance.module.name} failed to plan task "${instance.task.name}": ${messageOf(error)}`, { cause: error });
@@ -116,7 +144,7 @@ function allProbes(instances: TaskInstance[], pick: (i: TaskInstance) => Record<
   return instances.flatMap((i) => Object.values(pick(i)));
 }
 
-function taskResult(planned: Planned, status: TaskStatus = planned.changes.length ? "changed" : "ok"): TaskResult {
+function taskResult(planned: Planned, status: TaskStatus = planned.skipped ? "skipped" : planned.changes.length ? "changed" : "ok"): TaskResult {
   const { instance } = planned;
   return {
     name: instance.task.name,
@@ -125,8 +153,20 @@ function taskResult(planned: Planned, status: TaskStatus = planned.changes.lengt
     status,
     changes: planned.changes.map((c) => showChange(c, instance.mask, instance.task.diff)),
     problems: [],
-    notes: [...planned.notes],
+    notes: planned.skipped ? [planned.skipped] : [...planned.notes],
   };
+}
+
+/** Gather what planning `instances` needs (their probes and host facts) in one round trip. */
+function gatherFor(connection: Connection, instances: TaskInstance[], extra: Probe[] = []): Promise<Gathered> {
+  return gather(connection, [...extra, ...hostFactsOf(instances).map((f) => f.probe), ...allProbes(instances, (i) => i.module.facts(i.args))]);
+}
+
+function describeFacts(instances: TaskInstance[], gathered: Gathered): Record<string, string> | undefined {
+  const facts = hostFactsOf(instances);
+  if (!facts.length) return undefined;
+  const parsed = parseHostFacts(facts, gathered);
+  return Object.fromEntries(facts.map((f) => [f.name, f.describe(parsed[f.name])]));
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -277,8 +317,9 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   try {
     if (!options.check) await run.tx.lock(options.breakLock);
     options.progress("gathering facts");
-    const gathered = await gather(run.connection, [lastTransactionProbe, ...allProbes(all, (i) => i.module.facts(i.args))]);
+    const gathered = await gatherFor(run.connection, all, [lastTransactionProbe]);
     result.lastTransaction = parseLastTransaction((gathered.results.get(probeKey(lastTransactionProbe)) as CommandOutput).stdout) ?? undefined;
+    result.facts = describeFacts(all, gathered);
     planned = planTasks(work.tasks, work.handlers, gathered, work.name);
   } catch (error) {
     return finish(error instanceof UnreachableError ? "unreachable" : "failed", messageOf(error));
@@ -353,7 +394,7 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
       // After a reboot the host is new: read it again before planning what is left.
       const rest = planned.slice(i + 1).map((p) => p.instance);
       const notified = new Set(planned.slice(0, i + 1).flatMap((p) => (p.changes.length ? p.instance.task.notify : [])));
-      const gathered = await gather(run.connection, allProbes(rest, (t) => t.module.facts(t.args)));
+      const gathered = await gatherFor(run.connection, [...rest, ...work.handlers]);
       const replanned = planTasks(rest.filter((t) => !t.handler), work.handlers, gathered, work.name, notified);
       planned = [...planned.slice(0, i + 1), ...replanned];
       result.tasks = [...result.tasks.slice(0, i + 1), ...replanned.map((p) => taskResult(p))];
@@ -365,7 +406,7 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
 async function verify(run: HostRun, planned: Planned[], result: HostResult, liveAt: Map<TaskInstance, number>, options: RunOptions): Promise<string | null> {
   const toVerify: number[] = [];
   planned.forEach((p, i) => {
-    if (!p.instance.module.verify) return;
+    if (!p.instance.module.verify || p.skipped) return;
     const waitsForReboot = p.changes.some((c) => c.reboot) && run.rebootCount <= (liveAt.get(p.instance) ?? 0);
     if (waitsForReboot) result.tasks[i].notes.push("takes effect after a reboot: not verified in this run");
     else if (p.changes.length || run.rebootCount > 0) toVerify.push(i);

@@ -1,11 +1,11 @@
 // Gathers every probe of every task in one remote command: one round trip per host.
 import { randomBytes } from "node:crypto";
-import type { CommandOutput, DirState, FileState, HostFacts, Probe } from "./module-api.js";
+import type { CommandOutput, DirState, FileState, HostFacts, Probe, ProbeResult } from "./module-api.js";
 import { commandLine, quote } from "./shell.js";
 import type { Connection } from "./transport/ssh.js";
 import { HostError } from "./errors.js";
 
-export type ProbeResult = FileState | DirState | CommandOutput;
+export type { ProbeResult };
 
 // An audit of a fleet pays every process it makes each host start, so the script forks as
 // little as it can: host facts are read with shell builtins, file contents are printed raw

@@ -150,7 +150,7 @@ export function renderHtmlReport(run: RunResult): string {
       return `<td><button type="button" class="cell s-${state}${cause}" data-state="${state}" data-detail="${id}" data-host="${escapeHtml(host.host)}" data-task="${escapeHtml(column.name)}" title="${escapeHtml(`${host.host} › ${column.name}: ${label}`)}">${escapeHtml(label)}${count}</button></td>`;
     });
     if (!columns.length) cells.push(`<td class="empty">${escapeHtml(host.error ?? "no tasks")}</td>`);
-    return `<tr data-host="${escapeHtml(host.host)}" data-status="${host.status}"><th scope="row"><span class="hn">${escapeHtml(host.host)}</span><span class="addr">${escapeHtml(host.address)}</span><span class="badge s-${hostStateClass(host.status)}">${escapeHtml(hostLabel(host))}</span></th>${cells.join("")}</tr>`;
+    return `<tr data-host="${escapeHtml(host.host)}" data-status="${host.status}"><th scope="row"><span class="hn">${escapeHtml(host.host)}</span><span class="addr">${escapeHtml(host.address)}</span>${Object.entries(host.facts ?? {}).map(([name, text]) => `<span class="addr" data-fact="${escapeHtml(name)}">${escapeHtml(`${name}: ${text}`)}</span>`).join("")}<span class="badge s-${hostStateClass(host.status)}">${escapeHtml(hostLabel(host))}</span></th>${cells.join("")}</tr>`;
   });
 
   const head = `<tr><th scope="col" class="corner">host</th>${columns.map((c) => `<th scope="col">${c.handler ? '<span class="tag">handler</span> ' : ""}${escapeHtml(c.name)}</th>`).join("")}${columns.length ? "" : "<th></th>"}</tr>`;

@@ -4,6 +4,8 @@
 // probes into one remote command), plans purely from those facts, and returns
 // changes the core knows how to apply, back up and undo.
 
+import { readFileSync } from "node:fs";
+
 export type JsonSchema = Record<string, unknown>;
 
 const OCTET = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
@@ -55,6 +57,8 @@ export interface HostFacts {
 export interface PlanContext {
   host: string;
   hostFacts: HostFacts;
+  /** Named host facts (see HostFact) that the play's modules or its when: conditions use. */
+  facts: Readonly<Record<string, unknown>>;
   /** An earlier change in this run (or the host's state) needs a reboot to take effect. */
   rebootPending: boolean;
   rebootReasons: string[];
@@ -102,6 +106,8 @@ export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V e
   schema: JsonSchema;
   /** Its tasks can cut the management path (listed before a run; see confirm_timeout). */
   disruptive?: boolean;
+  /** Host facts its plans read from context.facts (gathered only when a play uses the module). */
+  hostFacts?: HostFact<any>[];
   /** Values in args that must never be printed (Wi-Fi PSKs…). */
   secrets?(args: Args): string[];
   /** Read-only probes of the current state. */
@@ -109,12 +115,37 @@ export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V e
   /** Pure: args + facts → changes; [] means already in the desired state. */
   plan(args: Args, facts: Facts<P>, context: PlanContext): Change[];
   /** Optional: what is worth reporting about a host already as planned (no changes) that is not a change (shown by runs and --check). */
-  notes?(args: Args, facts: Facts<P>): string[];
+  notes?(args: Args, facts: Facts<P>, context: PlanContext): string[];
   /** After apply (and any reboot): probes, and the problems they show ([] = healthy). */
   verify?: {
     probes(args: Args): V;
     check(args: Args, facts: Facts<V>): string[] | Verdict;
   };
+}
+
+/**
+ * A named fact about a whole host (e.g. network_stack), contributed by a module: gathered
+ * once per host in the same round trip as the probes, shown per host in the plan and the
+ * reports, and usable in a task's `when:`.
+ */
+export interface HostFact<T = unknown> {
+  name: string;
+  description: string;
+  /** The values `when:` may compare the fact with. */
+  values: string[];
+  probe: Probe;
+  parse(result: ProbeResult): T;
+  /** The value `when:` compares. */
+  value(fact: T): string;
+  /** One line for the plan and the reports. */
+  describe(fact: T): string;
+}
+
+export type ProbeResult = FileState | DirState | CommandOutput;
+
+/** The text of a shell script shipped beside a module (a .sh file, copied into dist by the build). */
+export function readShellAsset(moduleUrl: string, name: string): string {
+  return readFileSync(new URL(name, moduleUrl), "utf8");
 }
 
 /** What verify found: problems fail the host (and roll it back); notes are only reported. */

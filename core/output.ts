@@ -9,8 +9,10 @@ export function renderChanges(run: RunResult, showDiff: boolean): string {
   for (const host of run.hosts) {
     const changed = host.tasks.filter((t) => t.changes.length || t.problems.length || t.notes.length);
     const tx = notableTransaction(host);
-    if (!changed.length && !host.error && !tx) continue;
+    const facts = Object.entries(host.facts ?? {});
+    if (!changed.length && !host.error && !tx && !facts.length) continue;
     out.push(`\n${host.host} (${host.address}): ${host.status.replace("_", " ")}`);
+    for (const [name, description] of facts) out.push(`  ${name}: ${description}`);
     if (host.error) out.push(`  error: ${host.error}`);
     if (tx) out.push(`  ${tx}`);
     for (const task of changed) {
@@ -36,6 +38,7 @@ function notableTransaction(host: HostResult): string | null {
 
 function taskVerb(task: TaskResult, check: boolean): string {
   if (task.status === "failed") return "failed";
+  if (task.status === "skipped") return "skipped";
   if (!task.changes.length) return "ok";
   const n = task.changes.length;
   return `${n} change${n === 1 ? "" : "s"}${check ? " to make" : " made"}`;

@@ -5,7 +5,7 @@ import { ConfigError } from "./errors.js";
 import { render, UndefinedVariable } from "./template.js";
 import type { Registry } from "./registry.js";
 
-const TASK_KEYWORDS = ["name", "tags", "notify", "diff"] as const;
+const TASK_KEYWORDS = ["name", "tags", "notify", "diff", "when"] as const;
 
 export interface Task {
   name: string;
@@ -15,6 +15,8 @@ export interface Task {
   notify: string[];
   /** false hides this task's diffs (secrets). */
   diff: boolean;
+  /** Host fact name → the values for which the task runs (all must match). */
+  when: Record<string, string[]>;
   path: Path;
 }
 
@@ -47,6 +49,13 @@ const taskSchema = {
     tags: { type: "array", items: { type: "string" } },
     notify: { type: ["string", "array"], items: { type: "string" } },
     diff: { type: "boolean" },
+    when: {
+      type: "object",
+      minProperties: 1,
+      additionalProperties: {
+        anyOf: [{ type: "string", minLength: 1 }, { type: "array", minItems: 1, items: { type: "string", minLength: 1 } }],
+      },
+    },
   },
 };
 
@@ -110,6 +119,7 @@ function readTask(task: Record<string, unknown>, path: Path): Task {
     tags: (task.tags as string[]) ?? [],
     notify,
     diff: (task.diff as boolean) ?? true,
+    when: Object.fromEntries(Object.entries((task.when as Record<string, string | string[]>) ?? {}).map(([k, v]) => [k, [v].flat()])),
     path,
   };
 }
@@ -125,10 +135,26 @@ export function checkModules(playbook: Playbook, registry: Registry): void {
       if (!registry.has(task.module))
         throw new ConfigError(`${playbook.source.keyPosition(task.path, task.module)}: task "${task.name}": unknown module "${task.module}".${registry.suggest(task.module)} Known modules: ${registry.names().join(", ")}.`);
       registry.validator(task.module); // a plugin's broken schema is reported before any host is contacted
+      checkConditions(playbook, task, registry);
       for (const handler of task.notify)
         if (!handlerNames.has(handler))
           throw new ConfigError(`${playbook.source.position([...task.path, "notify"])}: task "${task.name}": notifies unknown handler "${handler}". Define it under handlers: or fix the name.`);
     }
+  }
+}
+
+/** when: names known host facts and values they can take. */
+function checkConditions(playbook: Playbook, task: Task, registry: Registry): void {
+  const facts = registry.hostFacts();
+  for (const [name, values] of Object.entries(task.when)) {
+    const fact = facts.get(name);
+    const at = playbook.source.keyPosition([...task.path, "when"], name);
+    if (!fact)
+      throw new ConfigError(`${at}: task "${task.name}": when: names unknown host fact "${name}". Known host facts: ${[...facts.keys()].join(", ") || "none"}.`);
+    values.forEach((value, i) => {
+      if (!fact.values.includes(value))
+        throw new ConfigError(`${playbook.source.position([...task.path, "when", name, i])}: task "${task.name}": when: ${name} is never "${value}". Use one of: ${fact.values.join(", ")}.`);
+    });
   }
 }
 

@@ -3,7 +3,7 @@ import { createRequire } from "node:module";
 import { isAbsolute, resolve, dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { ValidateFunction } from "ajv";
-import type { ModuleDefinition, PluginExport } from "./module-api.js";
+import type { HostFact, ModuleDefinition, PluginExport } from "./module-api.js";
 import { compile } from "./schema.js";
 import { ConfigError } from "./errors.js";
 
@@ -64,6 +64,11 @@ export class Registry {
     return [...this.modules.keys()].sort();
   }
 
+  /** Every host fact a registered module contributes, by name (for when:). */
+  hostFacts(): Map<string, HostFact> {
+    return new Map([...this.modules.values()].flatMap(({ module }) => (module.hostFacts ?? []).map((f) => [f.name, f] as const)));
+  }
+
   /** Compiled on first use: compiling every module's schema at start-up costs tens of ms. */
   validator(name: string): ValidateFunction {
     try {
@@ -86,6 +91,8 @@ function contractProblem(m: ModuleDefinition): string | null {
   if (!m.schema || typeof m.schema !== "object") return `module "${m.name}" has no JSON "schema" for its arguments`;
   for (const fn of ["facts", "plan"] as const) if (typeof m[fn] !== "function") return `module "${m.name}" has no ${fn}() function`;
   if (m.notes !== undefined && typeof m.notes !== "function") return `module "${m.name}": notes must be a function`;
+  if (m.hostFacts !== undefined && (!Array.isArray(m.hostFacts) || m.hostFacts.some((f) => typeof f?.name !== "string" || typeof f.parse !== "function" || !f.probe)))
+    return `module "${m.name}": hostFacts must be a list of { name, probe, parse, value, describe }`;
   if (m.verify && (typeof m.verify.probes !== "function" || typeof m.verify.check !== "function")) return `module "${m.name}": verify needs probes() and check()`;
   return null;
 }

@@ -62,7 +62,8 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
         const instance = (task: Task, handler: boolean): TaskInstance => {
           const args = resolveArgs(playbook, task, vars, registry, name);
           const module = registry.get(task.module);
-          return { task, module, args, handler, mask: masker(module.secrets?.(args) ?? []) };
+          const conditions = Object.entries(task.when).map(([fact, values]) => ({ fact: registry.hostFacts().get(fact)!, values }));
+          return { task, module, args, handler, conditions, mask: masker(module.secrets?.(args) ?? []) };
         };
         return {
           name,

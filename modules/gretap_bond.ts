@@ -3,8 +3,9 @@
 // gateway (role bridge) puts its ends in a plain Linux bridge. Rendered as one ifupdown
 // stanza in /etc/network/interfaces.d (pre-up `ip link` lines, no ifenslave or
 // bridge-utils); takes effect at the next reboot. Lab notes: test/lab/notes-gretap.md.
-import { PATTERNS, defineModule, fileChange, lines, PlanError, type Change, type CommandOutput, type FileState, type Probe } from "../core/module-api.js";
-import { parseBondStatus } from "./bond.js";
+import { PATTERNS, defineModule, fileChange, lines, PlanError, type PlanContext, type Change, type CommandOutput, type FileState, type Probe } from "../core/module-api.js";
+import { parseBondStatus } from "./bond/model.js";
+import { STACK_NAMES, networkStackFact, type NetworkStack } from "./network/stack.js";
 
 const IFNAME = "^[A-Za-z][A-Za-z0-9_-]{0,14}$";
 const IPV4 = PATTERNS.ipv4;
@@ -303,12 +304,16 @@ export default defineModule({
   name: "gretap_bond",
   description: "gretap tunnels (one per underlay link) to a fixed gateway: an active-backup bond with ARP monitoring on the Pi, a bridge on the gateway; rendered to /etc/network/interfaces.d, live after a reboot",
   schema: gretapBondSchema,
+  hostFacts: [networkStackFact],
   facts: (a: GretapBondArgs) => ({
     ip: { command: ["ip", "-j", "addr"] },
     interfaces: { file: INTERFACES },
     config: { file: configPath(a) },
   }),
-  plan(a: GretapBondArgs, facts: Facts): Change[] {
+  plan(a: GretapBondArgs, facts: Facts, context: PlanContext): Change[] {
+    const stack = (context.facts[networkStackFact.name] as NetworkStack | undefined)?.stack;
+    if (stack && stack !== "ifupdown")
+      throw new PlanError(`gretap_bond renders for ifupdown only (an interfaces.d stanza), and this host's network is run by ${STACK_NAMES[stack]}: nothing there would read it`);
     const problems = argProblems(a);
     if (problems.length) throw new PlanError(problems.join("; "));
     const path = configPath(a);

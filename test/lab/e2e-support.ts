@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import type { Guest, Lab } from "./lab.js";
 import { removeOnCleanup } from "../support/processes.js";
-import { parseBondStatus, type BondStatus } from "../../modules/bond.js";
+import { parseBondStatus, type BondStatus } from "../../modules/bond/model.js";
 
 export const GATEWAY = "10.77.0.1";
 

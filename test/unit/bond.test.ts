@@ -1,11 +1,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { renderInterfaces, parseBondStatus, bondProblems, type BondArgs } from "../../modules/bond.js";
-import bond from "../../modules/bond.js";
+import { parseBondStatus, bondProblems, type BondArgs } from "../../modules/bond/model.js";
+import { renderInterfaces } from "../../modules/bond/ifupdown.js";
+import bond from "../../modules/bond/index.js";
 import { compile } from "../../core/schema.js";
+import { parseNetworkStack } from "../../modules/network/stack.js";
+import type { PlanContext } from "../../core/module-api.js";
+
+const IFUPDOWN_HOST = parseNetworkStack("service networking active\ninstalled ifup yes\ndefault-route eth0\nifupdown-config\nauto eth0\niface eth0 inet dhcp\n");
+export const contextOn = (network = IFUPDOWN_HOST): PlanContext => ({ host: "pi", hostFacts: { bootId: "x", bootTime: 1, hostname: "pi" }, facts: { network_stack: network }, rebootPending: false, rebootReasons: [] });
 
 const args = (over: Partial<BondArgs> = {}): BondArgs => {
-  const a = { slaves: ["eth0", "eth1"], primary: "eth0", primary_reselect: "always", fail_over_mac: "active", miimon: 100, updelay: 200, downdelay: 0, address: "10.77.0.11/24", gateway: "10.77.0.1", ...over };
+  const a = { name: "bond0", stack: "auto", mode: "active-backup", method: "static", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig", slaves: ["eth0", "eth1"], primary: "eth0", primary_reselect: "always", fail_over_mac: "active", miimon: 100, updelay: 200, downdelay: 0, address: "10.77.0.11/24", gateway: "10.77.0.1", ...over };
   assert.ok(compile(bond.schema)(a), "args must validate");
   return a as BondArgs;
 };
@@ -98,14 +104,15 @@ test("an active slave other than an up primary is a problem", () => {
 test("plan saves the original once and then writes the bond", () => {
   const a = args();
   const stock = "auto lo\niface lo inet loopback\n";
-  const changes = bond.plan(a, { interfaces: { path: "/etc/network/interfaces", content: stock, mode: "0644" }, original: { path: "/etc/network/interfaces.orig", content: null } }, undefined as never);
+  const changes = bond.plan(a, { interfaces: { path: "/etc/network/interfaces", content: stock, mode: "0644" }, original: { path: "/etc/network/interfaces.orig", content: null } } as never, contextOn());
   assert.deepEqual(changes.map((c) => c.kind === "file" && [c.path, c.before, c.reboot ?? false]), [["/etc/network/interfaces.orig", null, false], ["/etc/network/interfaces", stock, true]]);
-  const again = bond.plan(a, { interfaces: { path: "/etc/network/interfaces", content: "old", mode: "0644" }, original: { path: "/etc/network/interfaces.orig", content: stock } }, undefined as never);
+  const again = bond.plan(a, { interfaces: { path: "/etc/network/interfaces", content: "old", mode: "0644" }, original: { path: "/etc/network/interfaces.orig", content: stock } } as never, contextOn());
   assert.equal(again.length, 1, "an existing .orig is never overwritten");
-  assert.deepEqual(bond.plan(a, { interfaces: { path: "/etc/network/interfaces", content: renderInterfaces(a) }, original: { path: "/etc/network/interfaces.orig", content: stock } }, undefined as never), []);
+  const running = { bonding: { path: "/proc/net/bonding/bond0", content: HEALTHY.replace(/wlan0/g, "eth1") }, address: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' } };
+  assert.deepEqual(bond.plan(a, { interfaces: { path: "/etc/network/interfaces", content: renderInterfaces(a) }, original: { path: "/etc/network/interfaces.orig", content: stock }, ...running } as never, contextOn()), []);
 });
 
-test("declares a wlan PSK as a secret", () => {
-  const a = args({ slaves: ["eth0", "wlan0"], slave_options: { wlan0: { wpa_ssid: "home", wpa_psk: "correct horse battery" } } });
+test("declares a Wi-Fi PSK as a secret", () => {
+  const a = args({ slaves: ["eth0", "wlan0"], slave_options: { wlan0: { ssid: "home", psk: "correct horse battery" } } });
   assert.deepEqual(bond.secrets!(a), ["correct horse battery"]);
 });

@@ -14,7 +14,9 @@ import { showChange, unifiedDiff } from "../../core/changes.js";
 import { hostKeyVerifier } from "../../core/transport/known-hosts.js";
 import { planTasks, type TaskInstance } from "../../core/engine.js";
 import type { Probe } from "../../core/module-api.js";
-import bond, { renderInterfaces } from "../../modules/bond.js";
+import bond from "../../modules/bond/index.js";
+import { renderInterfaces } from "../../modules/bond/ifupdown.js";
+import { networkStackFact } from "../../modules/network/stack.js";
 import reboot from "../../modules/reboot.js";
 
 test("quote survives injection attempts when run by a real shell", () => {
@@ -153,11 +155,13 @@ test("known_hosts: plain, hashed and [host]:port entries; mismatch and unknown a
 });
 
 test("planning threads file contents and reboot needs from task to task", () => {
-  const bondArgs = { name: "bond0", mode: "active-backup", slaves: ["eth0", "eth1"], method: "static", address: "10.0.0.2/24", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig" } as const;
-  const instance = (module: any, args: unknown, name: string): TaskInstance => ({ task: { name, module: module.name, rawArgs: args, tags: [], notify: [], diff: true, path: [] }, module, args, handler: false, mask: (s) => s });
+  const bondArgs = { name: "bond0", stack: "auto", mode: "active-backup", slaves: ["eth0", "eth1"], method: "static", address: "10.0.0.2/24", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig" } as const;
+  const instance = (module: any, args: unknown, name: string): TaskInstance => ({ task: { name, module: module.name, rawArgs: args, tags: [], notify: [], diff: true, when: {}, path: [] }, module, args, handler: false, conditions: [], mask: (s) => s });
   const results = new Map<string, any>([
     [JSON.stringify({ file: "/etc/network/interfaces" }), { path: "/etc/network/interfaces", content: "stock\n" }],
     [JSON.stringify({ file: "/etc/network/interfaces.orig" }), { path: "/etc/network/interfaces.orig", content: null }],
+    [JSON.stringify(networkStackFact.probe), { code: 0, stdout: "service networking active\ninstalled ifup yes\ndefault-route eth0\nifupdown-config\nauto eth0\niface eth0 inet dhcp\n" }],
+    [JSON.stringify({ file: "/proc/net/bonding/bond0" }), { path: "/proc/net/bonding/bond0", content: null }],
   ]);
   const gathered = { hostFacts: { bootId: "b", bootTime: 0, hostname: "h" }, results };
   const planned = planTasks([instance(bond, bondArgs, "bond"), instance(bond, bondArgs, "bond again"), instance(reboot, { when: "needed", timeout: 60 }, "reboot")], [], gathered, "h");

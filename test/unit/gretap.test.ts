@@ -91,7 +91,7 @@ const facts = (a: GretapBondArgs, links: unknown[] = BEFORE_IP, config: string |
   interfaces: file("/etc/network/interfaces", interfaces),
   config: file(`/etc/network/interfaces.d/provision-${a.role === "bridge" ? "br77" : "bond0"}`, config),
 });
-const context = { host: "pi1", hostFacts: { bootId: "x", bootTime: 1, hostname: "pi1" }, rebootPending: false, rebootReasons: [] };
+const context = { host: "pi1", hostFacts: { bootId: "x", bootTime: 1, hostname: "pi1" }, facts: {}, rebootPending: false, rebootReasons: [] };
 const plan = (a: GretapBondArgs, f = facts(a)) => gretap.plan(a, f, context);
 const planError = (a: GretapBondArgs, f: ReturnType<typeof facts>, re: RegExp) =>
   assert.throws(() => plan(a, f), (e: unknown) => e instanceof PlanError && re.test(e.message));

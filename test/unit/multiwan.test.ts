@@ -10,7 +10,7 @@ import multiwan, {
 import { compile } from "../../core/schema.js";
 import { PlanError, type CommandOutput, type PlanContext, type Verdict } from "../../core/module-api.js";
 
-const context: PlanContext = { host: "pi", hostFacts: { bootId: "x", bootTime: 1000, hostname: "pi" }, rebootPending: false, rebootReasons: [] };
+const context: PlanContext = { host: "pi", hostFacts: { bootId: "x", bootTime: 1000, hostname: "pi" }, facts: {}, rebootPending: false, rebootReasons: [] };
 
 function argsOf(raw: unknown): MultiwanArgs {
   const copy = structuredClone(raw);
@@ -153,9 +153,9 @@ test("notes: an audit of a router running as configured still names the uplinks 
   };
   assert.notEqual(isp2Down.routes.stdout, ROUTES.stdout);
   assert.deepEqual(multiwan.plan(args, facts(isp2Down), context), [], "the agent withdrew isp2 as it should: no drift");
-  assert.deepEqual(multiwan.notes!(args, facts(isp2Down)), ["uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it (the health agent's last verdict)"]);
-  assert.deepEqual(multiwan.notes!(args, facts()), [], "all up: nothing to say");
-  assert.deepEqual(multiwan.notes!(args, facts({ ...isp2Down, active: ok("inactive\n") })), [], "a stopped agent is drift, and its last verdict is stale");
+  assert.deepEqual(multiwan.notes!(args, facts(isp2Down), context), ["uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it (the health agent's last verdict)"]);
+  assert.deepEqual(multiwan.notes!(args, facts(), context), [], "all up: nothing to say");
+  assert.deepEqual(multiwan.notes!(args, facts({ ...isp2Down, active: ok("inactive\n") }), context), [], "a stopped agent is drift, and its last verdict is stale");
 });
 
 test("plan on a fresh host: five files, then activation whose undo knows the old sysctls and service state", () => {

@@ -1,6 +1,8 @@
-// bond: a Linux bond rendered to /etc/network/interfaces (ifupdown + ifenslave),
-// verified from /proc/net/bonding after it takes effect.
-import { PATTERNS, defineModule, fileChange, type FileState, type CommandOutput } from "../core/module-api.js";
+// The desired bond, one model for every network stack: its arguments and schema, and the
+// kernel's view of a running bond (/proc/net/bonding) that verification and audits read.
+import { PATTERNS, type CommandOutput } from "../../core/module-api.js";
+import { RENDERABLE_STACKS } from "../network/stack.js";
+import { wifiSchemaProperties, type WifiSettings } from "../network/wifi.js";
 
 const IFNAME = PATTERNS.ifname;
 const IPV4 = PATTERNS.ipv4;
@@ -22,15 +24,16 @@ const PROC_MODE_NAMES: Record<string, Mode> = {
 };
 const MODES_WITH_PRIMARY: Mode[] = ["active-backup", "balance-tlb", "balance-alb"];
 
-export interface SlaveOptions {
+/** Per slave: Wi-Fi settings (a slave with an ssid is a Wi-Fi slave), or ifupdown extras. */
+export interface SlaveOptions extends Partial<WifiSettings> {
+  /** ifupdown only: a wpa_supplicant configuration you manage yourself. */
   wpa_conf?: string;
-  wpa_ssid?: string;
-  wpa_psk?: string;
   wireless_power?: "on" | "off";
 }
 
 export interface BondArgs {
   name: string;
+  stack: "auto" | (typeof RENDERABLE_STACKS)[number];
   mode: Mode | number;
   slaves: string[];
   primary?: string;
@@ -52,12 +55,13 @@ export interface BondArgs {
   backup_path: string;
 }
 
-const bondSchema = {
+export const bondSchema = {
   type: "object",
   additionalProperties: false,
   required: ["slaves"],
   properties: {
     name: { type: "string", pattern: IFNAME, default: "bond0" },
+    stack: { type: "string", enum: ["auto", ...RENDERABLE_STACKS], default: "auto" },
     mode: { oneOf: [{ type: "string", enum: [...MODES] }, { type: "integer", minimum: 0, maximum: 6 }], default: "active-backup" },
     slaves: { type: "array", minItems: 1, uniqueItems: true, items: { type: "string", pattern: IFNAME } },
     primary: { type: "string", pattern: IFNAME },
@@ -81,11 +85,11 @@ const bondSchema = {
         type: "object",
         additionalProperties: false,
         properties: {
+          ...wifiSchemaProperties,
           wpa_conf: { type: "string", pattern: PATH },
-          wpa_ssid: { type: "string", pattern: "^[^\\n\\r]{1,32}$" },
-          wpa_psk: { type: "string", pattern: "^[^\\n\\r]{8,64}$" },
           wireless_power: { type: "string", enum: ["on", "off"] },
         },
+        dependentRequired: { ssid: ["psk"], psk: ["ssid"], country: ["ssid"], key_mgmt: ["ssid"] },
       },
     },
     path: { type: "string", pattern: PATH, default: "/etc/network/interfaces" },
@@ -95,51 +99,26 @@ const bondSchema = {
   then: { required: ["address"] },
 };
 
-function modeName(mode: Mode | number): Mode {
-  return typeof mode === "number" ? MODES[mode] : mode;
-}
-
-function stanza(header: string[], options: [string, string | number | undefined][]): string {
-  const body = options.filter(([, v]) => v !== undefined && v !== "").map(([k, v]) => `    ${k} ${v}`);
-  return [...header, ...body].join("\n") + "\n";
-}
-
-/**
- * The rendering that comes up right with ifenslave 2.13 on Debian 12 (measured in
- * the lab): slaves are plain "inet manual" stanzas, and the bond lists its slaves.
- * The seed's variant (bond-master on slaves, "bond-slaves none") enslaved only one.
- */
-export function renderInterfaces(a: BondArgs): string {
-  const mode = modeName(a.mode);
-  const miimon = a.arp_interval ? undefined : a.miimon ?? 100;
-  const slaveStanzas = a.slaves.map((s) => {
-    const o = a.slave_options?.[s] ?? {};
-    return stanza([`auto ${s}`, `iface ${s} inet manual`], [
-      ["wireless-power", o.wireless_power],
-      ["wpa-conf", o.wpa_conf],
-      ["wpa-ssid", o.wpa_ssid],
-      ["wpa-psk", o.wpa_psk],
-    ]);
+/** The Wi-Fi slaves: those given an ssid. */
+export function wifiSlaves(a: BondArgs): [string, WifiSettings][] {
+  return a.slaves.flatMap((s) => {
+    const o = a.slave_options?.[s];
+    return o?.ssid && o.psk ? [[s, { ssid: o.ssid, psk: o.psk, country: o.country, key_mgmt: o.key_mgmt ?? "WPA-PSK" }] as [string, WifiSettings]] : [];
   });
-  const bond = stanza([`auto ${a.name}`, `iface ${a.name} inet ${a.method}`], [
-    ["address", a.method === "static" ? a.address : undefined],
-    ["netmask", a.method === "static" ? a.netmask : undefined],
-    ["gateway", a.method === "static" ? a.gateway : undefined],
-    ["dns-nameservers", a.dns_nameservers?.join(" ")],
-    ["bond-slaves", a.slaves.join(" ")],
-    ["bond-mode", mode],
-    ["bond-primary", a.primary],
-    ["bond-primary-reselect", a.primary_reselect],
-    ["bond-fail-over-mac", a.fail_over_mac],
-    ["bond-miimon", miimon],
-    ["bond-arp-interval", a.arp_interval],
-    ["bond-arp-ip-target", a.arp_ip_target?.join(",")],
-    ["bond-arp-validate", a.arp_validate],
-    ["bond-updelay", a.updelay],
-    ["bond-downdelay", a.downdelay],
-  ]);
-  const head = `# Managed by provision (bond module); the original is in ${a.backup_path}.\n# Status: cat /proc/net/bonding/${a.name}\n\nauto lo\niface lo inet loopback\n`;
-  return [head, ...slaveStanzas, bond].join("\n");
+}
+
+/** The address the bond answers at once it is up (static only). */
+export function bondAddress(a: BondArgs): string | undefined {
+  return a.method === "static" && a.address ? a.address.split("/")[0] : undefined;
+}
+
+/** Bonding options with the defaults the module stands for (miimon 100 unless ARP monitoring). */
+export function effectiveMiimon(a: BondArgs): number | undefined {
+  return a.arp_interval ? undefined : a.miimon ?? 100;
+}
+
+export function modeName(mode: Mode | number): Mode {
+  return typeof mode === "number" ? MODES[mode] : mode;
 }
 
 export interface BondStatus {
@@ -200,7 +179,7 @@ export function bondProblems(a: BondArgs, status: BondStatus): string[] {
   return problems;
 }
 
-function addressProblems(a: BondArgs, ip: CommandOutput): string[] {
+export function addressProblems(a: BondArgs, ip: CommandOutput): string[] {
   if (a.method !== "static" || !a.address) return [];
   if (ip.code !== 0) return [`${a.name} does not exist`];
   const want = a.address.split("/")[0];
@@ -208,36 +187,3 @@ function addressProblems(a: BondArgs, ip: CommandOutput): string[] {
   return addresses.includes(want) ? [] : [`${a.name} does not have address ${want} (has ${addresses.join(", ") || "none"})`];
 }
 
-export default defineModule({
-  name: "bond",
-  description: "Configure a Linux bond in /etc/network/interfaces (ifupdown + ifenslave); the original file is kept as interfaces.orig",
-  schema: bondSchema,
-  secrets: (a: BondArgs) => Object.values(a.slave_options ?? {}).flatMap((o) => (o.wpa_psk ? [o.wpa_psk] : [])),
-  facts: (a: BondArgs) => ({ interfaces: { file: a.path }, original: { file: a.backup_path } }),
-  plan(a: BondArgs, facts: { interfaces: FileState; original: FileState }) {
-    const desired = renderInterfaces(a);
-    if (facts.interfaces.content === desired) return [];
-    const keepOriginal = facts.original.content === null && facts.interfaces.content !== null
-      ? fileChange(facts.original, facts.interfaces.content, { summary: `save the original as ${a.backup_path}`, mode: facts.interfaces.mode })
-      : [];
-    const slaves = a.slaves.join(" + ");
-    const [write] = fileChange(facts.interfaces, desired, { reboot: true, summary: `configure ${a.name} (${modeName(a.mode)}: ${slaves}) in ${a.path}`, mode: "0644" });
-    const address = a.method === "static" && a.address ? a.address.split("/")[0] : undefined;
-    return [...keepOriginal, { ...write, address }];
-  },
-  verify: {
-    probes: (a: BondArgs) => ({
-      bonding: { file: `/proc/net/bonding/${a.name}` },
-      ip: { command: ["ip", "-j", "-4", "addr", "show", "dev", a.name] },
-      ...(a.gateway && a.method === "static" ? { gateway: { command: ["ping", "-c", "3", "-i", "0.3", "-W", "2", a.gateway] } } : {}),
-    }),
-    check(a: BondArgs, facts: { bonding: FileState; ip: CommandOutput; gateway?: CommandOutput }) {
-      if (facts.bonding.content === null) return [`${a.name} is not a bond (no /proc/net/bonding/${a.name})`];
-      return [
-        ...bondProblems(a, parseBondStatus(facts.bonding.content)),
-        ...addressProblems(a, facts.ip),
-        ...(facts.gateway && facts.gateway.code !== 0 ? [`gateway ${a.gateway} does not answer ping through ${a.name}`] : []),
-      ];
-    },
-  },
-});

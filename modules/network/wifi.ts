@@ -1,0 +1,76 @@
+// Wi-Fi settings of an interface, shared by the renderers: the schema, the wpa_supplicant
+// configuration (ifupdown, systemd-networkd) and the regulatory domain and radio state.
+import { fileChange, type Change, type DirState, type FileState } from "../../core/module-api.js";
+
+export interface WifiSettings {
+  ssid: string;
+  /** Secret: 8–63 printable characters (a passphrase) or 64 hex digits (a raw key). */
+  psk: string;
+  /** ISO 3166 country code: the regulatory domain. */
+  country?: string;
+  key_mgmt: "WPA-PSK" | "SAE";
+}
+
+export const wifiSchemaProperties = {
+  ssid: { type: "string", pattern: "^[\\x20-\\x7e]{1,32}$" },
+  psk: { type: "string", pattern: "^([\\x20-\\x7e]{8,63}|[0-9A-Fa-f]{64})$" },
+  country: { type: "string", pattern: "^[A-Z]{2}$" },
+  key_mgmt: { type: "string", enum: ["WPA-PSK", "SAE"], default: "WPA-PSK" },
+};
+
+export const isHexKey = (psk: string) => /^[0-9A-Fa-f]{64}$/.test(psk);
+
+/** wpa_supplicant.conf(5) for one network; the file must be 0600 (it holds the PSK). */
+export function renderWpaSupplicant(w: WifiSettings, header: string): string {
+  const secret = w.key_mgmt === "SAE"
+    ? [`\tsae_password="${w.psk}"`, "\tieee80211w=2"]
+    : [`\tpsk=${isHexKey(w.psk) ? w.psk : `"${w.psk}"`}`];
+  return [
+    header,
+    "ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev",
+    "update_config=0",
+    ...(w.country ? [`country=${w.country}`] : []),
+    "",
+    "network={",
+    `\tssid="${w.ssid}"`,
+    `\tkey_mgmt=${w.key_mgmt}`,
+    ...secret,
+    "}",
+    "",
+  ].join("\n");
+}
+
+export const REGDOM_CONF = "/etc/modprobe.d/provision-wifi-country.conf";
+export const NM_STATE = "/var/lib/NetworkManager/NetworkManager.state";
+export const RFKILL_STATE_DIR = "/var/lib/systemd/rfkill";
+
+export const radioProbes = {
+  regdom: { file: REGDOM_CONF },
+  nmState: { file: NM_STATE },
+  rfkill: { dir: RFKILL_STATE_DIR },
+};
+export type RadioFacts = { regdom: FileState; nmState: FileState; rfkill: DirState };
+
+/**
+ * The country as the kernel's regulatory domain from boot on, and the radio switched on
+ * the way the host keeps it: NetworkManager's WirelessEnabled (Raspberry Pi OS images
+ * without a country keep it false) and systemd-rfkill's saved soft-block.
+ */
+export function radioChanges(country: string | undefined, facts: RadioFacts): Change[] {
+  const changes: Change[] = [];
+  if (country)
+    changes.push(...fileChange(facts.regdom, `# Managed by provision: the Wi-Fi regulatory domain\noptions cfg80211 ieee80211_regdom=${country}\n`, {
+      summary: `set the Wi-Fi country to ${country} (${REGDOM_CONF})`, mode: "0644", reboot: true,
+    }));
+  const nm = facts.nmState.content;
+  if (nm !== null && /^\s*WirelessEnabled\s*=\s*false\s*$/m.test(nm))
+    changes.push(...fileChange(facts.nmState, nm.replace(/^(\s*WirelessEnabled\s*=\s*)false(\s*)$/m, "$1true$2"), {
+      summary: "switch the Wi-Fi radio on in NetworkManager (WirelessEnabled=true)", reboot: true,
+    }));
+  for (const [name, state] of Object.entries(facts.rfkill.entries ?? {}))
+    if (name.endsWith(":wlan") && state.trim() === "1")
+      changes.push(...fileChange({ path: `${RFKILL_STATE_DIR}/${name}`, content: state }, "0\n", {
+        summary: `unblock the Wi-Fi radio at boot (${RFKILL_STATE_DIR}/${name})`, reboot: true,
+      }));
+  return changes;
+}
