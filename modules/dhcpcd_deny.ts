@@ -1,5 +1,6 @@
 // dhcpcd_deny: keep dhcpcd off interfaces it must not touch (bond slaves, the bond).
-import { defineModule, fileChange, lines, type FileState } from "../core/module-api.js";
+import { defineModule, fileChange, lines, type FileState, type PlanContext } from "../core/module-api.js";
+import { STACK_NAMES, networkStackFact, type NetworkStack } from "./network/stack.js";
 
 export interface DhcpcdDenyArgs {
   interfaces: string[];
@@ -33,12 +34,24 @@ export default defineModule({
       path: { type: "string", pattern: "^/[A-Za-z0-9_./-]+$", default: "/etc/dhcpcd.conf" },
     },
   },
+  hostFacts: [networkStackFact],
   facts: (a: DhcpcdDenyArgs) => ({ conf: { file: a.path } }),
-  plan(a: DhcpcdDenyArgs, facts: { conf: FileState }) {
+  plan(a: DhcpcdDenyArgs, facts: { conf: FileState }, context: PlanContext) {
+    if (!hasDhcpcd(facts, context)) return [];
     const desired = withDenied(facts.conf.content, a.interfaces);
     const current = lines(facts.conf.content).filter((l) => DENY.test(l));
     const covered = current.length === 1 && a.interfaces.every((i) => current[0].split(/\s+/).includes(i));
     if (covered) return [];
     return fileChange(facts.conf, desired, { summary: `deny ${a.interfaces.join(", ")} to dhcpcd in ${a.path}`, reboot: true });
   },
+  notes(_a: DhcpcdDenyArgs, facts: { conf: FileState }, context: PlanContext) {
+    const stack = context.facts[networkStackFact.name] as NetworkStack | undefined;
+    return hasDhcpcd(facts, context) ? [] : [`no dhcpcd on this host (${STACK_NAMES[stack?.stack ?? "none"]} runs its network): nothing to deny`];
+  },
 });
+
+/** dhcpcd is there to keep away when it is installed or its configuration exists. */
+function hasDhcpcd(facts: { conf: FileState }, context: PlanContext): boolean {
+  const stack = context.facts[networkStackFact.name] as NetworkStack | undefined;
+  return facts.conf.content !== null || !stack || stack.installed.dhcpcd !== false;
+}

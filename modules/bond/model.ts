@@ -89,7 +89,7 @@ export const bondSchema = {
           wpa_conf: { type: "string", pattern: PATH },
           wireless_power: { type: "string", enum: ["on", "off"] },
         },
-        dependentRequired: { ssid: ["psk"], psk: ["ssid"], country: ["ssid"], key_mgmt: ["ssid"] },
+        dependencies: { ssid: ["psk"], psk: ["ssid"], country: ["ssid"], key_mgmt: ["ssid"] },
       },
     },
     path: { type: "string", pattern: PATH, default: "/etc/network/interfaces" },

@@ -16,7 +16,7 @@ const ownName = (a: BondArgs, suffix: string) => `10-provision-${a.name}${suffix
 export const networkdProbes = (a: BondArgs) => ({
   networkd: { dir: NETWORKD_DIR },
   ...Object.fromEntries(wifiSlaves(a).flatMap(([slave]) => [
-    [`wpa:${slave}`, { file: wpaSupplicantConf(slave) }],
+    [`wpaConf:${slave}`, { file: wpaSupplicantConf(slave) }],
     [`wpaUnit:${slave}`, { file: `${WANTS}/${wpaUnit(slave)}` }],
   ])),
 });
@@ -81,7 +81,7 @@ export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
     return change ? [{ ...change, address: isBond ? bondAddress(a) : undefined }] : [];
   });
   const wifi = wifiSlaves(a).flatMap(([slave, w]) => [
-    ...fileChange(facts[`wpa:${slave}`], renderWpaSupplicant(w, `# Managed by provision (bond module): Wi-Fi of ${slave} in ${a.name}`), {
+    ...fileChange(facts[`wpaConf:${slave}`], renderWpaSupplicant(w, `# Managed by provision (bond module): Wi-Fi of ${slave} in ${a.name}`), {
       summary: `write ${slave}'s Wi-Fi settings to ${wpaSupplicantConf(slave)} (0600)`, mode: "0600", reboot: true,
     }),
     ...(facts[`wpaUnit:${slave}`].content === null

@@ -15,7 +15,7 @@ export const wifiSchemaProperties = {
   ssid: { type: "string", pattern: "^[\\x20-\\x7e]{1,32}$" },
   psk: { type: "string", pattern: "^([\\x20-\\x7e]{8,63}|[0-9A-Fa-f]{64})$" },
   country: { type: "string", pattern: "^[A-Z]{2}$" },
-  key_mgmt: { type: "string", enum: ["WPA-PSK", "SAE"], default: "WPA-PSK" },
+  key_mgmt: { type: "string", enum: ["WPA-PSK", "SAE"] },
 };
 
 export const isHexKey = (psk: string) => /^[0-9A-Fa-f]{64}$/.test(psk);

@@ -115,3 +115,20 @@ test("a plugin with a broken schema is refused before any host is contacted, nam
   assert.throws(() => checkModules(book, r), (e: Error) => e instanceof ConfigError && /module "broken" has an invalid schema/.test(e.message));
   checkModules(loadPlaybook(write("fine.yaml", "- hosts: all\n  tasks:\n    - name: Ping\n      reboot: {}\n")), r); // unused, it costs nothing
 });
+
+test("when: names a host fact and values it can take, checked with file:line:col before any host", () => {
+  const good = write("when-good.yaml", "- hosts: all\n  tasks:\n    - name: ifenslave\n      when: { network_stack: [ifupdown, networkd] }\n      apt: { name: ifenslave }\n");
+  const playbook = loadPlaybook(good);
+  checkModules(playbook, registry());
+  assert.deepEqual(playbook.plays[0].tasks[0].when, { network_stack: ["ifupdown", "networkd"] });
+  assert.equal(playbook.plays[0].tasks[0].module, "apt", "when is a keyword, not a second module");
+
+  const unknownFact = write("when-fact.yaml", "- hosts: all\n  tasks:\n    - name: x\n      when: { network: ifupdown }\n      apt: { name: ifenslave }\n");
+  assert.throws(() => checkModules(loadPlaybook(unknownFact), registry()),
+    (e: Error) => e instanceof ConfigError && e.message.startsWith(`${unknownFact}:4:15: task "x": when: names unknown host fact "network". Known host facts: network_stack.`));
+  const badValue = write("when-value.yaml", "- hosts: all\n  tasks:\n    - name: x\n      when:\n        network_stack: [ifupdown, nm]\n      apt: { name: ifenslave }\n");
+  assert.throws(() => checkModules(loadPlaybook(badValue), registry()),
+    (e: Error) => e instanceof ConfigError && e.message.startsWith(`${badValue}:5:35: task "x": when: network_stack is never "nm". Use one of: ifupdown, networkmanager, networkd, dhcpcd, none.`));
+  const notAMap = write("when-string.yaml", "- hosts: all\n  tasks:\n    - name: x\n      when: \"network_stack == 'ifupdown'\"\n      apt: { name: ifenslave }\n");
+  assert.throws(() => loadPlaybook(notAMap), (e: Error) => e instanceof ConfigError && e.message.includes(`${notAMap}:4:13`), "no string evaluation");
+});

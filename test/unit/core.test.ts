@@ -163,6 +163,8 @@ test("planning threads file contents and reboot needs from task to task", () => 
     [JSON.stringify(networkStackFact.probe), { code: 0, stdout: "service networking active\ninstalled ifup yes\ndefault-route eth0\nifupdown-config\nauto eth0\niface eth0 inet dhcp\n" }],
     [JSON.stringify({ file: "/proc/net/bonding/bond0" }), { path: "/proc/net/bonding/bond0", content: null }],
   ]);
+  for (const probe of Object.values(bond.facts(bondArgs as any)) as any[])
+    if (!results.has(JSON.stringify(probe))) results.set(JSON.stringify(probe), "file" in probe ? { path: probe.file, content: null } : "dir" in probe ? { path: probe.dir, entries: null } : { code: 1, stdout: "" });
   const gathered = { hostFacts: { bootId: "b", bootTime: 0, hostname: "h" }, results };
   const planned = planTasks([instance(bond, bondArgs, "bond"), instance(bond, bondArgs, "bond again"), instance(reboot, { when: "needed", timeout: 60 }, "reboot")], [], gathered, "h");
   assert.equal(planned[0].changes.length, 2);
