@@ -10,13 +10,18 @@ import { removeOnCleanup } from "../support/processes.js";
 import { parseBondStatus, type BondStatus } from "../../modules/bond/model.js";
 
 export const GATEWAY = "10.77.0.1";
+/** The lab access point's network (hostapd in the guest's netns "air"). */
+export const LAB_WIFI = { ssid: "provision-lab", psk: "lab-passphrase-123" };
 
 /** An inventory for the lab's guests with the bond variables the seed playbooks need. */
 export function labInventory(lab: Lab, file: string, perHost: Record<string, Record<string, unknown>> = {}, vars: Record<string, unknown> = {}): string {
   const hosts = Object.fromEntries(lab.guests.map((g) => [g.name, { address: g.address, bond_address: `${g.address}/24`, ...perHost[g.name] }]));
   writeFileSync(file, stringify({
     all: {
-      vars: { user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile, bond_gateway: GATEWAY, ...vars },
+      vars: {
+        user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile, bond_gateway: GATEWAY,
+        wifi_ssid: LAB_WIFI.ssid, wifi_psk: LAB_WIFI.psk, wifi_country: "DE", ...vars,
+      },
       children: { pis: { hosts } },
     },
   }));
