@@ -245,7 +245,7 @@ export function parseArpMonitor(text: string): { interval: number | null; missed
   };
 }
 
-type Facts = { ip: CommandOutput; interfaces: FileState; config: FileState };
+type Facts = { ip: CommandOutput; interfaces: FileState; config: FileState; bonding: FileState; arpValidate: FileState; stp: FileState };
 type VerifyFacts = {
   ping?: CommandOutput;
   ip: CommandOutput;
@@ -309,6 +309,10 @@ export default defineModule({
     ip: { command: ["ip", "-j", "addr"] },
     interfaces: { file: INTERFACES },
     config: { file: configPath(a) },
+    // the kernel's view, so that an audit sees a tunnel bond that runs other than configured
+    bonding: { file: `/proc/net/bonding/${deviceName(a)}` },
+    arpValidate: { file: `/sys/class/net/${deviceName(a)}/bonding/arp_validate` },
+    stp: { file: `/sys/class/net/${deviceName(a)}/bridge/stp_state` },
   }),
   plan(a: GretapBondArgs, facts: Facts, context: PlanContext): Change[] {
     const stack = (context.facts[networkStackFact.name] as NetworkStack | undefined)?.stack;
@@ -331,7 +335,10 @@ export default defineModule({
     const what = a.role === "bond"
       ? `bond ${dev} (active-backup, ARP ${a.arp_ip_target}) over ${a.tunnels.map((t) => t.name).join(" + ")}`
       : `bridge ${dev} of ${a.tunnels.map((t) => t.name).join(" + ")}`;
-    return fileChange(facts.config, renderConfig(a, mtu), { reboot: true, mode: "0644", summary: `configure ${what}, MTU ${mtu}, in ${path}` });
+    const write = fileChange(facts.config, renderConfig(a, mtu), { reboot: true, mode: "0644", summary: `configure ${what}, MTU ${mtu}, in ${path}` });
+    if (write.length || context.rebootPending) return write;
+    const live = verifyProblems(a, facts);
+    return live.length ? [{ kind: "pending", reboot: true, summary: `${dev} does not run as configured (${live.join("; ")}): reboot to bring it up from ${path}` }] : [];
   },
   verify: {
     probes: (a: GretapBondArgs): Record<string, Probe> => {

@@ -86,10 +86,13 @@ const NO_PEER = HEALTHY.replace("Currently Active Slave: gt1", "Currently Active
 
 const file = (path: string, content: string | null): FileState => ({ path, content });
 const DEBIAN_INTERFACES = "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n";
-const facts = (a: GretapBondArgs, links: unknown[] = BEFORE_IP, config: string | null = null, interfaces = DEBIAN_INTERFACES) => ({
+const facts = (a: GretapBondArgs, links: unknown[] = BEFORE_IP, config: string | null = null, interfaces = DEBIAN_INTERFACES, bonding: string | null = config === null ? null : HEALTHY) => ({
   ip: ip(links),
   interfaces: file("/etc/network/interfaces", interfaces),
   config: file(`/etc/network/interfaces.d/provision-${a.role === "bridge" ? "br77" : "bond0"}`, config),
+  bonding: file("/proc/net/bonding/bond0", bonding),
+  arpValidate: file("/sys/class/net/bond0/bonding/arp_validate", bonding === null ? null : "all 3\n"),
+  stp: file("/sys/class/net/br77/bridge/stp_state", null),
 });
 const context = { host: "pi1", hostFacts: { bootId: "x", bootTime: 1, hostname: "pi1" }, facts: {}, rebootPending: false, rebootReasons: [] };
 const plan = (a: GretapBondArgs, f = facts(a)) => gretap.plan(a, f, context);
@@ -165,6 +168,9 @@ test("plan: one file change (reboot, 0644) in interfaces.d; none when it is alre
   assert.equal(change.address, undefined, "management does not move onto the tunnels");
   assert.match(change.summary, /MTU 1462/);
   assert.deepEqual(plan(a, facts(a, PI_IP, change.after)), [], "second run: no changes");
+  const [drift] = plan(a, facts(a, PI_IP, change.after, DEBIAN_INTERFACES, HEALTHY.replace(/\nSlave Interface: gt2[\s\S]*$/, "\n")));
+  assert.equal(drift?.kind, "pending", "an audit reads the kernel: a tunnel missing from the running bond is drift");
+  assert.match(drift.summary, /slaves are \{gt1\}, want \{gt1, gt2\}/);
   const h = hubArgs();
   const [hub] = plan(h, facts(h, HUB_IP.slice(0, 3)));
   assert.ok(hub.kind === "file" && hub.path === "/etc/network/interfaces.d/provision-br77");
