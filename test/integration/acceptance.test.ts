@@ -138,7 +138,7 @@ test("a malformed inventory or playbook stops before any SSH connection, naming 
     writeFileSync(badSchema, `all:\n  hosts:\n${target}    pi9:\n      address: 10.88.0.9\n      become: sometimes\n`);
     const r2 = await cli("--inventory", badSchema, WLAN);
     assert.equal(r2.code, 1, r2.output);
-    assert.match(r2.stderr, /bad-schema\.yaml:6:15: inventory > all\.hosts\.pi9\.become: must be boolean \(got "sometimes"\)/);
+    assert.match(r2.stderr, /bad-schema\.yaml:6:15: inventory > all\.hosts\.pi9\.become: must be a boolean \(got "sometimes"\)/);
 
     const goodInventory = join(dir, "canary.yaml");
     writeFileSync(goodInventory, `all:\n  vars: { bond_address: 10.0.0.2/24, bond_gateway: 10.0.0.1 }\n  children:\n    pis:\n      hosts:\n${target.replace(/^ {4}/, "        ")}`);
