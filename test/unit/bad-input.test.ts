@@ -7,7 +7,7 @@ import { createServer } from "node:net";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadInventory, selectHosts } from "../../core/inventory.js";
+import { loadInventory, selectHosts, globToRegExp } from "../../core/inventory.js";
 import { checkModules, loadPlaybook } from "../../core/playbook.js";
 import { BUILT_IN, Registry } from "../../core/registry.js";
 import { ConfigError, ModuleBug, quote, shorten } from "../../core/errors.js";
@@ -65,6 +65,20 @@ async function connectionCounter(): Promise<{ port: number; count: () => number;
   return { port, count: () => connections, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
+// 2. Host patterns with characters special to a regular expression
+
+test("host patterns: * and ? are globs, every other character is literal", () => {
+  const inv = loadInventory(write("glob.yaml", "all:\n  hosts:\n    pi1:\n    pi2:\n    pix.1:\n  children:\n    pis:\n      hosts: { pi1: }\n"));
+  for (const pattern of ["pi[", "pi[1]", "pi(", "(pi*", "pi+", "pi{1}", "pi\\", "[", "^pi", "pi$", "pi|x", "pi.*[", "p?[", "/*"])
+    assert.deepEqual(selectHosts(inv, pattern), [], pattern);
+  assert.deepEqual(selectHosts(inv, "pi?"), ["pi1", "pi2"]);
+  assert.deepEqual(selectHosts(inv, "p.1"), [], "a dot is a dot");
+  assert.deepEqual(selectHosts(inv, "pix.*"), ["pix.1"]);
+  assert.deepEqual(selectHosts(inv, "*.1"), ["pix.1"]);
+  assert.deepEqual(selectHosts(inv, "p*s"), ["pi1"], "globs match group names too");
+  assert.equal(globToRegExp("a.b(c)+[d]{2}?*").test("a.b(c)+[d]{2}x-anything"), true);
+});
+
 // 3. YAML: aliases, merge keys, BOM, large mappings, large values
 
 test("an undefined alias and an alias bomb are errors at file:line:col, not stack traces", () => {
@@ -116,4 +130,28 @@ test("a mapping of 100k keys loads in linear time; a duplicate key among them is
     /big-dup\.yaml:100003:5: invalid YAML: duplicate key "k5" \(first at line 8, column 5\)\. Remove one of them\./);
   configError(() => YamlSource.parse("dup.yaml", "a: 1\nb: 2\n\"a\": 3\n"), /dup\.yaml:3:1: invalid YAML: duplicate key "a" \(first at line 1, column 1\)/);
   YamlSource.parse("ok.yaml", "a: 1\n'1': x\nb: { a: 2 }\nc: [ { a: 3 }, { a: 4 } ]\n"); // same key in different maps is fine
+});
+
+// 6. Inventory names and addresses
+
+test("inventory host names and addresses have a schema: errors at file:line:col", () => {
+  const cases: [string, RegExp][] = [
+    ["    pi1: { address: \"10.0.0.1\\nProxyCommand evil\" }\n", /:3:21: inventory > all\.hosts\.pi1\.address: must be a host name, an IPv4 or an IPv6 address \(got "10\.0\.0\.1\\nProxyCommand evil"\)\. Write e\.g\./],
+    ["    pi1: { address: \"\" }\n", /:3:21: inventory > all\.hosts\.pi1\.address: must be a host name, an IPv4 or an IPv6 address \(got ""\)/],
+    ["    pi1: { address: \"pi 1.local\" }\n", /address: must be a host name/],
+    ["    pi1: { address: 10.0.0.256 }\n", /address: must be a host name/],
+    ["    pi1: { address: \"-oProxyCommand=x\" }\n", /address: must be a host name/],
+    ["    pi1: { address: \"\\u0007pi\" }\n", /address: must be a host name/],
+    ["    \"pi 1\": { address: 10.0.0.1 }\n", /:3:5: inventory > all\.hosts: name "pi 1": must be a name of letters, digits, '_', '-' and '\.'\. Rename it/],
+    ["    \"pi:1\": { address: 10.0.0.1 }\n", /:3:5: inventory > all\.hosts: name "pi:1": must be a name/],
+    ["    \"pi*\": { address: 10.0.0.1 }\n", /name "pi\*": must be a name/],
+    ["    \"\": { address: 10.0.0.1 }\n", /name "": must be a name/],
+    ["    \"pi\\n1\": { address: 10.0.0.1 }\n", /name "pi\\n1": must be a name/],
+    ["    999.1.1.1:\n", /:3:5: inventory: host "999\.1\.1\.1" has no address and its name is not a host name or IP address\. Set address: for it\./],
+    ["    pi1: { identity_file: \"key\\nx\" }\n", /identity_file: must be one line of text without control characters/],
+  ];
+  for (const [i, [host, message]] of cases.entries()) configError(() => loadInventory(write(`names-${i}.yaml`, `all:\n  hosts:\n${host}`)), message);
+  configError(() => loadInventory(write("group-name.yaml", "all:\n  children:\n    \"my group\":\n      hosts: { pi1: }\n")), /group-name\.yaml:3:5: inventory > all\.children: name "my group": must be a name/);
+  const ok = loadInventory(write("names-ok.yaml", "all:\n  hosts:\n    pi1: { address: 10.0.0.1 }\n    pi-2.local:\n    pi3: { address: \"fd00::3\" }\n    pi4: { address: \"fe80::4%eth0\" }\n    10.0.0.5:\n    pi_6: { address: pi6.example.com. }\n"));
+  assert.deepEqual([...ok.hosts.keys()], ["pi1", "pi-2.local", "pi3", "pi4", "10.0.0.5", "pi_6"]);
 });
