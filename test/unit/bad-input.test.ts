@@ -12,7 +12,7 @@ import { checkModules, loadPlaybook } from "../../core/playbook.js";
 import { BUILT_IN, Registry } from "../../core/registry.js";
 import { ConfigError, ModuleBug, quote, shorten } from "../../core/errors.js";
 import { prepare } from "../../core/run.js";
-import { render, UndefinedVariable } from "../../core/template.js";
+import { render, UndefinedVariable, UnsupportedTemplate } from "../../core/template.js";
 import { planTasks, type TaskInstance } from "../../core/engine.js";
 import { YamlSource } from "../../core/yaml-source.js";
 import type { ModuleDefinition } from "../../core/module-api.js";
@@ -64,6 +64,10 @@ async function connectionCounter(): Promise<{ port: number; count: () => number;
   const port = (server.address() as { port: number }).port;
   return { port, count: () => connections, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
+const motdLike = (extra: Partial<ModuleDefinition>): ModuleDefinition => ({
+  name: "fussy", description: "", schema: { type: "object", properties: { text: { type: "string" } } },
+  facts: () => ({}), plan: () => [], ...extra,
+});
 
 // 2. Host patterns with characters special to a regular expression
 
@@ -132,6 +136,68 @@ test("a mapping of 100k keys loads in linear time; a duplicate key among them is
   YamlSource.parse("ok.yaml", "a: 1\n'1': x\nb: { a: 2 }\nc: [ { a: 3 }, { a: 4 } ]\n"); // same key in different maps is fine
 });
 
+test("a 5 MB value is never echoed whole in an error", () => {
+  const huge = "x".repeat(5_000_000);
+  for (const [file, text] of [
+    ["huge-inv.yaml", `all:\n  hosts:\n    pi1: { port: "${huge}" }\n`],
+    ["huge-key.yaml", `all:\n  ? ${huge}\n  : 1\n`],
+  ] as const)
+    configError(() => loadInventory(write(file, text)), /x…/, (m) => assert.ok(m.length < 600, `message of ${m.length} characters`));
+  const pb = write("huge-pb.yaml", `- hosts: all\n  tasks:\n    - name: "${huge}"\n      ? ${huge}\n      : {}\n`);
+  configError(() => checkModules(loadPlaybook(pb), registry()), /unknown module "x+…"/, (m) => assert.ok(m.length < 1000, `message of ${m.length} characters`));
+  const tpl = write("huge-tpl.yaml", `- hosts: all\n  tasks:\n    - dhcpcd_deny: { interfaces: ["{{ ${huge} }}"] }\n`);
+  configError(() => prepare(loadInventory(write("one.yaml", "all:\n  hosts:\n    pi1:\n")), [loadPlaybook(tpl)], registry(), settings),
+    /undefined variable "x+…"/, (m) => assert.ok(m.length < 600));
+  assert.equal(shorten("abcdef", 4), "abc…");
+  assert.equal(quote("a".repeat(100)), JSON.stringify("a".repeat(59) + "…"));
+  assert.equal(quote({ a: 1, b: 2 }), "a mapping of 2 keys");
+  assert.equal(quote([1]), "a list of 1 item");
+});
+
+// 5. Templates
+
+test("templates look up own variables only: constructor, toString, __proto__ are undefined variables", () => {
+  for (const name of ["constructor", "toString", "__proto__", "hasOwnProperty", "valueOf", "a.constructor", "list.length.x"])
+    assert.throws(() => render(`{{ ${name} }}`, { a: { b: 1 }, list: [1] }, ["x"]), (e: Error) => e instanceof UndefinedVariable && e.message === `undefined variable "${name}"`, name);
+  assert.equal(render("{{ a.b }}", { a: { b: 1 } }), 1);
+  assert.equal(render("x {{ a.b }} }} y", { a: { b: 1 } }), "x 1 }} y", "a lone }} is text");
+  assert.equal(render("{{ list.0 }}", { list: ["eth0"] }), "eth0");
+});
+
+test("unsupported template syntax is an error naming file:line:col, never left as literal text", () => {
+  const inv = loadInventory(write("tpl-inv.yaml", "all:\n  hosts:\n    pi1: { x: eth0, a: 1, b: 2 }\n"));
+  const cases: [string, RegExp][] = [
+    ["{{ x | trim }}", /"\{\{ x \| trim \}\}" \(filters are not supported\)/],
+    ["{{ a-b }}", /"\{\{ a-b \}\}" \(expressions are not supported\)/],
+    ["{{ }}", /"\{\{ \}\}" \(an empty expression\)/],
+    ["eth{{ x", /"\{\{ x" \(a "\{\{" without its "\}\}"\)/],
+    ["{{ x }", /"\{\{ x \}" \(a "\{\{" without its "\}\}"\)/],
+    ["{{ {{ x }} }}", /"\{\{ \{\{ x \}\}"/],
+    ["{{ lookup('env', 'HOME') }}", /calls are not supported/],
+    ["{{ 'eth0' }}", /literals are not supported/],
+    ["{{ x['y'] }}", /"\{\{ x\['y'\] \}\}"/],
+    ["{% if x %}eth0{% endif %}", /"\{% if x %\}" \(statements and comments are not supported\)/],
+    ["eth0{# note #}", /statements and comments are not supported/],
+  ];
+  for (const [value, message] of cases) {
+    const pb = write("tpl.yaml", `- hosts: all\n  tasks:\n    - name: deny\n      dhcpcd_deny:\n        interfaces:\n          - ${JSON.stringify(value)}\n`);
+    assert.throws(() => checkModules(loadPlaybook(pb), registry()), (e: Error) => {
+      assert.ok(e instanceof ConfigError, e.message);
+      assert.match(e.message, /tpl\.yaml:6:13: task "deny": unsupported template syntax /);
+      assert.match(e.message, message);
+      assert.match(e.message, /only \{\{ name \}\} and \{\{ a\.b \}\} are supported/);
+      return true;
+    }, value);
+    assert.throws(() => render(value, { x: "eth0", a: 1, b: 2 }), UnsupportedTemplate, "render refuses it too");
+  }
+  const key = write("tpl-key.yaml", "- hosts: all\n  tasks:\n    - name: bond\n      bond:\n        slaves: [eth0]\n        address: 10.0.0.2/24\n        slave_options:\n          \"{{ x }}\": { wpa_ssid: home }\n");
+  configError(() => checkModules(loadPlaybook(key), registry()), /tpl-key\.yaml:8:11: task "bond": unsupported template syntax "\{\{ x \}\}" \(templates in keys are not supported\)/);
+  const empty = loadInventory(write("none.yaml", "pis:\n  hosts:\n"));
+  const unused = write("tpl-unused.yaml", "- hosts: nowhere\n  tasks:\n    - dhcpcd_deny: { interfaces: [\"{{ x | lower }}\"] }\n");
+  configError(() => checkModules(loadPlaybook(unused), registry()), /tpl-unused\.yaml:3:35: task "dhcpcd_deny": unsupported template syntax/, () => assert.ok(empty));
+  prepare(inv, [loadPlaybook(write("tpl-ok.yaml", "- hosts: all\n  tasks:\n    - dhcpcd_deny: { interfaces: [\"{{ x }}\"] }\n"))], registry(), settings);
+});
+
 // 6. Inventory names and addresses
 
 test("inventory host names and addresses have a schema: errors at file:line:col", () => {
@@ -154,4 +220,50 @@ test("inventory host names and addresses have a schema: errors at file:line:col"
   configError(() => loadInventory(write("group-name.yaml", "all:\n  children:\n    \"my group\":\n      hosts: { pi1: }\n")), /group-name\.yaml:3:5: inventory > all\.children: name "my group": must be a name/);
   const ok = loadInventory(write("names-ok.yaml", "all:\n  hosts:\n    pi1: { address: 10.0.0.1 }\n    pi-2.local:\n    pi3: { address: \"fd00::3\" }\n    pi4: { address: \"fe80::4%eth0\" }\n    10.0.0.5:\n    pi_6: { address: pi6.example.com. }\n"));
   assert.deepEqual([...ok.hosts.keys()], ["pi1", "pi-2.local", "pi3", "pi4", "10.0.0.5", "pi_6"]);
+});
+
+// 7. Secrets in errors
+
+test("a schema error never prints a secret: bond's wpa_psk, any psk/password key, what secrets() declares", () => {
+  const inv = loadInventory(write("psk-inv.yaml", "all:\n  hosts:\n    pi1: { short_psk: \"abc12\", multi_psk: \"line-one-secret\\nline-two-secret\" }\n"));
+  for (const psk of ["short_psk", "multi_psk"]) {
+    const pb = write("psk.yaml", `- hosts: all\n  tasks:\n    - bond:\n        slaves: [eth0, wlan0]\n        address: 10.0.0.2/24\n        slave_options:\n          wlan0: { wpa_ssid: home, wpa_psk: "{{ ${psk} }}" }\n`);
+    configError(() => prepare(inv, [loadPlaybook(pb)], registry(), settings),
+      /psk\.yaml:7:45: task "bond" > bond > slave_options\.wlan0\.wpa_psk: must match .* \(the value is secret: not shown\)/,
+      (m) => { for (const secret of ["abc12", "line-one-secret", "line-two-secret"]) assert.ok(!m.includes(secret), m); });
+  }
+  const r = registry();
+  r.register(motdLike({
+    name: "wifi",
+    schema: { type: "object", properties: { psk: { type: "string", minLength: 8 }, network: { type: "object", properties: { password: { type: "integer" }, code: { type: "string", enum: ["x"] } } } } },
+    secrets: (a: { network?: { code?: string } }) => [a.network!.code!],
+  }), "plugin");
+  const pb = write("wifi.yaml", "- hosts: all\n  tasks:\n    - wifi: { psk: tiny, network: { password: hunter2, code: s3cr3t-code } }\n");
+  configError(() => prepare(inv, [loadPlaybook(pb)], r, settings), /wifi > psk: must NOT have fewer than 8 characters \(the value is secret: not shown\)/, (m) => {
+    assert.match(m, /network\.password: must be an integer \(the value is secret: not shown\)/);
+    assert.match(m, /network\.code: must be one of x \(the value is secret: not shown\)/, "declared by secrets()");
+    for (const secret of ["tiny", "hunter2", "s3cr3t-code"]) assert.ok(!m.includes(secret), m);
+  });
+  const asMap = write("as-map.yaml", "site:\n  hosts: all\n  vars: { wifi_password: hunter2-in-a-map }\n  tasks: []\n");
+  configError(() => loadPlaybook(asMap), /as-map\.yaml:1:1: playbook: must be a list of plays \(got a mapping of 1 key\)\. Start each play with "- hosts: PATTERN"\./,
+    (m) => assert.ok(!m.includes("hunter2"), m));
+  configError(() => loadPlaybook(write("empty.yaml", "# nothing\n")), /empty\.yaml:1:1: playbook: the file is empty/);
+});
+
+// 8. Wording
+
+test("error wording: an integer, an object or null, names no module, when is not a module, one document", () => {
+  configError(() => loadInventory(write("w-int.yaml", "all:\n  hosts:\n    pi1: { connect_timeout: soon }\n")), /must be an integer \(got "soon"\)\. Write an integer\./);
+  configError(() => loadInventory(write("w-obj.yaml", "all:\n  hosts:\n    pi1: 7\n")), /all\.hosts\.pi1: must be an object or null \(got 7\)\. Write an object or null\./);
+  for (const [i, task] of ["- name: x\n      : {}\n", "- name: x\n      tags: [a]\n", "- { name: x, \"\": {} }\n"].entries())
+    configError(() => checkModules(loadPlaybook(write(`w-nomod-${i}.yaml`, `- hosts: all\n  tasks:\n    ${task}`)), registry()), /:3:7: task "x" names no module\. Add one/,
+      (m) => assert.doesNotMatch(m, /unknown module ""/));
+  configError(() => checkModules(loadPlaybook(write("w-two.yaml", "- hosts: all\n  tasks:\n    - { apt: {}, reboot: {} }\n")), registry()), /task "#1" names several modules \("apt", "reboot"\)/);
+  const when = loadPlaybook(write("w-when.yaml", "- hosts: all\n  tasks:\n    - name: x\n      when: bond_address is defined\n      dhcpcd_deny: { interfaces: [eth0] }\n"));
+  checkModules(when, registry());
+  assert.equal(when.plays[0].tasks[0].module, "dhcpcd_deny", "when: is a task keyword, not a second module");
+  configError(() => loadPlaybook(write("w-docs.yaml", "- hosts: all\n---\n- hosts: pis\n")), /w-docs\.yaml:2:1: invalid YAML: a playbook is one YAML document; remove the extra '---'\./,
+    (m) => assert.doesNotMatch(m, /parseAllDocuments/));
+  configError(() => loadInventory(write("w-docs-inv.yaml", "all: {}\n---\npis: {}\n")), /an inventory is one YAML document; remove the extra '---'/);
+  configError(() => loadInventory(write("w-deep.yaml", "all: " + "[".repeat(5000) + "]".repeat(5000) + "\n")), /w-deep\.yaml:\d+:\d+: invalid YAML: nested too deeply/);
 });
