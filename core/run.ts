@@ -6,8 +6,8 @@ import { connectionTarget, selectHosts, type Inventory, type TargetOptions } fro
 import { resolveArgs, type Play, type Playbook, type Task } from "./playbook.js";
 import type { Registry } from "./registry.js";
 import { runHost, type HostResult, type HostWork, type TaskInstance } from "./engine.js";
-import { masker } from "./secrets.js";
-import { ConfigError } from "./errors.js";
+import { masker, secretsOf } from "./secrets.js";
+import { ConfigError, quote } from "./errors.js";
 import { batches, haltReason } from "./rollout.js";
 
 const DEFAULT_CONFIRM_TIMEOUT = 300;
@@ -62,7 +62,7 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
         const instance = (task: Task, handler: boolean): TaskInstance => {
           const args = resolveArgs(playbook, task, vars, registry, name);
           const module = registry.get(task.module);
-          return { task, module, args, handler, mask: masker(module.secrets?.(args) ?? []) };
+          return { task, module, args, handler, mask: masker(secretsOf(module, args, quote(task.name))) };
         };
         return {
           name,

@@ -154,6 +154,64 @@ test("a 5 MB value is never echoed whole in an error", () => {
   assert.equal(quote([1]), "a list of 1 item");
 });
 
+// 4. Plugins that break the module contract
+
+test("a plugin exporting something that is not a module object is refused, saying what it exports", async () => {
+  const r = registry();
+  const cases: [unknown, RegExp][] = [
+    [42, /exports a number 42, not a provision module\. A plugin exports \(default\) a module object, a list of them, or \{ modules: \[\.\.\.\] \}/],
+    ["motd", /exports a string "motd", not a provision module/],
+    [null, /exports null, not a provision module/],
+    [undefined, /exports nothing, not a provision module/],
+    [true, /exports a boolean true/],
+    [() => ({}), /exports a function, not a provision module/],
+    [[], /exports an empty list of modules/],
+    [[{ name: "ok_one", description: "", schema: {}, facts: () => ({}), plan: () => [] }, 7], /item \[1\] of its export is a number 7, not a module object/],
+    [[null], /item \[0\] of its export is null/],
+    [[["nested"]], /item \[0\] of its export is a list of 1 item/],
+    [{ modules: "x" }, /exports "modules" that is a string "x", not a list of modules/],
+    [{ name: "Bad Name" }, /"name" must be snake_case \(got "Bad Name"\)/],
+    [{ name: "nosecret", description: "", schema: {}, facts: () => ({}), plan: () => [], secrets: "psk" }, /secrets must be a function/],
+  ];
+  for (const [exported, message] of cases)
+    assert.throws(() => r.registerExport(exported, "plugin \"./p.js\""), (e: Error) => e instanceof ConfigError && message.test(e.message) && e.message.startsWith('plugin "./p.js"'), String(exported));
+  for (const [name, source, message] of [
+    ["null.mjs", "export default null;\n", /plugin ".*null\.mjs": exports null/],
+    ["number.mjs", "export default 42;\n", /exports a number 42/],
+    ["cjs.cjs", "module.exports = 'motd';\n", /exports a string "motd"/],
+    ["named.mjs", "export const modules = [{ name: 'named_one', description: '', schema: {}, facts: () => ({}), plan: () => [] }];\n", null],
+  ] as const) {
+    const file = write(name, source);
+    if (message) await assert.rejects(() => r.loadPlugin(`./${name}`, dir), (e: Error) => e instanceof ConfigError && message.test(e.message));
+    else await r.loadPlugin(file, dir);
+  }
+  assert.ok(r.has("named_one"), "a module without a default export may export { modules }");
+});
+
+test("a module whose secrets() throws, or whose plan is not synchronous, is reported as a bug in that module", () => {
+  const inv = loadInventory(write("inv-one.yaml", "all:\n  hosts:\n    pi1:\n"));
+  const pb = write("fussy.yaml", "- hosts: all\n  tasks:\n    - name: Use it\n      fussy: { text: hi }\n");
+  const r = registry();
+  r.register(motdLike({ secrets: () => { throw new TypeError("cannot read properties of undefined (reading 'psk')"); } }), "plugin \"./fussy.js\"");
+  assert.throws(() => prepare(inv, [loadPlaybook(pb)], r, settings),
+    (e: Error) => e instanceof ModuleBug && /module "fussy" failed to list the secrets of task "Use it": cannot read properties/.test(e.message));
+
+  assert.throws(() => registry().register(motdLike({ async plan() { return []; } } as never), "plugin \"./fussy.js\""),
+    (e: Error) => e instanceof ModuleBug && /module "fussy" \(plugin "\.\/fussy\.js"\): plan must be synchronous, but it is an async function/.test(e.message));
+
+  const r2 = registry();
+  r2.register(motdLike({ plan: (() => Promise.reject(new Error("late"))) as never }), "plugin \"./fussy.js\"");
+  const [play] = prepare(inv, [loadPlaybook(pb)], r2, settings);
+  const work = play.hosts[0];
+  assert.throws(() => planTasks(work.tasks, work.handlers, { hostFacts: { bootId: "b", bootTime: 0, hostname: "h" }, results: new Map() }, "pi1"),
+    (e: Error) => e instanceof ModuleBug && /module "fussy".*plan must be synchronous, but it returned a Promise/.test(e.message));
+
+  class ClassModule { name = "classy"; description = ""; schema = {}; facts() { return {}; } plan() { return this.helper(); } helper() { return []; } }
+  const r3 = registry();
+  r3.register(new ClassModule() as never, "plugin");
+  assert.deepEqual(r3.get("classy").plan({}, {} as never, {} as never), [], "a class-based module keeps its methods and this");
+});
+
 // 5. Templates
 
 test("templates look up own variables only: constructor, toString, __proto__ are undefined variables", () => {
