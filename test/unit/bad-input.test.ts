@@ -69,6 +69,39 @@ const motdLike = (extra: Partial<ModuleDefinition>): ModuleDefinition => ({
   facts: () => ({}), plan: () => [], ...extra,
 });
 
+// 1. Output files that cannot be written
+
+test("--report or --retry-file into a missing folder or at a folder: usage error before any host is contacted", async () => {
+  const counter = await connectionCounter();
+  try {
+    const inv = write("canary.yaml", `all:\n  hosts:\n    canary: { address: 127.0.0.1, port: ${counter.port}, connect_timeout: 2 }\n`);
+    const pb = write("deny.yaml", "- hosts: all\n  tasks:\n    - dhcpcd_deny: { interfaces: [eth9] }\n");
+    mkdirSync(join(dir, "a-folder"), { recursive: true });
+    const cases: [string[], RegExp][] = [
+      [["--report", join(dir, "missing/r.json")], /--report ".*missing\/r\.json": the folder .*missing does not exist\. Create it first/],
+      [["--report", join(dir, "a-folder")], /--report ".*a-folder": is a folder\. Give a file name, e\.g\. .*a-folder\/report\.json/],
+      [["--report", join(dir, "missing/r.html")], /the folder .*missing does not exist/],
+      [["--retry-file", join(dir, "missing/x.retry")], /--retry-file ".*x\.retry": the folder .*missing does not exist/],
+      [["--retry-file", join(dir, "a-folder")], /--retry-file ".*a-folder": is a folder/],
+      [["--report", join(dir, "deny.yaml", "r.json")], /deny\.yaml is not a folder/],
+    ];
+    for (const [extra, message] of cases) {
+      const r = await cli(["--inventory", inv, pb, ...extra]);
+      assert.equal(r.code, 64, r.stderr);
+      assert.match(r.stderr, message);
+      assert.doesNotMatch(r.stderr, /\n\s+at |unexpected error/);
+      assert.equal(r.stdout, "", "nothing ran");
+    }
+    assert.equal(counter.count(), 0, "no connection was attempted");
+    const existing = write("existing.json", "keep me\n");
+    const r = await cli(["--inventory", inv, "--report", existing, "--limit", "nothing-matches", pb]);
+    assert.equal(r.code, 1);
+    assert.notEqual(readFileSync(existing, "utf8"), "", "the check itself truncates nothing; the run wrote its report");
+  } finally {
+    await counter.close();
+  }
+});
+
 // 2. Host patterns with characters special to a regular expression
 
 test("host patterns: * and ? are globs, every other character is literal", () => {
@@ -324,4 +357,53 @@ test("error wording: an integer, an object or null, names no module, when is not
     (m) => assert.doesNotMatch(m, /parseAllDocuments/));
   configError(() => loadInventory(write("w-docs-inv.yaml", "all: {}\n---\npis: {}\n")), /an inventory is one YAML document; remove the extra '---'/);
   configError(() => loadInventory(write("w-deep.yaml", "all: " + "[".repeat(5000) + "]".repeat(5000) + "\n")), /w-deep\.yaml:\d+:\d+: invalid YAML: nested too deeply/);
+});
+
+test("the CLI: a failure is printed once on stderr when not on a terminal; rollback without --limit is a usage error", async () => {
+  const counter = await connectionCounter();
+  try {
+    const inv = write("cli-inv.yaml", `all:\n  hosts:\n    pi1: { address: 127.0.0.1, port: ${counter.port}, connect_timeout: 2, identity_file: ./no-such-key }\n`);
+    const r = await cli(["--inventory", inv]);
+    assert.equal(r.code, 1);
+    const lines = r.stderr.split("\n").filter(Boolean);
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], /^✖ pi1 \[FAILED: unreachable — /);
+    assert.equal(r.stderr.split("unreachable").length - 1, 1, "the outcome once");
+
+    const rollback = await cli(["rollback", "--inventory", inv]);
+    assert.equal(rollback.code, 64);
+    assert.equal(rollback.stderr, "provision: rollback needs --limit HOST (or a pattern): it undoes the last run on exactly those hosts. See provision --help.\n");
+    assert.equal((await cli(["status", "--inventory", inv, "extra.yaml"])).code, 64);
+  } finally {
+    await counter.close();
+  }
+});
+
+test("no hosts matched: a warning for each play skipped; exit 1 when nothing at all was done", async () => {
+  const empty = write("empty-inv.yaml", "");
+  const pb = write("nm.yaml", "- hosts: pis\n  tasks:\n    - dhcpcd_deny: { interfaces: [eth0] }\n");
+  let r = await cli(["--inventory", empty, pb]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^provision: warning: no hosts matched: the inventory .*empty-inv\.yaml has no hosts\./m);
+  assert.match(r.stderr, /^provision: no hosts matched: nothing was done\.$/m);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+
+  const inv = write("nm-inv.yaml", "all:\n  children:\n    pis:\n      hosts: { pi1: { address: 127.0.0.1 } }\n");
+  r = await cli(["--inventory", inv, "--limit", "pi[9]", pb]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /warning: no hosts matched --limit "pi\[9\]" in .*nm-inv\.yaml\. Check the pattern\./);
+
+  const typo = write("nm-typo.yaml", "- name: Bond\n  hosts: piss\n  tasks: []\n");
+  r = await cli(["--inventory", inv, typo]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /warning: no hosts matched "piss": play "Bond" is skipped\. Check its hosts: line\./);
+  assert.ok(!existsSync(join(dir, "nm-typo.retry")));
+
+  const regexPlays = write("nm-regex.yaml", "- hosts: \"pi[*\"\n  tasks: []\n- hosts: \"(pi+)?\"\n  tasks: []\n");
+  const plays = prepare(loadInventory(inv), [loadPlaybook(regexPlays)], registry(), { ...settings, limit: "pi(1|2)*" });
+  assert.deepEqual(plays.map((p) => p.hosts.length), [0, 0], "patterns with regex characters match nothing, and do not crash");
+  r = await cli(["--inventory", inv, "--limit", "pi(1|2)*", regexPlays]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /warning: no hosts matched --limit "pi\(1\|2\)\*"/);
+  assert.doesNotMatch(r.stderr, /SyntaxError|\n\s+at /);
 });
