@@ -3,13 +3,14 @@ import { selectHosts, connectionTarget, type Inventory, type TargetOptions } fro
 import { Connection } from "./transport/ssh.js";
 import { rebootAndWait } from "./transport/reboot.js";
 import { lastTransactionProbe, lockHolder, parseLastTransaction, restoreLast, Transaction } from "./transaction.js";
-import { ConfigError, messageOf } from "./errors.js";
+import { ConfigError, UsageError, messageOf, quote } from "./errors.js";
 
 interface HostLine { host: string; cells: string[]; failed: boolean }
 
 async function eachHost(inventory: Inventory, limit: string | undefined, options: TargetOptions, act: (c: Connection) => Promise<string[]>): Promise<HostLine[]> {
   const names = limit ? selectHosts(inventory, limit) : [...inventory.hosts.keys()];
-  if (!names.length) throw new ConfigError(`--limit ${limit}: matches no host in ${inventory.file}. Check the pattern.`);
+  if (!names.length)
+    throw new ConfigError(limit ? `no hosts matched --limit ${quote(limit)} in ${inventory.file}. Check the pattern.` : `no hosts matched: the inventory ${inventory.file} has no hosts.`);
   return Promise.all(names.map(async (name) => {
     const connection = new Connection(connectionTarget(inventory.hosts.get(name)!, options));
     try {
@@ -42,7 +43,7 @@ export async function status(inventory: Inventory, limit: string | undefined, op
 
 /** Restore the last transaction of the chosen hosts from their on-host backups. */
 export async function rollback(inventory: Inventory, limit: string | undefined, options: TargetOptions & { breakLock: boolean }): Promise<number> {
-  if (!limit) throw new ConfigError("provision rollback needs --limit HOST (or a pattern): it undoes the last run on exactly those hosts.");
+  if (!limit) throw new UsageError("provision rollback needs --limit HOST (or a pattern): it undoes the last run on exactly those hosts.");
   const lines = await eachHost(inventory, limit, options, async (c) => {
     const last = parseLastTransaction((await c.exec(lastTransactionProbe.command)).stdout);
     if (!last) return ["nothing to roll back (no transaction recorded)"];

@@ -1,17 +1,17 @@
 #!/usr/bin/env node
 // The provision command: parse argv, load and validate everything, run, print, exit.
 import { parseArgs } from "node:util";
-import { readFileSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { accessSync, closeSync, constants, openSync, readFileSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadInventory } from "./inventory.js";
 import { checkModules, loadPlaybook } from "./playbook.js";
 import { BUILT_IN, Registry, playbookDir } from "./registry.js";
-import { execute, prepare, type RunSettings } from "./run.js";
+import { execute, prepare, unmatchedHosts, type RunSettings } from "./run.js";
 import { exitCode, hostsToRetry, renderChanges, renderSummary, writeJsonReport } from "./output.js";
 import { writeRetryFile } from "./rollout.js";
 import { writeHtmlReport } from "./html-report.js";
-import { ConfigError, ModuleBug, UsageError } from "./errors.js";
+import { ConfigError, ModuleBug, UsageError, quote } from "./errors.js";
 import { builtinModules } from "../modules/index.js";
 import { rollback, status } from "./admin.js";
 
@@ -45,7 +45,8 @@ Options:
   -V, --version               show the version
 
 Exit codes: 0 ok (and no drift with --check), 2 drift found by --check,
-1 a host failed, was rolled back or was unreachable, or the input is invalid, 64 usage error.`;
+1 a host failed, was rolled back or was unreachable, the input is invalid, or no host
+matched (nothing was done), 64 usage error.`;
 
 const OPTIONS = {
   inventory: { type: "string", short: "i" },
@@ -75,6 +76,58 @@ function version(): string {
   return "unknown";
 }
 
+/**
+ * An output file must be writable before any host is contacted: an existing file opens for
+ * appending (nothing is written), a new one needs an existing, writable folder.
+ */
+export function checkOutputFile(option: string, file: string): void {
+  const fail = (problem: string) => new UsageError(`${option} ${quote(file, 200)}: ${problem}`);
+  const path = resolve(file);
+  let stats;
+  try {
+    stats = statSync(path);
+  } catch (error) {
+    if (!["ENOENT", "ENOTDIR"].includes((error as NodeJS.ErrnoException).code ?? "")) throw fail(`cannot use it (${(error as NodeJS.ErrnoException).code}). Choose another file.`);
+  }
+  if (stats?.isDirectory()) throw fail(`is a folder. Give a file name, e.g. ${join(file, option === "--report" ? "report.json" : "hosts.retry")}.`);
+  if (stats) {
+    try {
+      closeSync(openSync(path, "a"));
+    } catch (error) {
+      throw fail(`cannot write to it (${(error as NodeJS.ErrnoException).code}). Check its permissions or choose another file.`);
+    }
+    return;
+  }
+  const folder = dirname(path);
+  let folderStats;
+  try {
+    folderStats = statSync(folder);
+  } catch {
+    throw fail(`the folder ${folder} does not exist. Create it first or choose another path.`);
+  }
+  if (!folderStats.isDirectory()) throw fail(`${folder} is not a folder. Choose another path.`);
+  try {
+    accessSync(folder, constants.W_OK | constants.X_OK);
+  } catch (error) {
+    throw fail(`cannot create files in ${folder} (${(error as NodeJS.ErrnoException).code}). Choose another folder.`);
+  }
+}
+
+/** Writes after the run: a failure is reported (and fails the run), never a stack trace. */
+function writeOutput(what: string, file: string, write: () => void): boolean {
+  try {
+    write();
+    return true;
+  } catch (error) {
+    console.error(`provision: cannot write the ${what} to ${quote(file, 200)} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}).`);
+    return false;
+  }
+}
+
+function warn(message: string): void {
+  console.error(`provision: warning: ${message}`);
+}
+
 function list(value: string | undefined): string[] {
   return value ? value.split(",").map((s) => s.trim()).filter(Boolean) : [];
 }
@@ -90,8 +143,15 @@ export async function main(argv: string[]): Promise<number> {
   if (values.help) return void console.log(HELP), 0;
   if (values.version) return void console.log(version()), 0;
   if (!values.inventory) throw new UsageError("--inventory FILE is required. See provision --help.");
+  const command = positionals[0] === "status" || positionals[0] === "rollback" ? positionals[0] : undefined;
+  if (command && positionals.length > 1) throw new UsageError(`provision ${command} takes no playbook (got ${quote(positionals[1])}). See provision --help.`);
+  if (command === "rollback" && !values.limit)
+    throw new UsageError("rollback needs --limit HOST (or a pattern): it undoes the last run on exactly those hosts. See provision --help.");
   const forks = values.forks === undefined ? (values.check ? 50 : 10) : Number(values.forks);
-  if (!Number.isInteger(forks) || forks < 1) throw new UsageError(`--forks must be a positive whole number (got ${values.forks}).`);
+  if (!Number.isInteger(forks) || forks < 1) throw new UsageError(`--forks must be a positive whole number (got ${quote(values.forks)}).`);
+  // output files are checked before anything is loaded, let alone a host contacted
+  if (values.report !== undefined) checkOutputFile("--report", values.report);
+  if (values["retry-file"] !== undefined) checkOutputFile("--retry-file", values["retry-file"]);
 
   const settings: RunSettings = {
     check: values.check ?? false,
@@ -117,17 +177,30 @@ export async function main(argv: string[]): Promise<number> {
   const plays = prepare(inventory, playbooks, registry, settings);
   if (!playbooks.length) plays.push(...prepare(inventory, [pingPlaybook()], registry, settings));
 
+  const unmatched = unmatchedHosts(inventory, plays, settings.limit);
+  unmatched.forEach(warn);
+  const nothingToDo = plays.every((p) => !p.hosts.length);
+
   const run = await execute(plays, settings);
-  process.stdout.write(renderChanges(run, values.diff ?? false));
-  process.stdout.write(renderSummary(run) + "\n");
-  if (values.report) (values.report.toLowerCase().endsWith(".html") ? writeHtmlReport : writeJsonReport)(values.report, run);
+  if (!nothingToDo) {
+    process.stdout.write(renderChanges(run, values.diff ?? false));
+    process.stdout.write(renderSummary(run) + "\n");
+  }
+  let written = true;
+  const report = values.report;
+  if (report) written &&= writeOutput("report", report, () => (report.toLowerCase().endsWith(".html") ? writeHtmlReport : writeJsonReport)(report, run));
   const retry = hostsToRetry(run);
   if (retry.length && positionals.length && (run.halted || values["retry-file"])) {
     const file = values["retry-file"] ?? `${basename(positionals[0]).replace(/\.ya?ml$/, "")}.retry`;
-    writeRetryFile(file, retry);
-    process.stdout.write(`${retry.length} host(s) to retry, listed in ${file}: rerun with --limit @${file}\n`);
+    if (writeOutput("retry file", file, () => writeRetryFile(file, retry)))
+      process.stdout.write(`${retry.length} host(s) to retry, listed in ${file}: rerun with --limit @${file}\n`);
+    else written = false;
   }
-  return exitCode(run);
+  if (nothingToDo) {
+    console.error("provision: no hosts matched: nothing was done.");
+    return 1;
+  }
+  return written ? exitCode(run) : 1;
 }
 
 /** No playbook: a play with no tasks still connects and gathers host facts. */
@@ -142,7 +215,8 @@ if (isEntry) {
     (error) => {
       if (error instanceof UsageError) { console.error(`provision: ${error.message}`); process.exitCode = 64; return; }
       if (error instanceof ConfigError) { console.error(error.message); process.exitCode = 1; return; }
-      if (error instanceof ModuleBug) console.error(`${error.message}\nThis is a bug in the module; please report it.\n${error.stack}`);
+      // a bug in a module shows where in the module it happened (its own stack), nothing of ours
+      if (error instanceof ModuleBug) console.error(`provision: ${error.message}\nThis is a bug in the module; please report it to its author.${error.cause instanceof Error && error.cause.stack ? `\n${error.cause.stack}` : ""}`);
       else console.error(`provision: unexpected error: ${error?.stack ?? error}\nPlease report this.`);
       process.exitCode = 1;
     },

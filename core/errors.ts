@@ -31,3 +31,30 @@ export class ModuleBug extends Error {
 export function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** The longest a user's value is shown in any message (a 5 MB value must not be echoed). */
+export const QUOTE_MAX = 60;
+
+/** `text` cut to `max` characters, ending in "…" when cut. */
+export function shorten(text: string, max = QUOTE_MAX): string {
+  if (text.length <= max) return text;
+  const cut = text.slice(0, max - 1);
+  // never end on half a surrogate pair
+  return (/[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut) + "…";
+}
+
+/**
+ * A user's value as every message shows it: strings quoted and shortened; mappings and
+ * lists by what they are, never whole (a playbook written as a map is not echoed).
+ */
+export function quote(value: unknown, max = QUOTE_MAX): string {
+  if (typeof value === "string") return JSON.stringify(shorten(value, max));
+  if (Array.isArray(value)) return `a list of ${value.length} item${value.length === 1 ? "" : "s"}`;
+  if (value === null) return "null";
+  if (typeof value === "object") {
+    const n = Object.keys(value).length;
+    return `a mapping of ${n} key${n === 1 ? "" : "s"}`;
+  }
+  if (typeof value === "function") return "a function";
+  return shorten(String(value), max);
+}

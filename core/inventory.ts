@@ -3,9 +3,9 @@
 import { dirname, isAbsolute, resolve } from "node:path";
 import { homedir } from "node:os";
 import { readFileSync } from "node:fs";
-import { compile } from "./schema.js";
+import { compile, isHostAddress } from "./schema.js";
 import { YamlSource, type Path } from "./yaml-source.js";
-import { ConfigError } from "./errors.js";
+import { ConfigError, quote } from "./errors.js";
 import type { ConnectionTarget } from "./transport/ssh.js";
 
 export type Vars = Record<string, unknown>;
@@ -25,28 +25,31 @@ export interface Inventory {
 const hostVars = {
   type: ["object", "null"],
   properties: {
-    address: { type: "string", minLength: 1 },
+    address: { type: "string", format: "host-address" },
     port: { type: "integer", minimum: 1, maximum: 65535 },
     user: { type: "string", pattern: "^[a-z_][a-z0-9_.-]*$" },
-    identity_file: { type: "string" },
-    known_hosts_file: { type: "string" },
+    identity_file: { type: "string", format: "single-line" },
+    known_hosts_file: { type: "string", format: "single-line" },
     become: { type: "boolean" },
     connect_timeout: { type: "integer", minimum: 1 },
     confirm_timeout: { type: "integer", minimum: 0 },
   },
 };
 
+const name = { type: "string", format: "inventory-name" };
+
 export const inventorySchema = {
   type: "object",
+  propertyNames: name,
   additionalProperties: { $ref: "#/$defs/group" },
   $defs: {
     group: {
       type: ["object", "null"],
       additionalProperties: false,
       properties: {
-        hosts: { type: ["object", "null"], additionalProperties: hostVars },
+        hosts: { type: ["object", "null"], propertyNames: name, additionalProperties: hostVars },
         vars: { ...hostVars, type: "object" },
-        children: { type: ["object", "null"], additionalProperties: { $ref: "#/$defs/group" } },
+        children: { type: ["object", "null"], propertyNames: name, additionalProperties: { $ref: "#/$defs/group" } },
       },
     },
   },
@@ -55,7 +58,7 @@ export const inventorySchema = {
 type GroupDoc = { hosts?: Record<string, Vars | null> | null; vars?: Vars; children?: Record<string, GroupDoc | null> | null } | null;
 
 export function loadInventory(file: string): Inventory {
-  const source = YamlSource.load(file);
+  const source = YamlSource.load(file, "an inventory");
   const doc = source.toJS() ?? {};
   const validate = compile(inventorySchema);
   if (!validate(doc)) throw source.schemaError(validate.errors ?? [], [], "inventory");
@@ -75,19 +78,21 @@ function buildInventory(source: YamlSource, doc: Record<string, GroupDoc>, baseD
     groupVars.set(name, { depth: Math.max(depth, known?.depth ?? 0), vars: { ...known?.vars, ...group?.vars } });
     if (!members.has(name)) members.set(name, new Set());
     for (const [host, vars] of Object.entries(group?.hosts ?? {})) {
+      if (vars?.address === undefined && !ownVars.get(host)?.address && !isHostAddress(host))
+        throw new ConfigError(`${source.keyPosition([...path, "hosts"], host)}: inventory: host ${quote(host)} has no address and its name is not a host name or IP address. Set address: for it.`);
       members.get(name)!.add(host);
       ownVars.set(host, { ...ownVars.get(host), ...vars });
       (hostGroups.get(host) ?? hostGroups.set(host, new Set()).get(host)!).add(name);
     }
     for (const [child, childGroup] of Object.entries(group?.children ?? {})) {
-      if (isAncestor(parents, name, child)) throw new ConfigError(`${source.keyPosition([...path, "children"], child)}: group "${child}" contains itself. Remove the cycle.`);
+      if (isAncestor(parents, name, child)) throw new ConfigError(`${source.keyPosition([...path, "children"], child)}: group ${quote(child)} contains itself. Remove the cycle.`);
       visit(child, childGroup, depth + 1, [...path, "children", child], name);
     }
   };
   for (const [name, group] of Object.entries(doc)) visit(name, group, name === "all" ? 0 : 1, [name]);
 
   for (const name of hostGroups.keys())
-    if (groupVars.has(name)) throw new ConfigError(`${source.file}: "${name}" is both a host and a group. Rename one of them.`);
+    if (groupVars.has(name)) throw new ConfigError(`${source.file}: ${quote(name)} is both a host and a group. Rename one of them.`);
   const hosts = new Map<string, InventoryHost>();
   for (const [name, groups] of hostGroups) {
     const all = new Set<string>(["all"]);
@@ -148,7 +153,7 @@ function expandFiles(pattern: string): string {
     try {
       return readFileSync(term.slice(1), "utf8").split(/\s+/).filter(Boolean).join(",");
     } catch {
-      throw new ConfigError(`--limit ${term}: cannot read ${term.slice(1)}. Give an existing retry file.`);
+      throw new ConfigError(`--limit ${quote(term)}: cannot read ${quote(term.slice(1))}. Give an existing retry file.`);
     }
   }).join(",");
 }
@@ -158,11 +163,17 @@ function matchTerm(inventory: Inventory, term: string): string[] {
   if (inventory.groups.has(term)) return inventory.groups.get(term)!;
   if (inventory.hosts.has(term)) return [term];
   if (/[*?]/.test(term)) {
-    const regex = new RegExp("^" + term.replace(/[.+^${}()|\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".") + "$");
+    const regex = globToRegExp(term);
     const groups = [...inventory.groups.keys()].filter((g) => regex.test(g)).flatMap((g) => inventory.groups.get(g)!);
     return [...new Set([...[...inventory.hosts.keys()].filter((h) => regex.test(h)), ...groups])];
   }
   return [];
+}
+
+/** A glob: "*" any run of characters, "?" one character, everything else literal (".", "[", "(", "+"…). */
+export function globToRegExp(glob: string): RegExp {
+  const source = [...glob].map((c) => (c === "*" ? ".*" : c === "?" ? "." : c.replace(/[\\^$.|+()[\]{}\/]/g, "\\$&"))).join("");
+  return new RegExp(`^${source}$`, "su");
 }
 
 export interface TargetOptions { acceptNewHostKeys: boolean; knownHostsFile?: string }

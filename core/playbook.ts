@@ -1,15 +1,19 @@
 // Playbooks: plays with hosts, vars, tasks, handlers; one module per task.
 import { compile } from "./schema.js";
 import { YamlSource, type Path } from "./yaml-source.js";
-import { ConfigError } from "./errors.js";
-import { render, UndefinedVariable } from "./template.js";
+import { ConfigError, quote } from "./errors.js";
+import { checkTemplates, render, TemplateError, UndefinedVariable } from "./template.js";
+import { secretPaths } from "./secrets.js";
 import type { Registry } from "./registry.js";
 
 const TASK_KEYWORDS = ["name", "tags", "notify", "diff", "when"] as const;
 
 export interface Task {
   name: string;
+  /** The one module the task runs ("" when it names none or several: see moduleKeys). */
   module: string;
+  /** Every key of the task that is not a task keyword: exactly one module name when valid. */
+  moduleKeys?: string[];
   rawArgs: unknown;
   tags: string[];
   notify: string[];
@@ -83,8 +87,10 @@ export const playbookSchema = {
 
 /** Parse and validate structure; plugins are named here but loaded by the caller. */
 export function loadPlaybook(file: string): Playbook {
-  const source = YamlSource.load(file);
+  const source = YamlSource.load(file, "a playbook");
   const doc = source.toJS();
+  if (!Array.isArray(doc))
+    throw new ConfigError(`${source.position([])}: playbook: ${doc === null || doc === undefined ? "the file is empty" : `must be a list of plays (got ${quote(doc)})`}. Start each play with "- hosts: PATTERN".`);
   const validate = compile(playbookSchema);
   if (!validate(doc)) throw source.schemaError(validate.errors ?? [], [], "playbook");
   const plays = (doc as Record<string, unknown>[]).map((play, i) => readPlay(play, [i]));
@@ -112,10 +118,12 @@ function readPlay(play: Record<string, unknown>, path: Path): Play {
 function readTask(task: Record<string, unknown>, path: Path): Task {
   const moduleKeys = Object.keys(task).filter((k) => !(TASK_KEYWORDS as readonly string[]).includes(k));
   const notify = task.notify === undefined ? [] : [task.notify].flat() as string[];
+  const one = moduleKeys.length === 1 && moduleKeys[0] !== "";
   return {
-    name: (task.name as string) ?? moduleKeys[0] ?? "?",
-    module: moduleKeys.length === 1 ? moduleKeys[0] : moduleKeys.join(","),
-    rawArgs: moduleKeys.length === 1 ? task[moduleKeys[0]] ?? {} : undefined,
+    name: (task.name as string) ?? (one ? moduleKeys[0] : `#${Number(path[path.length - 1]) + 1}`),
+    module: one ? moduleKeys[0] : "",
+    moduleKeys,
+    rawArgs: one ? task[moduleKeys[0]] ?? {} : undefined,
     tags: (task.tags as string[]) ?? [],
     notify,
     diff: (task.diff as boolean) ?? true,
@@ -130,15 +138,24 @@ export function checkModules(playbook: Playbook, registry: Registry): void {
     const handlerNames = new Set(play.handlers.map((h) => h.name));
     for (const task of [...play.tasks, ...play.handlers]) {
       const at = playbook.source.position(task.path);
-      if (task.module.includes(",") || task.module === "?")
-        throw new ConfigError(`${at}: task "${task.name}": names ${task.module === "?" ? "no module" : `several modules (${task.module})`}. A task runs exactly one module; split it.`);
+      const keys = task.moduleKeys ?? [task.module];
+      const named = keys.filter((k) => k !== "");
+      if (!named.length)
+        throw new ConfigError(`${at}: task ${quote(task.name)} names no module. Add one, e.g. "apt: { name: ifenslave }" (known modules: ${registry.names().join(", ")}).`);
+      if (keys.length > 1)
+        throw new ConfigError(`${at}: task ${quote(task.name)} names several modules (${keys.map((k) => quote(k)).join(", ")}). A task runs exactly one module; split it.`);
       if (!registry.has(task.module))
-        throw new ConfigError(`${playbook.source.keyPosition(task.path, task.module)}: task "${task.name}": unknown module "${task.module}".${registry.suggest(task.module)} Known modules: ${registry.names().join(", ")}.`);
+        throw new ConfigError(`${playbook.source.keyPosition(task.path, task.module)}: task ${quote(task.name)}: unknown module ${quote(task.module)}.${registry.suggest(task.module)} Known modules: ${registry.names().join(", ")}.`);
       registry.validator(task.module); // a plugin's broken schema is reported before any host is contacted
       checkConditions(playbook, task, registry);
+      try {
+        checkTemplates(task.rawArgs); // syntax errors once per task, even for a play that matches no host
+      } catch (error) {
+        throw templateError(playbook, task, error, "");
+      }
       for (const handler of task.notify)
         if (!handlerNames.has(handler))
-          throw new ConfigError(`${playbook.source.position([...task.path, "notify"])}: task "${task.name}": notifies unknown handler "${handler}". Define it under handlers: or fix the name.`);
+          throw new ConfigError(`${playbook.source.position([...task.path, "notify"])}: task ${quote(task.name)}: notifies unknown handler ${quote(handler)}. Define it under handlers: or fix the name.`);
     }
   }
 }
@@ -165,11 +182,18 @@ export function resolveArgs(playbook: Playbook, task: Task, vars: Record<string,
   try {
     args = render(structuredClone(task.rawArgs), vars);
   } catch (error) {
-    if (!(error instanceof UndefinedVariable)) throw error;
-    const at = playbook.source.position([...argsPath, ...error.path]);
-    throw new ConfigError(`${at}: task "${task.name}" (host ${host}): undefined variable "${error.variable}". Define it in the play's vars or the inventory.`);
+    throw templateError(playbook, task, error, ` (host ${host})`);
   }
   const validate = registry.validator(task.module);
-  if (!validate(args)) throw playbook.source.schemaError(validate.errors ?? [], argsPath, `task "${task.name}" > ${task.module}`);
+  if (!validate(args))
+    throw playbook.source.schemaError(validate.errors ?? [], argsPath, `task ${quote(task.name)} > ${task.module}`, { hidden: secretPaths(registry.get(task.module), args) });
   return args;
+}
+
+function templateError(playbook: Playbook, task: Task, error: unknown, forHost: string): unknown {
+  if (!(error instanceof TemplateError)) return error;
+  const path = [...task.path, task.module, ...error.path];
+  const at = error.inKey ? playbook.source.keyPosition(path.slice(0, -1), String(path[path.length - 1])) : playbook.source.position(path);
+  const fix = error instanceof UndefinedVariable ? "Define it in the play's vars or the inventory." : "Write the value out, or set a variable to it.";
+  return new ConfigError(`${at}: task ${quote(task.name)}${forHost}: ${error.message}. ${fix}`);
 }

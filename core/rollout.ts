@@ -1,6 +1,6 @@
 // Rollout policy: batches (serial), failure thresholds, retry files.
 import { writeFileSync } from "node:fs";
-import { ConfigError } from "./errors.js";
+import { ConfigError, quote } from "./errors.js";
 
 export type Serial = number | string | (number | string)[] | undefined;
 
@@ -10,7 +10,7 @@ function batchSize(spec: number | string, total: number, where: string): number 
     return spec;
   }
   const m = /^(\d+(?:\.\d+)?)%$/.exec(spec.trim());
-  if (!m) throw new ConfigError(`${where}: serial must be a number, a percentage like "25%", or a list of them (got ${JSON.stringify(spec)}).`);
+  if (!m) throw new ConfigError(`${where}: serial must be a number, a percentage like "25%", or a list of them (got ${quote(spec)}).`);
   return Math.max(1, Math.ceil((Number(m[1]) / 100) * total));
 }
 

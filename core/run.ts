@@ -6,8 +6,8 @@ import { connectionTarget, selectHosts, type Inventory, type TargetOptions } fro
 import { resolveArgs, type Play, type Playbook, type Task } from "./playbook.js";
 import type { Registry } from "./registry.js";
 import { runHost, type HostResult, type HostWork, type TaskInstance } from "./engine.js";
-import { masker } from "./secrets.js";
-import { ConfigError } from "./errors.js";
+import { masker, secretsOf } from "./secrets.js";
+import { quote } from "./errors.js";
 import { batches, haltReason } from "./rollout.js";
 
 const DEFAULT_CONFIRM_TIMEOUT = 300;
@@ -24,6 +24,8 @@ export interface RunSettings extends TargetOptions {
 
 export interface PreparedPlay {
   name: string;
+  /** The play's host pattern (its hosts: line). */
+  pattern?: string;
   hosts: HostWork[];
   /** Tasks that can cut the management path, told to the user before applying. */
   disruptive: string[];
@@ -51,7 +53,6 @@ function wanted(task: Task, settings: RunSettings): boolean {
 /** Template and validate every task for every host. Throws ConfigError; contacts nothing. */
 export function prepare(inventory: Inventory, playbooks: Playbook[], registry: Registry, settings: RunSettings): PreparedPlay[] {
   const limited = settings.limit ? new Set(selectHosts(inventory, settings.limit)) : null;
-  if (limited && !limited.size) throw new ConfigError(`--limit ${settings.limit}: matches no host in ${inventory.file}. Check the pattern.`);
   const prepared: PreparedPlay[] = [];
   for (const playbook of playbooks) {
     for (const play of playbook.plays) {
@@ -63,7 +64,7 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
           const args = resolveArgs(playbook, task, vars, registry, name);
           const module = registry.get(task.module);
           const conditions = Object.entries(task.when).map(([fact, values]) => ({ fact: registry.hostFacts().get(fact)!, values }));
-          return { task, module, args, handler, conditions, mask: masker(module.secrets?.(args) ?? []) };
+          return { task, module, args, handler, conditions, mask: masker(secretsOf(module, args, quote(task.name))) };
         };
         return {
           name,
@@ -75,10 +76,22 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
       });
       if (play.serial !== undefined) batches(names, play.serial, `${playbook.source.position([...play.path, "serial"])}: play "${play.name}"`);
       const disruptive = play.tasks.filter((t) => wanted(t, settings) && registry.get(t.module).disruptive).map((t) => t.name);
-      prepared.push({ name: play.name, hosts, disruptive, serial: play.serial, maxFailPercentage: play.maxFailPercentage, anyErrorsFatal: play.anyErrorsFatal });
+      prepared.push({ name: play.name, pattern: play.hosts, hosts, disruptive, serial: play.serial, maxFailPercentage: play.maxFailPercentage, anyErrorsFatal: play.anyErrorsFatal });
     }
   }
   return prepared;
+}
+
+/**
+ * Warnings about patterns that matched no host ("no hosts matched …"), as Ansible's "provided
+ * hosts list is empty". A play that matches none is skipped; when no play has a host the run
+ * does nothing, and the CLI exits 1 (README: exit codes).
+ */
+export function unmatchedHosts(inventory: Inventory, plays: PreparedPlay[], limit?: string): string[] {
+  if (!inventory.hosts.size) return [`no hosts matched: the inventory ${inventory.file} has no hosts. Add hosts under a group's hosts:.`];
+  if (limit && !selectHosts(inventory, limit).length) return [`no hosts matched --limit ${quote(limit)} in ${inventory.file}. Check the pattern.`];
+  return plays.filter((p) => !p.hosts.length).map((p) =>
+    `no hosts matched ${quote(p.pattern ?? "all")}${limit ? ` within --limit ${quote(limit)}` : ""}: play ${quote(p.name)} is skipped. Check its hosts: line.`);
 }
 
 const failedStates = new Set(["failed", "rolled_back", "unreachable"]);
@@ -120,8 +133,12 @@ async function runBatch(hosts: HostWork[], settings: RunSettings, runId: string,
       task: async (_: unknown, task: { output: string; title: string }) => {
         const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, progress: (m) => (task.output = m) });
         merge(byHost, result);
-        task.title = `${work.name}: ${result.status.replace("_", " ")}${result.error ? ` — ${result.error.replace(`${work.name}: `, "")}` : ""}`;
-        if (failedStates.has(result.status)) throw new Error(task.title);
+        const outcome = `${result.status.replace("_", " ")}${result.error ? ` — ${result.error.replace(`${work.name}: `, "")}` : ""}`;
+        const failed = failedStates.has(result.status);
+        // The simple renderer (not a terminal) prints a failure as "✖ TITLE [FAILED: MESSAGE]":
+        // the outcome goes in one of them, not both.
+        if (!failed || settings.renderer !== "simple") task.title = `${work.name}: ${outcome}`;
+        if (failed) throw new Error(settings.renderer === "simple" ? outcome : task.title);
       },
     })),
     {

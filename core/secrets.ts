@@ -1,4 +1,9 @@
-// Secrets never reach diffs, logs or reports.
+// Secrets never reach diffs, logs, reports or error messages. This is the one place
+// that knows which values are secret: those a module declares (secrets(args)) and
+// those under a key named like one (psk, password, passphrase, secret…).
+import { ModuleBug, messageOf } from "./errors.js";
+import type { ModuleDefinition } from "./module-api.js";
+
 export const MASK = "********";
 
 // Well-known secret settings, masked even when a module did not declare them: ifupdown's
@@ -7,6 +12,13 @@ export const MASK = "********";
 // NetworkManager keyfiles (psk, password, wep-key0..3).
 const SECRET_LINES = /^(\s*#?\s*(?:wpa-psk|wpa-password|psk|password|sae_password|private_key_passwd|private_key2_passwd|wep_key[0-3]|wep-key[0-3]|wpa_passphrase)\s*[= ]\s*)(.+)$/gim;
 
+/** A key whose value is secret whatever module it belongs to (bond's wpa_psk, any psk, password…). */
+const SECRET_KEY = /psk|passw(?:or)?d|passphrase|secret|token|credential|private[_-]?key|^pass$/i;
+
+export function isSecretKey(key: string | number): boolean {
+  return typeof key === "string" && SECRET_KEY.test(key);
+}
+
 export function masker(secrets: string[]): (text: string) => string {
   const values = secrets.filter((s) => s.length >= 1).sort((a, b) => b.length - a.length);
   return (text: string) => {
@@ -14,4 +26,43 @@ export function masker(secrets: string[]): (text: string) => string {
     for (const value of values) out = out.split(value).join(MASK);
     return out.replace(SECRET_LINES, (_, key: string) => `${key}${MASK}`);
   };
+}
+
+/** The values a module declares secret in these (valid) args; a module that throws has a bug. */
+export function secretsOf(module: ModuleDefinition, args: unknown, task: string): string[] {
+  let values: unknown;
+  try {
+    values = module.secrets?.(args) ?? [];
+  } catch (error) {
+    throw new ModuleBug(`module "${module.name}" failed to list the secrets of task ${task}: ${messageOf(error)}`, { cause: error });
+  }
+  if (!Array.isArray(values) || values.some((v) => typeof v !== "string"))
+    throw new ModuleBug(`module "${module.name}": secrets() must return a list of strings (task ${task})`);
+  return values;
+}
+
+/**
+ * Paths (under `base`) of the values that must not be shown in an error about `args`, which
+ * may be invalid: every value under a secret-named key, and every string the module's
+ * secrets() names (asked leniently: invalid args may make it throw).
+ */
+export function secretPaths(module: ModuleDefinition | undefined, args: unknown): (path: (string | number)[]) => boolean {
+  let declared = new Set<string>();
+  try {
+    const values = module?.secrets?.(args);
+    if (Array.isArray(values)) declared = new Set(values.filter((v): v is string => typeof v === "string" && v.length > 0));
+  } catch { /* invalid args: secret-named keys still hide their values */ }
+  return (path) => {
+    if (path.some(isSecretKey)) return true;
+    if (!declared.size) return false;
+    let value: unknown = args;
+    for (const part of path) value = value !== null && typeof value === "object" ? (value as Record<string, unknown>)[part] : undefined;
+    return typeof value === "string" ? declared.has(value) : containsAny(value, declared);
+  };
+}
+
+function containsAny(value: unknown, strings: Set<string>): boolean {
+  if (typeof value === "string") return strings.has(value);
+  if (value && typeof value === "object") return Object.values(value).some((v) => containsAny(v, strings));
+  return false;
 }

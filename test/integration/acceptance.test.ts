@@ -138,7 +138,7 @@ test("a malformed inventory or playbook stops before any SSH connection, naming 
     writeFileSync(badSchema, `all:\n  hosts:\n${target}    pi9:\n      address: 10.88.0.9\n      become: sometimes\n`);
     const r2 = await cli("--inventory", badSchema, WLAN);
     assert.equal(r2.code, 1, r2.output);
-    assert.match(r2.stderr, /bad-schema\.yaml:6:15: inventory > all\.hosts\.pi9\.become: must be boolean \(got "sometimes"\)/);
+    assert.match(r2.stderr, /bad-schema\.yaml:6:15: inventory > all\.hosts\.pi9\.become: must be a boolean \(got "sometimes"\)/);
 
     const goodInventory = join(dir, "canary.yaml");
     writeFileSync(goodInventory, `all:\n  vars: { bond_address: 10.0.0.2/24, bond_gateway: 10.0.0.1 }\n  children:\n    pis:\n      hosts:\n${target.replace(/^ {4}/, "        ")}`);
@@ -233,14 +233,15 @@ test("a plugin from a path and from an npm package uses the same API; a failed p
 test("secrets never reach diffs, logs or reports", async () => {
   const h = host(3);
   const pb = join(dir, "psk.yaml");
-  writeFileSync(pb, `- hosts: pis\n  vars: { psk: "Sup3r-secret-PSK" }\n  tasks:\n    - bond:\n        slaves: [eth0, wlan0]\n        address: "{{ bond_address }}"\n        slave_options:\n          wlan0: { wpa_ssid: home, wpa_psk: "{{ psk }}" }\n`);
+  writeFileSync(pb, `- hosts: pis\n  vars: { psk: "Sup3r-secret-PSK" }\n  tasks:\n    - bond:\n        slaves: [eth0, wlan0]\n        address: "{{ bond_address }}"\n        slave_options:\n          wlan0: { ssid: home, psk: "{{ psk }}" }\n`);
   const report = join(dir, "psk.json");
   const r = await cli("--inventory", inventory, "--limit", h.name, "--diff", "--verbose", "--report", report, pb);
   assert.equal(r.code, 0, r.output);
-  assert.match(r.stdout, /wpa-psk \*{8}/, "the diff shows the line, masked");
+  assert.match(r.stdout, /psk=\*{8}/, "the diff shows the line, masked");
   assert.ok(!r.output.includes("Sup3r-secret-PSK"), "not in the output");
   assert.ok(!readFileSync(report, "utf8").includes("Sup3r-secret-PSK"), "not in the report");
-  assert.match((await cat(h, "/etc/network/interfaces"))!, /wpa-psk Sup3r-secret-PSK/, "but the host got it");
+  assert.match((await cat(h, "/etc/wpa_supplicant/provision-wlan0.conf"))!, /psk="Sup3r-secret-PSK"/, "but the host got it");
+  assert.doesNotMatch((await cat(h, "/etc/network/interfaces"))!, /Sup3r-secret-PSK/, "not in the world-readable interfaces file");
 });
 
 test("--help, --version and usage errors", async () => {

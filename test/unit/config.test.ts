@@ -55,7 +55,7 @@ test("malformed inventory YAML names file:line:column", () => {
 test("inventory schema errors name file:line:column, what is wrong and the fix", () => {
   const file = write("schema.yaml", "all:\n  hosts:\n    pi1:\n      address: 10.0.0.1\n      port: twenty-two\n  chlidren: {}\n");
   assert.throws(() => loadInventory(file), (e: Error) => {
-    assert.match(e.message, /schema\.yaml:5:13: inventory > all\.hosts\.pi1\.port: must be integer \(got "twenty-two"\)/);
+    assert.match(e.message, /schema\.yaml:5:13: inventory > all\.hosts\.pi1\.port: must be an integer \(got "twenty-two"\)\. Write an integer\./);
     assert.match(e.message, /schema\.yaml:6:3: inventory > all\.chlidren: unknown key/);
     return true;
   });
