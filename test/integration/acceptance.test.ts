@@ -12,7 +12,7 @@ import { stringify } from "yaml";
 import { startFleet, type TestFleet, type TestHost } from "../support/sshd-hosts.js";
 import { removeOnCleanup, run } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
-import { provision, summary } from "./provision-cli.js";
+import { provision, summary, WIFI_VARS } from "./provision-cli.js";
 
 let fleet: TestFleet;
 let dir: string;
@@ -33,7 +33,7 @@ function writeInventory(file: string, hosts: TestHost[], extra: Record<string, R
   const entries = Object.fromEntries(hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }]));
   writeFileSync(file, stringify({
     all: {
-      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress, ...vars },
+      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress, ...WIFI_VARS, ...vars },
       children: { pis: { hosts: { ...entries, ...extra } } },
     },
   }));
@@ -74,13 +74,19 @@ test("eth0+wlan0 playbook: first run changes, second run changes nothing, --chec
   assert.ok(report.hosts[0].tasks.some((t: { changes: { diff?: string }[] }) => t.changes.some((c) => c.diff?.includes("+auto bond0"))));
   assert.ok(report.hosts[0].tasks.some((t: { notes: string[] }) => t.notes.some((n) => n.includes("after a reboot"))), "unverified until a reboot, and says so");
 
+  // These hosts run on a kernel without bonding: the files are as desired, the kernel's view is not.
+  const files = ["/etc/network/interfaces", "/etc/dhcpcd.conf", "/etc/wpa_supplicant/provision-wlan0.conf"];
+  const written = await sha(h, files);
   const second = await cli("--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", WLAN);
   assert.equal(second.code, 0, second.output);
-  assert.deepEqual(summary(second.stdout)[h.name], { status: "ok", ok: 3, changed: 0, failed: 0, rolledBack: "no" });
+  assert.deepEqual(summary(second.stdout)[h.name], { status: "changed", ok: 2, changed: 1, failed: 0, rolledBack: "no" });
+  assert.match(second.stdout, /bond0 does not run as configured \(bond0 does not exist\): reboot to bring it up from its files/);
+  assert.equal(await sha(h, files), written, "the second run wrote no file");
 
   const check = await cli("--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", "--check", WLAN);
-  assert.equal(check.code, 0, check.output);
-  assert.match(check.stdout, /No changes\./);
+  assert.equal(check.code, 2, "an audit reports what the kernel runs, not only what the files say");
+  assert.match(check.stdout, /bond0 does not exist/);
+  assert.match(check.stdout, /network_stack: ifupdown/, "the host's network stack is shown");
 });
 
 test("a hand edit shows up in --check --diff (exit 2) and --check writes nothing", async () => {
@@ -95,7 +101,7 @@ test("a hand edit shows up in --check --diff (exit 2) and --check writes nothing
   assert.equal(await sha(h, ["/etc/dhcpcd.conf", "/etc/network/interfaces"]), before, "check mode changed nothing");
   const fix = await cli("--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", WLAN);
   assert.equal(fix.code, 0, fix.output);
-  assert.equal(summary(fix.stdout)[h.name].changed, 1);
+  assert.match((await cat(h, "/etc/dhcpcd.conf"))!, /^denyinterfaces eth0 wlan0 bond0$/m, "the run repaired the hand edit");
 });
 
 test("eth0+eth1 playbook: applies, then is idempotent", async () => {
@@ -104,8 +110,11 @@ test("eth0+eth1 playbook: applies, then is idempotent", async () => {
   assert.equal(first.code, 0, first.output);
   assert.match((await cat(h, "/etc/network/interfaces"))!, /bond-slaves eth0 eth1\n\s+bond-mode active-backup\n\s+bond-primary eth0/);
   assert.match((await cat(h, "/etc/dhcpcd.conf"))!, /^denyinterfaces eth0 eth1 bond0$/m);
+  const files = ["/etc/network/interfaces", "/etc/dhcpcd.conf"];
+  const written = await sha(h, files);
   const second = await cli("--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", ETH1);
-  assert.equal(summary(second.stdout)[h.name].changed, 0, second.stdout);
+  assert.equal(await sha(h, files), written, "idempotent: no file is written again");
+  assert.deepEqual(summary(second.stdout)[h.name].changed, 1, "only the kernel's view differs (no bonding here)");
 });
 
 /** A TCP listener inside the controller namespace that counts connection attempts. */
@@ -141,7 +150,7 @@ test("a malformed inventory or playbook stops before any SSH connection, naming 
     assert.match(r2.stderr, /bad-schema\.yaml:6:15: inventory > all\.hosts\.pi9\.become: must be a boolean \(got "sometimes"\)/);
 
     const goodInventory = join(dir, "canary.yaml");
-    writeFileSync(goodInventory, `all:\n  vars: { bond_address: 10.0.0.2/24, bond_gateway: 10.0.0.1 }\n  children:\n    pis:\n      hosts:\n${target.replace(/^ {4}/, "        ")}`);
+    writeFileSync(goodInventory, `all:\n  vars: { bond_address: 10.0.0.2/24, bond_gateway: 10.0.0.1, wifi_ssid: home, wifi_psk: home-passphrase, wifi_country: DE }\n  children:\n    pis:\n      hosts:\n${target.replace(/^ {4}/, "        ")}`);
     const badPlaybook = join(dir, "bad-playbook.yaml");
     writeFileSync(badPlaybook, readFileSync(WLAN, "utf8").replace("mode: active-backup\n        slaves", "mode: lacp\n        slaves"));
     const r3 = await cli("--inventory", goodInventory, badPlaybook);

@@ -9,7 +9,7 @@ import { stringify } from "yaml";
 import { startFleet, type TestFleet, type TestHost } from "../support/sshd-hosts.js";
 import { removeOnCleanup } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
-import { provision, summary } from "./provision-cli.js";
+import { provision, summary, WIFI_VARS } from "./provision-cli.js";
 
 let fleet: TestFleet;
 let dir: string;
@@ -20,7 +20,7 @@ function inventoryFor(name: string, hosts: TestHost[]): string {
   const file = join(dir, name);
   writeFileSync(file, stringify({
     all: {
-      vars: { identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress },
+      vars: { identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress, ...WIFI_VARS },
       children: { pis: { hosts: Object.fromEntries(hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }])) } },
     },
   }));

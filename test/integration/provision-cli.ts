@@ -22,3 +22,6 @@ export function summary(stdout: string): Record<string, { status: string; ok: nu
   }
   return rows;
 }
+
+/** The Wi-Fi variables the eth0+wlan0 seed playbook needs (sshd hosts have no radio: only files are written). */
+export const WIFI_VARS = { wifi_ssid: "home-network", wifi_psk: "home-passphrase-42", wifi_country: "DE" };
