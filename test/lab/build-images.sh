@@ -145,7 +145,7 @@ wifi_tools="wpasupplicant iw hostapd"
 case $flavour in
   debian12) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" $wifi_tools ;;
   rpios-bookworm) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" network-manager dbus $wifi_tools ifupdown- dhcpcd-base- ;;
-  networkd) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" $wifi_tools ifupdown- dhcpcd-base- ;;
+  networkd) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" dbus $wifi_tools ifupdown- dhcpcd-base- ;;
   rpios-trixie) : ;;
 esac >"$cache/apt-$flavour.log" 2>&1 || { tail -20 "$cache/apt-$flavour.log" >&2; exit 1; }
 phase "packages"
