@@ -205,7 +205,9 @@ case $flavour in
 # provision-lab: unconfigured template, filled in at boot from provision.addr= on the kernel command line
 source /etc/network/interfaces.d/*
 EOF
-    services="$services networking.service" ;;
+    services="$services networking.service"
+    # wpasupplicant's own unit is its D-Bus service; this flavour has no D-Bus (ifupdown starts wpa_supplicant itself)
+    chroot "$root" systemctl disable -q wpa_supplicant.service ;;
   rpios-*)
     rm -rf "$root/etc/network/interfaces" "$root/etc/network/interfaces.d"
     install -m 644 "$here/guest/90-provision-lab-air.conf" "$root/etc/NetworkManager/conf.d/"

@@ -47,6 +47,7 @@ for (const flavor of FLAVORS) {
         const installed = STACK_PACKAGES.filter((p) => new RegExp(`^${p} install ok installed$`, "m").test(dpkg.stdout));
         assert.deepEqual(installed.sort(), [...expected.packages].sort(), dpkg.stdout + dpkg.stderr);
         if (expected.nmVersion) assert.match((await must(guest, "NetworkManager --version")).trim(), expected.nmVersion);
+        assert.equal((await guest.ssh("systemctl --failed --no-legend --plain")).stdout.trim(), "", "failed units");
       });
 
       await t.test("eth0 has the guest's address and the lab's gateway", async () => {
