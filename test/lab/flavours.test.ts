@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { run, sh } from "../support/processes.js";
-import { apCounters, buildImages, FLAVORS, LAB_WIFI, startLab, type Flavor, type Guest } from "./lab.js";
+import { apCounters, buildImages, FLAVORS, LAB_WIFI, qmp, startLab, type Flavor, type Guest, type LabOptions } from "./lab.js";
 import { sleep, timed } from "./e2e-support.js";
 
 // an address for wlan0 outside the lab subnet, so only the air path can carry it
@@ -17,6 +17,10 @@ const EXPECTED: Record<Flavor, { active: string; packages: string[]; nmVersion?:
   "rpios-bookworm": { active: "NetworkManager", packages: ["network-manager"], nmVersion: /^1\.42\./ },
   "rpios-trixie": { active: "NetworkManager", packages: ["network-manager"], nmVersion: /^1\.52\./ },
   "networkd": { active: "systemd-networkd", packages: [] },
+};
+// each flavour's guest also tries one disk cache mode
+const DISK_CACHE: Record<Flavor, NonNullable<LabOptions["diskCache"]>> = {
+  "debian12": "unsafe", "rpios-bookworm": "writeback", "rpios-trixie": "none", "networkd": "writeback",
 };
 const STACKS = ["NetworkManager", "systemd-networkd", "networking"];
 const STACK_PACKAGES = ["ifupdown", "dhcpcd-base", "network-manager"];
@@ -34,7 +38,7 @@ for (const flavor of FLAVORS) {
     const buildStart = Date.now();
     await timed(`images ${flavor} (build or cache)`, () => buildImages(flavor));
     const buildS = ((Date.now() - buildStart) / 1000).toFixed(1);
-    const lab = await timed(`boot ${flavor}`, () => startLab({ guests: 1, flavor, wifi: true, name: "lab-flav" }));
+    const lab = await timed(`boot ${flavor}`, () => startLab({ guests: 1, flavor, wifi: true, diskCache: DISK_CACHE[flavor], name: "lab-flav" }));
     const guest = lab.guests[0];
     summary.push(`${flavor}: images ${buildS}s, boot to SSH ${(guest.bootMs / 1000).toFixed(1)}s`);
     try {
@@ -48,6 +52,15 @@ for (const flavor of FLAVORS) {
         assert.deepEqual(installed.sort(), [...expected.packages].sort(), dpkg.stdout + dpkg.stderr);
         if (expected.nmVersion) assert.match((await must(guest, "NetworkManager --version")).trim(), expected.nmVersion);
         assert.equal((await guest.ssh("systemctl --failed --no-legend --plain")).stdout.trim(), "", "failed units");
+      });
+
+      await t.test(`the disk's cache mode is ${DISK_CACHE[flavor]}`, async () => {
+        const blocks = await qmp(guest.qmpSocket, "query-block") as Array<{ inserted?: { cache: { writeback: boolean; direct: boolean; "no-flush": boolean } } }>;
+        const cache = blocks.find((b) => b.inserted)!.inserted!.cache;
+        const expected = { unsafe: { writeback: true, direct: false, "no-flush": true },
+          writeback: { writeback: true, direct: false, "no-flush": false },
+          none: { writeback: true, direct: true, "no-flush": false } }[DISK_CACHE[flavor]];
+        assert.deepEqual(cache, expected);
       });
 
       await t.test("eth0 has the guest's address and the lab's gateway", async () => {
