@@ -1,36 +1,49 @@
 #!/usr/bin/env bash
-# Builds (once, cached) what the real-kernel QEMU lab boots:
+# Builds (once, cached) what the real-kernel QEMU lab boots, for one guest flavour:
+#   build-images.sh [debian12|rpios-bookworm|rpios-trixie|networkd]   (default debian12)
 #   vmlinuz      Debian 12's own kernel (the host kernel has no bonding), and
 #   vmlinux      the same, uncompressed (booted through PVH: no decompression under TCG)
 #   initrd.gz    a busybox initramfs: insmod virtio + ext4, mount /dev/vda, switch_root
-#   rootfs.img   raw ext4 disk made from a COPY of the shared base root (build-rootfs.sh)
-#                plus the kernel's modules, sshd with a lab key, ifupdown and a boot-time
-#                oneshot that fills in the guest's address from the kernel command line
+#   rootfs.img   raw ext4 disk made from a COPY of a base root (build-rootfs.sh, shared with
+#                the sshd test hosts; trixie: build-rootfs-trixie.sh) plus the flavour's
+#                network stack, the kernel's modules, sshd with a lab key, the lab radio's
+#                oneshot and a boot-time oneshot that fills in the guest's address from the
+#                kernel command line (scripts and units in guest/)
 #   id_ed25519   the lab's SSH client key (generated once, kept across rebuilds)
 #   host_key.pub the guests' (shared) ssh host key, for the lab's known_hosts
 #   kernel-version
-# The output folder is keyed by a stamp of this script and of the base root, so a
+# Flavours (every one has wpasupplicant, iw, hostapd):
+#   debian12        Debian 12, ifupdown + dhcpcd-base (the lab's original guest)
+#   rpios-bookworm  Debian 12 like Raspberry Pi OS Bookworm: NetworkManager 1.42, no ifupdown, no dhcpcd
+#   rpios-trixie    Debian 13 like Raspberry Pi OS Trixie: NetworkManager 1.52, no ifupdown, no dhcpcd;
+#                   it boots Debian 12's 6.1 kernel like every flavour (the lab has one kernel)
+#   networkd        Debian 12 with systemd-networkd owning eth0, no ifupdown, no NetworkManager
+# The output folder is keyed by a stamp of this script, guest/ and the base root, so a
 # changed script rebuilds. Prints the folder's path on stdout; progress goes to stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PROVISION_LAB_CACHE:-$here/../../.cache/lab}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
+flavour=${1:-debian12}
+case $flavour in
+  debian12|rpios-bookworm|networkd) base=$(bash "$here/build-rootfs.sh") ;;
+  rpios-trixie) base=$(bash "$here/build-rootfs-trixie.sh") ;;
+  *) echo "build-images: unknown flavour $flavour" >&2; exit 64 ;;
+esac
+stamp=$(printf '%s\n' "$flavour" "$base" "$(cat "$0" "$here/chroot-apt.sh" "$here"/guest/* | sha256sum | cut -c1-16)" | sha256sum | cut -c1-12)
+out=$cache/images-$flavour-$stamp
 
-base=$(bash "$here/build-rootfs.sh")
-stamp=$(printf '%s\n' "$base" "$(sha256sum "$0" | cut -c1-16)" | sha256sum | cut -c1-12)
-out=$cache/images-$stamp
-
-exec 8>"$cache/images.lock"
+exec 8>"$cache/images-$flavour.lock"
 flock 8
 if [ -f "$out/.complete" ]; then echo "$out"; exit 0; fi
 
-say() { echo "build-images: $*" >&2; }
+say() { echo "build-images $flavour: $*" >&2; }
 t0=$(date +%s.%N); tp=$t0
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%6.1fs", b - a }'; }
 phase() { local now; now=$(date +%s.%N); say "$(printf '%-28s' "$1") $(elapsed "$tp" "$now")"; tp=$now; }
 
-work=$cache/images-$stamp.tmp
+work=$cache/images-$flavour-$stamp.tmp
 rm -rf "$work" "$out"
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
@@ -125,6 +138,18 @@ cp -a "$kernel/lib/modules/$kver" "$root/lib/modules/"
 chroot "$root" depmod "$kver"
 phase "copy root + modules"
 
+# the flavour's network stack (Debian 12 flavours; trixie's debootstrap already has its own)
+mirror=$(sed -n 's/^URIs: *\([^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+[ -n "$mirror" ] || mirror=$(awk '$1=="deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+wifi_tools="wpasupplicant iw hostapd"
+case $flavour in
+  debian12) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" $wifi_tools ;;
+  rpios-bookworm) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" network-manager dbus $wifi_tools ifupdown- dhcpcd-base- ;;
+  networkd) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" dbus $wifi_tools ifupdown- dhcpcd-base- ;;
+  rpios-trixie) : ;;
+esac >"$cache/apt-$flavour.log" 2>&1 || { tail -20 "$cache/apt-$flavour.log" >&2; exit 1; }
+phase "packages"
+
 # sshd: the lab key for root, shared pre-generated host keys
 install -d -m 700 "$root/root/.ssh"
 install -m 600 "$keys/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
@@ -157,85 +182,68 @@ cat > "$root/etc/udev/rules.d/70-provision-lab-wlan0.rules" <<'EOF'
 SUBSYSTEM=="net", ACTION=="add", KERNEL=="eth*", DRIVERS=="virtio_net", ATTR{address}=="52:54:00:77:*", NAME="wlan0"
 EOF
 
-# hostname and /etc/network/interfaces are per guest: filled in at boot from the kernel
-# command line (provision.addr=, provision.gw=, provision.hostname=), but only while they
-# are still the lab's unconfigured templates, so what provision writes later survives.
+# A NIC with a 52:54:00:a1:* MAC is the lab radio's access point side (see guest/provision-lab-air.sh)
+cat > "$root/etc/udev/rules.d/70-provision-lab-airlink.rules" <<'EOF'
+# provision lab: the access point's link to the lab bridge (a virtio NIC with a 52:54:00:a1:* MAC) is named airlink
+SUBSYSTEM=="net", ACTION=="add", KERNEL=="eth*", DRIVERS=="virtio_net", ATTR{address}=="52:54:00:a1:*", NAME="airlink"
+EOF
+
+# hostname and the network stack's files are per guest: filled in at boot from the kernel
+# command line (provision.addr=, provision.gw=, provision.hostname=) by provision-lab-config,
+# but only while they are still the lab's unconfigured templates, so what provision writes
+# later survives.
 echo lab-unconfigured > "$root/etc/hostname"
-cat > "$root/etc/network/interfaces" <<'EOF'
+install -m 755 "$here/guest/provision-lab-config.sh" "$root/usr/local/sbin/provision-lab-config"
+install -m 755 "$here/guest/provision-lab-air.sh" "$root/usr/local/sbin/provision-lab-air"
+install -m 755 "$here/guest/provision-lab-station.sh" "$root/usr/local/sbin/provision-lab-station"
+install -m 644 "$here/guest/provision-lab-config.service" "$here/guest/provision-lab-air.service" "$root/etc/systemd/system/"
+services="ssh.service provision-lab-config.service provision-lab-air.service"
+case $flavour in
+  debian12)
+    cat > "$root/etc/network/interfaces" <<'EOF'
 # interfaces(5) file used by ifup(8) and ifdown(8)
 # provision-lab: unconfigured template, filled in at boot from provision.addr= on the kernel command line
 source /etc/network/interfaces.d/*
 EOF
-cat > "$root/usr/local/sbin/provision-lab-config" <<'EOF'
-#!/bin/sh
-# provision lab: per-guest settings from the kernel command line, applied only to templates.
-addr= gw= name= net=
-for word in $(cat /proc/cmdline); do
-  case "$word" in
-    provision.addr=*) addr=${word#provision.addr=} ;;
-    provision.net=*) net=${word#provision.net=} ;;
-    provision.gw=*) gw=${word#provision.gw=} ;;
-    provision.hostname=*) name=${word#provision.hostname=} ;;
+    services="$services networking.service"
+    # wpasupplicant's own unit is its D-Bus service; this flavour has no D-Bus (ifupdown starts wpa_supplicant itself)
+    chroot "$root" systemctl disable -q wpa_supplicant.service ;;
+  rpios-*)
+    rm -rf "$root/etc/network/interfaces" "$root/etc/network/interfaces.d"
+    install -m 644 "$here/guest/90-provision-lab-air.conf" "$root/etc/NetworkManager/conf.d/"
+    mkdir -p "$root/var/lib/provision-lab"
+    touch "$root/var/lib/provision-lab/unconfigured"
+    services="$services NetworkManager.service" ;;
+  networkd)
+    rm -rf "$root/etc/network/interfaces" "$root/etc/network/interfaces.d"
+    mkdir -p "$root/var/lib/provision-lab" "$root/etc/systemd/network"
+    touch "$root/var/lib/provision-lab/unconfigured"
+    services="$services systemd-networkd.service" ;;
+esac
+# each flavour has its own stack and none of the others'
+for p in ifupdown dhcpcd-base network-manager; do
+  installed=$(chroot "$root" dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  case "$flavour $p" in
+    "debian12 ifupdown"|"debian12 dhcpcd-base"|"rpios-bookworm network-manager"|"rpios-trixie network-manager") wanted=yes ;;
+    *) wanted=no ;;
   esac
+  have=no
+  [ "$installed" = "install ok installed" ] && have=yes
+  [ "$have" = "$wanted" ] || { say "$flavour: $p installed=$have, should be $wanted"; exit 1; }
 done
-if [ -n "$name" ] && [ "$(cat /etc/hostname 2>/dev/null)" = lab-unconfigured ]; then
-  echo "$name" > /etc/hostname
-  printf '127.0.1.1\t%s\n' "$name" >> /etc/hosts
-fi
-[ -s /etc/hostname ] && hostname "$(cat /etc/hostname)"
-if [ -n "$addr" ] && { [ ! -e /etc/network/interfaces ] || grep -q '^# provision-lab: unconfigured template' /etc/network/interfaces; }; then
-  cat > /etc/network/interfaces.new <<END
-# This file describes the network interfaces available on your system
-# and how to activate them. For more information, see interfaces(5).
 
-source /etc/network/interfaces.d/*
-
-# The loopback network interface
-auto lo
-iface lo inet loopback
-
-# The primary network interface
-auto eth0
-iface eth0 inet static
-	address $addr
-END
-  [ -n "$gw" ] && printf '\tgateway %s\n' "$gw" >> /etc/network/interfaces.new
-  # provision.net=eth1=10.10.1.1/24,eth2=…: more NICs with static addresses (no gateway)
-  for pair in $(echo "$net" | tr ',' ' '); do
-    printf '\nauto %s\niface %s inet static\n\taddress %s\n' "${pair%%=*}" "${pair%%=*}" "${pair#*=}" >> /etc/network/interfaces.new
-  done
-  mv /etc/network/interfaces.new /etc/network/interfaces
-fi
-exit 0
-EOF
-chmod 755 "$root/usr/local/sbin/provision-lab-config"
-cat > "$root/etc/systemd/system/provision-lab-config.service" <<'EOF'
-[Unit]
-Description=provision lab: per-guest address and hostname from the kernel command line
-DefaultDependencies=no
-After=local-fs.target
-Before=sysinit.target network-pre.target networking.service ifupdown-pre.service systemd-hostnamed.service
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/provision-lab-config
-RemainAfterExit=yes
-
-[Install]
-WantedBy=sysinit.target
-EOF
-
-chroot "$root" systemctl enable -q ssh.service networking.service provision-lab-config.service
+chroot "$root" systemctl enable -q $services
 # boot fast: nothing periodic, no consoles, no competing network managers
-chroot "$root" systemctl mask -q \
-  apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
-  dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-tmpfiles-clean.timer \
-  systemd-networkd.service systemd-networkd-wait-online.service systemd-resolved.service \
-  systemd-firstboot.service getty@tty1.service serial-getty@ttyS0.service \
-  systemd-timesyncd.service systemd-pstore.service
+masks="apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service
+  dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-tmpfiles-clean.timer
+  systemd-networkd-wait-online.service systemd-resolved.service
+  systemd-firstboot.service getty@tty1.service serial-getty@ttyS0.service
+  systemd-timesyncd.service systemd-pstore.service hostapd.service"
+[ "$flavour" = networkd ] || masks="$masks systemd-networkd.service"
+chroot "$root" systemctl mask -q $masks
 phase "configure root"
 
-mkfs.ext4 -q -F -L lab-root -d "$root" "$work/rootfs.img" 1G >/dev/null
+mkfs.ext4 -q -F -L lab-root -d "$root" "$work/rootfs.img" 2G >/dev/null
 rm -rf "$root" "$kernel" "$initramfs"
 phase "mkfs rootfs.img"
 
@@ -243,7 +251,7 @@ trap - EXIT
 touch "$work/.complete"
 mv "$work" "$out"
 # older builds are no longer needed (guests still running on them keep their open files)
-for old in "$cache"/images-*; do
+for old in "$cache"/images-"$flavour"-*; do
   [ "$old" = "$out" ] || [ ! -d "$old" ] || rm -rf "$old"
 done
 say "$(printf '%-28s' total) $(elapsed "$t0" "$(date +%s.%N)")"

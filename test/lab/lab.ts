@@ -1,6 +1,8 @@
-// The real-kernel lab: Debian 12 guests under QEMU (TCG; the host kernel has no bonding),
-// each with two virtio NICs on one bridge inside a network namespace of the lab's own,
-// like a Pi with Ethernet and Wi-Fi on the same LAN. Images come from build-images.sh.
+// The real-kernel lab: Debian guests under QEMU (TCG; the host kernel has no bonding),
+// each with virtio NICs on one bridge inside a network namespace of the lab's own, like a
+// Pi with Ethernet and Wi-Fi on the same LAN. Images come from build-images.sh, one per
+// guest flavour (network stack). With `wifi: true` the guest's wlan0 is a real radio
+// (mac80211_hwsim) whose access point lives in the same guest, bridged to the lab's bridge.
 //
 // Nothing leaves the lab's namespace: the taps, the bridge (10.77.0.1/24), the apt
 // repository and the controller all live there. Every lab uses the same addresses; labs
@@ -17,9 +19,19 @@ import { removeOnCleanup, run, sh, startDaemon } from "../support/processes.js";
 
 export type SshResult = { code: number; stdout: string; stderr: string };
 
+/** The guest's operating system and network stack (see build-images.sh). */
+export type Flavor = "debian12" | "rpios-bookworm" | "rpios-trixie" | "networkd";
+export const FLAVORS: readonly Flavor[] = ["debian12", "rpios-bookworm", "rpios-trixie", "networkd"];
+
+/** The lab radio's network (hostapd in the guest's netns "air"); rpios-* guests get an Imager-like profile for it. */
+export const LAB_WIFI = { ssid: "provision-lab", psk: "lab-passphrase-123" } as const;
+
 export interface Guest {
   name: string;
   address: string;
+  flavor: Flavor;
+  /** wlan0 is a real radio (mac80211_hwsim), its access point in the guest's netns "air". */
+  wifi: boolean;
   /** ["eth0", "wlan0"], ["eth0", "eth1"], ["eth0", "eth1", "eth2"]… */
   nics: string[];
   pid: number;
@@ -28,7 +40,7 @@ export interface Guest {
   consoleLog: string;
   /** Wall time from starting QEMU to SSH answering, in ms. */
   bootMs: number;
-  /** QMP set_link on that NIC's netdev: "pull the cable" (false) / plug it back (true). */
+  /** QMP set_link on that NIC's netdev (or "airlink", the access point's uplink): "pull the cable" (false) / plug it back (true). */
   setLink(nic: string, up: boolean): Promise<void>;
   /** The real OpenSSH client, run inside the lab namespace, host key verified. */
   ssh(command: string, opts?: { timeoutMs?: number; connectTimeoutS?: number }): Promise<SshResult>;
@@ -61,10 +73,10 @@ const BOOT_TIMEOUT_MS = 5 * 60_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Build (or find cached) the lab images; build-images.sh reports its phases on stderr. */
-export function buildImages(): Promise<string> {
+/** Build (or find cached) one flavour's lab images; build-images.sh reports its phases on stderr. */
+export function buildImages(flavor: Flavor = "debian12"): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn("bash", [join(repoRoot, "test", "lab", "build-images.sh")], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn("bash", [join(repoRoot, "test", "lab", "build-images.sh"), flavor], { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
     child.stdout!.on("data", (d) => (out += d));
     child.on("error", reject);
@@ -126,11 +138,38 @@ export interface LabOptions {
   name?: string;
   /** Extra words for the guests' kernel command line (debugging). */
   kernelArgs?: string[];
+  /** The guests' OS and network stack (default "debian12": ifupdown). */
+  flavor?: Flavor;
+  /** wlan0 is a real radio with an access point (LAB_WIFI) in the guest; secondNic must not be "wlan0". */
+  wifi?: boolean;
+  /** QEMU's cache mode for the guest disks (default "unsafe": fast, ignores flushes; a power-cut test needs "writeback" or "none"). */
+  diskCache?: "unsafe" | "writeback" | "none";
+}
+
+/** The access point's packet counters: its radio (wlan1) and its link to the lab bridge (airlink). */
+export type ApCounters = Record<"radio" | "airlink", { rx: number; tx: number }>;
+
+export async function apCounters(guest: Guest): Promise<ApCounters> {
+  if (!guest.wifi) throw new Error(`${guest.name} has no lab radio (start the lab with wifi: true)`);
+  const r = await guest.ssh("ip -n air -s -j link show", { timeoutMs: 20_000 });
+  if (r.code !== 0) throw new Error(`${guest.name}: reading the access point's counters failed: ${r.stderr}`);
+  const links = JSON.parse(r.stdout) as Array<{ ifname: string; stats64: { rx: { packets: number }; tx: { packets: number } } }>;
+  const of = (ifname: string) => {
+    const link = links.find((l) => l.ifname === ifname);
+    if (!link) throw new Error(`${guest.name}: no ${ifname} in netns air`);
+    return { rx: link.stats64.rx.packets, tx: link.stats64.tx.packets };
+  };
+  return { radio: of("wlan1"), airlink: of("airlink") };
 }
 
 export async function startLab(opts: LabOptions): Promise<Lab> {
   if (opts.guests < 1 || opts.guests > 200) throw new Error(`startLab: guests must be 1..200, not ${opts.guests}`);
-  const images = await buildImages();
+  const flavor = opts.flavor ?? "debian12";
+  if (!FLAVORS.includes(flavor)) throw new Error(`startLab: flavor must be one of ${FLAVORS.join(", ")}, not ${flavor}`);
+  const wifi = opts.wifi ?? false;
+  if (wifi && opts.secondNic === "wlan0") throw new Error(`startLab: with wifi: true wlan0 is the radio; secondNic cannot be "wlan0" too`);
+  const diskCache = opts.diskCache ?? "unsafe";
+  const images = await buildImages(flavor);
   const kernelVersion = readFileSync(join(images, "kernel-version"), "utf8").trim();
   // the uncompressed kernel boots through PVH, skipping seconds of xz decompression under TCG
   const kernelImage = existsSync(join(images, "vmlinux")) ? join(images, "vmlinux") : join(images, "vmlinuz");
@@ -185,6 +224,14 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
       const macs = nics.map((nic, n) => (nic === "wlan0" ? `52:54:00:77:00:${hex}` : `52:54:00:12:${n.toString(16).padStart(2, "0")}:${hex}`));
       const netdevs = nics.map((_, n) => `n${n}`);
       const taps = nics.map((_, n) => `t${i}n${n}`);
+      // the lab radio's access point reaches the lab bridge through one more NIC, last so the
+      // guest's own NICs keep their kernel names; the udev rule in the image names it airlink
+      if (wifi) {
+        netdevs.push("nair");
+        taps.push(`t${i}air`);
+        macs.push(`52:54:00:a1:00:${hex}`);
+        bridges.push("br0");
+      }
       taps.forEach((tap, n) => {
         sh(["ip", "-n", ns.name, "tuntap", "add", "dev", tap, "mode", "tap"]);
         sh(["ip", "-n", ns.name, "link", "set", tap, "master", bridges[n]]);
@@ -200,6 +247,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         "console=ttyS0", "net.ifnames=0", "quiet",
         `provision.addr=${address}/24`, `provision.gw=${BRIDGE_ADDRESS}`, `provision.hostname=${name}`,
         ...(linkAddresses.length ? [`provision.net=${linkAddresses.join(",")}`] : []),
+        ...(wifi ? ["provision.air=1", `provision.ssid=${LAB_WIFI.ssid}`, `provision.psk=${LAB_WIFI.psk}`] : []),
         `systemd.machine_id=${randomBytes(16).toString("hex")}`,
         ...(opts.kernelArgs ?? []),
       ].join(" ");
@@ -207,8 +255,8 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nographic",
         "-serial", `file:${consoleLog}`, "-monitor", "none",
         "-kernel", kernelImage, "-initrd", join(images, "initrd.gz"), "-append", append,
-        "-drive", `file=${overlay},if=virtio,format=qcow2,cache=unsafe`,
-        ...nics.flatMap((_, n) => [
+        "-drive", `file=${overlay},if=virtio,format=qcow2,cache=${diskCache}`,
+        ...taps.flatMap((_, n) => [
           "-netdev", `tap,id=${netdevs[n]},ifname=${taps[n]},script=no,downscript=no`,
           "-device", `virtio-net-pci,netdev=${netdevs[n]},romfile=,mac=${macs[n]}`,
         ]),
@@ -242,11 +290,11 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         }
       };
       const guest: Guest = {
-        name, address, nics, pid: qemu.pid, qmpSocket, consoleLog, bootMs: 0,
+        name, address, flavor, wifi, nics, pid: qemu.pid, qmpSocket, consoleLog, bootMs: 0,
         ssh, bootId, waitForSsh,
         async setLink(nic, up) {
-          const n = nics.indexOf(nic);
-          if (n < 0) throw new Error(`${name} has no NIC ${nic} (it has ${nics.join(", ")})`);
+          const n = wifi && nic === "airlink" ? netdevs.indexOf("nair") : nics.indexOf(nic);
+          if (n < 0) throw new Error(`${name} has no NIC ${nic} (it has ${nics.join(", ")}${wifi ? " and airlink" : ""})`);
           await qmp(qmpSocket, "set_link", { name: netdevs[n], up });
         },
         async reboot(o = {}) {
