@@ -196,6 +196,8 @@ echo lab-unconfigured > "$root/etc/hostname"
 install -m 755 "$here/guest/provision-lab-config.sh" "$root/usr/local/sbin/provision-lab-config"
 install -m 755 "$here/guest/provision-lab-air.sh" "$root/usr/local/sbin/provision-lab-air"
 install -m 755 "$here/guest/provision-lab-station.sh" "$root/usr/local/sbin/provision-lab-station"
+install -d -m 700 "$root/etc/provision-lab"
+install -m 600 "$here/guest/lab-wifi.env" "$root/etc/provision-lab/wifi.env"
 install -m 644 "$here/guest/provision-lab-config.service" "$here/guest/provision-lab-air.service" "$root/etc/systemd/system/"
 services="ssh.service provision-lab-config.service provision-lab-air.service"
 case $flavour in

@@ -5,13 +5,12 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import type { Guest, Lab } from "./lab.js";
+import { LAB_WIFI, type Guest, type Lab } from "./lab.js";
 import { removeOnCleanup } from "../support/processes.js";
 import { parseBondStatus, type BondStatus } from "../../modules/bond/model.js";
 
 export const GATEWAY = "10.77.0.1";
-/** The lab access point's network (hostapd in the guest's netns "air"). */
-export const LAB_WIFI = { ssid: "provision-lab", psk: "lab-passphrase-123" };
+
 
 /** An inventory for the lab's guests with the bond variables the seed playbooks need. */
 export function labInventory(lab: Lab, file: string, perHost: Record<string, Record<string, unknown>> = {}, vars: Record<string, unknown> = {}): string {

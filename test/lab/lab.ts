@@ -24,7 +24,14 @@ export type Flavor = "debian12" | "rpios-bookworm" | "rpios-trixie" | "networkd"
 export const FLAVORS: readonly Flavor[] = ["debian12", "rpios-bookworm", "rpios-trixie", "networkd"];
 
 /** The lab radio's network (hostapd in the guest's netns "air"); rpios-* guests get an Imager-like profile for it. */
-export const LAB_WIFI = { ssid: "provision-lab", psk: "lab-passphrase-123" } as const;
+/** The lab access point's network, from the file the images carry (0600) as /etc/provision-lab/wifi.env. */
+export const LAB_WIFI = readLabWifi();
+
+function readLabWifi(): { ssid: string; psk: string } {
+  const text = readFileSync(join(repoRoot, "test", "lab", "guest", "lab-wifi.env"), "utf8");
+  const value = (key: string) => new RegExp(`^${key}=(.*)$`, "m").exec(text)![1];
+  return { ssid: value("ssid"), psk: value("psk") };
+}
 
 export interface Guest {
   name: string;
@@ -247,7 +254,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         "console=ttyS0", "net.ifnames=0", "quiet",
         `provision.addr=${address}/24`, `provision.gw=${BRIDGE_ADDRESS}`, `provision.hostname=${name}`,
         ...(linkAddresses.length ? [`provision.net=${linkAddresses.join(",")}`] : []),
-        ...(wifi ? ["provision.air=1", `provision.ssid=${LAB_WIFI.ssid}`, `provision.psk=${LAB_WIFI.psk}`] : []),
+        ...(wifi ? ["provision.air=1"] : []),
         `systemd.machine_id=${randomBytes(16).toString("hex")}`,
         ...(opts.kernelArgs ?? []),
       ].join(" ");

@@ -5,14 +5,7 @@
 # "airlink" that sits on the lab's bridge, and runs hostapd. Radio 1 stays as the guest's
 # own wlan0, which nothing here configures.
 set -eu
-ssid= psk=
-for word in $(cat /proc/cmdline); do
-  case "$word" in
-    provision.ssid=*) ssid=${word#provision.ssid=} ;;
-    provision.psk=*) psk=${word#provision.psk=} ;;
-  esac
-done
-[ -n "$ssid" ] && [ -n "$psk" ] || { echo "provision-lab-air: provision.ssid= and provision.psk= are needed" >&2; exit 1; }
+. /etc/provision-lab/wifi.env   # ssid=, psk=
 
 modprobe mac80211_hwsim radios=2
 i=0

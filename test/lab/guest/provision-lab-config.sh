@@ -3,7 +3,7 @@
 # image's unconfigured templates, so what provision writes later survives a reboot.
 #   provision.addr=10.77.0.11/24 provision.gw=10.77.0.1 provision.hostname=pi1
 #   provision.net=eth1=10.10.1.1/24,eth2=…   more NICs with static addresses (no gateway)
-#   provision.air=1 provision.ssid=… provision.psk=…   the lab radio (rpios-*: Imager-like profile)
+#   provision.air=1   the lab radio (rpios-*: an Imager-like profile for the network in /etc/provision-lab/wifi.env)
 addr= gw= name= net= air= ssid= psk=
 for word in $(cat /proc/cmdline); do
   case "$word" in
@@ -12,8 +12,6 @@ for word in $(cat /proc/cmdline); do
     provision.gw=*) gw=${word#provision.gw=} ;;
     provision.hostname=*) name=${word#provision.hostname=} ;;
     provision.air=*) air=${word#provision.air=} ;;
-    provision.ssid=*) ssid=${word#provision.ssid=} ;;
-    provision.psk=*) psk=${word#provision.psk=} ;;
   esac
 done
 if [ -n "$name" ] && [ "$(cat /etc/hostname 2>/dev/null)" = lab-unconfigured ]; then
@@ -95,6 +93,7 @@ method=disabled
 END
   done
   # what Raspberry Pi Imager's Wi-Fi settings become (raspberrypi-sys-mods imager_custom set_wlan)
+  [ "$air" = 1 ] && . /etc/provision-lab/wifi.env
   if [ "$air" = 1 ] && [ -n "$ssid" ]; then
     nm_profile preconfigured <<END
 [connection]

@@ -7,13 +7,7 @@ set -eu
 dir=/run/provision-lab-station
 case ${1:-} in
   up)
-    ssid= psk=
-    for word in $(cat /proc/cmdline); do
-      case "$word" in
-        provision.ssid=*) ssid=${word#provision.ssid=} ;;
-        provision.psk=*) psk=${word#provision.psk=} ;;
-      esac
-    done
+    . /etc/provision-lab/wifi.env
     mkdir -p "$dir"
     umask 077
     printf 'ctrl_interface=%s/ctrl\nnetwork={\n ssid="%s"\n key_mgmt=WPA-PSK\n psk="%s"\n}\n' "$dir" "$ssid" "$psk" > "$dir/wlan0.conf"
