@@ -16,7 +16,8 @@ const RENDERERS: Partial<Record<Stack, { probes(a: BondArgs): object; plan(a: Bo
 };
 
 const SETTLE = readShellAsset(import.meta.url, "bond-settle.sh");
-const SETTLE_SECONDS = 45;
+// a Wi-Fi slave associates some seconds after its stack starts (NetworkManager: 5-15 s on a busy Pi)
+const SETTLE_SECONDS = 90;
 
 /** Defaults that depend on the slaves: a bond with a Wi-Fi slave keeps each slave's own MAC. */
 export function withDefaults(a: BondArgs): BondArgs {
