@@ -16,6 +16,8 @@ const RENDERERS: Partial<Record<Stack, { probes(a: BondArgs): object; plan(a: Bo
 };
 
 const SETTLE = readShellAsset(import.meta.url, "bond-settle.sh");
+const WIFI_LINK = readShellAsset(import.meta.url, "wifi-link.sh");
+const AUTHORIZE_SECONDS = 30;
 // a Wi-Fi slave associates some seconds after its stack starts (NetworkManager: 5-15 s on a busy Pi)
 const SETTLE_SECONDS = 90;
 
@@ -48,6 +50,17 @@ function checkPlan(a: BondArgs, stack: Stack, facts: Facts, network: NetworkStac
   const foreign = [a.name, ...a.slaves].filter((i) => network?.owners[i] && network.owners[i] !== stack);
   if (foreign.length)
     throw new PlanError(`${foreign.map((i) => `${i} is managed by ${STACK_NAMES[network!.owners[i]]}`).join(", ")}, but the bond is rendered for ${STACK_NAMES[stack]}: release ${foreign.length > 1 ? "them" : "it"} from that stack or set stack:`);
+}
+
+/** What `iw dev link` and `iw dev station dump` (wifi-link.sh) say is wrong with a station's link to `ssid`. */
+export function wifiProblems(slave: string, ssid: string, output: string): string[] {
+  const [link, dump = ""] = output.split("--- station dump");
+  const associated = /^\s*SSID: (.*)$/m.exec(link)?.[1];
+  if (associated !== ssid)
+    return [`${slave} not associated to SSID "${ssid}" (${associated ? `associated to "${associated}"` : link.trim().split("\n")[0] || "no link"})`];
+  if (!/authorized:\s*yes/.test(dump))
+    return [`${slave} not associated to SSID "${ssid}": the access point never authorized it (the WPA handshake did not complete: wrong PSK?)`];
+  return [];
 }
 
 /** The kernel's view: what a running bond lacks, when its files are already as desired. */
@@ -88,7 +101,7 @@ export default defineModule({
     probes: (a: BondArgs) => ({
       bonding: { command: ["sh", "-c", SETTLE, "bond-settle", a.name, String(SETTLE_SECONDS), ...a.slaves] },
       ip: { command: ["ip", "-j", "-4", "addr", "show", "dev", a.name] },
-      ...Object.fromEntries(wifiSlaves(a).map(([s]) => [`link:${s}`, { command: ["iw", "dev", s, "link"] }])),
+      ...Object.fromEntries(wifiSlaves(a).map(([s]) => [`link:${s}`, { command: ["sh", "-c", WIFI_LINK, "wifi-link", s, String(AUTHORIZE_SECONDS)] }])),
       ...(a.gateway && a.method === "static" ? { gateway: { command: ["ping", "-c", "3", "-i", "0.3", "-W", "2", a.gateway] } } : {}),
     }),
     check(args: BondArgs, facts: Record<string, CommandOutput>) {
@@ -98,8 +111,7 @@ export default defineModule({
       const wifi = wifiSlaves(a).flatMap(([slave, w]) => {
         const link = facts[`link:${slave}`];
         if (link.code === 127) return notes.push(`iw is not installed: ${slave}'s association to "${w.ssid}" was judged by its MII status only`), [];
-        const ssid = /^\s*SSID: (.*)$/m.exec(link.stdout)?.[1];
-        return ssid === w.ssid ? [] : [`${slave} not associated to SSID "${w.ssid}" (${ssid ? `associated to "${ssid}"` : link.stdout.trim().split("\n")[0] || "no link"})`];
+        return wifiProblems(slave, w.ssid, link.stdout);
       });
       const problems = [
         ...bondProblems(a, parseBondStatus(facts.bonding.stdout)),

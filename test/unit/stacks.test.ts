@@ -279,9 +279,14 @@ test("verify: a Wi-Fi slave must be associated to its SSID, said in words", () =
   const ok = { code: 0, stdout: "" };
   const verdict = bond.verify!.check(a, { bonding: { code: 0, stdout: HEALTHY }, ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' }, gateway: ok, "link:wlan0": { code: 1, stdout: "Not connected.\n" } } as never);
   assert.ok(!Array.isArray(verdict) && verdict.problems.includes('wlan0 not associated to SSID "provision-lab" (Not connected.)'), JSON.stringify(verdict));
-  const fine = bond.verify!.check(a, { bonding: { code: 0, stdout: HEALTHY }, ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' }, gateway: ok, "link:wlan0": { code: 0, stdout: "Connected to 02:00:00:00:01:00 (on wlan0)\n\tSSID: provision-lab\n" } } as never);
+  const fine = bond.verify!.check(a, { bonding: { code: 0, stdout: HEALTHY }, ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' }, gateway: ok, "link:wlan0": { code: 0, stdout: `Connected to 02:00:00:00:01:00 (on wlan0)\n\tSSID: provision-lab\n--- station dump\n${AUTHORIZED}` } } as never);
   assert.deepEqual(!Array.isArray(fine) && fine.problems, []);
+  const handshakeFailed = bond.verify!.check(a, { bonding: { code: 0, stdout: HEALTHY }, ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' }, gateway: ok, "link:wlan0": { code: 0, stdout: `Connected to 02:00:00:00:01:00 (on wlan0)\n\tSSID: provision-lab\n--- station dump\n${AUTHORIZED.replace("authorized:\tyes", "authorized:\tno")}` } } as never);
+  assert.match(!Array.isArray(handshakeFailed) ? handshakeFailed.problems.join() : "", /wlan0 not associated to SSID "provision-lab": the access point never authorized it/, "association without the 4-way handshake is not a link");
 });
+
+// `iw dev wlan0 station dump` on a lab guest whose handshake completed
+const AUTHORIZED = "Station 02:00:00:00:01:00 (on wlan0)\n\tinactive time:\t40 ms\n\tauthorized:\tyes\n\tauthenticated:\tyes\n\tassociated:\tyes\n";
 
 const HEALTHY = `Ethernet Channel Bonding Driver: v5.10
 
