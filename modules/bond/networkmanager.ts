@@ -121,21 +121,23 @@ function competingInEtc(a: BondArgs, existing: Record<string, string>, own: Set<
 }
 
 /**
- * Profiles under /run are generated at every boot (netplan's NetworkManager integration on
- * Raspberry Pi OS Trixie): their netplan source is moved aside, with a copy kept beside it.
+ * Profiles under /run last until the reboot that brings the bond up. Only those made again
+ * at every boot compete: netplan's (Raspberry Pi OS Trixie), whose source is moved aside
+ * with a copy kept beside it. NetworkManager's own default wired profiles ("Wired
+ * connection 2", nm-generated) are not made for a device that has a profile of its own.
  */
 function competingInRun(a: BondArgs, facts: Facts): Change[] {
   const sources = facts.netplan.entries ?? {};
   const reasons = new Map<string, string>();
   for (const [name, text] of Object.entries(facts.nmRunProfiles.entries ?? {})) {
     const profile = parseKeyfile(text);
-    if (!name.endsWith(".nmconnection") || !competes(profile, a) || !autoconnects(profile)) continue;
+    if (!name.startsWith("netplan-") || !name.endsWith(".nmconnection") || !competes(profile, a) || !autoconnects(profile)) continue;
     const uuid = profile.connection?.uuid ?? "";
     const ifname = profile.connection?.["interface-name"] ?? "";
     const from = Object.keys(sources).filter((file) => file.endsWith(".yaml") &&
       ((uuid && file.includes(uuid)) || (ifname && new RegExp(`(^|[^A-Za-z0-9_.-])${ifname.replace(/\./g, "\\.")}([^A-Za-z0-9_.-]|$)`, "m").test(sources[file]))));
     if (!from.length)
-      throw new PlanError(`NetworkManager profile ${NM_RUN_DIR}/${name} competes for ${ifname || "a slave"} and provision cannot tell where it comes from (no netplan file names it). Remove or disable it, then run again`);
+      throw new PlanError(`netplan's NetworkManager profile ${NM_RUN_DIR}/${name} competes for ${ifname || "a slave"}, and no file in ${NETPLAN_DIR} names it. Remove its netplan source, then run again`);
     for (const file of from) reasons.set(file, `its profile ${profile.connection?.id ?? name} competes for ${ifname || "a slave"}`);
   }
   return [...reasons].flatMap(([file, why]) => moveAside(`${NETPLAN_DIR}/${file}`, sources[file], why));

@@ -5,7 +5,7 @@
 #   vmlinux      the same, uncompressed (booted through PVH: no decompression under TCG)
 #   initrd.gz    a busybox initramfs: insmod virtio + ext4, mount /dev/vda, switch_root
 #   rootfs.img   raw ext4 disk made from a COPY of a base root (build-rootfs.sh, shared with
-#                the sshd test hosts; trixie: build-rootfs-trixie.sh) plus the flavour's
+#                the sshd test hosts; trixie: build-rootfs.sh trixie) plus the flavour's
 #                network stack, the kernel's modules, sshd with a lab key, the lab radio's
 #                oneshot and a boot-time oneshot that fills in the guest's address from the
 #                kernel command line (scripts and units in guest/)
@@ -28,7 +28,7 @@ cache=$(cd "$cache" && pwd)
 flavour=${1:-debian12}
 case $flavour in
   debian12|rpios-bookworm|networkd) base=$(bash "$here/build-rootfs.sh") ;;
-  rpios-trixie) base=$(bash "$here/build-rootfs-trixie.sh") ;;
+  rpios-trixie) base=$(bash "$here/build-rootfs.sh" trixie) ;;
   *) echo "build-images: unknown flavour $flavour" >&2; exit 64 ;;
 esac
 stamp=$(printf '%s\n' "$flavour" "$base" "$(cat "$0" "$here/chroot-apt.sh" "$here"/guest/* | sha256sum | cut -c1-16)" | sha256sum | cut -c1-12)

@@ -191,8 +191,11 @@ test("NetworkManager on Raspberry Pi OS Trixie: a profile netplan generates unde
   assert.equal(byPath(changes, "/etc/netplan/50-cloud-init.yaml")?.after, null, "moved aside");
   assert.equal(byPath(changes, "/etc/netplan/50-cloud-init.yaml.provision-disabled")?.after, yaml, "a copy is kept");
   assert.equal(byPath(changes, "/etc/netplan/00-network-manager-all.yaml"), undefined);
-  assert.throws(() => bond.plan(a, facts(a, { nmRunProfiles: { path: "/run/NetworkManager/system-connections", entries: { "x.nmconnection": generated } } }), context(NM_OUTPUT)),
-    (e: Error) => e instanceof PlanError && /cannot tell where it comes from/.test(e.message));
+  assert.throws(() => bond.plan(a, facts(a, { nmRunProfiles: { path: "/run/NetworkManager/system-connections", entries: { "netplan-eth0.nmconnection": generated } } }), context(NM_OUTPUT)),
+    (e: Error) => e instanceof PlanError && /no file in \/etc\/netplan names it/.test(e.message));
+  const defaultWired = "[connection]\nid=Wired connection 2\nuuid=x\ntype=ethernet\ninterface-name=eth0\n\n[.nmmeta]\nnm-generated=true\n";
+  assert.ok(!files(bond.plan(a, facts(a, { nmRunProfiles: { path: "/run/NetworkManager/system-connections", entries: { "Wired connection 2.nmconnection": defaultWired } } }), context(NM_OUTPUT))).some((c) => c.path.startsWith("/run/")),
+    "NetworkManager's own default wired profile lasts only until the reboot and is not made again for a device with a profile");
 });
 
 test("keyfiles: rendering escapes, reading, setting one key keeps the rest byte for byte", () => {
