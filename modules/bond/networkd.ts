@@ -70,8 +70,10 @@ export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
     [`${ownName(a, "")}.network`, renderBondNetwork(a)],
     ...a.slaves.map((s): [string, string] => [`${ownName(a, `-${s}`)}.network`, renderSlaveNetwork(a, s)]),
   ]);
+  // a slave no longer listed: its .network of an earlier run goes (backed up like any file)
+  const former = Object.entries(existing).filter(([name]) => name.startsWith(`${ownName(a, "-")}`) && name.endsWith(".network") && !own.has(name));
   const competing = Object.entries(existing).filter(([name, text]) =>
-    name.endsWith(".network") && !own.has(name) && matchesAny(text, [a.name, ...a.slaves]));
+    name.endsWith(".network") && !own.has(name) && !former.some(([f]) => f === name) && matchesAny(text, [a.name, ...a.slaves]));
   const aside = competing.flatMap(([name, text]) => moveAside(`${NETWORKD_DIR}/${name}`, text, `it matches ${[a.name, ...a.slaves].join("/")}`));
   const files = [...own].flatMap(([name, content]) => {
     const isBond = name === `${ownName(a, "")}.network`;
@@ -88,5 +90,8 @@ export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
       ? [commandChange(`enable ${wpaUnit(slave)}`, ["systemctl", "enable", wpaUnit(slave)], ["systemctl", "disable", wpaUnit(slave)], true)]
       : []),
   ]);
-  return [...aside, ...wifi, ...files];
+  const removed = former.flatMap(([name, text]) => fileChange({ path: `${NETWORKD_DIR}/${name}`, content: text }, null, {
+    summary: `remove ${NETWORKD_DIR}/${name} (${name.slice(ownName(a, "-").length, -".network".length)} is no longer a slave of ${a.name})`, reboot: true,
+  }));
+  return [...aside, ...removed, ...wifi, ...files];
 }

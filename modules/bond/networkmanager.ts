@@ -105,7 +105,16 @@ export function planNetworkManager(a: BondArgs, facts: Facts): Change[] {
   };
   for (const slave of a.slaves) write(portId(a, slave), portProfile(a, slave), `make ${slave} a port of ${a.name} (NetworkManager profile ${portId(a, slave)})`);
   write(a.name, bondProfile(a), `configure ${a.name} (${modeName(a.mode)}: ${a.slaves.join(" + ")}) as a NetworkManager profile`, bondAddress(a));
-  return [...competingInEtc(a, existing, own), ...competingInRun(a, facts), ...writes];
+  return [...competingInEtc(a, existing, own), ...competingInRun(a, facts), ...formerPorts(a, existing, own), ...writes];
+}
+
+/** Port profiles of an earlier run for slaves no longer listed. */
+function formerPorts(a: BondArgs, existing: Record<string, string>, own: Set<string>): Change[] {
+  return Object.entries(existing)
+    .filter(([name]) => name.startsWith(`${a.name}-port-`) && name.endsWith(".nmconnection") && !own.has(name))
+    .flatMap(([name, text]) => fileChange({ path: `${NM_DIR}/${name}`, content: text }, null, {
+      summary: `remove the NetworkManager profile ${name.slice(0, -".nmconnection".length)} (no longer a port of ${a.name})`, reboot: true,
+    }));
 }
 
 function competingInEtc(a: BondArgs, existing: Record<string, string>, own: Set<string>): Change[] {

@@ -228,6 +228,15 @@ test("systemd-networkd: a .netdev with MIIMonitorSec always set, PrimarySlave on
   assert.ok(!masker([])(wpa.after!).includes(PSK), "a wpa_supplicant file's secret lines are masked even undeclared");
 });
 
+test("a slave taken out of the list loses the profile or .network an earlier run wrote for it", () => {
+  const a = args({ slaves: ["eth0", "eth1"], slave_options: {} });
+  const nm = bond.plan(a, facts(a, { "phy:wlan0": { path: "", content: null }, nmProfiles: { path: "/etc/NetworkManager/system-connections", entries: { "bond0-port-wlan0.nmconnection": "[connection]\nid=bond0-port-wlan0\ntype=wifi\ninterface-name=wlan0\nmaster=bond0\nslave-type=bond\n" } } }), context(NM_OUTPUT));
+  assert.equal(byPath(nm, "/etc/NetworkManager/system-connections/bond0-port-wlan0.nmconnection")?.after, null);
+  const nd = bond.plan(a, facts(a, { "phy:wlan0": { path: "", content: null }, networkd: { path: "/etc/systemd/network", entries: { "10-provision-bond0-wlan0.network": "[Match]\nName=wlan0\n\n[Network]\nBond=bond0\n" } } }), context(NETWORKD_OUTPUT));
+  assert.equal(byPath(nd, "/etc/systemd/network/10-provision-bond0-wlan0.network")?.after, null);
+  assert.equal(byPath(nd, "/etc/systemd/network/10-provision-bond0-wlan0.network.provision-disabled"), undefined, "our own file is removed, not moved aside");
+});
+
 test("ifupdown: the PSK goes to a 0600 wpa_supplicant file the interfaces file only names", () => {
   const a = args();
   const changes = bond.plan(a, facts(a, { interfaces: { path: "/etc/network/interfaces", content: "auto lo\n", mode: "0644" } }), context(IFUPDOWN_OUTPUT));
