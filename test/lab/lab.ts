@@ -36,6 +36,10 @@ export interface Guest {
   bootId(): Promise<string | undefined>;
   /** Poll until SSH answers; returns the boot id. */
   waitForSsh(opts?: { timeoutMs?: number; notBootId?: string }): Promise<string>;
+  /** Pull the plug: SIGKILL QEMU (what the guest had not flushed to its disk is lost). */
+  powerCut(): void;
+  /** Start QEMU again on the same disk and wait for SSH; returns the wall time in ms. */
+  powerOn(): Promise<number>;
   /** `systemctl reboot`, then wait for SSH with a new boot id; returns the wall time in ms. */
   reboot(opts?: { timeoutMs?: number }): Promise<number>;
 }
@@ -124,6 +128,11 @@ export interface LabOptions {
   links?: LabLink[];
   /** Prefix of the namespace and temp folder names (default "plab"). */
   name?: string;
+  /**
+   * QEMU's disk cache mode. "unsafe" (default, fastest) discards the guest's flushes, so a
+   * power cut (powerCut) may lose flushed data; "writeback" honours them, for power-cut tests.
+   */
+  diskCache?: "unsafe" | "writeback";
   /** Extra words for the guests' kernel command line (debugging). */
   kernelArgs?: string[];
 }
@@ -207,21 +216,28 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nographic",
         "-serial", `file:${consoleLog}`, "-monitor", "none",
         "-kernel", kernelImage, "-initrd", join(images, "initrd.gz"), "-append", append,
-        "-drive", `file=${overlay},if=virtio,format=qcow2,cache=unsafe`,
+        "-drive", `file=${overlay},if=virtio,format=qcow2,cache=${opts.diskCache ?? "unsafe"}`,
         ...nics.flatMap((_, n) => [
           "-netdev", `tap,id=${netdevs[n]},ifname=${taps[n]},script=no,downscript=no`,
           "-device", `virtio-net-pci,netdev=${netdevs[n]},romfile=,mac=${macs[n]}`,
         ]),
         "-qmp", `unix:${qmpSocket},server,nowait`,
       ];
-      const logFd = openSync(qemuLog, "w");
-      const qemu = startDaemon(`qemu ${name}`, inNamespace(ns.name, argv), { stdio: ["ignore", logFd, logFd] });
-      closeSync(logFd);
-      stops.push(qemu.stop);
+      let qemu: ReturnType<typeof startDaemon>;
       let exitInfo: string | undefined;
-      qemu.on("exit", (code, signal) => (exitInfo = `QEMU exited (${signal ?? code})`));
-      if (!qemu.pid) throw new Error(`could not start QEMU for ${name}`);
-
+      // also how a guest is powered on again after a power cut: same overlay, same console
+      const launch = (): number => {
+        const logFd = openSync(qemuLog, "a");
+        const started = startDaemon(`qemu ${name}`, inNamespace(ns.name, argv), { stdio: ["ignore", logFd, logFd] });
+        closeSync(logFd);
+        stops.push(started.stop);
+        qemu = started;
+        exitInfo = undefined;
+        started.on("exit", (code, signal) => { if (qemu === started) exitInfo = `QEMU exited (${signal ?? code})`; });
+        if (!started.pid) throw new Error(`could not start QEMU for ${name}`);
+        return started.pid;
+      };
+      launch();
       const ssh = (command: string, o: { timeoutMs?: number; connectTimeoutS?: number } = {}): Promise<SshResult> =>
         run(inNamespace(ns.name, [...sshBase, "-o", `ConnectTimeout=${o.connectTimeoutS ?? 5}`, `root@${address}`, command]),
           { timeout: o.timeoutMs ?? 120_000, killSignal: "SIGKILL" });
@@ -242,8 +258,18 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         }
       };
       const guest: Guest = {
-        name, address, nics, pid: qemu.pid, qmpSocket, consoleLog, bootMs: 0,
+        name, address, nics, pid: qemu!.pid!, qmpSocket, consoleLog, bootMs: 0,
         ssh, bootId, waitForSsh,
+        powerCut() {
+          process.kill(qemu.pid!, "SIGKILL");
+          qemu.stop(); // reaps nothing more: drops the cleanup entry of the dead QEMU
+        },
+        async powerOn() {
+          const t = Date.now();
+          guest.pid = launch();
+          await waitForSsh();
+          return Date.now() - t;
+        },
         async setLink(nic, up) {
           const n = nics.indexOf(nic);
           if (n < 0) throw new Error(`${name} has no NIC ${nic} (it has ${nics.join(", ")})`);
