@@ -200,17 +200,19 @@ class HostRun {
   /** The first change arms the host (when the run needs it); every later one renews the lease and the timer. */
   private async armOrRenew(): Promise<void> {
     const timeout = this.work.confirmTimeoutSeconds;
-    if (this.armingDone) {
-      if ((await this.tx.heartbeat(timeout)) === "reverted") throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
-      if (this.tx.armed) this.armedAt = Date.now();
-      return;
-    }
+    if (this.armingDone) return this.renew();
     if (this.arming && timeout > 0) {
       this.options.progress(`arming host-side revert before the first change (${timeout}s unless renewed and confirmed)`);
       if (await this.tx.arm(timeout, this.arming === "required")) this.armedAt = Date.now();
       else this.options.progress("cannot arm (the host does not run systemd): its changes take effect only at a reboot; going on unarmed");
     }
     this.armingDone = true;
+  }
+
+  /** Renew the lock's lease and, when armed, restart the host's revert timer from now. */
+  async renew(): Promise<void> {
+    if ((await this.tx.heartbeat(this.work.confirmTimeoutSeconds)) === "reverted") throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
+    if (this.tx.armed) this.armedAt = Date.now();
   }
 
   /** Until when the controller may still confirm (the host reverts after that). */
@@ -464,7 +466,10 @@ async function verify(run: HostRun, planned: Planned[], result: HostResult, live
     else if (p.changes.length || run.rebootCount > 0) toVerify.push(i);
   });
   // Confirm only from outside: the verdict comes over a new connection to where the host should be now.
-  if (run.tx.armed) await run.reconnectFresh();
+  if (run.tx.armed) {
+    await run.reconnectFresh();
+    await run.renew();
+  }
   if (!toVerify.length) return null;
   options.progress("verifying");
   const instances = toVerify.map((i) => planned[i].instance);

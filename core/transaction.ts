@@ -99,14 +99,16 @@ const UNLOCK = `base=$1 info=$2
 exit 0`;
 
 /**
- * Every step of an armed run: renew the lock's lease and restart the host's revert
- * timer, so the host reverts confirm_timeout after the controller was last heard.
+ * Every step of an armed run (and its return after a reboot): renew the lock's lease and
+ * restart the host's revert timer, so the host reverts confirm_timeout after the
+ * controller was last heard.
  * Prints the run's state: "reverted" means the host already undid it.
  */
 const HEARTBEAT = `base=$1 info=$2 id=$3 timeout=$4
 [ "$(cat "$base/lock" 2>/dev/null)" = "$info" ] && touch -- "$base/lock"
 if [ "$timeout" != 0 ] && [ "$(cat "$base/armed" 2>/dev/null)" = "$id" ]; then
-  systemctl stop provision-revert-now.timer >/dev/null 2>&1
+  # this boot's run of the boot timer is replaced by the renewed one; it stays enabled for the next boot
+  systemctl stop provision-revert-now.timer provision-revert.timer >/dev/null 2>&1
   systemd-run --quiet --unit=provision-revert-now --on-active="\${timeout}s" --timer-property=AccuracySec=1s /bin/sh "$base/revert.sh"
 fi
 cat "$base/runs/$id/state" 2>/dev/null || true`;

@@ -34,6 +34,7 @@ const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
 /** The controller, killed by itself right after the change whose summary contains `point`. */
 async function dieAfter(point: string): Promise<{ output: string; at: number }> {
+  await pi.waitForSsh();
   const r = await run(lab.controllerArgv(["env", `PROVISION_TEST_DIE_AFTER=${point}`, "node", CLI, "--inventory", inventory, "--verbose", WLAN]), { cwd: repoRoot });
   const output = r.stdout + r.stderr;
   assert.ok(output.includes(point), `the run reached "${point}":\n${output}`);
@@ -54,8 +55,15 @@ async function assertAsBefore(label: string): Promise<void> {
   assert.equal((await pi.ssh("test -e /var/lib/provision/lock")).code, 1, `${label}: the lock is released`);
 }
 
+/** What the guest's journal says about provision's units and the boots: printed after each fault. */
+async function journal(label: string): Promise<void> {
+  const r = await pi.ssh("journalctl --list-boots --no-pager | tail -4; journalctl -q --no-pager -o short-monotonic -u 'provision-revert*' | tail -12", { timeoutMs: 20_000 });
+  console.log(`journal after ${label}:\n${r.stdout}${r.stderr}`);
+}
+
 async function revertedAfter(label: string, from: number): Promise<void> {
   await waitForHostRevert(pi, 6 * 60_000);
+  await journal(label);
   const s = ((Date.now() - from) / 1000).toFixed(0);
   revertTimes.push(`${label}: host reverted and answering ${s}s after the fault`);
   console.log(`revert: ${label}: ${s}s (confirm_timeout ${CONFIRM}s)`);
@@ -78,6 +86,7 @@ for (const [label, point] of [
 }
 
 test("the management link cut for 60 s mid-apply: the run finishes or rolls back completely", async () => {
+  await pi.waitForSsh();
   const argv = lab.controllerArgv(["node", CLI, "--inventory", inventory, "--verbose", WLAN]);
   const child = spawn(argv[0], argv.slice(1), { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
@@ -136,6 +145,7 @@ for (const [label, point] of [
 }
 
 test("after every fault, the next run needs no --break-lock and finishes cleanly", async () => {
+  await pi.waitForSsh();
   const r = await timed("clean run after the faults", () => cli("--inventory", inventory, WLAN));
   assert.equal(r.code, 0, r.output);
   assert.equal(summary(r.stdout).pi1.status, "changed", r.stdout);
