@@ -211,7 +211,7 @@ class HostRun {
 
   /** Renew the lock's lease and, when armed, restart the host's revert timer from now. */
   async renew(): Promise<void> {
-    if ((await this.tx.heartbeat(this.work.confirmTimeoutSeconds)) === "reverted") throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
+    if (isReverting(await this.tx.heartbeat(this.work.confirmTimeoutSeconds))) throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
     if (this.tx.armed) this.armedAt = Date.now();
   }
 
@@ -250,7 +250,7 @@ class HostRun {
         continue;
       }
       const last = await this.tx.state().catch(() => null);
-      if (last?.id === this.tx.id && last.state === "reverted") throw new HostRevertedError(this.work.name, "the host reverted the run by itself while the controller was cut off");
+      if (last?.id === this.tx.id && isReverting(last.state)) throw new HostRevertedError(this.work.name, "the host reverted the run by itself while the controller was cut off");
       this.options.progress(`reconnected after ${Math.round((Date.now() - started) / 1000)}s; retrying: ${what}`);
       return;
     }
@@ -294,8 +294,9 @@ class HostRun {
     if (this.tx.armed) {
       await this.step("start the host's revert", () => this.tx.revertNow());
       this.options.progress("rolling back the way the host reverts: files, safe undo commands, a reboot");
-      if (!(await this.awaitHostRevert())) throw new StrandedError(this.work.name, "the host did not come back after reverting");
-      this.tx.armed = false;
+      const back = await this.awaitHostRevert();
+      this.tx.armed = false; // waited for it already: not again as a host revert
+      if (!back) throw new StrandedError(this.work.name, `it did not come back at ${this.connection.originalAddress} after reverting`);
       await this.tx.mark("rolled_back");
       return [];
     }
@@ -330,6 +331,8 @@ class HostRun {
     return false;
   }
 }
+
+const isReverting = (state: string) => state === "reverting" || state === "reverted";
 
 /** The controller lost the host after a disruptive change. */
 class StrandedError extends HostError {}

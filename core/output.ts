@@ -32,7 +32,7 @@ export function renderChanges(run: RunResult, showDiff: boolean): string {
 function notableTransaction(host: HostResult): string | null {
   const tx = host.lastTransaction;
   if (!tx || (tx.state === "committed" && !tx.armed)) return null;
-  const what = { pending: "left pending (its controller stopped before committing; `provision rollback` restores it)", reverted: "reverted by the host (not confirmed in time)", rolled_back: "rolled back", committed: "committed", unknown: "in an unknown state" }[tx.state];
+  const what = { pending: "left pending (its controller stopped before committing; `provision rollback` restores it)", reverting: "being reverted by the host", reverted: "reverted by the host (not confirmed in time)", rolled_back: "rolled back", committed: "committed", unknown: "in an unknown state" }[tx.state];
   return `last transaction ${tx.id}: ${what}${tx.armed ? "; host-side revert still armed" : ""}`;
 }
 

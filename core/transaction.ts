@@ -8,7 +8,7 @@ import { HostError } from "./errors.js";
 import { script } from "./shell.js";
 
 export const STATE_DIR = "/var/lib/provision";
-export type TransactionState = "pending" | "committed" | "rolled_back" | "reverted";
+export type TransactionState = "pending" | "committed" | "rolled_back" | "reverting" | "reverted";
 
 /**
  * Durable replace: stdin → FILE through a temp file that is fsynced before the rename,
@@ -18,6 +18,28 @@ export type TransactionState = "pending" | "committed" | "rolled_back" | "revert
 const PUT = `put() {
   cat > "$1.provision-tmp" && sync -- "$1.provision-tmp" && mv -f -- "$1.provision-tmp" "$1" && sync -- "$(dirname -- "$1")"
 }`;
+
+/**
+ * (Re)start the transient revert timer: $1 seconds from now. Two unit names take turns,
+ * so the new timer runs before the old one stops (no moment unarmed) and a name is never
+ * reused while systemd still holds the stopped unit.
+ */
+const RENEW_TIMER = `renew_timer() {
+  if systemctl is-active --quiet provision-revert-now.timer; then new=provision-revert-now-b old=provision-revert-now
+  else new=provision-revert-now old=provision-revert-now-b; fi
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    if systemd-run --quiet --unit="$new" --on-active="$1s" --timer-property=AccuracySec=1s /bin/sh "$base/revert.sh" 2>/dev/null; then
+      systemctl stop "$old.timer" >/dev/null 2>&1
+      return 0
+    fi
+    sleep 0.3
+  done
+  echo "cannot start the revert timer" >&2
+  return 1
+}`;
+
+/** Both names of the transient revert timer (see RENEW_TIMER). */
+const NOW_TIMERS = "provision-revert-now.timer provision-revert-now-b.timer";
 
 /** Restore every file of a transaction from its backups; shared by controller and host. */
 const RESTORE_FILES = `restore_files() {
@@ -60,6 +82,8 @@ dir="$base/runs/$id"
 ${PUT}
 ${RESTORE_FILES}
 ${RUN_UNDOS}
+# from now on a controller that comes back learns that the host is undoing the run
+echo reverting | put "$dir/state"
 restore_files "$dir"
 run_undos "$dir" safe
 echo reverted | put "$dir/state"
@@ -105,11 +129,12 @@ exit 0`;
  * Prints the run's state: "reverted" means the host already undid it.
  */
 const HEARTBEAT = `base=$1 info=$2 id=$3 timeout=$4
+${RENEW_TIMER}
 [ "$(cat "$base/lock" 2>/dev/null)" = "$info" ] && touch -- "$base/lock"
 if [ "$timeout" != 0 ] && [ "$(cat "$base/armed" 2>/dev/null)" = "$id" ]; then
+  renew_timer "$timeout" || exit 1
   # this boot's run of the boot timer is replaced by the renewed one; it stays enabled for the next boot
-  systemctl stop provision-revert-now.timer provision-revert.timer >/dev/null 2>&1
-  systemd-run --quiet --unit=provision-revert-now --on-active="\${timeout}s" --timer-property=AccuracySec=1s /bin/sh "$base/revert.sh"
+  systemctl stop provision-revert.timer >/dev/null 2>&1
 fi
 cat "$base/runs/$id/state" 2>/dev/null || true`;
 
@@ -155,6 +180,7 @@ const REMOVE = `rm -f -- "$1" && sync -- "$(dirname -- "$1")"`;
  */
 const ARM = `set -e
 ${PUT}
+${RENEW_TIMER}
 base=$1 id=$2 timeout=$3
 if ! command -v systemd-run >/dev/null 2>&1 || [ ! -d /run/systemd/system ]; then
   echo "the host does not run systemd" >&2; exit 4
@@ -186,19 +212,18 @@ systemctl daemon-reload
 systemctl enable provision-revert.timer >/dev/null 2>&1
 sync
 echo "$id" | put "$base/armed"
-systemctl stop provision-revert-now.timer >/dev/null 2>&1 || true
-systemd-run --quiet --unit=provision-revert-now --on-active=\${timeout}s --timer-property=AccuracySec=1s /bin/sh "$base/revert.sh"`;
+renew_timer "$timeout"`;
 
 /** The controller's rollback of an armed run is the host's own revert, started now. */
 const REVERT_NOW = `base=$1
-systemctl stop provision-revert-now.timer >/dev/null 2>&1
+systemctl stop ${NOW_TIMERS} >/dev/null 2>&1
 systemd-run --quiet --unit=provision-revert-rollback --on-active=1 --timer-property=AccuracySec=100ms /bin/sh "$base/revert.sh"`;
 
 const DISARM = `${PUT}
 base=$1 id=$2 state=$3
 [ -z "$state" ] || echo "$state" | put "$base/runs/$id/state"
 rm -f "$base/armed"
-systemctl stop provision-revert-now.timer provision-revert-now.service >/dev/null 2>&1
+systemctl stop ${NOW_TIMERS} >/dev/null 2>&1
 systemctl disable --now provision-revert.timer >/dev/null 2>&1
 rm -f /etc/systemd/system/provision-revert.service /etc/systemd/system/provision-revert.timer
 systemctl daemon-reload >/dev/null 2>&1

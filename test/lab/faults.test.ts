@@ -16,7 +16,7 @@ import { repoRoot } from "../support/cache.js";
 import { run } from "../support/processes.js";
 
 const WLAN = join(repoRoot, "playbooks/bond-eth0-wlan0.yaml");
-const CONFIRM = 60;
+const CONFIRM = 50;
 let lab: Lab;
 let pi: Guest;
 let inventory: string;

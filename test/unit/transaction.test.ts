@@ -2,7 +2,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { armingFor } from "../../core/engine.js";
-import { parseHostRecord, parseLockRefusal, staleLockReason, LOCK_LEASE_SECONDS } from "../../core/transaction.js";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { lastTransactionProbe, parseHostRecord, parseLockRefusal, staleLockReason, LOCK_LEASE_SECONDS } from "../../core/transaction.js";
 import type { Change } from "../../core/module-api.js";
 
 const file = (extra: Partial<Change> = {}): Change => ({ kind: "file", path: "/etc/x", before: null, after: "x", summary: "x", ...extra }) as Change;
@@ -32,4 +36,21 @@ test("the host record: last transaction and lock", () => {
   assert.deepEqual(parseHostRecord("- - -\n"), { last: null, lock: null });
   assert.deepEqual(parseHostRecord("r1 pending r1\nlock controller=a pid=1 since=x run=r1\n"), { last: { id: "r1", state: "pending", armed: true }, lock: "controller=a pid=1 since=x run=r1" });
   assert.deepEqual(parseHostRecord("r1 committed -\nlock \n"), { last: { id: "r1", state: "committed", armed: false }, lock: "" });
+});
+
+test("the audit's probe reports the lock with shell builtins, even with no transaction recorded", () => {
+  const base = mkdtempSync(join(tmpdir(), "record-"));
+  const probe = () => {
+    const argv = [...lastTransactionProbe.command.slice(0, -1), base];
+    return parseHostRecord(spawnSync(argv[0], argv.slice(1), { encoding: "utf8" }).stdout);
+  };
+  try {
+    assert.deepEqual(probe(), { last: null, lock: null });
+    writeFileSync(join(base, "lock"), "controller=a pid=1 since=x run=r1\n");
+    assert.deepEqual(probe(), { last: null, lock: "controller=a pid=1 since=x run=r1" });
+    writeFileSync(join(base, "lock"), "");
+    assert.deepEqual(probe(), { last: null, lock: "" }, "an empty lock is still a lock");
+  } finally {
+    rmSync(base, { recursive: true });
+  }
 });
