@@ -29,7 +29,7 @@ const RENEW_TIMER = `renew_timer() {
   else new=provision-revert-now old=provision-revert-now-b; fi
   for try in 1 2 3 4 5 6 7 8 9 10; do
     if systemd-run --quiet --unit="$new" --on-active="$1s" --timer-property=AccuracySec=1s /bin/sh "$base/revert.sh" 2>/dev/null; then
-      systemctl stop "$old.timer" >/dev/null 2>&1
+      systemctl stop "$old.timer" >/dev/null 2>&1 || true
       return 0
     fi
     sleep 0.3
