@@ -108,7 +108,7 @@ test("the management link cut for 60 s mid-apply: the run finishes or rolls back
   });
   const exit = await timed("link cut: the run ends", () => code);
   const row = summary(out).pi1;
-  console.log(`link cut: controller exited ${exit} (${row?.status}) ${((Date.now() - cutAt) / 1000).toFixed(0)}s after the cut`);
+  console.log(`link cut: controller exited ${exit} (${row?.status}) ${((Date.now() - cutAt) / 1000).toFixed(0)}s after the cut; ${/error: .*/.exec(out)?.[0] ?? "no error"}`);
   assert.ok(row, out);
   assert.doesNotMatch(out, /rollback failed/);
   if (row.status === "changed") {
