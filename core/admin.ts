@@ -52,7 +52,7 @@ export async function rollback(inventory: Inventory, limit: string | undefined, 
     try {
       const needsReboot = await restoreLast(c, last);
       if (needsReboot) await rebootAndWait(c, { address: c.target.address, deadline: Date.now() + 600_000, limit: "600s", progress: () => {} });
-      return [`restored run ${last.id} (was ${last.state})${needsReboot ? "; rebooted" : ""}`];
+      return [`restored run ${last.id} (was ${last.state})${needsReboot ? "; rebooted" : ""}${lock.tookOver ? `; ${lock.tookOver}` : ""}`];
     } finally {
       await lock.unlock().catch(() => {});
     }

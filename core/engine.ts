@@ -4,10 +4,10 @@ import { PlanError, type Change, type CommandOutput, type FileState, type HostFa
 import type { Task } from "./playbook.js";
 import { Connection, type ConnectionTarget } from "./transport/ssh.js";
 import { factsFor, gather, probeKey, type Gathered, type ProbeResult } from "./facts.js";
-import { HostError, ModuleBug, UnreachableError, messageOf } from "./errors.js";
+import { HostError, LostConnection, ModuleBug, UnreachableError, messageOf } from "./errors.js";
 import { showChange, type ShownChange } from "./changes.js";
 import { rebootAndWait, RebootTimeout } from "./transport/reboot.js";
-import { Transaction, lastTransactionProbe, parseLastTransaction, type LastTransaction } from "./transaction.js";
+import { Transaction, lastTransactionProbe, parseHostRecord, type Arming, type LastTransaction } from "./transaction.js";
 
 export interface TaskInstance {
   task: Task;
@@ -56,6 +56,8 @@ export interface HostResult {
   lastTransaction?: LastTransaction;
   /** Host facts the play used (name → one line), e.g. network_stack. */
   facts?: Record<string, string>;
+  /** Host-level notes: a stale lock taken over, a lock seen by --check. */
+  notes: string[];
   tasks: TaskResult[];
   durationMs: number;
 }
@@ -170,14 +172,32 @@ function describeFacts(instances: TaskInstance[], gathered: Gathered): Record<st
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const isDisruptive = (change: Change) => change.kind === "reboot" || !!change.disruptive;
+
+/**
+ * How long the controller keeps trying to reach a host it lost during a run (new
+ * connection, back-off 1 s doubling to 10 s) before it declares the host failed; never
+ * past the confirm deadline of an armed run (the host reverts then by itself).
+ */
+export const RECONNECT_SECONDS = 90;
+
+/** Arm before the first write when anything of the run takes effect at a reboot or can cut the management path. */
+export function armingFor(planned: { changes: Change[] }[]): Arming {
+  const changes = planned.flatMap((p) => p.changes);
+  if (changes.some((c) => c.kind === "reboot" || c.disruptive)) return "required";
+  return changes.some((c) => c.reboot) ? "wanted" : null;
+}
+
+/** Tests only: the controller dies (SIGKILL) right after applying the change whose summary contains this. */
+const DIE_AFTER = process.env.PROVISION_TEST_DIE_AFTER;
 
 /** Everything one run does to one host, so that it can be confirmed or undone. */
 class HostRun {
   readonly connection: Connection;
   readonly tx: Transaction;
-  private undo: Change[] = [];
+  arming: Arming = null;
+  private armingDone = false;
   rebootCount = 0;
+  /** When the host's revert timer was last (re)started. */
   armedAt = 0;
   rolledBackByHost = false;
   /** Where the host should answer once the applied changes take effect. */
@@ -190,35 +210,49 @@ class HostRun {
   }
 
   async perform(change: Change): Promise<void> {
-    const c = this.connection;
-    if (isDisruptive(change)) await this.arm();
+    await this.step("arm or renew", () => this.armOrRenew());
     if (change.address && change.kind !== "pending") this.expectedAddress = change.address;
     switch (change.kind) {
       case "file":
-        await this.tx.backup(change.path);
-        if (change.reboot) await this.tx.noteReboot();
-        if (change.after === null) await c.run(`remove ${change.path}`, ["rm", "-f", "--", change.path]);
-        else await c.writeFile(change.path, change.after, change.mode);
-        return;
+        await this.step(change.summary, async () => {
+          await this.tx.backup(change.path);
+          if (change.reboot) await this.tx.noteReboot();
+          if (change.after === null) await this.tx.remove(change.path);
+          else await this.connection.writeFile(change.path, change.after, change.mode);
+        });
+        break;
       case "command":
-        this.undo.push(change);
-        await c.run(change.summary, change.argv);
-        return;
+        // modules' commands are idempotent (apt-get install, modprobe): a retried step runs them again
+        await this.step(change.summary, async () => {
+          if (change.undo) await this.tx.recordUndo(change.undo, !!change.undoDisruptive);
+          await this.connection.run(change.summary, change.argv);
+        });
+        break;
       case "pending":
-        return;
+        break;
       case "reboot":
         await this.reboot(change.timeoutSeconds, this.expectedAddress);
-        return;
+        break;
     }
+    if (DIE_AFTER && change.summary.includes(DIE_AFTER)) process.kill(process.pid, "SIGKILL");
   }
 
-  /** Before anything that can cut the management path, the host arms its own revert. */
-  private async arm(): Promise<void> {
+  /** The first change arms the host (when the run needs it); every later one renews the lease and the timer. */
+  private async armOrRenew(): Promise<void> {
     const timeout = this.work.confirmTimeoutSeconds;
-    if (this.tx.armed || timeout === 0) return;
-    this.options.progress(`arming host-side revert (${timeout}s unless confirmed)`);
-    await this.tx.arm(timeout);
-    this.armedAt = Date.now();
+    if (this.armingDone) return this.renew();
+    if (this.arming && timeout > 0) {
+      this.options.progress(`arming host-side revert before the first change (${timeout}s unless renewed and confirmed)`);
+      if (await this.tx.arm(timeout, this.arming === "required")) this.armedAt = Date.now();
+      else this.options.progress("cannot arm (the host does not run systemd): its changes take effect only at a reboot; going on unarmed");
+    }
+    this.armingDone = true;
+  }
+
+  /** Renew the lock's lease and, when armed, restart the host's revert timer from now. */
+  async renew(): Promise<void> {
+    if (isReverting(await this.tx.heartbeat(this.work.confirmTimeoutSeconds))) throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
+    if (this.tx.armed) this.armedAt = Date.now();
   }
 
   /** Until when the controller may still confirm (the host reverts after that). */
@@ -226,13 +260,51 @@ class HostRun {
     return this.tx.armed ? this.armedAt + this.work.confirmTimeoutSeconds * 1000 : Infinity;
   }
 
+  /**
+   * One idempotent host-side step: when the connection drops, reconnect (bounded, see
+   * RECONNECT_SECONDS) and run it again; a host that reverted meanwhile ends the run.
+   */
+  async step<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const giveUp = Math.min(Date.now() + RECONNECT_SECONDS * 1000, this.confirmDeadline - 5000);
+    for (;;) {
+      try {
+        return await fn();
+      } catch (error) {
+        if (!(error instanceof LostConnection)) throw error;
+        await this.reconnect(what, error, giveUp);
+      }
+    }
+  }
+
+  private async reconnect(what: string, cause: LostConnection, giveUp: number): Promise<void> {
+    const started = Date.now();
+    this.options.progress(`${what}: ${messageOf(cause).replace(`${this.work.name}: `, "")}; reconnecting for up to ${Math.max(0, Math.round((giveUp - started) / 1000))}s`);
+    for (let delay = 1000; ; delay = Math.min(delay * 2, 10_000)) {
+      if (Date.now() + delay > giveUp)
+        throw new StrandedError(this.work.name, `${messageOf(cause).replace(`${this.work.name}: `, "")}; no answer again within ${Math.round((Date.now() - started) / 1000)}s`);
+      await sleep(delay);
+      try {
+        this.connection.close();
+        await this.connection.connect();
+      } catch {
+        continue;
+      }
+      const last = await this.tx.state().catch(() => null);
+      if (last?.id === this.tx.id && isReverting(last.state)) throw new HostRevertedError(this.work.name, "the host reverted the run by itself while the controller was cut off");
+      this.options.progress(`reconnected after ${Math.round((Date.now() - started) / 1000)}s; retrying: ${what}`);
+      return;
+    }
+  }
+
   async reboot(timeoutSeconds: number, address: string): Promise<void> {
+    // the boot timer counts confirm_timeout from the boot, which comes after this
+    if (this.tx.armed) this.armedAt = Date.now();
     const deadline = Math.min(Date.now() + timeoutSeconds * 1000, this.confirmDeadline);
     const limit = deadline === this.confirmDeadline ? `the confirm timeout (${this.work.confirmTimeoutSeconds}s)` : `${timeoutSeconds}s`;
     try {
       await rebootAndWait(this.connection, { address, deadline, limit, progress: this.options.progress });
     } catch (error) {
-      if (error instanceof RebootTimeout) throw new StrandedError(this.work.name, error.message.replace(`${this.work.name}: `, ""));
+      if (error instanceof RebootTimeout || error instanceof LostConnection) throw new StrandedError(this.work.name, messageOf(error).replace(`${this.work.name}: `, ""));
       throw error;
     }
     this.rebootCount++;
@@ -252,36 +324,46 @@ class HostRun {
     }
   }
 
-  /** Restore every file, undo commands, reboot if a reboot made the changes live. */
+  /**
+   * Undo the run. An armed run is undone the way the host would undo it by itself
+   * (files, safe undo commands, a reboot into the restored files): nothing that could
+   * cut the management path runs while the controller depends on it.
+   */
   async rollback(): Promise<string[]> {
-    const problems: string[] = [];
-    if (!this.connection.connected) {
-      this.connection.moveTo(this.expectedAddress);
-      await this.connection.connect();
+    await this.ensureConnected();
+    if (this.tx.armed) {
+      await this.step("start the host's revert", () => this.tx.revertNow());
+      this.options.progress("rolling back the way the host reverts: files, safe undo commands, a reboot");
+      const back = await this.awaitHostRevert();
+      this.tx.armed = false; // waited for it already: not again as a host revert
+      if (!back) throw new StrandedError(this.work.name, `it did not come back at ${this.connection.originalAddress} after reverting`);
+      await this.tx.mark("rolled_back");
+      return [];
     }
-    await this.tx.restore();
-    for (const change of this.undo.reverse()) {
-      if (change.kind !== "command" || !change.undo) continue;
-      const r = await this.connection.exec(change.undo);
-      if (r.code !== 0) problems.push(`undo "${change.summary}" exited ${r.code}`);
-    }
+    const problems = await this.step("restore backups and undo commands", () => this.tx.restore(this.arming ? "safe" : "all"));
     if (this.rebootCount > 0) await this.reboot(600, this.connection.originalAddress);
-    if (this.tx.armed) await this.tx.disarm("rolled_back");
-    else await this.tx.mark("rolled_back");
+    await this.tx.mark("rolled_back");
     return problems;
   }
 
-  /** The controller was cut off: the armed host reverts by itself; wait for it at its old address. */
+  private async ensureConnected(): Promise<void> {
+    if (this.connection.connected) return;
+    this.connection.moveTo(this.expectedAddress);
+    await this.step("reconnect", async () => {
+      if (!this.connection.connected) throw new LostConnection(this.work.name, "lost connection: not connected");
+    });
+  }
+
+  /** The armed host reverts by itself (or was told to): wait for it at its old address, booted after the revert. */
   async awaitHostRevert(): Promise<boolean> {
     const c = this.connection;
     c.moveTo(c.originalAddress);
-    this.options.progress(`cut off; waiting for the host to revert by itself and answer at ${c.originalAddress}`);
-    const deadline = this.confirmDeadline + 600_000;
+    this.options.progress(`waiting for the host to revert and answer at ${c.originalAddress}`);
+    const deadline = Math.max(this.confirmDeadline, Date.now()) + 600_000;
     while (Date.now() < deadline) {
       try {
         await c.connect();
-        const last = await this.tx.state();
-        if (last?.id === this.tx.id && last.state === "reverted") return true;
+        if (await this.tx.revertedAndBooted()) return true;
         c.close();
       } catch { /* not back yet */ }
       await sleep(3000);
@@ -290,13 +372,17 @@ class HostRun {
   }
 }
 
+const isReverting = (state: string) => state === "reverting" || state === "reverted";
+
 /** The controller lost the host after a disruptive change. */
 class StrandedError extends HostError {}
+/** The host undid the run by itself (its revert timer ran) while the controller was away. */
+class HostRevertedError extends StrandedError {}
 
 export async function runHost(work: HostWork, options: RunOptions): Promise<HostResult> {
   const started = Date.now();
   const run = new HostRun(work, options);
-  const result: HostResult = { host: work.name, address: work.target.address, status: "ok", rebooted: false, tasks: [], durationMs: 0 };
+  const result: HostResult = { host: work.name, address: work.target.address, status: "ok", rebooted: false, tasks: [], notes: [], durationMs: 0 };
   const finish = async (status: HostStatus, error?: string) => {
     if (!options.check) await run.tx.unlock().catch(() => {});
     run.connection.close();
@@ -315,11 +401,19 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   const all = [...work.tasks, ...work.handlers];
   let planned: Planned[];
   try {
-    if (!options.check) await run.tx.lock(options.breakLock);
+    if (!options.check) {
+      await run.tx.lock(options.breakLock);
+      if (run.tx.tookOver) {
+        result.notes.push(run.tx.tookOver);
+        options.progress(run.tx.tookOver);
+      }
+    }
     options.progress("gathering facts");
     const gathered = await gatherFor(run.connection, all, [lastTransactionProbe]);
-    result.lastTransaction = parseLastTransaction((gathered.results.get(probeKey(lastTransactionProbe)) as CommandOutput).stdout) ?? undefined;
+    const record = parseHostRecord((gathered.results.get(probeKey(lastTransactionProbe)) as CommandOutput).stdout);
+    result.lastTransaction = record.last ?? undefined;
     result.facts = describeFacts(all, gathered);
+    if (options.check && record.lock !== null) result.notes.push(`locked by ${record.lock || "(an empty lock)"}`);
     planned = planTasks(work.tasks, work.handlers, gathered, work.name);
   } catch (error) {
     return finish(error instanceof UnreachableError ? "unreachable" : "failed", messageOf(error));
@@ -329,13 +423,14 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   const changed = planned.some((p) => p.changes.length);
   if (options.check) return finish(changed ? "drift" : "ok");
   if (!changed) return finish("ok");
+  run.arming = armingFor(planned);
 
   let failure: string | null;
   try {
     failure = await applyAndVerify(run, planned, result, options);
     if (!failure) {
-      if (run.tx.armed) await run.tx.disarm("committed");
-      else await run.tx.mark("committed");
+      if (run.tx.armed) await run.step("disarm", () => run.tx.disarm("committed"));
+      else await run.step("commit", () => run.tx.mark("committed"));
       return finish("changed");
     }
   } catch (error) {
@@ -353,15 +448,18 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     result.rolledBackBy = "controller";
     return finish("rolled_back", failure);
   } catch (error) {
+    // cut off during the rollback of an armed run: the host finishes it by itself
+    if (run.tx.armed) return finish(...await hostReverted(run, error as Error));
     return finish("failed", `${failure}; rollback failed: ${messageOf(error)}`);
   }
 }
 
 /** The controller was cut off from an armed host: wait for the host's own revert. */
-async function hostReverted(run: HostRun, error: StrandedError): Promise<[HostStatus, string]> {
+async function hostReverted(run: HostRun, error: Error): Promise<[HostStatus, string]> {
   const home = run.connection.originalAddress;
   if (await run.awaitHostRevert()) {
     run.rolledBackByHost = true;
+    run.tx.armed = false;
     return ["rolled_back", `rolled back by host: ${messageOf(error)}; the host restored its files and came back at ${home}`];
   }
   return ["unreachable", `${messageOf(error)}; and it did not come back at ${home} either`];
@@ -412,7 +510,10 @@ async function verify(run: HostRun, planned: Planned[], result: HostResult, live
     else if (p.changes.length || run.rebootCount > 0) toVerify.push(i);
   });
   // Confirm only from outside: the verdict comes over a new connection to where the host should be now.
-  if (run.tx.armed) await run.reconnectFresh();
+  if (run.tx.armed) {
+    await run.reconnectFresh();
+    await run.renew();
+  }
   if (!toVerify.length) return null;
   options.progress("verifying");
   const instances = toVerify.map((i) => planned[i].instance);

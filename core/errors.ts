@@ -23,6 +23,11 @@ export class UnreachableError extends HostError {
   override name = "UnreachableError";
 }
 
+/** The SSH connection dropped (or was never there) while a command ran: the step may be retried on a new one. */
+export class LostConnection extends HostError {
+  override name = "LostConnection";
+}
+
 /** A module broke its contract (plan threw, bad change): a bug to report. */
 export class ModuleBug extends Error {
   override name = "ModuleBug";

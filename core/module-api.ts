@@ -86,8 +86,10 @@ export interface FileChange extends ChangeBase {
 export interface CommandChange extends ChangeBase {
   kind: "command";
   argv: string[];
-  /** argv that reverses it on rollback. */
+  /** argv that reverses it on rollback (recorded on the host before the command runs). */
   undo?: string[];
+  /** The undo can cut the management path (e.g. unloading a module that holds the address): a rollback that reboots skips it. */
+  undoDisruptive?: boolean;
 }
 /** Nothing to run, but the host is not in the desired state until it reboots. */
 export interface PendingChange extends ChangeBase {

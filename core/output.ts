@@ -10,11 +10,13 @@ export function renderChanges(run: RunResult, showDiff: boolean): string {
     const changed = host.tasks.filter((t) => t.changes.length || t.problems.length || t.notes.length);
     const tx = notableTransaction(host);
     const facts = Object.entries(host.facts ?? {});
-    if (!changed.length && !host.error && !tx && !facts.length) continue;
+    const notes = host.notes ?? [];
+    if (!changed.length && !host.error && !tx && !facts.length && !notes.length) continue;
     out.push(`\n${host.host} (${host.address}): ${host.status.replace("_", " ")}`);
     for (const [name, description] of facts) out.push(`  ${name}: ${description}`);
     if (host.error) out.push(`  error: ${host.error}`);
     if (tx) out.push(`  ${tx}`);
+    for (const note of notes) out.push(`  note: ${note}`);
     for (const task of changed) {
       out.push(`  ${task.handler ? "handler" : "task"} "${task.name}" [${task.module}]: ${taskVerb(task, run.check)}`);
       for (const change of task.changes) {
@@ -32,7 +34,7 @@ export function renderChanges(run: RunResult, showDiff: boolean): string {
 function notableTransaction(host: HostResult): string | null {
   const tx = host.lastTransaction;
   if (!tx || (tx.state === "committed" && !tx.armed)) return null;
-  const what = { pending: "pending (not confirmed)", reverted: "reverted by the host (not confirmed in time)", rolled_back: "rolled back", committed: "committed", unknown: "in an unknown state" }[tx.state];
+  const what = { pending: "left pending (its controller stopped before committing; `provision rollback` restores it)", reverting: "being reverted by the host", reverted: "reverted by the host (not confirmed in time)", rolled_back: "rolled back", committed: "committed", unknown: "in an unknown state" }[tx.state];
   return `last transaction ${tx.id}: ${what}${tx.armed ? "; host-side revert still armed" : ""}`;
 }
 
@@ -76,7 +78,8 @@ export function renderSummary(run: RunResult): string {
     `  failed: ${names(run, (h) => ["failed", "rolled_back", "unreachable"].includes(h.status), true)}`,
     `  never touched: ${run.halted.untouched.join(", ") || "none"}`,
   ] : [];
-  return ["", line(header), ...rows.map(line), "", `${run.hosts.length} host(s): ${totalLine || "none"}. ${verdict}`.trimEnd(), ...halt, ""].join("\n");
+  const notes = run.hosts.flatMap((h) => [...(h.notes ?? []), ...(notableTransaction(h) ? [notableTransaction(h)!] : [])].map((n) => `note: ${h.host}: ${n}`));
+  return ["", line(header), ...rows.map(line), "", `${run.hosts.length} host(s): ${totalLine || "none"}. ${verdict}`.trimEnd(), ...notes, ...halt, ""].join("\n");
 }
 
 function names(run: RunResult, pick: (h: HostResult) => boolean, withStatus = false): string {

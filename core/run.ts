@@ -121,7 +121,7 @@ export async function execute(plays: PreparedPlay[], settings: RunSettings): Pro
   }
   const order = [...new Set(plays.flatMap((p) => p.hosts.map((h) => h.name)))];
   const address = new Map(plays.flatMap((p) => p.hosts.map((h) => [h.name, h.target.address] as const)));
-  const notRun = (name: string): HostResult => ({ host: name, address: address.get(name)!, status: "not_run", rebooted: false, tasks: [], durationMs: 0 });
+  const notRun = (name: string): HostResult => ({ host: name, address: address.get(name)!, status: "not_run", rebooted: false, tasks: [], notes: [], durationMs: 0 });
   const hosts = order.map((name) => byHost.get(name) ?? (halted ? notRun(name) : undefined)).filter((h): h is HostResult => !!h);
   return { runId, check: settings.check, startedAt, finishedAt: new Date().toISOString(), hosts, halted };
 }

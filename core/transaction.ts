@@ -8,7 +8,38 @@ import { HostError } from "./errors.js";
 import { script } from "./shell.js";
 
 export const STATE_DIR = "/var/lib/provision";
-export type TransactionState = "pending" | "committed" | "rolled_back" | "reverted";
+export type TransactionState = "pending" | "committed" | "rolled_back" | "reverting" | "reverted";
+
+/**
+ * Durable replace: stdin → FILE through a temp file that is fsynced before the rename,
+ * and the folder fsynced after it, so a power cut leaves the old or the new file, never
+ * a truncated one. Shared by every script that writes provision's own records.
+ */
+const PUT = `put() {
+  cat > "$1.provision-tmp" && sync -- "$1.provision-tmp" && mv -f -- "$1.provision-tmp" "$1" && sync -- "$(dirname -- "$1")"
+}`;
+
+/**
+ * (Re)start the transient revert timer: $1 seconds from now. Two unit names take turns,
+ * so the new timer runs before the old one stops (no moment unarmed) and a name is never
+ * reused while systemd still holds the stopped unit.
+ */
+const RENEW_TIMER = `renew_timer() {
+  if systemctl is-active --quiet provision-revert-now.timer; then new=provision-revert-now-b old=provision-revert-now
+  else new=provision-revert-now old=provision-revert-now-b; fi
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    if systemd-run --quiet --unit="$new" --on-active="$1s" --timer-property=AccuracySec=1s /bin/sh "$base/revert.sh" 2>/dev/null; then
+      systemctl stop "$old.timer" >/dev/null 2>&1 || true
+      return 0
+    fi
+    sleep 0.3
+  done
+  echo "cannot start the revert timer" >&2
+  return 1
+}`;
+
+/** Both names of the transient revert timer (see RENEW_TIMER). */
+const NOW_TIMERS = "provision-revert-now.timer provision-revert-now-b.timer";
 
 /** Restore every file of a transaction from its backups; shared by controller and host. */
 const RESTORE_FILES = `restore_files() {
@@ -16,25 +47,47 @@ const RESTORE_FILES = `restore_files() {
   [ -f "$1/manifest" ] || return 0
   while IFS=$tab read -r n state path; do
     if [ "$state" = present ]; then
-      cp -a -- "$1/$n" "$path.provision-restore" && mv -f -- "$path.provision-restore" "$path"
+      cp -a -- "$1/$n" "$path.provision-restore" && sync -- "$path.provision-restore" && mv -f -- "$path.provision-restore" "$path"
     else
       rm -f -- "$path"
     fi
+    sync -- "$(dirname -- "$path")"
   done < "$1/manifest"
+}`;
+
+/**
+ * Run the transaction's recorded undo commands, newest first: "all", or only the "safe"
+ * ones (a reboot into the restored files undoes the disruptive ones, e.g. modprobe -r
+ * of a module that holds the only address). Each record is one argv, NUL-separated.
+ */
+const RUN_UNDOS = `run_undos() {
+  [ -d "$1/undo" ] || return 0
+  failed=0
+  for f in $(ls -r "$1/undo"); do
+    case $f in *.provision-tmp) continue ;; *-disruptive) [ "$2" = all ] || continue ;; esac
+    xargs -0 -r env -- < "$1/undo/$f" >&2 || { echo "undo $f failed"; failed=1; }
+  done
+  return $failed
 }`;
 
 /** Installed on the host when armed; runs there without any controller. */
 const REVERT_PROGRAM = `#!/bin/sh
-# provision: restore the armed transaction and reboot. Runs on this host, from a
-# systemd timer, when no controller confirmed a disruptive change in time.
+# provision: restore the armed transaction (files, then the safe undo commands) and
+# reboot into the restored files. Runs on this host, from a systemd timer, when no
+# controller renewed or confirmed the run in time, or when the controller rolls back.
 base=${STATE_DIR}
 [ -f "$base/armed" ] || exit 0
 id=$(cat "$base/armed")
 dir="$base/runs/$id"
+${PUT}
 ${RESTORE_FILES}
+${RUN_UNDOS}
+# from now on a controller that comes back learns that the host is undoing the run
+echo reverting | put "$dir/state"
 restore_files "$dir"
-echo reverted > "$dir/state"
-date +%s > "$dir/reverted-at"
+run_undos "$dir" safe
+echo reverted | put "$dir/state"
+date +%s | put "$dir/reverted-at"
 rm -f "$base/armed"
 grep -q "run=$id\$" "$base/lock" 2>/dev/null && rm -f "$base/lock"
 systemctl disable --now provision-revert.timer >/dev/null 2>&1
@@ -44,42 +97,101 @@ sync
 systemctl reboot
 `;
 
+/**
+ * Take the lock; or replace it when it is exactly the holder the controller judged
+ * stale; or break it. On refusal: exit 3 with the holder, the lock's age in seconds,
+ * the state of the holder's run and the armed run, one per line.
+ */
 const LOCK = `set -e
-base=$1 info=$2 force=$3
+base=$1 info=$2 how=$3 stale=$4
 mkdir -p -m 0700 "$base"
-if [ "$force" = 1 ]; then rm -f "$base/lock"; fi
-if ( set -C; printf '%s\\n' "$info" > "$base/lock" ) 2>/dev/null; then exit 0; fi
-cat "$base/lock"
+case $how in
+  break) rm -f "$base/lock" ;;
+  takeover) [ "$(cat "$base/lock" 2>/dev/null)" != "$stale" ] || rm -f "$base/lock" ;;
+esac
+if ( set -C; printf '%s\\n' "$info" > "$base/lock" ) 2>/dev/null; then sync -- "$base/lock"; exit 0; fi
+holder=$(cat "$base/lock" 2>/dev/null || true)
+age=$(( $(date +%s) - $(stat -c %Y "$base/lock" 2>/dev/null || date +%s) ))
+state=none armed=-
+{ read -r state < "$base/runs/\${holder##*run=}/state"; } 2>/dev/null || true
+{ read -r armed < "$base/armed"; } 2>/dev/null || true
+printf '%s\\n%s\\n%s\\n%s\\n' "$holder" "$age" "$state" "$armed"
 exit 3`;
 
 const UNLOCK = `base=$1 info=$2
 [ "$(cat "$base/lock" 2>/dev/null)" = "$info" ] && rm -f "$base/lock"
 exit 0`;
 
+/**
+ * Every step of an armed run (and its return after a reboot): renew the lock's lease and
+ * restart the host's revert timer, so the host reverts confirm_timeout after the
+ * controller was last heard.
+ * Prints the run's state: "reverted" means the host already undid it.
+ */
+const HEARTBEAT = `base=$1 info=$2 id=$3 timeout=$4
+${RENEW_TIMER}
+[ "$(cat "$base/lock" 2>/dev/null)" = "$info" ] && touch -- "$base/lock"
+if [ "$timeout" != 0 ] && [ "$(cat "$base/armed" 2>/dev/null)" = "$id" ]; then
+  renew_timer "$timeout" || exit 1
+  # this boot's run of the boot timer is replaced by the renewed one; it stays enabled for the next boot
+  systemctl stop provision-revert.timer >/dev/null 2>&1
+fi
+cat "$base/runs/$id/state" 2>/dev/null || true`;
+
 const BEGIN = `set -e
+${PUT}
 base=$1 id=$2 meta=$3
 mkdir -p -m 0700 "$base/runs/$id"
-printf '%s\\n' "$meta" > "$base/runs/$id/meta"
-echo pending > "$base/runs/$id/state"
-echo "$id" > "$base/last"`;
+printf '%s\\n' "$meta" | put "$base/runs/$id/meta"
+echo pending | put "$base/runs/$id/state"
+echo "$id" | put "$base/last"`;
 
+/** Idempotent: a path already in the manifest keeps its first backup (a retried step). */
 const BACKUP = `set -e
+${PUT}
 dir=$1 path=$2 n=$3
-if [ -e "$path" ] || [ -L "$path" ]; then cp -a -- "$path" "$dir/$n"; state=present; else state=absent; fi
-printf '%s\\t%s\\t%s\\n' "$n" "$state" "$path" >> "$dir/manifest"`;
+if [ -f "$dir/manifest" ] && P=$path awk -F '\\t' '$3 == ENVIRON["P"] { found = 1 } END { exit !found }' "$dir/manifest"; then exit 0; fi
+if [ -e "$path" ] || [ -L "$path" ]; then cp -a -- "$path" "$dir/$n"; sync -- "$dir/$n"; state=present; else state=absent; fi
+{ cat "$dir/manifest" 2>/dev/null || true; printf '%s\\t%s\\t%s\\n' "$n" "$state" "$path"; } | put "$dir/manifest"`;
 
-const RESTORE = `set -e
-${RESTORE_FILES}
-restore_files "$1"`;
+/** Written (durably) before the command it undoes runs; idempotent for a retried step. */
+const RECORD_UNDO = `set -e
+${PUT}
+dir=$1 name=$2
+shift 2
+mkdir -p -m 0700 "$dir/undo"
+[ -e "$dir/undo/$name" ] || printf '%s\\0' "$@" | put "$dir/undo/$name"`;
 
+const NOTE_REBOOT = `${PUT}
+: | put "$1/needs-reboot"`;
+
+/** Restore the files, then the undo commands: "all" or "safe" (see RUN_UNDOS). */
+const RESTORE = `${RESTORE_FILES}
+${RUN_UNDOS}
+restore_files "$1"
+run_undos "$1" "$2"`;
+
+const REMOVE = `rm -f -- "$1" && sync -- "$(dirname -- "$1")"`;
+
+/**
+ * Every file of arming goes through put, the units are enabled and everything synced
+ * before "armed" is written: a power cut leaves the host unarmed with nothing changed
+ * yet, or fully armed.
+ */
 const ARM = `set -e
+${PUT}
+${RENEW_TIMER}
 base=$1 id=$2 timeout=$3
 if ! command -v systemd-run >/dev/null 2>&1 || [ ! -d /run/systemd/system ]; then
-  echo "the host does not run systemd" >&2; exit 3
+  echo "the host does not run systemd" >&2; exit 4
 fi
-cat > "$base/revert.sh"
+armed=$(cat "$base/armed" 2>/dev/null || true)
+if [ -n "$armed" ] && [ "$armed" != "$id" ]; then
+  echo "run $armed is still armed to revert on this host; wait for it or run provision rollback" >&2; exit 3
+fi
+put "$base/revert.sh"
 chmod 0700 "$base/revert.sh"
-cat > /etc/systemd/system/provision-revert.service <<UNIT
+put /etc/systemd/system/provision-revert.service <<UNIT
 [Unit]
 Description=provision: revert an unconfirmed network change
 ConditionPathExists=$base/armed
@@ -87,7 +199,7 @@ ConditionPathExists=$base/armed
 Type=oneshot
 ExecStart=/bin/sh $base/revert.sh
 UNIT
-cat > /etc/systemd/system/provision-revert.timer <<UNIT
+put /etc/systemd/system/provision-revert.timer <<UNIT
 [Unit]
 Description=provision: revert at boot unless the controller confirms
 [Timer]
@@ -96,45 +208,116 @@ AccuracySec=1s
 [Install]
 WantedBy=timers.target
 UNIT
-echo "$id" > "$base/armed"
 systemctl daemon-reload
 systemctl enable provision-revert.timer >/dev/null 2>&1
-systemctl stop provision-revert-now.timer >/dev/null 2>&1 || true
-systemd-run --quiet --unit=provision-revert-now --on-active=\${timeout}s --timer-property=AccuracySec=1s /bin/sh "$base/revert.sh"`;
+sync
+echo "$id" | put "$base/armed"
+renew_timer "$timeout"`;
 
-const DISARM = `base=$1 id=$2 state=$3
+/** The controller's rollback of an armed run is the host's own revert, started now. */
+const REVERT_NOW = `base=$1
+systemctl stop ${NOW_TIMERS} >/dev/null 2>&1
+systemd-run --quiet --unit=provision-revert-rollback --on-active=1 --timer-property=AccuracySec=100ms /bin/sh "$base/revert.sh"`;
+
+const DISARM = `${PUT}
+base=$1 id=$2 state=$3
+[ -z "$state" ] || echo "$state" | put "$base/runs/$id/state"
 rm -f "$base/armed"
-systemctl stop provision-revert-now.timer provision-revert-now.service >/dev/null 2>&1
+systemctl stop ${NOW_TIMERS} >/dev/null 2>&1
 systemctl disable --now provision-revert.timer >/dev/null 2>&1
 rm -f /etc/systemd/system/provision-revert.service /etc/systemd/system/provision-revert.timer
 systemctl daemon-reload >/dev/null 2>&1
-[ -z "$state" ] || echo "$state" > "$base/runs/$id/state"
+sync
 exit 0`;
+
+/** The host reverted the run and has booted since (its revert ends in a reboot). */
+const REVERTED_AND_BOOTED = `d=$1/runs/$2
+read -r state < "$d/state" && read -r at < "$d/reverted-at" || exit 1
+booted=$(sed -n 's/^btime //p' /proc/stat)
+[ "$state" = reverted ] && [ "$booted" -gt "$at" ]`;
 
 // builtins only: it runs in every audit of every host
 const LAST = `base=$1
-read -r id 2>/dev/null < "$base/last" || exit 0
-state=unknown armed=-
-read -r state 2>/dev/null < "$base/runs/$id/state"
-read -r armed 2>/dev/null < "$base/armed"
-printf '%s %s %s\\n' "$id" "$state" "$armed"`;
+id=- state=- armed=-
+if read -r id 2>/dev/null < "$base/last"; then
+  state=unknown
+  read -r state 2>/dev/null < "$base/runs/$id/state"
+  read -r armed 2>/dev/null < "$base/armed"
+fi
+printf '%s %s %s\\n' "$id" "$state" "$armed"
+if [ -e "$base/lock" ]; then lock=; read -r lock 2>/dev/null < "$base/lock"; printf 'lock %s\\n' "$lock"; fi`;
 
 export interface LastTransaction { id: string; state: TransactionState | "unknown"; armed: boolean }
+/** The host's record as one probe reads it: its last transaction and who holds its lock. */
+export interface HostRecord { last: LastTransaction | null; lock: string | null }
 
-/** The command probe that reports the host's last transaction (see parseLastTransaction). */
+/** The command probe that reports the host's last transaction and lock (see parseHostRecord). */
 export const lastTransactionProbe = { command: script(LAST, STATE_DIR) };
 
-export function parseLastTransaction(stdout: string): LastTransaction | null {
-  const [id, state, armed] = stdout.trim().split(" ");
-  return id ? { id, state: state as LastTransaction["state"], armed: armed !== undefined && armed !== "-" } : null;
+export function parseHostRecord(stdout: string): HostRecord {
+  const [first = "", ...rest] = stdout.split("\n");
+  const [id, state, armed] = first.trim().split(" ");
+  const lockLine = rest.find((l) => l.startsWith("lock"));
+  return {
+    last: id && id !== "-" ? { id, state: state as LastTransaction["state"], armed: armed !== undefined && armed !== "-" } : null,
+    lock: lockLine === undefined ? null : lockLine.slice(5).trim(),
+  };
 }
+
+export function parseLastTransaction(stdout: string): LastTransaction | null {
+  return parseHostRecord(stdout).last;
+}
+
+/** A lock holder that has not renewed its lock for this long is gone (it renews at every step). */
+export const LOCK_LEASE_SECONDS = 600;
+
+/** What the host says about a lock it refused to give. */
+export interface LockRefusal { holder: string; ageSeconds: number; holderState: string; armedRun: string | null }
+
+export function parseLockRefusal(stdout: string): LockRefusal {
+  const [holder = "", age = "0", state = "none", armed = "-"] = stdout.split("\n");
+  return { holder: holder.trim(), ageSeconds: Number(age) || 0, holderState: state.trim(), armedRun: armed.trim() === "-" ? null : armed.trim() };
+}
+
+const field = (holder: string, key: string) => new RegExp(`(?:^| )${key}=(\\S+)`).exec(holder)?.[1];
+
+/**
+ * Why a lock's holder is provably gone (null: it may be alive). Never while the holder's
+ * run is armed: that host reverts by itself and then releases the lock.
+ */
+export function staleLockReason(r: LockRefusal, here: { hostname: string; pidAlive: (pid: number) => boolean; leaseSeconds: number }): string | null {
+  const run = field(r.holder, "run");
+  if (run && r.armedRun === run) return null;
+  if (r.holder === "") return "an empty lock (a power cut while it was written)";
+  if (["committed", "rolled_back", "reverted"].includes(r.holderState)) return `its run ${run} has ended (${r.holderState})`;
+  const controller = field(r.holder, "controller");
+  const pid = Number(field(r.holder, "pid"));
+  if (controller === here.hostname && pid > 0 && !here.pidAlive(pid)) return `its controller process ${pid} on ${controller} is gone`;
+  if (r.ageSeconds > here.leaseSeconds) return `it was not renewed for ${r.ageSeconds}s (lease ${here.leaseSeconds}s)`;
+  return null;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** The run's changes need arming before its first write: "required" (a reboot or disruptive change), "wanted" (changes that take effect at boot). */
+export type Arming = "required" | "wanted" | null;
 
 export class Transaction {
   private backedUp = new Set<string>();
+  private undos = 0;
   private started = false;
   armed = false;
   private rebootNoted = false;
   private readonly lockInfo: string;
+  /** Set when this run took over a stale lock: what it took over and why. */
+  tookOver?: string;
 
   constructor(private readonly connection: Connection, readonly id: string) {
     this.lockInfo = `controller=${hostname()} pid=${process.pid} since=${new Date().toISOString()} run=${id}`;
@@ -148,27 +331,48 @@ export class Transaction {
     return [...this.backedUp];
   }
 
-  /** One run per host at a time; a second controller fails fast naming the holder. */
+  /**
+   * One run per host at a time; a second controller fails fast naming the holder. A lock
+   * whose holder is provably gone (see staleLockReason) is taken over and reported.
+   */
   async lock(breakLock: boolean): Promise<void> {
-    const r = await this.connection.exec(script(LOCK, STATE_DIR, this.lockInfo, breakLock ? "1" : "0"));
-    if (r.code === 3)
-      throw new HostError(this.connection.target.name, `locked by another run (${r.stdout.trim()}). Wait for it to finish; if that controller is dead, rerun with --break-lock`);
-    if (r.code !== 0) throw new HostError(this.connection.target.name, `cannot take the lock in ${STATE_DIR}: ${r.stderr.trim()}`);
+    const name = this.connection.target.name;
+    const take = (how: string, stale = "") => this.connection.exec(script(LOCK, STATE_DIR, this.lockInfo, how, stale));
+    let r = await take(breakLock ? "break" : "take");
+    if (r.code === 3) {
+      const refusal = parseLockRefusal(r.stdout);
+      const reason = staleLockReason(refusal, { hostname: hostname(), pidAlive, leaseSeconds: LOCK_LEASE_SECONDS });
+      if (reason === null) {
+        const armed = refusal.armedRun && refusal.holder.endsWith(`run=${refusal.armedRun}`)
+          ? `; its run is armed: the host reverts it by itself unless that controller confirms, and then releases the lock` : "";
+        throw new HostError(name, `locked by another run (${refusal.holder})${armed}. Wait for it to finish; if that controller is dead, rerun with --break-lock`);
+      }
+      r = await take("takeover", refusal.holder);
+      if (r.code === 0) this.tookOver = `took over a stale lock of ${refusal.holder || "(empty)"}: ${reason}`;
+    }
+    if (r.code === 3) throw new HostError(name, `locked by another run (${parseLockRefusal(r.stdout).holder}). Wait for it to finish; if that controller is dead, rerun with --break-lock`);
+    if (r.code !== 0) throw new HostError(name, `cannot take the lock in ${STATE_DIR}: ${r.stderr.trim()}`);
   }
 
   async unlock(): Promise<void> {
     if (this.connection.connected) await this.connection.exec(script(UNLOCK, STATE_DIR, this.lockInfo));
   }
 
-  /** No write without a backup first: copy (mode, owner kept) + manifest line. */
-  /** Record the transaction on the host before its first write. */
-  private async begin(): Promise<void> {
+  /** Renew the lock's lease (and the armed revert timer); returns the run's state on the host. */
+  async heartbeat(confirmTimeoutSeconds: number): Promise<string> {
+    const timeout = this.armed ? String(confirmTimeoutSeconds) : "0";
+    return (await this.connection.run("renew the lock", script(HEARTBEAT, STATE_DIR, this.lockInfo, this.id, timeout))).trim();
+  }
+
+  /** Record the transaction on the host (durably) before its first write. */
+  async begin(): Promise<void> {
     if (this.started) return;
     const meta = `${this.lockInfo} user=${this.connection.target.user}`;
     await this.connection.run("record the transaction", script(BEGIN, STATE_DIR, this.id, meta));
     this.started = true;
   }
 
+  /** No write without a backup first: copy (mode, owner kept) + manifest line, both synced. */
   async backup(path: string): Promise<void> {
     if (this.backedUp.has(path)) return;
     await this.begin();
@@ -176,24 +380,56 @@ export class Transaction {
     this.backedUp.add(path);
   }
 
+  /** Before a command runs, its undo is on the host's record, for the host's own revert too. */
+  async recordUndo(undo: string[], disruptive: boolean): Promise<void> {
+    await this.begin();
+    const name = `${String(this.undos).padStart(4, "0")}-${disruptive ? "disruptive" : "safe"}`;
+    await this.connection.run("record the undo command", script(RECORD_UNDO, this.dir, name, ...undo));
+    this.undos++;
+  }
+
   /** The transaction holds changes that take effect at boot: undoing it by hand needs a reboot too. */
   async noteReboot(): Promise<void> {
     if (this.rebootNoted) return;
-    await this.connection.run("note reboot", ["touch", `${this.dir}/needs-reboot`]);
+    await this.connection.run("note reboot", script(NOTE_REBOOT, this.dir));
     this.rebootNoted = true;
   }
 
-  async restore(): Promise<void> {
-    if (this.backedUp.size) await this.connection.run("restore backups", script(RESTORE, this.dir));
+  async remove(path: string): Promise<void> {
+    await this.connection.run(`remove ${path}`, script(REMOVE, path));
   }
 
-  /** Arm the host to revert by itself after `timeoutSeconds`, now and after any reboot. */
-  async arm(timeoutSeconds: number): Promise<void> {
+  /** Restore the files and run the undo commands ("safe": only those that cannot cut the management path). */
+  async restore(undos: "all" | "safe"): Promise<string[]> {
+    if (!this.started) return [];
+    const r = await this.connection.exec(script(RESTORE, this.dir, undos));
+    if (r.code === 0) return [];
+    const failures = r.stdout.trim().split("\n").filter(Boolean);
+    return failures.length ? failures : [`restore exited ${r.code}: ${r.stderr.trim()}`];
+  }
+
+  /**
+   * Arm the host to revert by itself after `timeoutSeconds`, now and after any reboot.
+   * Returns false when the host cannot be armed (no systemd) and `required` is false.
+   */
+  async arm(timeoutSeconds: number, required: boolean): Promise<boolean> {
     await this.begin();
     const r = await this.connection.exec(script(ARM, STATE_DIR, this.id, String(timeoutSeconds)), REVERT_PROGRAM);
+    if (r.code === 4 && !required) return false;
     if (r.code !== 0)
       throw new HostError(this.connection.target.name, `cannot arm the host-side revert (${r.stderr.trim() || `exit ${r.code}`}); refusing a disruptive change. Set confirm_timeout: 0 to run it unguarded`);
     this.armed = true;
+    return true;
+  }
+
+  /** Roll back an armed run the way the host would: restore, safe undos, reboot (started detached). */
+  async revertNow(): Promise<void> {
+    await this.connection.run("start the host's revert", script(REVERT_NOW, STATE_DIR));
+  }
+
+  /** The host has reverted this run and booted since. */
+  async revertedAndBooted(): Promise<boolean> {
+    return (await this.connection.exec(script(REVERTED_AND_BOOTED, STATE_DIR, this.id))).code === 0;
   }
 
   async disarm(state?: TransactionState): Promise<void> {
@@ -202,7 +438,7 @@ export class Transaction {
   }
 
   async mark(state: TransactionState): Promise<void> {
-    if (this.started) await this.connection.run(`mark the transaction ${state}`, ["sh", "-c", 'echo "$2" > "$1/state"', "provision", this.dir, state]);
+    if (this.started) await this.connection.run(`mark the transaction ${state}`, script(DISARM_STATE, this.dir, state));
   }
 
   async state(): Promise<LastTransaction | null> {
@@ -211,12 +447,16 @@ export class Transaction {
   }
 }
 
+const DISARM_STATE = `${PUT}
+echo "$2" | put "$1/state"`;
+
 /** For `provision rollback`: restore the host's last transaction by hand; true when it needs a reboot. */
 export async function restoreLast(connection: Connection, last: LastTransaction): Promise<boolean> {
   const dir = `${STATE_DIR}/runs/${last.id}`;
-  await connection.run("restore the last transaction", script(RESTORE, dir));
+  const needsReboot = (await connection.exec(["test", "-e", `${dir}/needs-reboot`])).code === 0;
+  await connection.run("restore the last transaction", script(RESTORE, dir, needsReboot ? "safe" : "all"));
   await connection.run("disarm", script(DISARM, STATE_DIR, last.id, "rolled_back"));
-  return (await connection.exec(["test", "-e", `${dir}/needs-reboot`])).code === 0;
+  return needsReboot;
 }
 
 /** For `provision status`: the holder of the host's lock, if any. */

@@ -94,7 +94,7 @@ export default defineModule({
       }
     }
     if (a.persist) changes.push(...fileChange(facts.persisted, persistContent(a, facts.persisted.content), { summary: `${a.state === "present" ? "load" : "stop loading"} ${a.name} at boot (${persistFile(a)})` }));
-    if (a.state === "present" && !loaded) changes.push(commandChange(`load ${a.name} (modprobe)`, ["modprobe", a.name], ["modprobe", "-r", a.name]));
+    if (a.state === "present" && !loaded) changes.push({ ...commandChange(`load ${a.name} (modprobe)`, ["modprobe", a.name], ["modprobe", "-r", a.name]), undoDisruptive: true });
     if (a.state === "absent" && loaded) changes.push(commandChange(`unload ${a.name}`, ["modprobe", "-r", a.name], ["modprobe", a.name]));
     return changes;
   },

@@ -3,7 +3,9 @@ import type { Connection } from "./ssh.js";
 import { HostError, messageOf } from "../errors.js";
 import { script } from "../shell.js";
 
-const REBOOT = `if command -v systemd-run >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+// everything written reaches the disk before the reboot, whatever the init does
+const REBOOT = `sync
+if command -v systemd-run >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemd-run --quiet --on-active=1 --timer-property=AccuracySec=100ms /bin/systemctl reboot
 else
   (sleep 1; reboot) </dev/null >/dev/null 2>&1 &

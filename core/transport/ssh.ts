@@ -3,7 +3,7 @@ import { readFileSync, existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { NodeSSH, type Config } from "node-ssh";
-import { HostError, UnreachableError, messageOf } from "../errors.js";
+import { HostError, LostConnection, UnreachableError, messageOf } from "../errors.js";
 import { commandLine, script } from "../shell.js";
 import { hostKeyVerifier, type HostKeyPolicy } from "./known-hosts.js";
 
@@ -73,16 +73,18 @@ export class Connection {
 
   /** Run argv (quoted, never pasted) with sudo when `become` is set. */
   async exec(argv: string[], stdin?: string): Promise<ExecResult> {
-    if (!this.ssh) throw new HostError(this.target.name, "not connected");
+    if (!this.ssh) throw new LostConnection(this.target.name, "lost connection: not connected");
     const full = this.target.become && this.target.user !== "root" ? ["sudo", "-n", "--", ...argv] : argv;
     try {
       // decoded once at the end: a UTF-8 character may straddle two chunks
       const stdout: Buffer[] = [];
       const stderr: Buffer[] = [];
       const r = await this.ssh.execCommand(commandLine(full), { stdin, noTrim: true, onStdout: (c) => stdout.push(c), onStderr: (c) => stderr.push(c) });
+      // a channel closed by a dropped link ends without an exit status
+      if (r.code === null && !r.signal && !this.connected) throw new Error("the connection closed");
       return { code: r.code ?? (r.signal ? 128 : 1), stdout: Buffer.concat(stdout).toString("utf8"), stderr: Buffer.concat(stderr).toString("utf8") };
     } catch (error) {
-      throw new HostError(this.target.name, `lost connection: ${messageOf(error)}`, { cause: error });
+      throw new LostConnection(this.target.name, `lost connection: ${messageOf(error)}`, { cause: error });
     }
   }
 
@@ -93,7 +95,10 @@ export class Connection {
     return r.stdout;
   }
 
-  /** Atomic write: temp file in the same directory, then rename; keeps mode and owner. */
+  /**
+   * Atomic and durable write: temp file in the same directory, fsynced, renamed, then the
+   * directory fsynced, so a power cut leaves the old or the new file; keeps mode and owner.
+   */
   async writeFile(path: string, content: string, mode = "0644"): Promise<void> {
     await this.run(`write ${path}`, script(WRITE_FILE, path, mode), content);
   }
@@ -112,8 +117,10 @@ if [ -e "$path" ]; then
 else
   chmod "$mode" -- "$tmp"
 fi
+sync -- "$tmp"
 mv -f -- "$tmp" "$path"
-trap - EXIT`;
+trap - EXIT
+sync -- "$dir"`;
 
 function credentials(target: ConnectionTarget): Partial<Config> {
   if (target.identityFile) {

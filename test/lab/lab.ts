@@ -55,6 +55,10 @@ export interface Guest {
   bootId(): Promise<string | undefined>;
   /** Poll until SSH answers; returns the boot id. */
   waitForSsh(opts?: { timeoutMs?: number; notBootId?: string }): Promise<string>;
+  /** Pull the plug: SIGKILL QEMU (what the guest had not flushed to its disk is lost). */
+  powerCut(): void;
+  /** Start QEMU again on the same disk and wait for SSH; returns the wall time in ms. */
+  powerOn(): Promise<number>;
   /** `systemctl reboot`, then wait for SSH with a new boot id; returns the wall time in ms. */
   reboot(opts?: { timeoutMs?: number }): Promise<number>;
 }
@@ -149,7 +153,10 @@ export interface LabOptions {
   flavor?: Flavor;
   /** wlan0 is a real radio with an access point (LAB_WIFI) in the guest; secondNic must not be "wlan0". */
   wifi?: boolean;
-  /** QEMU's cache mode for the guest disks (default "unsafe": fast, ignores flushes; a power-cut test needs "writeback" or "none"). */
+  /**
+   * QEMU's disk cache mode. "unsafe" (default, fastest) discards the guest's flushes, so a
+   * power cut (powerCut) may lose flushed data; "writeback" or "none" honour them, for power-cut tests.
+   */
   diskCache?: "unsafe" | "writeback" | "none";
 }
 
@@ -269,14 +276,21 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         ]),
         "-qmp", `unix:${qmpSocket},server,nowait`,
       ];
-      const logFd = openSync(qemuLog, "w");
-      const qemu = startDaemon(`qemu ${name}`, inNamespace(ns.name, argv), { stdio: ["ignore", logFd, logFd] });
-      closeSync(logFd);
-      stops.push(qemu.stop);
+      let qemu: ReturnType<typeof startDaemon>;
       let exitInfo: string | undefined;
-      qemu.on("exit", (code, signal) => (exitInfo = `QEMU exited (${signal ?? code})`));
-      if (!qemu.pid) throw new Error(`could not start QEMU for ${name}`);
-
+      // also how a guest is powered on again after a power cut: same overlay, same console
+      const launch = (): number => {
+        const logFd = openSync(qemuLog, "a");
+        const started = startDaemon(`qemu ${name}`, inNamespace(ns.name, argv), { stdio: ["ignore", logFd, logFd] });
+        closeSync(logFd);
+        stops.push(started.stop);
+        qemu = started;
+        exitInfo = undefined;
+        started.on("exit", (code, signal) => { if (qemu === started) exitInfo = `QEMU exited (${signal ?? code})`; });
+        if (!started.pid) throw new Error(`could not start QEMU for ${name}`);
+        return started.pid;
+      };
+      launch();
       const ssh = (command: string, o: { timeoutMs?: number; connectTimeoutS?: number } = {}): Promise<SshResult> =>
         run(inNamespace(ns.name, [...sshBase, "-o", `ConnectTimeout=${o.connectTimeoutS ?? 5}`, `root@${address}`, command]),
           { timeout: o.timeoutMs ?? 120_000, killSignal: "SIGKILL" });
@@ -297,8 +311,18 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         }
       };
       const guest: Guest = {
-        name, address, flavor, wifi, nics, pid: qemu.pid, qmpSocket, consoleLog, bootMs: 0,
+        name, address, flavor, wifi, nics, pid: qemu!.pid!, qmpSocket, consoleLog, bootMs: 0,
         ssh, bootId, waitForSsh,
+        powerCut() {
+          process.kill(qemu.pid!, "SIGKILL");
+          qemu.stop(); // reaps nothing more: drops the cleanup entry of the dead QEMU
+        },
+        async powerOn() {
+          const t = Date.now();
+          guest.pid = launch();
+          await waitForSsh();
+          return Date.now() - t;
+        },
         async setLink(nic, up) {
           const n = wifi && nic === "airlink" ? netdevs.indexOf("nair") : nics.indexOf(nic);
           if (n < 0) throw new Error(`${name} has no NIC ${nic} (it has ${nics.join(", ")}${wifi ? " and airlink" : ""})`);

@@ -46,6 +46,9 @@ test("kernel_module loads a module that is not loaded, options first", () => {
     "load bonding (modprobe)",
   ]);
   assert.equal(changes[0].reboot, false, "not loaded yet: the options apply at modprobe");
+  const load = changes[2] as { undo?: string[]; undoDisruptive?: boolean };
+  assert.deepEqual(load.undo, ["modprobe", "-r", "bonding"]);
+  assert.equal(load.undoDisruptive, true, "unloading may take down a bond holding the only address: a rollback that reboots skips it");
 });
 
 test("kernel_module reports 'reboot needed' when the loaded parameters differ", () => {

@@ -1,0 +1,93 @@
+// A run's host-side record on real sshd hosts: the undo of a command is on the host before
+// the command runs, a controller that died leaves a lock that the next one takes over
+// (reported), and --check / status say when a host is locked or a run was left pending.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { startFleet, type TestFleet, type TestHost } from "../support/sshd-hosts.js";
+import { removeOnCleanup, run } from "../support/processes.js";
+import { repoRoot } from "../support/cache.js";
+import { CLI, provision, summary } from "./provision-cli.js";
+
+let fleet: TestFleet;
+let dir: string;
+let inventory: string;
+const WLAN = join(repoRoot, "playbooks/bond-eth0-wlan0.yaml");
+const cli = (...args: string[]) => provision(fleet.controllerArgv, args);
+const host = (i: number): TestHost => fleet.hosts[i];
+const sh = (h: TestHost, script: string) => fleet.exec(h, ["sh", "-c", script]);
+const dpkgStatus = async (h: TestHost) => (await fleet.exec(h, ["dpkg-query", "-W", "-f", "${Status}", "ifenslave"])).stdout;
+
+before(async () => {
+  fleet = await startFleet({ count: 2, prefix: "tx" });
+  dir = mkdtempSync(join(tmpdir(), "provision-transaction-"));
+  removeOnCleanup(dir);
+  inventory = join(dir, "hosts.yaml");
+  writeFileSync(inventory, stringify({
+    all: {
+      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress },
+      children: { pis: { hosts: Object.fromEntries(fleet.hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }])) } },
+    },
+  }));
+});
+
+after(async () => {
+  await fleet?.stop();
+});
+
+test("a controller killed after a package install: the undo is on the host's record, --check and status report the lock and the pending run, rollback takes the stale lock over and removes the package", async () => {
+  const h = host(0);
+  const killed = await run(fleet.controllerArgv(["env", "PROVISION_TEST_DIE_AFTER=install ifenslave", "node", CLI, "--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", "--verbose", WLAN]), { cwd: repoRoot });
+  assert.notEqual(killed.code, 0);
+  assert.match(killed.stdout, /install ifenslave/);
+  assert.equal(await dpkgStatus(h), "install ok installed", "the package was installed before the controller died");
+
+  const last = (await fleet.exec(h, ["cat", "/var/lib/provision/last"])).stdout.trim();
+  const undo = await fleet.exec(h, ["cat", `/var/lib/provision/runs/${last}/undo/0000-safe`]);
+  assert.equal(undo.code, 0, "the undo is recorded as the run's first undo, safe to run before a reboot");
+  assert.deepEqual(undo.stdout.split("\0").filter(Boolean), ["env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=a", "apt-get", "purge", "-y", "-q", "--", "ifenslave"], "one argv, NUL-separated");
+  const lock = (await fleet.exec(h, ["cat", "/var/lib/provision/lock"])).stdout.trim();
+  assert.match(lock, new RegExp(`^controller=${hostname()} pid=\\d+ since=\\S+ run=${last}$`), "the dead controller's lock is left");
+
+  const check = await cli("--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", "--check", WLAN);
+  assert.equal(check.code, 2, check.output);
+  assert.match(check.stdout, new RegExp(`note: ${h.name}: locked by controller=\\S+ pid=\\d+`), "--check notes the lock in the summary");
+  assert.match(check.stdout, new RegExp(`note: ${h.name}: last transaction ${last}: left pending`), "--check reports the run left pending");
+
+  const status = await cli("status", "--inventory", inventory, "--limit", h.name);
+  assert.match(status.stdout, new RegExp(`^${h.name}\\s+${last}\\s+pending\\s+no\\s+controller=`, "m"), status.stdout);
+
+  const undone = await cli("rollback", "--inventory", inventory, "--limit", h.name);
+  assert.equal(undone.code, 0, undone.output);
+  assert.match(undone.stdout, /restored run \S+ \(was pending\); took over a stale lock of controller=\S+ pid=(\d+) .*: its controller process \1 on \S+ is gone/);
+  assert.notEqual(await dpkgStatus(h), "install ok installed", "the host's record undid the install");
+  assert.equal((await fleet.exec(h, ["test", "-e", "/var/lib/provision/lock"])).code, 1, "and the lock is released");
+});
+
+test("a lock not renewed within its lease, or of an ended run, is taken over and reported; a live holder is not", async () => {
+  const h = host(1);
+  const pb = join(dir, "deny.yaml");
+  writeFileSync(pb, "- hosts: pis\n  tasks:\n    - dhcpcd_deny: { interfaces: [eth5] }\n");
+  await sh(h, "mkdir -p /var/lib/provision && echo 'controller=elsewhere pid=123 since=2026-01-01T00:00:00Z run=old' > /var/lib/provision/lock && touch -d '1 hour ago' /var/lib/provision/lock");
+  const leased = await cli("--inventory", inventory, "--limit", h.name, pb);
+  assert.equal(leased.code, 0, leased.output);
+  assert.match(leased.stdout, /took over a stale lock of controller=elsewhere pid=123 .*: it was not renewed for \d+s \(lease 600s\)/);
+
+  await sh(h, "mkdir -p /var/lib/provision/runs/done && echo committed > /var/lib/provision/runs/done/state && echo 'controller=elsewhere pid=5 since=x run=done' > /var/lib/provision/lock");
+  const ended = await cli("--inventory", inventory, "--limit", h.name, pb);
+  assert.equal(ended.code, 0, ended.output);
+  assert.match(ended.stdout, /took over a stale lock of controller=elsewhere pid=5 since=x run=done: its run done has ended \(committed\)/);
+
+  await sh(h, `echo 'controller=${hostname()} pid=${process.pid} since=x run=live' > /var/lib/provision/lock`);
+  const refused = await cli("--inventory", inventory, "--limit", h.name, pb);
+  assert.equal(refused.code, 1, refused.output);
+  assert.match(refused.stdout, /locked by another run \(controller=\S+ pid=\d+ since=x run=live\).*--break-lock/);
+  const status = await cli("status", "--inventory", inventory, "--limit", h.name);
+  assert.match(status.stdout, /run=live/, "status names the holder");
+  const broken = await cli("--inventory", inventory, "--limit", h.name, "--break-lock", pb);
+  assert.equal(broken.code, 0, broken.output);
+  assert.equal(summary(broken.stdout)[h.name].status, "ok");
+});
