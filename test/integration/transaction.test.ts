@@ -10,7 +10,7 @@ import { stringify } from "yaml";
 import { startFleet, type TestFleet, type TestHost } from "../support/sshd-hosts.js";
 import { removeOnCleanup, run } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
-import { CLI, provision, summary } from "./provision-cli.js";
+import { CLI, provision, summary, WIFI_VARS } from "./provision-cli.js";
 
 let fleet: TestFleet;
 let dir: string;
@@ -28,7 +28,7 @@ before(async () => {
   inventory = join(dir, "hosts.yaml");
   writeFileSync(inventory, stringify({
     all: {
-      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress },
+      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress, ...WIFI_VARS },
       children: { pis: { hosts: Object.fromEntries(fleet.hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }])) } },
     },
   }));
