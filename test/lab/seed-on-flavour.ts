@@ -34,6 +34,9 @@ const STACK_LINE: Record<Flavor, RegExp> = {
   "networkd": /network_stack: systemd-networkd/,
 };
 
+const STACK_SERVICES = ["NetworkManager", "systemd-networkd", "networking"];
+const OWN_SERVICE: Record<Flavor, string> = { "debian12": "networking", "rpios-bookworm": "NetworkManager", "rpios-trixie": "NetworkManager", "networkd": "systemd-networkd" };
+
 /** Every configuration file a run may touch, hashed with mode and owner: equal text = byte-identical. */
 const STATE = "find /etc/network /etc/NetworkManager/system-connections /etc/systemd/network /etc/netplan /etc/wpa_supplicant /etc/modprobe.d /etc/modules /etc/dhcpcd.conf /var/lib/NetworkManager/NetworkManager.state /etc/systemd/system/multi-user.target.wants -xdev \\( -type f -o -type l \\) 2>/dev/null | sort | while read -r f; do printf '%s %s ' \"$(stat -c '%a %U:%G' \"$f\")\" \"$f\"; if [ -L \"$f\" ]; then readlink \"$f\"; else sha256sum < \"$f\"; fi; done";
 
@@ -56,6 +59,14 @@ export function seedOnFlavour(s: SeedScenario): void {
 
   const configState = async () => (await pi.ssh(STATE, { timeoutMs: 60_000 })).stdout;
   const nmActive = async () => (s.flavor.startsWith("rpios") ? (await pi.ssh("nmcli -t -f NAME,DEVICE connection show --active")).stdout : "");
+
+  test(`${s.flavor}: the guest runs its own stack only, on Debian's kernel, with nothing failed`, async () => {
+    const states = (await pi.ssh(`systemctl is-active ${STACK_SERVICES.join(" ")}`)).stdout.trim().split("\n");
+    assert.deepEqual(Object.fromEntries(STACK_SERVICES.map((name, i) => [name, states[i]])),
+      Object.fromEntries(STACK_SERVICES.map((name) => [name, name === OWN_SERVICE[s.flavor] ? "active" : "inactive"])));
+    assert.match((await pi.ssh("uname -r")).stdout.trim(), /^6\.1\.0-\d+-amd64$/);
+    assert.equal((await pi.ssh("systemctl --failed --no-legend --plain")).stdout.trim(), "", "no failed units");
+  });
 
   test(`${s.flavor}: the unchanged ${s.seed} seed brings the bond up right after the reboot; a second run and an audit change nothing`, async () => {
     const bootBefore = await pi.bootId();

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import bond from "../../modules/bond/index.js";
@@ -272,7 +272,8 @@ test("the settle script waits for every slave to be up, then prints the bond", (
   const dir = mkdtempSync(join(tmpdir(), "settle-"));
   try {
     const verifyProbe = (bond.verify!.probes(args()) as Record<string, { command: string[] }>).bonding.command;
-    const script = verifyProbe[2].replace(/\/proc\/net\/bonding\//g, `${dir}/`);
+    const script = verifyProbe[2].replace(/\/proc\/net\/bonding\//g, `${dir}/`).replace(/\/sys\/class\/net\//g, `${dir}/net/`);
+    for (const nic of ["eth0", "wlan0"]) mkdirSync(join(dir, "net", nic), { recursive: true });
     writeFileSync(join(dir, "bond0"), HEALTHY);
     const started = Date.now();
     assert.equal(execFileSync("sh", ["-c", script, "settle", "bond0", "3", "eth0", "wlan0"], { encoding: "utf8" }), HEALTHY);
@@ -281,6 +282,9 @@ test("the settle script waits for every slave to be up, then prints the bond", (
     const t = Date.now();
     execFileSync("sh", ["-c", script, "settle", "bond0", "1", "eth0", "wlan0"], { encoding: "utf8" });
     assert.ok(Date.now() - t >= 900, "waits up to its timeout for a slave that is down");
+    const u = Date.now();
+    execFileSync("sh", ["-c", script, "settle", "bond0", "3", "eth0", "eth7"], { encoding: "utf8" });
+    assert.ok(Date.now() - u < 1500, "no wait for a slave that is no interface at all");
   } finally {
     rmSync(dir, { recursive: true });
   }
