@@ -18,20 +18,10 @@ import { YamlSource } from "../../core/yaml-source.js";
 import type { ModuleDefinition } from "../../core/module-api.js";
 import { builtinModules } from "../../modules/index.js";
 import { repoRoot } from "../support/cache.js";
+import { builtinRegistry, settings, tempWriter } from "./config-support.js";
 
-const dir = mkdtempSync(join(tmpdir(), "bad-input-"));
-after(() => rmSync(dir, { recursive: true, force: true }));
-const write = (name: string, text: string) => {
-  const file = join(dir, name);
-  writeFileSync(file, text);
-  return file;
-};
-const registry = () => {
-  const r = new Registry();
-  builtinModules.forEach((m) => r.register(m, BUILT_IN));
-  return r;
-};
-const settings = { check: true, breakLock: false, forks: 5, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "silent" as const };
+const { dir, write } = tempWriter("bad-input");
+const registry = builtinRegistry;
 const CLI = join(repoRoot, "dist/core/cli.js");
 
 /** A ConfigError (never a TypeError, ReferenceError…) whose message matches, without a stack trace. */

@@ -11,20 +11,10 @@ import { ConfigError } from "../../core/errors.js";
 import { prepare } from "../../core/run.js";
 import { builtinModules } from "../../modules/index.js";
 import { repoRoot } from "../support/cache.js";
+import { builtinRegistry, settings, tempWriter } from "./config-support.js";
 
-const dir = mkdtempSync(join(tmpdir(), "config-"));
-process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
-const write = (name: string, text: string) => {
-  const file = join(dir, name);
-  writeFileSync(file, text);
-  return file;
-};
-const registry = () => {
-  const r = new Registry();
-  builtinModules.forEach((m) => r.register(m, BUILT_IN));
-  return r;
-};
-const settings = { check: true, breakLock: false, forks: 5, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "silent" as const };
+const { dir, write } = tempWriter("config");
+const registry = builtinRegistry;
 
 test("variable precedence: all < parent group < group < host", () => {
   const inv = loadInventory(write("prec.yaml", `all:
