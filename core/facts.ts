@@ -1,6 +1,6 @@
 // Gathers every probe of every task in one remote command: one round trip per host.
 import { randomBytes } from "node:crypto";
-import type { CommandOutput, DirState, FileState, HostFacts, Probe, ProbeResult } from "./module-api.js";
+import type { HostFacts, Probe, ProbeResult } from "./module-api.js";
 import { commandLine, quote } from "./shell.js";
 import type { Connection } from "./transport/ssh.js";
 import { HostError } from "./errors.js";

@@ -2,7 +2,7 @@
 // template errors can name file:line:column.
 import { readFileSync } from "node:fs";
 import { relative } from "node:path";
-import { LineCounter, parseDocument, isAlias, isMap, isNode, isPair, isScalar, isSeq, Scalar, type Document, type Node, type Pair } from "yaml";
+import { LineCounter, parseDocument, isAlias, isMap, isNode, isScalar, isSeq, Scalar, type Document, type Node, type Pair } from "yaml";
 import type { ErrorObject } from "ajv";
 import { ConfigError, quote, shorten } from "./errors.js";
 import { FORMATS } from "./schema.js";

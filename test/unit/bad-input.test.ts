@@ -1,22 +1,19 @@
 // No bad input ends in a stack trace, a hang, a secret echo or a silent literal:
 // each class of bad input gets a clear error naming file:line:column and the fix.
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { loadInventory, selectHosts, globToRegExp } from "../../core/inventory.js";
 import { checkModules, loadPlaybook } from "../../core/playbook.js";
-import { BUILT_IN, Registry } from "../../core/registry.js";
 import { ConfigError, ModuleBug, quote, shorten } from "../../core/errors.js";
 import { prepare } from "../../core/run.js";
 import { render, UndefinedVariable, UnsupportedTemplate } from "../../core/template.js";
-import { planTasks, type TaskInstance } from "../../core/engine.js";
+import { planTasks } from "../../core/engine.js";
 import { YamlSource } from "../../core/yaml-source.js";
 import type { ModuleDefinition } from "../../core/module-api.js";
-import { builtinModules } from "../../modules/index.js";
 import { repoRoot } from "../support/cache.js";
 import { builtinRegistry, settings, tempWriter } from "./config-support.js";
 

@@ -1,12 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inventorySchema, loadInventory, selectHosts } from "../../core/inventory.js";
 import { loadPlaybook, checkModules, playbookSchema, resolveArgs } from "../../core/playbook.js";
 import { ajv } from "../../core/schema.js";
-import { BUILT_IN, Registry } from "../../core/registry.js";
 import { ConfigError } from "../../core/errors.js";
 import { prepare } from "../../core/run.js";
 import { builtinModules } from "../../modules/index.js";
