@@ -39,7 +39,7 @@ export async function fileHashes(guest: Guest, paths: string[]): Promise<string>
   return r.stdout;
 }
 
-export const TOUCHED = ["/etc/network/interfaces", "/etc/network/interfaces.orig", "/etc/modules", "/etc/modprobe.d/bonding.conf", "/etc/dhcpcd.conf"];
+export const TOUCHED = ["/etc/network/interfaces", "/etc/network/interfaces.orig", "/etc/modules", "/etc/modprobe.d/bonding.conf", "/etc/dhcpcd.conf", "/etc/wpa_supplicant/provision-wlan0.conf", "/etc/modprobe.d/provision-wifi-country.conf"];
 
 /**
  * A lab for one test file: booted (timed) before its tests, with a temporary folder that
