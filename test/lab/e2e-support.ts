@@ -84,7 +84,11 @@ export async function waitForHostRevert(guest: Guest, timeoutMs: number): Promis
   const probe = "d=/var/lib/provision/runs/$(cat /var/lib/provision/last); echo $(cat $d/state) $(cat $d/reverted-at 2>/dev/null || echo 0) $(sed -n 's/^btime //p' /proc/stat)";
   while (Date.now() < deadline) {
     const [state, revertedAt, bootedAt] = (await guest.ssh(probe, { timeoutMs: 15_000 })).stdout.trim().split(" ");
-    if (state === "reverted" && Number(bootedAt) > Number(revertedAt)) return;
+    if (state === "reverted" && Number(bootedAt) > Number(revertedAt)) {
+      // let the boot finish before the caller inspects the host
+      await guest.ssh("systemctl is-system-running --wait", { timeoutMs: 180_000 });
+      return;
+    }
     await sleep(3000);
   }
   throw new Error(`${guest.name} did not revert and boot again within ${timeoutMs / 1000}s`);

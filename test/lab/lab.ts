@@ -292,7 +292,8 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
       };
       launch();
       const ssh = (command: string, o: { timeoutMs?: number; connectTimeoutS?: number } = {}): Promise<SshResult> =>
-        run(inNamespace(ns.name, [...sshBase, "-o", `ConnectTimeout=${o.connectTimeoutS ?? 5}`, `root@${address}`, command]),
+        // a guest just booted under TCG on a busy machine can take seconds to accept: 15 s, not 5, before "failed"
+        run(inNamespace(ns.name, [...sshBase, "-o", `ConnectTimeout=${o.connectTimeoutS ?? 15}`, `root@${address}`, command]),
           { timeout: o.timeoutMs ?? 120_000, killSignal: "SIGKILL" });
       // polled while a guest boots: a short connect timeout, so a SYN lost before the guest's
       // network is up costs 2 s, not 5
