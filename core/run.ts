@@ -53,6 +53,7 @@ function wanted(task: Task, settings: RunSettings): boolean {
 /** Template and validate every task for every host. Throws ConfigError; contacts nothing. */
 export function prepare(inventory: Inventory, playbooks: Playbook[], registry: Registry, settings: RunSettings): PreparedPlay[] {
   const limited = settings.limit ? new Set(selectHosts(inventory, settings.limit)) : null;
+  const hostFacts = registry.hostFacts();
   const prepared: PreparedPlay[] = [];
   for (const playbook of playbooks) {
     for (const play of playbook.plays) {
@@ -63,7 +64,7 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
         const instance = (task: Task, handler: boolean): TaskInstance => {
           const args = resolveArgs(playbook, task, vars, registry, name);
           const module = registry.get(task.module);
-          const conditions = Object.entries(task.when).map(([fact, values]) => ({ fact: registry.hostFacts().get(fact)!, values }));
+          const conditions = Object.entries(task.when).map(([fact, values]) => ({ fact: hostFacts.get(fact)!, values }));
           return { task, module, args, handler, conditions, mask: masker(secretsOf(module, args, quote(task.name))) };
         };
         return {
