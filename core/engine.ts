@@ -2,12 +2,13 @@
 // backups → verify → roll back every change when anything fails.
 import { PlanError, type Change, type CommandOutput, type FileState, type HostFact, type ModuleDefinition, type PlanContext, type Probe } from "./module-api.js";
 import type { Task } from "./playbook.js";
-import { Connection, type ConnectionTarget } from "./transport/ssh.js";
-import { factsFor, gather, probeKey, type Gathered, type ProbeResult } from "./facts.js";
+import { Connection, type ConnectionTarget, type ExecResult } from "./transport/ssh.js";
+import { factsFor, gather, gatherStep, probeKey, type Gathered, type ProbeResult } from "./facts.js";
+import { runSteps, StepFailed, type Step } from "./batch.js";
 import { HostError, LostConnection, ModuleBug, UnreachableError, messageOf } from "./errors.js";
 import { showChange, type ShownChange } from "./changes.js";
 import { rebootAndWait, RebootTimeout } from "./transport/reboot.js";
-import { Transaction, lastTransactionProbe, parseHostRecord, type Arming, type LastTransaction } from "./transaction.js";
+import { ARM_NO_SYSTEMD, Transaction, lastTransactionProbe, parseHostRecord, type Arming, type LastTransaction } from "./transaction.js";
 
 export interface TaskInstance {
   task: Task;
@@ -159,9 +160,14 @@ function taskResult(planned: Planned, status: TaskStatus = planned.skipped ? "sk
   };
 }
 
-/** Gather what planning `instances` needs (their probes and host facts) in one round trip. */
-function gatherFor(connection: Connection, instances: TaskInstance[], extra: Probe[] = []): Promise<Gathered> {
-  return gather(connection, [...extra, ...hostFactsOf(instances).map((f) => f.probe), ...allProbes(instances, (i) => i.module.facts(i.args))]);
+/** What planning `instances` reads: their probes and host facts. */
+function gatherProbesOf(instances: TaskInstance[]): Probe[] {
+  return [...hostFactsOf(instances).map((f) => f.probe), ...allProbes(instances, (i) => i.module.facts(i.args))];
+}
+
+/** Gather what planning `instances` needs in one round trip. */
+function gatherFor(connection: Connection, instances: TaskInstance[]): Promise<Gathered> {
+  return gather(connection, gatherProbesOf(instances));
 }
 
 function describeFacts(instances: TaskInstance[], gathered: Gathered): Record<string, string> | undefined {
@@ -209,50 +215,78 @@ class HostRun {
     this.expectedAddress = work.target.address;
   }
 
-  async perform(change: Change): Promise<void> {
-    await this.step("arm or renew", () => this.armOrRenew());
-    if (change.address && change.kind !== "pending") this.expectedAddress = change.address;
-    switch (change.kind) {
-      case "file":
-        await this.step(change.summary, async () => {
-          await this.tx.backup(change.path);
-          if (change.reboot) await this.tx.noteReboot();
-          if (change.after === null) await this.tx.remove(change.path);
-          else await this.connection.writeFile(change.path, change.after, change.mode);
-        });
-        break;
-      case "command":
-        // modules' commands are idempotent (apt-get install, modprobe): a retried step runs them again
-        await this.step(change.summary, async () => {
-          if (change.undo) await this.tx.recordUndo(change.undo, !!change.undoDisruptive);
-          await this.connection.run(change.summary, change.argv);
-        });
-        break;
-      case "pending":
-        break;
-      case "reboot":
-        await this.reboot(change.timeoutSeconds, this.expectedAddress);
-        break;
+  /**
+   * Apply changes (none of them a reboot) in one round trip: arming (the run's first
+   * batch) or renewing the lease and timer, then per change its backup, write, undo record
+   * or command, in order; `then` (the verdict's gather) runs after them in the same round
+   * trip. Returns the results of `then`. A failed step throws ChangeFailed naming its change.
+   */
+  async applyBatch(changes: Change[], then: Step[] = []): Promise<ExecResult[]> {
+    const changeOf = new Map<Step, Change>();
+    const steps = this.armOrRenewSteps();
+    const armStep = steps.find((s) => s.what === "arm the host-side revert");
+    const guarded = this.tx.armed || !!armStep;
+    for (const change of changes) {
+      if (change.address && change.kind !== "pending") this.expectedAddress = change.address;
+      // a long batch keeps the timer running from its latest step, not from its start
+      const own = [...(guarded && change.kind === "command" && steps.length ? [this.tx.heartbeatStep(this.work.confirmTimeoutSeconds, true)] : []), ...this.stepsOf(change)];
+      own.forEach((s) => changeOf.set(s, change));
+      steps.push(...own);
     }
-    if (DIE_AFTER && change.summary.includes(DIE_AFTER)) process.kill(process.pid, "SIGKILL");
+    steps.push(...then);
+    let todo = steps;
+    for (;;) {
+      const sentAt = Date.now();
+      try {
+        const results = await this.step(`apply ${changes.length} change(s)`, () => runSteps(this.connection, todo));
+        if (this.tx.armed) this.armedAt = sentAt; // the host renewed no earlier than this
+        return results.slice(todo.length - then.length);
+      } catch (error) {
+        if (!(error instanceof StepFailed)) throw error;
+        if (error.step === armStep && error.result.code === ARM_NO_SYSTEMD && this.arming !== "required") {
+          this.options.progress("cannot arm (the host does not run systemd): its changes take effect only at a reboot; going on unarmed");
+          todo = todo.filter((s) => s !== armStep);
+          continue;
+        }
+        if (error.step === armStep) throw new ChangeFailed(changes[0], this.tx.armFailure(error.result));
+        if (Transaction.showsRevert(error.step, error.result)) throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
+        throw new ChangeFailed(changeOf.get(error.step) ?? changes[0], error);
+      }
+    }
   }
 
-  /** The first change arms the host (when the run needs it); every later one renews the lease and the timer. */
-  private async armOrRenew(): Promise<void> {
-    const timeout = this.work.confirmTimeoutSeconds;
-    if (this.armingDone) return this.renew();
-    if (this.arming && timeout > 0) {
-      this.options.progress(`arming host-side revert before the first change (${timeout}s unless renewed and confirmed)`);
-      if (await this.tx.arm(timeout, this.arming === "required")) this.armedAt = Date.now();
-      else this.options.progress("cannot arm (the host does not run systemd): its changes take effect only at a reboot; going on unarmed");
+  private stepsOf(change: Change): Step[] {
+    switch (change.kind) {
+      case "file":
+        return this.tx.writeSteps(change.path, change.after, { mode: change.mode, reboot: change.reboot });
+      case "command":
+        // modules' commands are idempotent (apt-get install, modprobe): a retried batch runs them again
+        return [...(change.undo ? this.tx.undoSteps(change.undo, !!change.undoDisruptive) : []), { what: change.summary, argv: change.argv }];
+      default:
+        return [];
     }
+  }
+
+  /** The first batch arms the host (when the run needs it); every later one renews the lease and the timer. */
+  private armOrRenewSteps(): Step[] {
+    const timeout = this.work.confirmTimeoutSeconds;
+    if (this.armingDone) return [this.tx.heartbeatStep(timeout)];
     this.armingDone = true;
+    if (!this.arming || timeout <= 0) return [];
+    this.options.progress(`arming host-side revert before the first change (${timeout}s unless renewed and confirmed)`);
+    return this.tx.armSteps(timeout);
   }
 
   /** Renew the lock's lease and, when armed, restart the host's revert timer from now. */
   async renew(): Promise<void> {
-    if (isReverting(await this.tx.heartbeat(this.work.confirmTimeoutSeconds))) throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
-    if (this.tx.armed) this.armedAt = Date.now();
+    const sentAt = Date.now();
+    try {
+      await runSteps(this.connection, [this.tx.heartbeatStep(this.work.confirmTimeoutSeconds)]);
+    } catch (error) {
+      if (error instanceof StepFailed && Transaction.showsRevert(error.step, error.result)) throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
+      throw error;
+    }
+    if (this.tx.armed) this.armedAt = sentAt;
   }
 
   /** Until when the controller may still confirm (the host reverts after that). */
@@ -401,15 +435,21 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   const all = [...work.tasks, ...work.handlers];
   let planned: Planned[];
   try {
-    if (!options.check) {
-      await run.tx.lock(options.breakLock);
+    // one round trip: the lock (a run) and everything planning needs
+    const { step, read } = gatherStep([lastTransactionProbe, ...gatherProbesOf(all)]);
+    let gatheredOutput: ExecResult;
+    if (options.check) {
+      options.progress("gathering facts");
+      gatheredOutput = await run.connection.exec(step.argv);
+    } else {
+      options.progress("locking and gathering facts");
+      [gatheredOutput] = await run.tx.lock(options.breakLock, [step]);
       if (run.tx.tookOver) {
         result.notes.push(run.tx.tookOver);
         options.progress(run.tx.tookOver);
       }
     }
-    options.progress("gathering facts");
-    const gathered = await gatherFor(run.connection, all, [lastTransactionProbe]);
+    const gathered = read(work.name, gatheredOutput);
     const record = parseHostRecord((gathered.results.get(probeKey(lastTransactionProbe)) as CommandOutput).stdout);
     result.lastTransaction = record.last ?? undefined;
     result.facts = describeFacts(all, gathered);
@@ -429,8 +469,8 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   try {
     failure = await applyAndVerify(run, planned, result, options);
     if (!failure) {
-      if (run.tx.armed) await run.step("disarm", () => run.tx.disarm("committed"));
-      else await run.step("commit", () => run.tx.mark("committed"));
+      const commit = run.tx.armed ? [run.tx.disarmStep("committed")] : run.tx.markSteps("committed");
+      await run.step("commit", () => runSteps(run.connection, [...commit, run.tx.unlockStep()]));
       return finish("changed");
     }
   } catch (error) {
@@ -465,61 +505,130 @@ async function hostReverted(run: HostRun, error: Error): Promise<[HostStatus, st
   return ["unreachable", `${messageOf(error)}; and it did not come back at ${home} either`];
 }
 
+/**
+ * Apply the plan in as few round trips as the guarantees allow: the changes up to the next
+ * reboot go as one batch; a run that is not armed gets its verdict's probes in its last batch.
+ */
 async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResult, options: RunOptions): Promise<string | null> {
   const { work } = run;
   let planned = initial;
   const liveAt = new Map<TaskInstance, number>();
-  for (let i = 0; i < planned.length; i++) {
-    const { instance, changes } = planned[i];
-    const rebootsBefore = run.rebootCount;
-    for (const change of changes) {
-      options.progress(`${instance.task.name}: ${instance.mask(change.summary)}`);
-      try {
-        await run.perform(change);
-      } catch (error) {
-        result.tasks[i].status = "failed";
-        result.tasks[i].problems.push(messageOf(error));
-        if (error instanceof StrandedError) throw error;
-        for (const later of result.tasks.slice(i + 1)) if (later.changes.length) {
-          later.status = "skipped";
-          later.notes.push("not applied: an earlier task failed");
+  let pending: { task: number; change: Change }[] = [];
+  const apply = async (then: Step[] = []): Promise<ExecResult[]> => {
+    const batch = pending;
+    pending = [];
+    if (!batch.length && !then.length) return [];
+    for (const { task, change } of batch) options.progress(`${planned[task].instance.task.name}: ${planned[task].instance.mask(change.summary)}`);
+    try {
+      const results = await run.applyBatch(batch.map((b) => b.change), then);
+      if (DIE_AFTER && batch.some((b) => b.change.summary.includes(DIE_AFTER))) process.kill(process.pid, "SIGKILL");
+      return results;
+    } catch (error) {
+      // a step's failure is its change's task's; arming, renewal or the connection the batch's first task's
+      const change = error instanceof ChangeFailed ? error.change : batch[0]?.change;
+      const task = batch.find((b) => b.change === change)?.task;
+      if (task === undefined) throw error instanceof ChangeFailed ? error.cause : error;
+      throw new TaskFailed(task, error instanceof ChangeFailed ? error.cause : error);
+    }
+  };
+  try {
+    for (let i = 0; i < planned.length; i++) {
+      const { instance, changes } = planned[i];
+      const rebootsBefore = run.rebootCount;
+      for (const change of changes) {
+        if (change.kind !== "reboot") {
+          pending.push({ task: i, change });
+          if (DIE_AFTER && change.summary.includes(DIE_AFTER)) await apply();
+          continue;
         }
-        return `task "${instance.task.name}": ${messageOf(error)}`;
+        await apply();
+        options.progress(`${instance.task.name}: ${instance.mask(change.summary)}`);
+        try {
+          await run.reboot(change.timeoutSeconds, run.expectedAddress);
+        } catch (error) {
+          throw new TaskFailed(i, error);
+        }
+      }
+      liveAt.set(instance, rebootsBefore);
+      if (run.rebootCount > rebootsBefore && i + 1 < planned.length) {
+        // After a reboot the host is new: read it again before planning what is left.
+        await apply();
+        const rest = planned.slice(i + 1).map((p) => p.instance);
+        const notified = new Set(planned.slice(0, i + 1).flatMap((p) => (p.changes.length ? p.instance.task.notify : [])));
+        const gathered = await gatherFor(run.connection, [...rest, ...work.handlers]);
+        const replanned = planTasks(rest.filter((t) => !t.handler), work.handlers, gathered, work.name, notified);
+        planned = [...planned.slice(0, i + 1), ...replanned];
+        result.tasks = [...result.tasks.slice(0, i + 1), ...replanned.map((p) => taskResult(p))];
       }
     }
-    liveAt.set(instance, rebootsBefore);
-    if (run.rebootCount > rebootsBefore && i + 1 < planned.length) {
-      // After a reboot the host is new: read it again before planning what is left.
-      const rest = planned.slice(i + 1).map((p) => p.instance);
-      const notified = new Set(planned.slice(0, i + 1).flatMap((p) => (p.changes.length ? p.instance.task.notify : [])));
-      const gathered = await gatherFor(run.connection, [...rest, ...work.handlers]);
-      const replanned = planTasks(rest.filter((t) => !t.handler), work.handlers, gathered, work.name, notified);
-      planned = [...planned.slice(0, i + 1), ...replanned];
-      result.tasks = [...result.tasks.slice(0, i + 1), ...replanned.map((p) => taskResult(p))];
+    const checks = verification(run, planned, liveAt);
+    if (run.arming) {
+      await apply();
+      // Confirm only from outside: the verdict comes over a new connection to where the host should be now.
+      if (run.tx.armed) {
+        await run.reconnectFresh();
+        await run.renew();
+      }
+      return await judge(planned, result, checks, () => gather(run.connection, checks.probes), options);
     }
+    const verdict = gatherStep(checks.probes);
+    const [output] = await apply(checks.verify.length ? [verdict.step] : []);
+    return await judge(planned, result, checks, async () => verdict.read(work.name, output), options);
+  } catch (error) {
+    if (!(error instanceof TaskFailed)) throw error;
+    const i = error.task;
+    result.tasks[i].status = "failed";
+    result.tasks[i].problems.push(messageOf(error.cause));
+    if (error.cause instanceof StrandedError) throw error.cause;
+    for (const later of result.tasks.slice(i + 1)) if (later.changes.length) {
+      later.status = "skipped";
+      later.notes.push("not applied: an earlier task failed");
+    }
+    return `task "${planned[i].instance.task.name}": ${messageOf(error.cause)}`;
   }
-  return verify(run, planned, result, liveAt, options);
 }
 
-async function verify(run: HostRun, planned: Planned[], result: HostResult, liveAt: Map<TaskInstance, number>, options: RunOptions): Promise<string | null> {
-  const toVerify: number[] = [];
+/** A change of the batch failed (the cause says how). */
+class ChangeFailed extends Error {
+  constructor(readonly change: Change, override readonly cause: unknown) {
+    super(messageOf(cause));
+  }
+}
+
+/** Applying task `task` failed. */
+class TaskFailed extends Error {
+  constructor(readonly task: number, override readonly cause: unknown) {
+    super(messageOf(cause));
+  }
+}
+
+interface Verification {
+  /** Indexes of the tasks whose verify runs. */
+  verify: number[];
+  /** Indexes of the tasks whose changes wait for a reboot that this run did not do. */
+  waiting: number[];
+  probes: Probe[];
+}
+
+function verification(run: HostRun, planned: Planned[], liveAt: Map<TaskInstance, number>): Verification {
+  const verify: number[] = [];
+  const waiting: number[] = [];
   planned.forEach((p, i) => {
     if (!p.instance.module.verify || p.skipped) return;
     const waitsForReboot = p.changes.some((c) => c.reboot) && run.rebootCount <= (liveAt.get(p.instance) ?? 0);
-    if (waitsForReboot) result.tasks[i].notes.push("takes effect after a reboot: not verified in this run");
-    else if (p.changes.length || run.rebootCount > 0) toVerify.push(i);
+    if (waitsForReboot) waiting.push(i);
+    else if (p.changes.length || run.rebootCount > 0) verify.push(i);
   });
-  // Confirm only from outside: the verdict comes over a new connection to where the host should be now.
-  if (run.tx.armed) {
-    await run.reconnectFresh();
-    await run.renew();
-  }
-  if (!toVerify.length) return null;
+  return { verify, waiting, probes: allProbes(verify.map((i) => planned[i].instance), (t) => t.module.verify!.probes(t.args)) };
+}
+
+async function judge(planned: Planned[], result: HostResult, checks: Verification, gatherVerdict: () => Promise<Gathered>, options: RunOptions): Promise<string | null> {
+  for (const i of checks.waiting) result.tasks[i].notes.push("takes effect after a reboot: not verified in this run");
+  if (!checks.verify.length) return null;
   options.progress("verifying");
-  const instances = toVerify.map((i) => planned[i].instance);
-  const gathered = await gather(run.connection, allProbes(instances, (t) => t.module.verify!.probes(t.args)));
+  const gathered = await gatherVerdict();
   const failures: string[] = [];
-  for (const i of toVerify) {
+  for (const i of checks.verify) {
     const { instance } = planned[i];
     const facts = factsFor(instance.module.verify!.probes(instance.args), gathered.results);
     const verdict = instance.module.verify!.check(instance.args, facts as never);

@@ -2,7 +2,8 @@
 import { randomBytes } from "node:crypto";
 import type { HostFacts, Probe, ProbeResult } from "./module-api.js";
 import { commandLine, quote } from "./shell.js";
-import type { Connection } from "./transport/ssh.js";
+import type { Connection, ExecResult } from "./transport/ssh.js";
+import type { Step } from "./batch.js";
 import { HostError } from "./errors.js";
 
 export type { ProbeResult };
@@ -114,18 +115,26 @@ export interface Gathered {
   results: Map<string, ProbeResult>;
 }
 
-/** Run all probes (deduplicated) plus the host facts in one remote command. */
-export async function gather(connection: Connection, probes: Probe[]): Promise<Gathered> {
+/** The gather as a batch step (see core/batch.ts), and how to read its result. */
+export function gatherStep(probes: Probe[]): { step: Step; read(host: string, r: ExecResult): Gathered } {
   const unique = [...new Map(probes.map((p) => [probeKey(p), p])).values()];
   const marker = `::provision-${randomBytes(6).toString("hex")}::`;
-  const r = await connection.exec(["sh", "-c", gatherScript(unique, marker)]);
-  let parsed: { hostFacts: HostFacts; results: ProbeResult[] };
-  try {
-    parsed = parseGatherOutput(unique, r.stdout, marker);
-  } catch (error) {
-    throw new HostError(connection.target.name, `gathering facts failed: ${(error as Error).message}${r.stderr ? ` (${r.stderr.trim().slice(0, 200)})` : ""}`);
-  }
-  return { results: new Map(unique.map((p, i) => [probeKey(p), parsed.results[i]])), hostFacts: parsed.hostFacts };
+  const read = (host: string, r: ExecResult): Gathered => {
+    let parsed: { hostFacts: HostFacts; results: ProbeResult[] };
+    try {
+      parsed = parseGatherOutput(unique, r.stdout, marker);
+    } catch (error) {
+      throw new HostError(host, `gathering facts failed: ${(error as Error).message}${r.stderr ? ` (${r.stderr.trim().slice(0, 200)})` : ""}`);
+    }
+    return { results: new Map(unique.map((p, i) => [probeKey(p), parsed.results[i]])), hostFacts: parsed.hostFacts };
+  };
+  return { step: { what: "gather facts", argv: ["sh", "-c", gatherScript(unique, marker)] }, read };
+}
+
+/** Run all probes (deduplicated) plus the host facts in one remote command. */
+export async function gather(connection: Connection, probes: Probe[]): Promise<Gathered> {
+  const { step, read } = gatherStep(probes);
+  return read(connection.target.name, await connection.exec(step.argv));
 }
 
 /** The facts object a module's plan receives: its probe names → results. */

@@ -6,6 +6,8 @@ import { hostname } from "node:os";
 import type { Connection } from "./transport/ssh.js";
 import { HostError } from "./errors.js";
 import { script } from "./shell.js";
+import { runBatch, runSteps, stepFailure, type Step } from "./batch.js";
+import type { ExecResult } from "./transport/ssh.js";
 
 export const STATE_DIR = "/var/lib/provision";
 export type TransactionState = "pending" | "committed" | "rolled_back" | "reverting" | "reverted";
@@ -122,21 +124,27 @@ const UNLOCK = `base=$1 info=$2
 [ "$(cat "$base/lock" 2>/dev/null)" = "$info" ] && rm -f "$base/lock"
 exit 0`;
 
+/** HEARTBEAT's exit status when the host already reverts (or reverted) the run by itself. */
+export const REVERTED_EXIT = 9;
+
 /**
  * Every step of an armed run (and its return after a reboot): renew the lock's lease and
  * restart the host's revert timer, so the host reverts confirm_timeout after the
  * controller was last heard.
- * Prints the run's state: "reverted" means the host already undid it.
+ * Prints the run's state; exits REVERTED_EXIT, renewing nothing, when the host already
+ * reverts (or reverted) the run by itself.
  */
 const HEARTBEAT = `base=$1 info=$2 id=$3 timeout=$4
 ${RENEW_TIMER}
+state=$(cat "$base/runs/$id/state" 2>/dev/null || true)
+case $state in reverting|reverted) echo "$state"; exit ${REVERTED_EXIT} ;; esac
 [ "$(cat "$base/lock" 2>/dev/null)" = "$info" ] && touch -- "$base/lock"
 if [ "$timeout" != 0 ] && [ "$(cat "$base/armed" 2>/dev/null)" = "$id" ]; then
   renew_timer "$timeout" || exit 1
   # this boot's run of the boot timer is replaced by the renewed one; it stays enabled for the next boot
   systemctl stop provision-revert.timer >/dev/null 2>&1
 fi
-cat "$base/runs/$id/state" 2>/dev/null || true`;
+echo "$state"`;
 
 const BEGIN = `set -e
 ${PUT}
@@ -171,6 +179,29 @@ ${RUN_UNDOS}
 restore_files "$1"
 run_undos "$1" "$2"`;
 
+/**
+ * Atomic and durable write of stdin: temp file in the same directory, fsynced, renamed,
+ * then the directory fsynced, so a power cut leaves the old or the new file; an existing
+ * file keeps its mode and owner.
+ */
+const WRITE_FILE = `set -e
+path=$1 mode=$2
+dir=$(dirname -- "$path")
+mkdir -p -- "$dir"
+tmp=$(mktemp -- "$dir/.provision.XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+cat > "$tmp"
+if [ -e "$path" ]; then
+  chown --reference="$path" -- "$tmp"
+  chmod --reference="$path" -- "$tmp"
+else
+  chmod "$mode" -- "$tmp"
+fi
+sync -- "$tmp"
+mv -f -- "$tmp" "$path"
+trap - EXIT
+sync -- "$dir"`;
+
 const REMOVE = `rm -f -- "$1" && sync -- "$(dirname -- "$1")"`;
 
 /**
@@ -183,7 +214,7 @@ ${PUT}
 ${RENEW_TIMER}
 base=$1 id=$2 timeout=$3
 if ! command -v systemd-run >/dev/null 2>&1 || [ ! -d /run/systemd/system ]; then
-  echo "the host does not run systemd" >&2; exit 4
+  echo "the host does not run systemd" >&2; exit 4 # ARM_NO_SYSTEMD
 fi
 armed=$(cat "$base/armed" 2>/dev/null || true)
 if [ -n "$armed" ] && [ "$armed" != "$id" ]; then
@@ -315,6 +346,8 @@ export class Transaction {
   private started = false;
   armed = false;
   private rebootNoted = false;
+  /** The lock was given back (with the run's last record, in one round trip). */
+  unlocked = false;
   private readonly lockInfo: string;
   /** Set when this run took over a stale lock: what it took over and why. */
   tookOver?: string;
@@ -327,76 +360,99 @@ export class Transaction {
     return `${STATE_DIR}/runs/${this.id}`;
   }
 
+  /** Every path the run backs up (or is about to, in the batch being sent). */
   get paths(): string[] {
     return [...this.backedUp];
+  }
+
+  private get host(): string {
+    return this.connection.target.name;
   }
 
   /**
    * One run per host at a time; a second controller fails fast naming the holder. A lock
    * whose holder is provably gone (see staleLockReason) is taken over and reported.
+   * `andThen` runs in the same round trip once the lock is held (the gather); their results are returned.
    */
-  async lock(breakLock: boolean): Promise<void> {
-    const name = this.connection.target.name;
-    const take = (how: string, stale = "") => this.connection.exec(script(LOCK, STATE_DIR, this.lockInfo, how, stale));
-    let r = await take(breakLock ? "break" : "take");
-    if (r.code === 3) {
-      const refusal = parseLockRefusal(r.stdout);
+  async lock(breakLock: boolean, andThen: Step[] = []): Promise<ExecResult[]> {
+    const take = (how: string, stale = "") => runBatch(this.connection, [{ what: "take the lock", argv: script(LOCK, STATE_DIR, this.lockInfo, how, stale) }, ...andThen]);
+    let results = await take(breakLock ? "break" : "take");
+    if (results[0].code === 3) {
+      const refusal = parseLockRefusal(results[0].stdout);
       const reason = staleLockReason(refusal, { hostname: hostname(), pidAlive, leaseSeconds: LOCK_LEASE_SECONDS });
       if (reason === null) {
         const armed = refusal.armedRun && refusal.holder.endsWith(`run=${refusal.armedRun}`)
           ? `; its run is armed: the host reverts it by itself unless that controller confirms, and then releases the lock` : "";
-        throw new HostError(name, `locked by another run (${refusal.holder})${armed}. Wait for it to finish; if that controller is dead, rerun with --break-lock`);
+        throw new HostError(this.host, `locked by another run (${refusal.holder})${armed}. Wait for it to finish; if that controller is dead, rerun with --break-lock`);
       }
-      r = await take("takeover", refusal.holder);
-      if (r.code === 0) this.tookOver = `took over a stale lock of ${refusal.holder || "(empty)"}: ${reason}`;
+      results = await take("takeover", refusal.holder);
+      if (results[0].code === 0) this.tookOver = `took over a stale lock of ${refusal.holder || "(empty)"}: ${reason}`;
     }
-    if (r.code === 3) throw new HostError(name, `locked by another run (${parseLockRefusal(r.stdout).holder}). Wait for it to finish; if that controller is dead, rerun with --break-lock`);
-    if (r.code !== 0) throw new HostError(name, `cannot take the lock in ${STATE_DIR}: ${r.stderr.trim()}`);
+    const [r, ...rest] = results;
+    if (r.code === 3) throw new HostError(this.host, `locked by another run (${parseLockRefusal(r.stdout).holder}). Wait for it to finish; if that controller is dead, rerun with --break-lock`);
+    if (r.code !== 0) throw new HostError(this.host, `cannot take the lock in ${STATE_DIR}: ${r.stderr.trim()}`);
+    if (rest.length < andThen.length) throw stepFailure(this.host, andThen[rest.length - 1], rest.at(-1)!);
+    return rest;
+  }
+
+  unlockStep(): Step {
+    return { what: "give back the lock", argv: script(UNLOCK, STATE_DIR, this.lockInfo), done: () => (this.unlocked = true) };
   }
 
   async unlock(): Promise<void> {
-    if (this.connection.connected) await this.connection.exec(script(UNLOCK, STATE_DIR, this.lockInfo));
+    if (this.connection.connected && !this.unlocked) await runSteps(this.connection, [this.unlockStep()]);
   }
 
-  /** Renew the lock's lease (and the armed revert timer); returns the run's state on the host. */
-  async heartbeat(confirmTimeoutSeconds: number): Promise<string> {
-    const timeout = this.armed ? String(confirmTimeoutSeconds) : "0";
-    return (await this.connection.run("renew the lock", script(HEARTBEAT, STATE_DIR, this.lockInfo, this.id, timeout))).trim();
+  /**
+   * Renew the lock's lease (and the armed revert timer). Fails with the host's
+   * REVERTED_EXIT when the host already reverts the run by itself.
+   */
+  heartbeatStep(confirmTimeoutSeconds: number, armed = this.armed): Step {
+    const timeout = armed ? String(confirmTimeoutSeconds) : "0";
+    return { what: "renew the lock and the revert timer", argv: script(HEARTBEAT, STATE_DIR, this.lockInfo, this.id, timeout) };
+  }
+
+  /** The failed step is a heartbeat that found the host reverting (or having reverted) the run by itself. */
+  static showsRevert(step: Step, r: ExecResult): boolean {
+    return step.argv[2] === HEARTBEAT && r.code === REVERTED_EXIT;
   }
 
   /** Record the transaction on the host (durably) before its first write. */
-  async begin(): Promise<void> {
-    if (this.started) return;
-    const meta = `${this.lockInfo} user=${this.connection.target.user}`;
-    await this.connection.run("record the transaction", script(BEGIN, STATE_DIR, this.id, meta));
+  private beginSteps(): Step[] {
+    if (this.started) return [];
     this.started = true;
+    const meta = `${this.lockInfo} user=${this.connection.target.user}`;
+    return [{ what: "record the transaction", argv: script(BEGIN, STATE_DIR, this.id, meta) }];
   }
 
   /** No write without a backup first: copy (mode, owner kept) + manifest line, both synced. */
-  async backup(path: string): Promise<void> {
-    if (this.backedUp.has(path)) return;
-    await this.begin();
-    await this.connection.run(`back up ${path}`, script(BACKUP, this.dir, path, String(this.backedUp.size)));
+  private backupSteps(path: string): Step[] {
+    if (this.backedUp.has(path)) return [];
+    const n = String(this.backedUp.size);
     this.backedUp.add(path);
+    return [...this.beginSteps(), { what: `back up ${path}`, argv: script(BACKUP, this.dir, path, n) }];
+  }
+
+  /**
+   * Back up, then write (atomic and durable: temp file in the same directory, fsynced,
+   * renamed, the directory fsynced; an existing file keeps its mode and owner) or remove.
+   * `reboot`: the change takes effect at boot, so undoing it by hand needs a reboot too.
+   */
+  writeSteps(path: string, content: string | null, opts: { mode?: string; reboot?: boolean } = {}): Step[] {
+    const steps = this.backupSteps(path);
+    if (opts.reboot && !this.rebootNoted) {
+      this.rebootNoted = true;
+      steps.push({ what: "note reboot", argv: script(NOTE_REBOOT, this.dir) });
+    }
+    if (content === null) steps.push({ what: `remove ${path}`, argv: script(REMOVE, path) });
+    else steps.push({ what: `write ${path}`, argv: script(WRITE_FILE, path, opts.mode ?? "0644"), stdin: content });
+    return steps;
   }
 
   /** Before a command runs, its undo is on the host's record, for the host's own revert too. */
-  async recordUndo(undo: string[], disruptive: boolean): Promise<void> {
-    await this.begin();
-    const name = `${String(this.undos).padStart(4, "0")}-${disruptive ? "disruptive" : "safe"}`;
-    await this.connection.run("record the undo command", script(RECORD_UNDO, this.dir, name, ...undo));
-    this.undos++;
-  }
-
-  /** The transaction holds changes that take effect at boot: undoing it by hand needs a reboot too. */
-  async noteReboot(): Promise<void> {
-    if (this.rebootNoted) return;
-    await this.connection.run("note reboot", script(NOTE_REBOOT, this.dir));
-    this.rebootNoted = true;
-  }
-
-  async remove(path: string): Promise<void> {
-    await this.connection.run(`remove ${path}`, script(REMOVE, path));
+  undoSteps(undo: string[], disruptive: boolean): Step[] {
+    const name = `${String(this.undos++).padStart(4, "0")}-${disruptive ? "disruptive" : "safe"}`;
+    return [...this.beginSteps(), { what: "record the undo command", argv: script(RECORD_UNDO, this.dir, name, ...undo) }];
   }
 
   /** Restore the files and run the undo commands ("safe": only those that cannot cut the management path). */
@@ -410,16 +466,20 @@ export class Transaction {
 
   /**
    * Arm the host to revert by itself after `timeoutSeconds`, now and after any reboot.
-   * Returns false when the host cannot be armed (no systemd) and `required` is false.
+   * A host that cannot be armed (no systemd) fails the step with ARM_NO_SYSTEMD.
    */
-  async arm(timeoutSeconds: number, required: boolean): Promise<boolean> {
-    await this.begin();
-    const r = await this.connection.exec(script(ARM, STATE_DIR, this.id, String(timeoutSeconds)), REVERT_PROGRAM);
-    if (r.code === 4 && !required) return false;
-    if (r.code !== 0)
-      throw new HostError(this.connection.target.name, `cannot arm the host-side revert (${r.stderr.trim() || `exit ${r.code}`}); refusing a disruptive change. Set confirm_timeout: 0 to run it unguarded`);
-    this.armed = true;
-    return true;
+  armSteps(timeoutSeconds: number): Step[] {
+    return [...this.beginSteps(), {
+      what: "arm the host-side revert",
+      argv: script(ARM, STATE_DIR, this.id, String(timeoutSeconds)),
+      stdin: REVERT_PROGRAM,
+      done: () => (this.armed = true),
+    }];
+  }
+
+  /** Why arming failed, for the run's error (exit ARM_NO_SYSTEMD: the host does not run systemd). */
+  armFailure(r: ExecResult): HostError {
+    return new HostError(this.host, `cannot arm the host-side revert (${r.stderr.trim() || `exit ${r.code}`}); refusing a disruptive change. Set confirm_timeout: 0 to run it unguarded`);
   }
 
   /** Roll back an armed run the way the host would: restore, safe undos, reboot (started detached). */
@@ -432,13 +492,16 @@ export class Transaction {
     return (await this.connection.exec(script(REVERTED_AND_BOOTED, STATE_DIR, this.id))).code === 0;
   }
 
-  async disarm(state?: TransactionState): Promise<void> {
-    await this.connection.run("disarm the host-side revert", script(DISARM, STATE_DIR, this.id, state ?? ""));
-    this.armed = false;
+  disarmStep(state?: TransactionState): Step {
+    return { what: "disarm the host-side revert", argv: script(DISARM, STATE_DIR, this.id, state ?? ""), done: () => (this.armed = false) };
+  }
+
+  markSteps(state: TransactionState): Step[] {
+    return this.started ? [{ what: `mark the transaction ${state}`, argv: script(DISARM_STATE, this.dir, state) }] : [];
   }
 
   async mark(state: TransactionState): Promise<void> {
-    if (this.started) await this.connection.run(`mark the transaction ${state}`, script(DISARM_STATE, this.dir, state));
+    await runSteps(this.connection, this.markSteps(state));
   }
 
   async state(): Promise<LastTransaction | null> {
@@ -446,6 +509,9 @@ export class Transaction {
     return parseLastTransaction(r.stdout);
   }
 }
+
+/** ARM's exit status on a host without systemd. */
+export const ARM_NO_SYSTEMD = 4;
 
 const DISARM_STATE = `${PUT}
 echo "$2" | put "$1/state"`;

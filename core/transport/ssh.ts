@@ -4,7 +4,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { NodeSSH, type Config } from "node-ssh";
 import { HostError, LostConnection, UnreachableError, messageOf } from "../errors.js";
-import { commandLine, script } from "../shell.js";
+import { commandLine } from "../shell.js";
 import { hostKeyVerifier, type HostKeyPolicy } from "./known-hosts.js";
 
 export interface ConnectionTarget {
@@ -94,33 +94,7 @@ export class Connection {
     if (r.code !== 0) throw new HostError(this.target.name, `${what}: exited ${r.code}${r.stderr.trim() ? ` (${lastLine(r.stderr)})` : ""}`);
     return r.stdout;
   }
-
-  /**
-   * Atomic and durable write: temp file in the same directory, fsynced, renamed, then the
-   * directory fsynced, so a power cut leaves the old or the new file; keeps mode and owner.
-   */
-  async writeFile(path: string, content: string, mode = "0644"): Promise<void> {
-    await this.run(`write ${path}`, script(WRITE_FILE, path, mode), content);
-  }
 }
-
-const WRITE_FILE = `set -e
-path=$1 mode=$2
-dir=$(dirname -- "$path")
-mkdir -p -- "$dir"
-tmp=$(mktemp -- "$dir/.provision.XXXXXX")
-trap 'rm -f -- "$tmp"' EXIT
-cat > "$tmp"
-if [ -e "$path" ]; then
-  chown --reference="$path" -- "$tmp"
-  chmod --reference="$path" -- "$tmp"
-else
-  chmod "$mode" -- "$tmp"
-fi
-sync -- "$tmp"
-mv -f -- "$tmp" "$path"
-trap - EXIT
-sync -- "$dir"`;
 
 function credentials(target: ConnectionTarget): Partial<Config> {
   if (target.identityFile) {

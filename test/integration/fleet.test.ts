@@ -100,3 +100,37 @@ test("an audit of 20 hosts opens exactly one SSH connection per host and runs on
   assert.deepEqual(commands.map((n, i) => n - commandsBefore[i]), fleet.hosts.map(() => 1));
   console.log(`audit of 20 hosts: ${wall} ms wall, 1 connection and 1 command per host`);
 });
+
+test("an apply without reboot costs each host one connection and 3 commands (lock and gather, the changes with their verdict, commit and unlock); a second run 2", async () => {
+  const logged = (text: string) => Promise.all(fleet.hosts.map((h) => readFileSync(join(fleet.dir, `${h.name}.log`), "utf8").split("\n").filter((l) => l.includes(text)).length));
+  const pb = join(dir, "apply.yaml");
+  writeFileSync(pb, `- hosts: pis\n  plugins: [${PLUGIN}]\n  tasks:\n    - apt: { name: ifenslave }\n    - motd: { message: batched apply }\n`);
+  const inventory = inventoryFor("twenty-apply.yaml", fleet.hosts);
+  const perHost = async (run: () => Promise<void>) => {
+    const [connections, commands] = [await logged("Accepted publickey"), await logged("Starting session: command")];
+    await run();
+    const [c2, k2] = [await logged("Accepted publickey"), await logged("Starting session: command")];
+    return { connections: c2.map((n, i) => n - connections[i]), commands: k2.map((n, i) => n - commands[i]) };
+  };
+  const first = await perHost(async () => {
+    const r = await cli("--inventory", inventory, pb);
+    assert.equal(r.code, 0, r.output);
+    assert.deepEqual(new Set(Object.values(summary(r.stdout)).map((row) => row.status)), new Set(["changed"]));
+  });
+  assert.deepEqual(first.connections, fleet.hosts.map(() => 1));
+  assert.deepEqual(first.commands, fleet.hosts.map(() => 3));
+  for (const h of fleet.hosts) {
+    assert.equal((await fleet.exec(h, ["cat", "/etc/motd"])).stdout, "batched apply\n");
+    assert.equal((await fleet.exec(h, ["dpkg-query", "-W", "-f", "${Status}", "ifenslave"])).stdout, "install ok installed");
+    const last = (await fleet.exec(h, ["sh", "-c", 'id=$(cat /var/lib/provision/last); cat "/var/lib/provision/runs/$id/state" /var/lib/provision/runs/$id/manifest; test ! -e /var/lib/provision/lock']));
+    assert.equal(last.code, 0, `${h.name}: the lock is given back`);
+    assert.match(last.stdout, /^committed\n0\tpresent\t\/etc\/motd\n$/, `${h.name}: committed, with the backup of /etc/motd in its manifest`);
+  }
+  const second = await perHost(async () => {
+    const r = await cli("--inventory", inventory, pb);
+    assert.equal(r.code, 0, r.output);
+    assert.deepEqual(new Set(Object.values(summary(r.stdout)).map((row) => row.status)), new Set(["ok"]));
+  });
+  assert.deepEqual(second.commands, fleet.hosts.map(() => 2));
+  console.log(`apply of 20 hosts: ${first.commands[0]} commands per host; second run ${second.commands[0]}`);
+});
