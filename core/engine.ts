@@ -206,6 +206,8 @@ class HostRun {
   /** When the host's revert timer was last (re)started. */
   armedAt = 0;
   rolledBackByHost = false;
+  /** The host runs systemd (from the gather), so it can be armed. */
+  systemd = true;
   /** Where the host should answer once the applied changes take effect. */
   expectedAddress: string;
 
@@ -273,20 +275,29 @@ class HostRun {
     if (this.armingDone) return [this.tx.heartbeatStep(timeout)];
     this.armingDone = true;
     if (!this.arming || timeout <= 0) return [];
+    if (this.arming === "wanted" && !this.systemd) {
+      this.options.progress("cannot arm (the host does not run systemd): its changes take effect only at a reboot; going on unarmed");
+      return [];
+    }
     this.options.progress(`arming host-side revert before the first change (${timeout}s unless renewed and confirmed)`);
     return this.tx.armSteps(timeout);
   }
 
-  /** Renew the lock's lease and, when armed, restart the host's revert timer from now. */
-  async renew(): Promise<void> {
+  /**
+   * Renew the lock's lease and, when armed, restart the host's revert timer from now;
+   * `then` (the verdict's gather) runs in the same round trip, its results returned.
+   */
+  async renew(then: Step[] = []): Promise<ExecResult[]> {
     const sentAt = Date.now();
+    let results: ExecResult[];
     try {
-      await runSteps(this.connection, [this.tx.heartbeatStep(this.work.confirmTimeoutSeconds)]);
+      results = await runSteps(this.connection, [this.tx.heartbeatStep(this.work.confirmTimeoutSeconds), ...then]);
     } catch (error) {
       if (error instanceof StepFailed && Transaction.showsRevert(error.step, error.result)) throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
       throw error;
     }
     if (this.tx.armed) this.armedAt = sentAt;
+    return results.slice(1);
   }
 
   /** Until when the controller may still confirm (the host reverts after that). */
@@ -450,6 +461,7 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
       }
     }
     const gathered = read(work.name, gatheredOutput);
+    run.systemd = gathered.hostFacts.systemd;
     const record = parseHostRecord((gathered.results.get(probeKey(lastTransactionProbe)) as CommandOutput).stdout);
     result.lastTransaction = record.last ?? undefined;
     result.facts = describeFacts(all, gathered);
@@ -562,18 +574,16 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
       }
     }
     const checks = verification(run, planned, liveAt);
-    if (run.arming) {
+    const verdict = gatherStep(checks.probes);
+    const probes = checks.verify.length ? [verdict.step] : [];
+    let output: ExecResult[];
+    if (run.arming === "required") {
       await apply();
       // Confirm only from outside: the verdict comes over a new connection to where the host should be now.
-      if (run.tx.armed) {
-        await run.reconnectFresh();
-        await run.renew();
-      }
-      return await judge(planned, result, checks, () => gather(run.connection, checks.probes), options);
-    }
-    const verdict = gatherStep(checks.probes);
-    const [output] = await apply(checks.verify.length ? [verdict.step] : []);
-    return await judge(planned, result, checks, async () => verdict.read(work.name, output), options);
+      if (run.tx.armed) await run.reconnectFresh();
+      output = run.tx.armed ? await run.renew(probes) : await runSteps(run.connection, probes);
+    } else output = await apply(probes);
+    return judge(planned, result, checks, () => verdict.read(work.name, output[0]), options);
   } catch (error) {
     if (!(error instanceof TaskFailed)) throw error;
     const i = error.task;
@@ -622,15 +632,15 @@ function verification(run: HostRun, planned: Planned[], liveAt: Map<TaskInstance
   return { verify, waiting, probes: allProbes(verify.map((i) => planned[i].instance), (t) => t.module.verify!.probes(t.args)) };
 }
 
-async function judge(planned: Planned[], result: HostResult, checks: Verification, gatherVerdict: () => Promise<Gathered>, options: RunOptions): Promise<string | null> {
+function judge(planned: Planned[], result: HostResult, checks: Verification, gathered: () => Gathered, options: RunOptions): string | null {
   for (const i of checks.waiting) result.tasks[i].notes.push("takes effect after a reboot: not verified in this run");
   if (!checks.verify.length) return null;
   options.progress("verifying");
-  const gathered = await gatherVerdict();
+  const { results } = gathered();
   const failures: string[] = [];
   for (const i of checks.verify) {
     const { instance } = planned[i];
-    const facts = factsFor(instance.module.verify!.probes(instance.args), gathered.results);
+    const facts = factsFor(instance.module.verify!.probes(instance.args), results);
     const verdict = instance.module.verify!.check(instance.args, facts as never);
     const { problems: found, notes = [] } = Array.isArray(verdict) ? { problems: verdict } : verdict;
     const problems = found.map(instance.mask);

@@ -15,7 +15,8 @@ export type { ProbeResult };
 
 const HOST_FACTS = `read -r boot < /proc/sys/kernel/random/boot_id; read -r name < /proc/sys/kernel/hostname
 btime=0; while read -r key value; do if [ "$key" = btime ]; then btime=$value; break; fi; done < /proc/stat
-echo "$boot $btime $name"; unset boot name btime key value`;
+sd=0; [ -d /run/systemd/system ] && sd=1
+echo "$boot $btime $sd $name"; unset boot name btime key value sd`;
 
 /** A stable key for a probe, so identical probes from several tasks are read once. */
 export function probeKey(probe: Probe): string {
@@ -79,7 +80,7 @@ function fileMetadata(statOutput: string): Map<string, { mode: string; owner: st
 export function parseGatherOutput(probes: Probe[], stdout: string, marker: string): { hostFacts: HostFacts; results: ProbeResult[] } {
   const all = sections(stdout, marker);
   if (all[0]?.tag !== "host" || all.at(-1)?.tag !== "end") throw new Error("the gather script did not run to its end");
-  const [bootId = "", bootTime = "0", hostname = ""] = all[0].content.trim().split(" ");
+  const [bootId = "", bootTime = "0", systemd = "0", hostname = ""] = all[0].content.trim().split(" ");
   const meta = fileMetadata(all.at(-2)!.content);
   const byProbe = new Map<number, Section[]>();
   for (const { tag, content } of all.slice(1, -2)) {
@@ -92,7 +93,7 @@ export function parseGatherOutput(probes: Probe[], stdout: string, marker: strin
     if (!own?.length) throw new Error(`no result for probe ${i + 1} of ${probes.length}`);
     return parseSections(probe, own, meta);
   });
-  return { hostFacts: { bootId, bootTime: Number(bootTime), hostname }, results };
+  return { hostFacts: { bootId, bootTime: Number(bootTime), systemd: systemd === "1", hostname }, results };
 }
 
 function parseSections(probe: Probe, own: Section[], meta: ReturnType<typeof fileMetadata>): ProbeResult {

@@ -51,6 +51,8 @@ export type Facts<P extends ProbeSet> = { [K in keyof P]: ResultOf<P[K]> };
 export interface HostFacts {
   bootId: string;
   bootTime: number;
+  /** systemd runs the host (it can arm a host-side revert). */
+  systemd: boolean;
   hostname: string;
 }
 

@@ -223,7 +223,7 @@ test("a module whose secrets() throws, or whose plan is not synchronous, is repo
   r2.register(motdLike({ plan: (() => Promise.reject(new Error("late"))) as never }), "plugin \"./fussy.js\"");
   const [play] = prepare(inv, [loadPlaybook(pb)], r2, settings);
   const work = play.hosts[0];
-  assert.throws(() => planTasks(work.tasks, work.handlers, { hostFacts: { bootId: "b", bootTime: 0, hostname: "h" }, results: new Map() }, "pi1"),
+  assert.throws(() => planTasks(work.tasks, work.handlers, { hostFacts: { bootId: "b", bootTime: 0, systemd: true, hostname: "h" }, results: new Map() }, "pi1"),
     (e: Error) => e instanceof ModuleBug && /module "fussy".*plan must be synchronous, but it returned a Promise/.test(e.message));
 
   class ClassModule { name = "classy"; description = ""; schema = {}; facts() { return {}; } plan() { return this.helper(); } helper() { return []; } }

@@ -8,7 +8,7 @@ import { parseNetworkStack } from "../../modules/network/stack.js";
 import type { PlanContext } from "../../core/module-api.js";
 
 const IFUPDOWN_HOST = parseNetworkStack("service networking active\ninstalled ifup yes\ndefault-route eth0\nifupdown-config\nauto eth0\niface eth0 inet dhcp\n");
-export const contextOn = (network = IFUPDOWN_HOST): PlanContext => ({ host: "pi", hostFacts: { bootId: "x", bootTime: 1, hostname: "pi" }, facts: { network_stack: network }, rebootPending: false, rebootReasons: [] });
+export const contextOn = (network = IFUPDOWN_HOST): PlanContext => ({ host: "pi", hostFacts: { bootId: "x", bootTime: 1, systemd: true, hostname: "pi" }, facts: { network_stack: network }, rebootPending: false, rebootReasons: [] });
 
 const args = (over: Partial<BondArgs> = {}): BondArgs => {
   const a = { name: "bond0", stack: "auto", mode: "active-backup", method: "static", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig", slaves: ["eth0", "eth1"], primary: "eth0", primary_reselect: "always", fail_over_mac: "active", miimon: 100, updelay: 200, downdelay: 0, address: "10.77.0.11/24", gateway: "10.77.0.1", ...over };

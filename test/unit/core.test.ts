@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHmac, randomBytes } from "node:crypto";
@@ -83,6 +83,7 @@ test("the batched gather script round-trips files, directories and commands thro
     assert.equal(hostFacts.bootId, readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
     assert.equal(hostFacts.hostname, readFileSync("/proc/sys/kernel/hostname", "utf8").trim());
     assert.equal(hostFacts.bootTime, Number(/^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))![1]));
+    assert.equal(hostFacts.systemd, existsSync("/run/systemd/system"));
     assert.equal(file.content, "line one\nünïcode\n");
     assert.match(file.mode, /^0[0-7]{3}$/);
     assert.match(file.owner, /^\S+:\S+$/);
@@ -165,7 +166,7 @@ test("planning threads file contents and reboot needs from task to task", () => 
   ]);
   for (const probe of Object.values(bond.facts(bondArgs as any)) as any[])
     if (!results.has(JSON.stringify(probe))) results.set(JSON.stringify(probe), "file" in probe ? { path: probe.file, content: null } : "dir" in probe ? { path: probe.dir, entries: null } : { code: 1, stdout: "" });
-  const gathered = { hostFacts: { bootId: "b", bootTime: 0, hostname: "h" }, results };
+  const gathered = { hostFacts: { bootId: "b", bootTime: 0, systemd: true, hostname: "h" }, results };
   const planned = planTasks([instance(bond, bondArgs, "bond"), instance(bond, bondArgs, "bond again"), instance(reboot, { when: "needed", timeout: 60 }, "reboot")], [], gathered, "h");
   assert.equal(planned[0].changes.length, 2);
   assert.deepEqual(planned[1].changes, [], "the second task sees the file the first will write");

@@ -94,7 +94,7 @@ const facts = (a: GretapBondArgs, links: unknown[] = BEFORE_IP, config: string |
   arpValidate: file("/sys/class/net/bond0/bonding/arp_validate", bonding === null ? null : "all 3\n"),
   stp: file("/sys/class/net/br77/bridge/stp_state", null),
 });
-const context = { host: "pi1", hostFacts: { bootId: "x", bootTime: 1, hostname: "pi1" }, facts: {}, rebootPending: false, rebootReasons: [] };
+const context = { host: "pi1", hostFacts: { bootId: "x", bootTime: 1, systemd: true, hostname: "pi1" }, facts: {}, rebootPending: false, rebootReasons: [] };
 const plan = (a: GretapBondArgs, f = facts(a)) => gretap.plan(a, f, context);
 const planError = (a: GretapBondArgs, f: ReturnType<typeof facts>, re: RegExp) =>
   assert.throws(() => plan(a, f), (e: unknown) => e instanceof PlanError && re.test(e.message));

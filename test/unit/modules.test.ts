@@ -7,7 +7,7 @@ import apt, { installedPackages } from "../../modules/apt.js";
 import reboot from "../../modules/reboot.js";
 import type { PlanContext } from "../../core/module-api.js";
 
-const context = (over: Partial<PlanContext> = {}): PlanContext => ({ host: "pi", hostFacts: { bootId: "x", bootTime: 1000, hostname: "pi" }, facts: {}, rebootPending: false, rebootReasons: [], ...over });
+const context = (over: Partial<PlanContext> = {}): PlanContext => ({ host: "pi", hostFacts: { bootId: "x", bootTime: 1000, systemd: true, hostname: "pi" }, facts: {}, rebootPending: false, rebootReasons: [], ...over });
 
 test("dhcpcd_deny merges into the existing line without duplicates", () => {
   assert.equal(withDenied("hostname\ndenyinterfaces wlan1 eth0\n", ["eth0", "wlan0", "bond0"]), "hostname\ndenyinterfaces wlan1 eth0 wlan0 bond0\n");

@@ -10,7 +10,7 @@ import multiwan, {
 import { compile } from "../../core/schema.js";
 import { PlanError, type CommandOutput, type PlanContext, type Verdict } from "../../core/module-api.js";
 
-const context: PlanContext = { host: "pi", hostFacts: { bootId: "x", bootTime: 1000, hostname: "pi" }, facts: {}, rebootPending: false, rebootReasons: [] };
+const context: PlanContext = { host: "pi", hostFacts: { bootId: "x", bootTime: 1000, systemd: true, hostname: "pi" }, facts: {}, rebootPending: false, rebootReasons: [] };
 
 function argsOf(raw: unknown): MultiwanArgs {
   const copy = structuredClone(raw);

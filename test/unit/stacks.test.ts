@@ -63,7 +63,7 @@ iface eth0 inet static
 
 const stackOf = (output: string) => parseNetworkStack(output);
 const context = (output: string, over: Partial<PlanContext> = {}): PlanContext =>
-  ({ host: "pi1", hostFacts: { bootId: "b", bootTime: 1, hostname: "pi1" }, facts: { network_stack: stackOf(output) }, rebootPending: false, rebootReasons: [], ...over });
+  ({ host: "pi1", hostFacts: { bootId: "b", bootTime: 1, systemd: true, hostname: "pi1" }, facts: { network_stack: stackOf(output) }, rebootPending: false, rebootReasons: [], ...over });
 
 function args(over: Record<string, unknown> = {}): BondArgs {
   const a = {
