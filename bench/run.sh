@@ -4,5 +4,5 @@
 # Arguments go to bench/run.ts (--sizes 10,50,100 --reps 3 --out bench/results.md --cpu-prof --keep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash test/setup.sh ansible time >/dev/null
+bash test/setup.sh ansible ansible-mitogen time >/dev/null
 exec node dist/bench/run.js "$@"
