@@ -95,7 +95,7 @@ export async function auditEquivalence(s: Setup): Promise<string> {
   const pOk = p.code === 0, aOk = a.code === 0 && !a.failures.length;
   return pOk && aOk
     ? `after provision applied the audit playbook to ${h.name}, provision --check found no drift (exit 0) and ansible-playbook --check reported changed=0 there`
-    : `NOT EQUIVALENT: after provision applied the audit playbook to ${h.name}, provision --check exited ${p.code} and ansible-playbook --check: ${a.verdict} ${describeFailures(a.failures)}`;
+    : `NOT EQUIVALENT: after provision applied the audit playbook to ${h.name}, provision --check exited ${p.code}${p.failures.length ? ` (${p.failures[0].error})` : ""} and ansible-playbook --check: ${a.verdict}${a.failures.length ? ` (${describeFailures(a.failures)})` : ""}`;
 }
 
 export function median(xs: number[]): number {

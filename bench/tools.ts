@@ -91,8 +91,9 @@ function provisionError(output: string, host: string): string | undefined {
   const at = lines.findIndex((l) => l.startsWith(`${host} (`));
   if (at < 0) return undefined;
   const block = lines.slice(at + 1).filter((_, i, all) => all.slice(0, i + 1).every((l) => l.startsWith(" ") || l === ""));
-  const line = block.find((l) => /^\s+(error:|✖)/.test(l)) ?? block.find((l) => /failed/.test(l));
-  return line ? `${lines[at].split(": ").pop()}: ${line.trim()}` : undefined;
+  // an error, else the first change it found (for a host that should have had none)
+  const line = block.find((l) => /^\s+(error:|✖)/.test(l)) ?? block.find((l) => /failed/.test(l)) ?? block.find((l) => /^ {4}\S/.test(l) && !/^\s+note:/.test(l));
+  return line ? `${lines[at].split(": ").pop()}: ${line.trim().replace(/^error:\s*/, "")}` : undefined;
 }
 
 // --- Ansible -------------------------------------------------------------------------------------
@@ -140,9 +141,15 @@ export function ansibleErrors(output: string): Map<string, string> {
       const r = JSON.parse(m[3]) as { msg?: string; stderr?: string; module_stderr?: string };
       msg = r.msg ?? r.stderr ?? r.module_stderr ?? m[3];
     } catch { /* not JSON: keep the text */ }
-    errors.set(m[1], `${m[2]}: ${firstLine(String(msg))}`.slice(0, 300));
+    errors.set(m[1], `${m[2]}: ${gist(String(msg))}`.slice(0, 300));
   }
   return errors;
+}
+
+/** The first line of a message; with the next one when it only announces it ("…; last 100 lines received:"). */
+function gist(msg: string): string {
+  const lines = msg.split("\n").map((l) => l.trim()).filter(Boolean);
+  return lines[0]?.endsWith(":") && lines[1] ? `${lines[0]} ${lines[1]}` : (lines[0] ?? "");
 }
 
 /** Why Ansible stopped when there is no recap at all (e.g. "ERROR! …" or a traceback's last line). */
