@@ -28,6 +28,8 @@ export interface MeasureOptions {
   detachedMarker?: string;
   /** a command line fragment to look for among the tool's processes while it runs */
   watchFor?: string;
+  /** stop the tool (its processes, by PID) after this many seconds: the run is then recorded with code 124 */
+  timeoutS?: number;
 }
 
 function procStat(pid: number): { ppid: number; ticks: number } | null {
@@ -132,11 +134,20 @@ export async function measure(argv: string[], log: string, o: MeasureOptions = {
     if (o.watchFor && !seen) seen = tree.some((p) => cmdline(p).includes(o.watchFor!));
   };
   const timer = setInterval(sample, 250);
-  const code: number = await new Promise((resolve, reject) => {
+  let timedOut = false;
+  const deadline = o.timeoutS ? setTimeout(() => {
+    timedOut = true;
+    // the tool and everything below it, never /usr/bin/time itself (it still has to report)
+    for (const pid of processTree(child.pid!, o.detachedMarker).filter((p) => p !== child.pid)) try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+  }, o.timeoutS * 1000) : undefined;
+  const exit: number = await new Promise((resolve, reject) => {
     child.on("error", reject);
     child.on("close", (c) => resolve(c ?? 1));
   });
   clearInterval(timer);
+  clearTimeout(deadline);
+  const code = timedOut ? 124 : exit;
+  if (timedOut) output += `\nbench: stopped after ${o.timeoutS} s (timeout)\n`;
   writeFileSync(log, output);
   const [wall, user, sys, maxKb] = readFileSync(timeFile, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
   const detached = o.detachedMarker ? stopDetached(o.detachedMarker) : { count: 0, cpu: 0 };

@@ -184,6 +184,15 @@ function failureLog(results: SizeResult[]): string[] {
   return results.flatMap((r) => r.samples.filter((x) => x.failures.length).map((x) => `- ${x.kind} N=${r.n} ${label(x.tool, x.phase)}: ${x.failures.map((f) => `${f.host}: ${f.error}`).join("; ")}`.replace(/\s+/g, " ")));
 }
 
+/** Did mitogen really run (its bootstrap among Ansible's processes; one SSH session per host)? */
+function mitogenCheck(results: SizeResult[]): string {
+  const xs = results.flatMap((r) => r.samples.filter((x) => x.tool === "ansible mitogen"));
+  if (!xs.length) return "mitogen: no run.";
+  const seen = xs.filter((x) => x.mitogen).length;
+  const rt = roundTrips(xs);
+  return `mitogen really ran: its bootstrap (\`python3 -c "import codecs,os,sys;…"\` over ssh) was seen among Ansible's processes in ${seen}/${xs.length} mitogen runs${seen < xs.length ? " (⚠ NOT in every run: those may have fallen back)" : ""}; its hosts logged ${rt.conn.median} connection(s) and ${rt.cmd.median} command(s) per run (max ${rt.cmd.max}), where the linear strategy runs one command per task and host.`;
+}
+
 export function renderResults(results: SizeResult[], meta: Meta): string {
   const v = meta.versions;
   const failures = failureLog(results);
@@ -230,6 +239,7 @@ export function renderResults(results: SizeResult[], meta: Meta): string {
     "",
     "## Notes",
     "",
+    `- ${mitogenCheck(results)}`,
     ...meta.notes.map((n) => `- ${n}`),
     "",
   ].join("\n");

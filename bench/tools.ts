@@ -47,10 +47,14 @@ const EXPECT_ANSIBLE: Record<Phase, { ok: (r: Record<string, number>) => boolean
   verify: { ok: (r) => r.changed === 0, says: "changed=0" },
 };
 
+/** A run that takes longer than this is stopped and recorded as failed on the hosts it did not finish
+ *  (Ansible needs about 1 s per host here; 10 s per host and at least 10 minutes is far beyond any tool's normal). */
+const runTimeout = (n: number) => Math.max(600, 10 * n);
+
 /** Run `argv`, count the SSH round trips it cost each host, and label the result. */
 async function measured(s: Setup, kind: Kind, tool: ToolName, phase: Phase, argv: string[], log: string, env?: NodeJS.ProcessEnv, extra: { detachedMarker?: string; watchFor?: string } = {}) {
   const before = sshdCounts(s.fleet);
-  const m = await measure(s.fleet.controllerArgv(argv), log, { env, hostPids: s.hostPids, ...extra });
+  const m = await measure(s.fleet.controllerArgv(argv), log, { env, hostPids: s.hostPids, timeoutS: runTimeout(s.n), ...extra });
   return { ...m, kind, tool, phase, n: s.n, rt: countsSince(before, sshdCounts(s.fleet)) };
 }
 
