@@ -22,7 +22,7 @@ import { repoRoot } from "../test/support/cache.js";
 import { waitForQuietMachine } from "./measure.js";
 import { BenchError, firstLine, freshState, setup, type Setup } from "./hosts.js";
 import { APPLY_TOUCHED, applyEquivalence, applySize, auditEquivalence, auditSize, type Reps } from "./suites.js";
-import { applyTable, auditTable, renderResults, targets, type SizeResult } from "./report.js";
+import { applyTable, auditTable, renderResults, targets, type Meta, type SizeResult } from "./report.js";
 
 const { values: opts } = parseArgs({
   options: {
@@ -31,13 +31,15 @@ const { values: opts } = parseArgs({
     "peer-reps": { type: "string", default: process.env.BENCH_PEER_REPS ?? "3" },
     out: { type: "string", default: join(repoRoot, "bench", "results.md") },
     "no-apply": { type: "boolean", default: false },
+    json: { type: "string" },
+    render: { type: "string" },
     "cpu-prof": { type: "string" },
     keep: { type: "boolean", default: false },
   },
 });
 
 function usage(message: string): never {
-  console.error(`bench: ${message}\nusage: node dist/bench/run.js [--sizes 10,50,100,200] [--reps 5] [--peer-reps 3] [--out FILE] [--no-apply] [--cpu-prof DIR] [--keep]`);
+  console.error(`bench: ${message}\nusage: node dist/bench/run.js [--sizes 10,50,100,200] [--reps 5] [--peer-reps 3] [--out FILE] [--json FILE] [--no-apply] [--cpu-prof DIR] [--keep]\n       node dist/bench/run.js --render FILE.json [--out FILE]   (tables and targets again from a --json file, without running)`);
   process.exit(64);
 }
 
@@ -93,7 +95,21 @@ async function benchSize(n: number, first: boolean, notes: string[]): Promise<Si
   }
 }
 
+/** What --json saves: every sample (without the tools' output) and the report's metadata. */
+interface Saved { results: SizeResult[]; meta: Omit<Meta, "started"> & { started: string } }
+
+function report(results: SizeResult[], meta: Meta, stopped?: string): void {
+  console.log(["", "Audit:", auditTable(results), "", "Apply:", applyTable(results), "", "Targets:", ...targets(results), ""].join("\n"));
+  if (stopped) console.log(`Stopped ${stopped}; reported: ${results.map((r) => r.n).join(", ") || "no size"}.`);
+  writeFileSync(opts.out!, renderResults(results, meta));
+  console.log(`bench: wrote ${opts.out}`);
+}
+
 async function main(): Promise<void> {
+  if (opts.render) {
+    const saved = JSON.parse(readFileSync(opts.render, "utf8")) as Saved;
+    return report(saved.results, { ...saved.meta, started: new Date(saved.meta.started) }, saved.meta.stopped);
+  }
   const results: SizeResult[] = [];
   const notes: string[] = [];
   const load = loadavg().map((l) => l.toFixed(2)).join(" ");
@@ -114,13 +130,13 @@ async function main(): Promise<void> {
   const other = samples.reduce((sum, x) => sum + Math.max(0, x.machineCpu - x.cpu - x.hostsCpu), 0);
   const capacity = samples.reduce((sum, x) => sum + x.wall * cpus().length, 0);
   if (capacity) notes.push(`Other activity on the machine (CPU used by neither the tool nor the hosts, e.g. the kernel's network path and anything else running): ${((other / capacity) * 100).toFixed(0)}% of the ${cpus().length} cores on average during the runs.`);
-  const report = renderResults(results, {
-    started, load, loadEnd: loadavg().map((l) => l.toFixed(2)).join(" "), reps, versions: versions(), sizes, stopped, notes,
-  });
-  console.log(["", "Audit:", auditTable(results), "", "Apply:", applyTable(results), "", "Targets:", ...targets(results), ""].join("\n"));
-  if (stopped) console.log(`Stopped ${stopped}; reported: ${results.map((r) => r.n).join(", ") || "no size"}.`);
-  writeFileSync(opts.out!, report);
-  console.log(`bench: wrote ${opts.out}`);
+  const meta: Meta = { started, load, loadEnd: loadavg().map((l) => l.toFixed(2)).join(" "), reps, versions: versions(), sizes, stopped, notes };
+  if (opts.json) {
+    const saved: Saved = { results: results.map((r) => ({ n: r.n, samples: r.samples.map((x) => ({ ...x, output: "" })) })), meta: { ...meta, started: started.toISOString() } };
+    writeFileSync(opts.json, JSON.stringify(saved));
+    console.log(`bench: wrote ${opts.json}`);
+  }
+  report(results, meta, stopped);
   if (!results.length) process.exitCode = 1;
 }
 
