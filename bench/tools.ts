@@ -94,7 +94,8 @@ function provisionError(output: string, host: string): string | undefined {
   const lines = output.split("\n");
   const at = lines.findIndex((l) => l.startsWith(`${host} (`));
   if (at < 0) return undefined;
-  const block = lines.slice(at + 1).filter((_, i, all) => all.slice(0, i + 1).every((l) => l.startsWith(" ") || l === ""));
+  const end = lines.findIndex((l, i) => i > at && l !== "" && !l.startsWith(" "));
+  const block = lines.slice(at + 1, end < 0 ? undefined : end);
   // an error, else the first change it found (for a host that should have had none)
   const line = block.find((l) => /^\s+(error:|✖)/.test(l)) ?? block.find((l) => /failed/.test(l)) ?? block.find((l) => /^ {4}\S/.test(l) && !/^\s+note:/.test(l));
   return line ? `${lines[at].split(": ").pop()}: ${line.trim().replace(/^error:\s*/, "")}` : undefined;
