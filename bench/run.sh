@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# npm run bench: provision --check vs ansible-playbook --check on 10, 50 and 100 sshd hosts.
-# Installs what only the benchmark needs (Debian's ansible, GNU time), builds, runs.
-# Arguments go to bench/run.ts (--sizes 10,50,100 --reps 3 --out bench/results.md --cpu-prof --keep).
+# npm run bench: provision against Ansible (strategies linear and mitogen_linear), an audit
+# (--check) and an apply (rollout + idempotent repeat), on 10, 50, 100 and 200 sshd hosts.
+# Installs what only the benchmark needs (Debian's ansible, ansible-mitogen, GNU time), builds, runs.
+# Arguments go to bench/run.ts: --sizes 10,50,100,200 --reps 5 --peer-reps 3 --out bench/results.md
+# --no-apply --cpu-prof DIR --keep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash test/setup.sh ansible time >/dev/null
+bash test/setup.sh ansible ansible-mitogen time >/dev/null
 exec node dist/bench/run.js "$@"
