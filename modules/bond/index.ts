@@ -17,6 +17,7 @@ const RENDERERS: Partial<Record<Stack, { probes(a: BondArgs): object; plan(a: Bo
 
 const SETTLE = readShellAsset(import.meta.url, "bond-settle.sh");
 const WIFI_LINK = readShellAsset(import.meta.url, "wifi-link.sh");
+const ADDRESS = readShellAsset(import.meta.url, "bond-address.sh");
 const AUTHORIZE_SECONDS = 30;
 // a Wi-Fi slave associates some seconds after its stack starts (NetworkManager: 5-15 s on a busy Pi)
 const SETTLE_SECONDS = 90;
@@ -82,7 +83,7 @@ export default defineModule({
       ...(wifiSlaves(a).length ? radioProbes : {}),
       ...Object.fromEntries(a.slaves.map((s) => [`phy:${s}`, { file: `/sys/class/net/${s}/phy80211/name` }])),
       bonding: { file: `/proc/net/bonding/${a.name}` },
-      address: { command: ["ip", "-j", "-4", "addr", "show", "dev", a.name] },
+      address: { command: ["sh", "-c", ADDRESS, "bond-address", a.name] },
     };
   },
   plan(args: BondArgs, facts: Facts, context: PlanContext): Change[] {

@@ -6,7 +6,8 @@
 #   networkd-link IDX NAME TYPE OPERATIONAL SETUP   networkctl's view (when it runs)
 #   default-route DEV         the interface of the IPv4 default route
 # followed by the ifupdown configuration (interfaces and interfaces.d/*) after "ifupdown-config".
-systemctl is-active NetworkManager.service systemd-networkd.service networking.service dhcpcd.service 2>/dev/null |
+# without systemd (containers, test hosts) no service state is known: no systemctl started for it
+{ [ -d /run/systemd/system ] && systemctl is-active NetworkManager.service systemd-networkd.service networking.service dhcpcd.service 2>/dev/null; } |
   { for name in NetworkManager systemd-networkd networking dhcpcd; do read -r state || state=unknown; echo "service $name $state"; done; }
 for program in ifup NetworkManager dhcpcd; do
   if command -v "$program" >/dev/null 2>&1; then echo "installed $program yes"; else echo "installed $program no"; fi
