@@ -226,7 +226,7 @@ class HostRun {
   async applyBatch(changes: Change[], then: Step[] = []): Promise<ExecResult[]> {
     const changeOf = new Map<Step, Change>();
     const steps = this.armOrRenewSteps();
-    const armStep = steps.find((s) => s.what === "arm the host-side revert");
+    const armStep = steps.find(Transaction.arms);
     const guarded = this.tx.armed || !!armStep;
     for (const change of changes) {
       if (change.address && change.kind !== "pending") this.expectedAddress = change.address;

@@ -412,6 +412,11 @@ export class Transaction {
     return { what: "renew the lock and the revert timer", argv: script(HEARTBEAT, STATE_DIR, this.lockInfo, this.id, timeout) };
   }
 
+  /** The step arms the host (see armSteps). */
+  static arms(step: Step): boolean {
+    return step.argv[2] === ARM;
+  }
+
   /** The failed step is a heartbeat that found the host reverting (or having reverted) the run by itself. */
   static showsRevert(step: Step, r: ExecResult): boolean {
     return step.argv[2] === HEARTBEAT && r.code === REVERTED_EXIT;
