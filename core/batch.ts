@@ -5,7 +5,7 @@
 // each step exactly its own bytes (`head -c`, which reads no further than it is told).
 import { randomBytes } from "node:crypto";
 import { commandLine } from "./shell.js";
-import type { Connection, ExecResult } from "./transport/ssh.js";
+import { lastLine, type Connection, type ExecResult } from "./transport/ssh.js";
 import { HostError } from "./errors.js";
 
 export interface Step {
@@ -74,7 +74,7 @@ export async function runBatch(connection: Connection, steps: Step[]): Promise<E
 
 /** The error of a failed step, worded as Connection.run words a failed command. */
 export function stepFailure(host: string, step: Step, r: ExecResult): StepFailed {
-  const detail = r.stderr.trim() ? ` (${r.stderr.trim().split("\n").pop()!.slice(0, 300)})` : "";
+  const detail = r.stderr.trim() ? ` (${lastLine(r.stderr)})` : "";
   return new StepFailed(host, `${step.what}: exited ${r.code}${detail}`, step, r);
 }
 

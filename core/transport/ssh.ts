@@ -121,6 +121,7 @@ function describeConnectError(error: unknown, target: ConnectionTarget): string 
   return e.message;
 }
 
-function lastLine(text: string): string {
+/** The last line of a command's stderr, for an error message. */
+export function lastLine(text: string): string {
   return text.trim().split("\n").pop()!.slice(0, 300);
 }
