@@ -5,7 +5,7 @@ import bond from "./bond/index.js";
 import dhcpcdDeny from "./dhcpcd_deny.js";
 import gretapBond from "./gretap_bond.js";
 import kernelModule from "./kernel_module.js";
-import multiwan from "./multiwan.js";
+import multiwan from "./multiwan/index.js";
 import reboot from "./reboot.js";
 
 export const builtinModules: ModuleDefinition[] = [apt, kernelModule, bond, gretapBond, dhcpcdDeny, multiwan, reboot];

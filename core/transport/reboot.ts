@@ -1,7 +1,7 @@
 // Reboot a host and wait until it answers with a new boot_id.
 import type { Connection } from "./ssh.js";
 import { HostError, messageOf } from "../errors.js";
-import { script } from "../shell.js";
+import { script } from "./shell.js";
 
 // everything written reaches the disk before the reboot, whatever the init does
 const REBOOT = `sync

@@ -4,7 +4,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { NodeSSH, type Config } from "node-ssh";
 import { HostError, LostConnection, UnreachableError, messageOf } from "../errors.js";
-import { commandLine } from "../shell.js";
+import { commandLine } from "./shell.js";
 import { hostKeyVerifier, type HostKeyPolicy } from "./known-hosts.js";
 
 export interface ConnectionTarget {

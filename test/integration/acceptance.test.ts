@@ -253,15 +253,15 @@ test("secrets never reach diffs, logs or reports", async () => {
 });
 
 test("--help, --version and usage errors", async () => {
-  const help = await run(["node", join(repoRoot, "dist/core/cli.js"), "--help"]);
+  const help = await run(["node", join(repoRoot, "dist/cli/cli.js"), "--help"]);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /--inventory FILE/);
-  const version = await run(["node", join(repoRoot, "dist/core/cli.js"), "--version"]);
+  const version = await run(["node", join(repoRoot, "dist/cli/cli.js"), "--version"]);
   assert.equal(version.stdout.trim(), JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")).version);
-  const usage = await run(["node", join(repoRoot, "dist/core/cli.js"), "--frobnicate"]);
+  const usage = await run(["node", join(repoRoot, "dist/cli/cli.js"), "--frobnicate"]);
   assert.equal(usage.code, 64);
   assert.match(usage.stderr, /Unknown option '--frobnicate'/);
-  const missing = await run(["node", join(repoRoot, "dist/core/cli.js"), WLAN]);
+  const missing = await run(["node", join(repoRoot, "dist/cli/cli.js"), WLAN]);
   assert.equal(missing.code, 64);
 });
 

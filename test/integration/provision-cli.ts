@@ -1,4 +1,4 @@
-// Runs the real provision CLI (dist/core/cli.js) inside a test namespace.
+// Runs the real provision CLI (dist/cli/cli.js) inside a test namespace.
 import { join } from "node:path";
 import { repoRoot } from "../support/cache.js";
 import { run } from "../support/processes.js";

@@ -6,20 +6,20 @@ import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { mkdirSync, readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
-import { loadInventory, selectHosts, globToRegExp } from "../../core/inventory.js";
-import { checkModules, loadPlaybook } from "../../core/playbook.js";
+import { loadInventory, selectHosts, globToRegExp } from "../../core/config/inventory.js";
+import { checkModules, loadPlaybook } from "../../core/config/playbook.js";
 import { ConfigError, ModuleBug, quote, shorten } from "../../core/errors.js";
-import { prepare } from "../../core/run.js";
-import { render, UndefinedVariable, UnsupportedTemplate } from "../../core/template.js";
-import { planTasks } from "../../core/engine.js";
-import { YamlSource } from "../../core/yaml-source.js";
+import { prepare } from "../../core/run/run.js";
+import { render, UndefinedVariable, UnsupportedTemplate } from "../../core/config/template.js";
+import { planTasks } from "../../core/run/engine.js";
+import { YamlSource } from "../../core/config/yaml-source.js";
 import type { ModuleDefinition } from "../../core/module-api.js";
 import { repoRoot } from "../support/cache.js";
 import { builtinRegistry, settings, tempWriter } from "./config-support.js";
 
 const { dir, write } = tempWriter("bad-input");
 const registry = builtinRegistry;
-const CLI = join(repoRoot, "dist/core/cli.js");
+const CLI = join(repoRoot, "dist/cli/cli.js");
 
 /** A ConfigError (never a TypeError, ReferenceError…) whose message matches, without a stack trace. */
 function configError(fn: () => unknown, pattern: RegExp, check?: (message: string) => void) {

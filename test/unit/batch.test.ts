@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { batchScript, parseBatchOutput, type Step } from "../../core/batch.js";
+import { batchScript, parseBatchOutput, type Step } from "../../core/transport/batch.js";
 
 const MARKER = "::provision-batch-test::";
 

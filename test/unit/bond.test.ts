@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { parseBondStatus, bondProblems, type BondArgs } from "../../modules/bond/model.js";
 import { renderInterfaces } from "../../modules/bond/ifupdown.js";
 import bond from "../../modules/bond/index.js";
-import { compile } from "../../core/schema.js";
+import { compile } from "../../core/config/schema.js";
 import { parseNetworkStack } from "../../modules/network/stack.js";
 import type { PlanContext } from "../../core/module-api.js";
 

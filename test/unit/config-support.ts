@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BUILT_IN, Registry } from "../../core/registry.js";
+import { BUILT_IN, Registry } from "../../core/config/registry.js";
 import { builtinModules } from "../../modules/index.js";
 
 /** write(name, text) → the path of a new file in a temporary folder of its own. */

@@ -1,11 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { inventorySchema, loadInventory, selectHosts } from "../../core/inventory.js";
-import { loadPlaybook, checkModules, playbookSchema, resolveArgs } from "../../core/playbook.js";
-import { ajv } from "../../core/schema.js";
+import { inventorySchema, loadInventory, selectHosts } from "../../core/config/inventory.js";
+import { loadPlaybook, checkModules, playbookSchema, resolveArgs } from "../../core/config/playbook.js";
+import { ajv } from "../../core/config/schema.js";
 import { ConfigError } from "../../core/errors.js";
-import { prepare } from "../../core/run.js";
+import { prepare } from "../../core/run/run.js";
 import { builtinModules } from "../../modules/index.js";
 import { repoRoot } from "../support/cache.js";
 import { builtinRegistry, settings, tempWriter } from "./config-support.js";

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import gretap, { renderConfig, tunnelMtu, sourcesPath, verifyProblems, parseArpMonitor, GRETAP_OVERHEAD, type GretapBondArgs } from "../../modules/gretap_bond.js";
-import { compile } from "../../core/schema.js";
+import { compile } from "../../core/config/schema.js";
 import { PlanError, type FileState } from "../../core/module-api.js";
 
 const validate = compile(gretap.schema);

@@ -6,8 +6,8 @@ import { spawnSync } from "node:child_process";
 import multiwan, {
   AGENT, UNIT, PATHS, desiredRules, renderIptables, firewallProblems, healthVerdict, liveProblems, multiwanSchema, parseHealth, renderConfig, renderNft, renderSysctl, routeProblems, ruleProblems,
   type MultiwanArgs,
-} from "../../modules/multiwan.js";
-import { compile } from "../../core/schema.js";
+} from "../../modules/multiwan/index.js";
+import { compile } from "../../core/config/schema.js";
 import { PlanError, type CommandOutput, type PlanContext, type Verdict } from "../../core/module-api.js";
 
 const context: PlanContext = { host: "pi", hostFacts: { bootId: "x", bootTime: 1000, systemd: true, hostname: "pi" }, facts: {}, rebootPending: false, rebootReasons: [] };

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { batches, haltReason } from "../../core/rollout.js";
+import { batches, haltReason } from "../../core/run/rollout.js";
 
 const hosts = ["a", "b", "c", "d", "e", "f", "g"];
 

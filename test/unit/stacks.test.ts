@@ -11,8 +11,8 @@ import type { BondArgs } from "../../modules/bond/model.js";
 import { profileUuid } from "../../modules/bond/networkmanager.js";
 import { describeStack, networkStackFact, parseNetworkStack } from "../../modules/network/stack.js";
 import { parseKeyfile, renderKeyfile, sameMeaning, withKey } from "../../modules/network/keyfile.js";
-import { compile } from "../../core/schema.js";
-import { masker } from "../../core/secrets.js";
+import { compile } from "../../core/config/schema.js";
+import { masker } from "../../core/config/secrets.js";
 import { PlanError, type Change, type FileChange, type PlanContext } from "../../core/module-api.js";
 
 const PSK = "lab-passphrase-123";

@@ -1,12 +1,12 @@
 // The pure parts of a run's host-side safety: when to arm, which locks are stale, the host record.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { armingFor } from "../../core/engine.js";
+import { armingFor } from "../../core/run/engine.js";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { lastTransactionProbe, parseHostRecord, parseLockRefusal, staleLockReason, LOCK_LEASE_SECONDS } from "../../core/transaction.js";
+import { lastTransactionProbe, parseHostRecord, parseLockRefusal, staleLockReason, LOCK_LEASE_SECONDS } from "../../core/run/transaction.js";
 import type { Change } from "../../core/module-api.js";
 
 const file = (extra: Partial<Change> = {}): Change => ({ kind: "file", path: "/etc/x", before: null, after: "x", summary: "x", ...extra }) as Change;

@@ -1,9 +1,9 @@
 // `provision status` and `provision rollback`: look at and undo transactions by hand.
-import { selectHosts, connectionTarget, type Inventory, type TargetOptions } from "./inventory.js";
-import { Connection } from "./transport/ssh.js";
-import { rebootAndWait } from "./transport/reboot.js";
+import { selectHosts, connectionTarget, type Inventory, type TargetOptions } from "../config/inventory.js";
+import { Connection } from "../transport/ssh.js";
+import { rebootAndWait } from "../transport/reboot.js";
 import { lastTransactionProbe, lockHolder, parseLastTransaction, restoreLast, Transaction } from "./transaction.js";
-import { ConfigError, UsageError, messageOf, quote } from "./errors.js";
+import { ConfigError, UsageError, messageOf, quote } from "../errors.js";
 
 interface HostLine { host: string; cells: string[]; failed: boolean }
 

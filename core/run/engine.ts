@@ -1,13 +1,13 @@
 // Runs one play's tasks on one host: gather → plan → (check: stop) → apply with
 // backups → verify → roll back every change when anything fails.
-import { PlanError, type Change, type CommandOutput, type FileState, type HostFact, type ModuleDefinition, type PlanContext, type Probe } from "./module-api.js";
-import type { Task } from "./playbook.js";
-import { Connection, type ConnectionTarget, type ExecResult } from "./transport/ssh.js";
+import { PlanError, type Change, type CommandOutput, type FileState, type HostFact, type ModuleDefinition, type PlanContext, type Probe } from "../module-api.js";
+import type { Task } from "../config/playbook.js";
+import { Connection, type ConnectionTarget, type ExecResult } from "../transport/ssh.js";
 import { factsFor, gather, gatherStep, probeKey, type Gathered, type ProbeResult } from "./facts.js";
-import { runSteps, StepFailed, type Step } from "./batch.js";
-import { HostError, LostConnection, ModuleBug, UnreachableError, messageOf } from "./errors.js";
-import { showChange, type ShownChange } from "./changes.js";
-import { rebootAndWait, RebootTimeout } from "./transport/reboot.js";
+import { runSteps, StepFailed, type Step } from "../transport/batch.js";
+import { HostError, LostConnection, ModuleBug, UnreachableError, messageOf } from "../errors.js";
+import { showChange, type ShownChange } from "../report/changes.js";
+import { rebootAndWait, RebootTimeout } from "../transport/reboot.js";
 import { ARM_NO_SYSTEMD, Transaction, lastTransactionProbe, parseHostRecord, type Arming, type LastTransaction } from "./transaction.js";
 
 export interface TaskInstance {

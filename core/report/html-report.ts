@@ -3,9 +3,9 @@
 // changes, diffs, problems and notes. Everything in a RunResult is already masked;
 // this file only escapes it and never adds anything from elsewhere.
 import { writeFileSync } from "node:fs";
-import type { HostResult, TaskResult } from "./engine.js";
+import type { HostResult, TaskResult } from "../run/engine.js";
 import type { ShownChange } from "./changes.js";
-import type { RunResult } from "./run.js";
+import type { RunResult } from "../run/run.js";
 import { summaryRow } from "./output.js";
 
 /** What a cell of the grid shows. */

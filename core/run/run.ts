@@ -2,12 +2,12 @@
 // host is contacted), then execute plays host-concurrently with listr2 progress.
 import { randomBytes } from "node:crypto";
 import { Listr } from "listr2";
-import { connectionTarget, selectHosts, type Inventory, type TargetOptions } from "./inventory.js";
-import { resolveArgs, type Play, type Playbook, type Task } from "./playbook.js";
-import type { Registry } from "./registry.js";
+import { connectionTarget, selectHosts, type Inventory, type TargetOptions } from "../config/inventory.js";
+import { resolveArgs, type Play, type Playbook, type Task } from "../config/playbook.js";
+import type { Registry } from "../config/registry.js";
 import { runHost, type HostResult, type HostWork, type TaskInstance } from "./engine.js";
-import { masker, secretsOf } from "./secrets.js";
-import { quote } from "./errors.js";
+import { masker, secretsOf } from "../config/secrets.js";
+import { quote } from "../errors.js";
 import { batches, haltReason } from "./rollout.js";
 
 const DEFAULT_CONFIRM_TIMEOUT = 300;

@@ -1,10 +1,10 @@
 // Gathers every probe of every task in one remote command: one round trip per host.
 import { randomBytes } from "node:crypto";
-import type { HostFacts, Probe, ProbeResult } from "./module-api.js";
-import { commandLine, quote } from "./shell.js";
-import type { Connection, ExecResult } from "./transport/ssh.js";
-import type { Step } from "./batch.js";
-import { HostError } from "./errors.js";
+import type { HostFacts, Probe, ProbeResult } from "../module-api.js";
+import { commandLine, quote } from "../transport/shell.js";
+import type { Connection, ExecResult } from "../transport/ssh.js";
+import type { Step } from "../transport/batch.js";
+import { HostError } from "../errors.js";
 
 export type { ProbeResult };
 

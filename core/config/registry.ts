@@ -3,9 +3,9 @@ import { createRequire } from "node:module";
 import { isAbsolute, resolve, dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { ValidateFunction } from "ajv";
-import type { HostFact, ModuleDefinition, PluginExport } from "./module-api.js";
+import type { HostFact, ModuleDefinition, PluginExport } from "../module-api.js";
 import { compile } from "./schema.js";
-import { ConfigError, ModuleBug, messageOf, quote, shorten } from "./errors.js";
+import { ConfigError, ModuleBug, messageOf, quote, shorten } from "../errors.js";
 
 /** The origin of the modules that ship with provision (their schemas are checked by its tests). */
 export const BUILT_IN = "built-in";

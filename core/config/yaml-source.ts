@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { relative } from "node:path";
 import { LineCounter, parseDocument, isAlias, isMap, isNode, isScalar, isSeq, Scalar, type Document, type Node, type Pair } from "yaml";
 import type { ErrorObject } from "ajv";
-import { ConfigError, quote, shorten } from "./errors.js";
+import { ConfigError, quote, shorten } from "../errors.js";
 import { FORMATS } from "./schema.js";
 
 export type Path = (string | number)[];

@@ -1,6 +1,6 @@
 // Rollout policy: batches (serial), failure thresholds, retry files.
 import { writeFileSync } from "node:fs";
-import { ConfigError, quote } from "./errors.js";
+import { ConfigError, quote } from "../errors.js";
 
 export type Serial = number | string | (number | string)[] | undefined;
 

@@ -1,8 +1,8 @@
 // What the user reads after a run: per-host changes (with diffs), a summary table,
 // and the JSON report. Everything here is already masked.
 import { writeFileSync } from "node:fs";
-import type { HostResult, TaskResult } from "./engine.js";
-import type { RunResult } from "./run.js";
+import type { HostResult, TaskResult } from "../run/engine.js";
+import type { RunResult } from "../run/run.js";
 
 export function renderChanges(run: RunResult, showDiff: boolean): string {
   const out: string[] = [];

@@ -5,8 +5,8 @@ import { homedir } from "node:os";
 import { readFileSync } from "node:fs";
 import { compile, isHostAddress } from "./schema.js";
 import { YamlSource, type Path } from "./yaml-source.js";
-import { ConfigError, quote } from "./errors.js";
-import type { ConnectionTarget } from "./transport/ssh.js";
+import { ConfigError, quote } from "../errors.js";
+import type { ConnectionTarget } from "../transport/ssh.js";
 
 export type Vars = Record<string, unknown>;
 

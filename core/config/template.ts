@@ -1,6 +1,6 @@
 // "{{ var }}" templating. An undefined variable is an error, never an empty string;
 // syntax this templater does not support is an error, never left as literal text.
-import { quote } from "./errors.js";
+import { quote } from "../errors.js";
 
 type TemplatePath = (string | number)[];
 

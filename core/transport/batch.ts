@@ -5,8 +5,8 @@
 // each step exactly its own bytes (`head -c`, which reads no further than it is told).
 import { randomBytes } from "node:crypto";
 import { commandLine } from "./shell.js";
-import { lastLine, type Connection, type ExecResult } from "./transport/ssh.js";
-import { HostError } from "./errors.js";
+import { lastLine, type Connection, type ExecResult } from "./ssh.js";
+import { HostError } from "../errors.js";
 
 export interface Step {
   /** What the step does, for errors: "back up /etc/modules". */

@@ -1,8 +1,8 @@
 // Secrets never reach diffs, logs, reports or error messages. This is the one place
 // that knows which values are secret: those a module declares (secrets(args)) and
 // those under a key named like one (psk, password, passphrase, secret…).
-import { ModuleBug, messageOf } from "./errors.js";
-import type { ModuleDefinition } from "./module-api.js";
+import { ModuleBug, messageOf } from "../errors.js";
+import type { ModuleDefinition } from "../module-api.js";
 
 export const MASK = "********";
 

@@ -4,16 +4,16 @@ import { parseArgs } from "node:util";
 import { accessSync, closeSync, constants, openSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadInventory } from "./inventory.js";
-import { checkModules, loadPlaybook } from "./playbook.js";
-import { BUILT_IN, Registry, playbookDir } from "./registry.js";
-import { execute, prepare, unmatchedHosts, type RunSettings } from "./run.js";
-import { exitCode, hostsToRetry, renderChanges, renderSummary, writeJsonReport } from "./output.js";
-import { writeRetryFile } from "./rollout.js";
-import { writeHtmlReport } from "./html-report.js";
-import { ConfigError, ModuleBug, UsageError, quote } from "./errors.js";
+import { loadInventory } from "../core/config/inventory.js";
+import { checkModules, loadPlaybook } from "../core/config/playbook.js";
+import { BUILT_IN, Registry, playbookDir } from "../core/config/registry.js";
+import { execute, prepare, unmatchedHosts, type RunSettings } from "../core/run/run.js";
+import { exitCode, hostsToRetry, renderChanges, renderSummary, writeJsonReport } from "../core/report/output.js";
+import { writeRetryFile } from "../core/run/rollout.js";
+import { writeHtmlReport } from "../core/report/html-report.js";
+import { ConfigError, ModuleBug, UsageError, quote } from "../core/errors.js";
 import { builtinModules } from "../modules/index.js";
-import { rollback, status } from "./admin.js";
+import { rollback, status } from "../core/run/admin.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]

@@ -3,11 +3,11 @@
 // controller confirms from outside. Everything here runs as constant scripts with
 // values passed as positional parameters.
 import { hostname } from "node:os";
-import type { Connection } from "./transport/ssh.js";
-import { HostError } from "./errors.js";
-import { script } from "./shell.js";
-import { runBatch, runSteps, stepFailure, type Step } from "./batch.js";
-import type { ExecResult } from "./transport/ssh.js";
+import type { Connection } from "../transport/ssh.js";
+import { HostError } from "../errors.js";
+import { script } from "../transport/shell.js";
+import { runBatch, runSteps, stepFailure, type Step } from "../transport/batch.js";
+import type { ExecResult } from "../transport/ssh.js";
 
 export const STATE_DIR = "/var/lib/provision";
 export type TransactionState = "pending" | "committed" | "rolled_back" | "reverting" | "reverted";

@@ -1,7 +1,7 @@
 // Playbooks: plays with hosts, vars, tasks, handlers; one module per task.
 import { compile } from "./schema.js";
 import { YamlSource, type Path } from "./yaml-source.js";
-import { ConfigError, quote } from "./errors.js";
+import { ConfigError, quote } from "../errors.js";
 import { checkTemplates, render, TemplateError, UndefinedVariable } from "./template.js";
 import { secretPaths } from "./secrets.js";
 import type { Registry } from "./registry.js";

@@ -1,6 +1,6 @@
 // How the core presents a planned change: summary, symbol and unified diff.
 import { createTwoFilesPatch } from "diff";
-import type { Change } from "./module-api.js";
+import type { Change } from "../module-api.js";
 
 export interface ShownChange {
   kind: Change["kind"];

@@ -6,8 +6,8 @@
 // dead one out of the multipath route. Everything it owns carries its name: the
 // nftables table, one priority range of ip rules, one range of routing tables.
 import { PATTERNS, defineModule, fileChange, PlanError, type Change, type CommandOutput, type FileState, type Verdict,
-} from "../core/module-api.js";
-import { quote } from "../core/shell.js";
+} from "../../core/module-api.js";
+import { quote } from "../../core/transport/shell.js";
 
 const IFNAME = PATTERNS.ifname;
 const IPV4 = PATTERNS.ipv4;
