@@ -9,7 +9,7 @@ import { countsSince, firstLine, sshdCounts, type Setup, type SshdCounts, type S
 import { repoRoot } from "../test/support/cache.js";
 import { summary as provisionSummary } from "../test/integration/provision-cli.js";
 
-const CLI = join(repoRoot, "dist", "core", "cli.js");
+const CLI = join(repoRoot, "dist", "cli", "cli.js");
 
 export type Kind = "audit" | "apply";
 export type ToolName = "provision" | "provision connect" | "ssh true" | "ansible linear" | "ansible mitogen";
