@@ -11,9 +11,12 @@ import { execute, prepare, unmatchedHosts, type RunSettings } from "../core/run/
 import { exitCode, hostsToRetry, renderChanges, renderSummary, writeJsonReport } from "../core/report/output.js";
 import { writeRetryFile } from "../core/run/rollout.js";
 import { writeHtmlReport } from "../core/report/html-report.js";
+import { presentRun } from "../core/report/changes.js";
+import { listrView } from "./progress.js";
 import { ConfigError, ModuleBug, UsageError, quote } from "../core/errors.js";
 import { builtinModules } from "../modules/index.js";
 import { rollback, status } from "../core/run/admin.js";
+import { SshTransport, type ConnectionTarget } from "../core/transport/ssh.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]
@@ -164,10 +167,11 @@ export async function main(argv: string[]): Promise<number> {
     knownHostsFile: values["known-hosts"],
     renderer: values.verbose ? "verbose" : process.stdout.isTTY ? "default" : "simple",
   };
+  const transport = (target: ConnectionTarget) => new SshTransport(target);
 
   const inventory = loadInventory(values.inventory);
-  if (positionals[0] === "status") return status(inventory, values.limit, settings);
-  if (positionals[0] === "rollback") return rollback(inventory, values.limit, settings);
+  if (positionals[0] === "status") return status(inventory, values.limit, { ...settings, transport });
+  if (positionals[0] === "rollback") return rollback(inventory, values.limit, { ...settings, transport });
   const registry = new Registry();
   for (const module of builtinModules) registry.register(module, BUILT_IN);
   const playbooks = positionals.map(loadPlaybook);
@@ -181,7 +185,7 @@ export async function main(argv: string[]): Promise<number> {
   unmatched.forEach(warn);
   const nothingToDo = plays.every((p) => !p.hosts.length);
 
-  const run = await execute(plays, settings);
+  const run = presentRun(await execute(plays, settings, transport, listrView(settings)));
   if (!nothingToDo) {
     process.stdout.write(renderChanges(run, values.diff ?? false));
     process.stdout.write(renderSummary(run) + "\n");
