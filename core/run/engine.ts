@@ -5,6 +5,7 @@ import type { Task } from "../config/playbook.js";
 import type { ConnectionTarget, ExecResult, Transport, TransportFactory } from "../transport/transport.js";
 import { factsFor, gather, gatherStep, probeKey, type Gathered, type ProbeResult } from "./facts.js";
 import { BatchCut, runSteps, StepFailed, type Step } from "../transport/batch.js";
+import { batchOutcomes, NOT_APPLIED_EARLIER_FAILED, settleTask, unansweredOutcomes, type Span } from "./outcomes.js";
 import { HostError, LostConnection, ModuleBug, UnreachableError, messageOf } from "../errors.js";
 import type { HostEvent, HostResult, HostStatus, Mask, Outcome, TaskResult, TaskStatus } from "./results.js";
 import { RebootTimeout } from "../transport/reboot.js";
@@ -208,7 +209,7 @@ class HostRun {
    */
   async applyBatch(changes: Change[], then: Step[] = []): Promise<ExecResult[]> {
     const changeOf = new Map<Step, Change>();
-    const spans = new Map<Change, { first?: Step; last?: Step }>();
+    const spans: Span[] = [];
     const steps = this.armOrRenewSteps();
     const armStep = steps.find(Transaction.arms);
     const guarded = this.tx.armed || !!armStep;
@@ -218,12 +219,12 @@ class HostRun {
       const own = [...(guarded && change.kind === "command" && steps.length ? [this.tx.heartbeatStep(this.work.confirmTimeoutSeconds, true)] : []), ...this.stepsOf(change)];
       own.forEach((s) => changeOf.set(s, change));
       // a change without steps of its own (pending) goes with the step before it
-      spans.set(change, own.length ? { first: own[0], last: own.at(-1) } : { first: steps.at(-1), last: steps.at(-1) });
+      spans.push(own.length ? { change, first: own[0], last: own.at(-1) } : { change, first: steps.at(-1), last: steps.at(-1) });
       steps.push(...own);
     }
     steps.push(...then);
     let todo = steps;
-    const settle = (finished: number, stopped: Outcome) => this.settle(changes, spans, todo, finished, stopped);
+    const settle = (finished: number, stopped: Outcome) => batchOutcomes(spans, todo, finished, stopped).forEach((o, c) => this.outcomes.set(c, o));
     for (;;) {
       const sentAt = Date.now();
       try {
@@ -234,7 +235,7 @@ class HostRun {
       } catch (error) {
         if (error instanceof StepFailed) settle(todo.indexOf(error.step), "not_applied");
         else if (error instanceof BatchCut) settle(error.results.length, "unknown");
-        else settle(0, "unknown");
+        else unansweredOutcomes(spans).forEach((o, c) => this.outcomes.set(c, o));
         if (!(error instanceof StepFailed)) throw error;
         if (error.step === armStep && error.result.code === ARM_NO_SYSTEMD && this.arming !== "required") {
           this.options.emit({ type: "unarmed_no_systemd" });
@@ -245,22 +246,6 @@ class HostRun {
         if (Transaction.showsRevert(error.step, error.result)) throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
         throw new ChangeFailed(changeOf.get(error.step) ?? changes[0], error);
       }
-    }
-  }
-
-  /**
-   * What became of each change of a batch whose first `finished` steps the host confirmed:
-   * a change whose steps all finished is applied; the one the batch stopped in is `stopped`
-   * (a failed step: not applied; no answer: unknown); the ones after it never ran.
-   */
-  private settle(changes: Change[], spans: Map<Change, { first?: Step; last?: Step }>, todo: Step[], finished: number, stopped: Outcome): void {
-    for (const change of changes) {
-      const { first, last } = spans.get(change)!;
-      const start = first ? todo.indexOf(first) : 0;
-      const end = last ? todo.indexOf(last) + 1 : 0;
-      if (stopped === "unknown" && finished === 0 && end === 0 && start === 0) this.outcomes.set(change, "unknown");
-      else if (end <= finished) this.outcomes.set(change, "applied");
-      else this.outcomes.set(change, start <= finished ? stopped : "not_applied");
     }
   }
 
@@ -438,27 +423,6 @@ class HostRun {
     return false;
   }
 }
-
-/**
- * Each change of an apply run gets its outcome; a task is "changed" only when the host
- * confirmed one of its changes, "failed" when any is unknown.
- */
-function settleTask(task: TaskResult, outcomes: Map<Change, Outcome>): void {
-  if (!task.changes.length) return;
-  for (const c of task.changes) c.outcome = outcomes.get(c.change) ?? "not_applied";
-  const count = (o: Outcome) => task.changes.filter((c) => c.outcome === o).length;
-  const unknown = count("unknown");
-  if (unknown) {
-    task.status = "failed";
-    task.notes = task.notes.filter((n) => n !== NOT_APPLIED);
-    task.problems.push(`${unknown} change${unknown === 1 ? "" : "s"} sent without an answer: unknown whether the host applied ${unknown === 1 ? "it" : "them"}`);
-  } else if (task.status === "changed" && !count("applied")) {
-    task.status = "skipped";
-    task.notes.push("not applied: the run stopped before it");
-  }
-}
-
-const NOT_APPLIED = "not applied: an earlier task failed";
 
 /** Every task's mask in one, for host-level text (an error may quote any task). */
 function maskAll(instances: TaskInstance[]): Mask {
@@ -642,7 +606,7 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
     if (error.cause instanceof StrandedError) throw error.cause;
     for (const later of result.tasks.slice(i + 1)) if (later.changes.length) {
       later.status = "skipped";
-      later.notes.push(NOT_APPLIED);
+      later.notes.push(NOT_APPLIED_EARLIER_FAILED);
     }
     return `task "${planned[i].instance.task.name}": ${messageOf(error.cause)}`;
   }
