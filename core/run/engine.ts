@@ -2,7 +2,7 @@
 // backups → verify → roll back every change when anything fails.
 import { PlanError, type Change, type CommandOutput, type FileState, type HostFact, type ModuleDefinition, type PlanContext, type Probe } from "../module-api.js";
 import type { Task } from "../config/playbook.js";
-import type { ConnectionTarget, ExecResult, Transport, TransportFactory } from "../transport/transport.js";
+import { RebootPending, type ConnectionTarget, type ExecResult, type Transport, type TransportFactory } from "../transport/transport.js";
 import { factsFor, gather, gatherStep, probeKey, type Gathered, type ProbeResult } from "./facts.js";
 import { BatchCut, runSteps, StepFailed, type Step } from "../transport/batch.js";
 import { batchOutcomes, NOT_APPLIED_EARLIER_FAILED, settleTask, unansweredOutcomes, type Span } from "./outcomes.js";
@@ -440,9 +440,11 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   const started = Date.now();
   const run = new HostRun(work, options);
   const result: HostResult = { host: work.name, address: work.target.address, status: "ok", rebooted: false, tasks: [], notes: [], durationMs: 0 };
+  let resumes = false;
   const finish = async (status: HostStatus, error?: string) => {
     if (!options.check) {
-      await run.tx.unlock().catch(() => {});
+      // a run that resumes after its machine's reboot keeps its lock and its record
+      if (!resumes) await run.tx.unlock().catch(() => {});
       result.tasks.forEach((task) => settleTask(task, run.outcomes));
     }
     run.connection.close();
@@ -501,6 +503,11 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
       return finish("changed");
     }
   } catch (error) {
+    if (error instanceof RebootPending) {
+      resumes = true;
+      result.notes.push(`${messageOf(error).replace(`${work.name}: `, "")} (run ${run.tx.id})`);
+      return finish("changed");
+    }
     if (!(error instanceof StrandedError)) failure = messageOf(error);
     else if (!run.tx.armed) return finish("unreachable", messageOf(error));
     else return finish(...await hostReverted(run, error));
@@ -572,6 +579,9 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
           await run.reboot(change.timeoutSeconds, run.expectedAddress);
           run.outcomes.set(change, "applied");
         } catch (error) {
+          // the local transport's own machine reboots now: the host confirmed it, the run resumes after the boot
+          if (error instanceof RebootPending) run.outcomes.set(change, "applied");
+          if (error instanceof RebootPending) throw error;
           throw new TaskFailed(i, error);
         }
       }

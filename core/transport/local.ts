@@ -3,16 +3,17 @@
 //
 // Reboot: a local run cannot wait for its own machine to come back. rebootAndWait records
 // nothing new (the transaction's record on this host already says what was applied and
-// whether a revert is armed), schedules the reboot and throws RebootScheduled. The run
-// resumes after the boot from that record: its resume point is the host's last
-// transaction (/var/lib/provision/last, its state "pending", "armed" set): the agent's
-// next run reads it with the gather (lastTransactionProbe), confirms it by disarming
-// (Transaction.disarmStep("committed")) once the playbook verifies, or lets the armed
-// revert timer undo it.
+// whether a revert is armed), schedules the reboot and throws RebootPending; the engine
+// then ends the run as changed, keeping its lock and record (nothing is rolled back).
+// Resume point: the host's last transaction (/var/lib/provision/last, its state
+// "pending", "armed" set). The pull agent's run after the boot reads it with the gather
+// (lastTransactionProbe), takes over its own lock (its pid is gone), verifies the playbook
+// and confirms by disarming (Transaction.disarmStep("committed")) — or the armed revert
+// timer undoes the run if the agent never gets there.
 import { spawn } from "node:child_process";
 import { HostError, LostConnection } from "../errors.js";
 import { readFileOver, scheduleReboot } from "./reboot.js";
-import { lastLine, type ConnectionTarget, type ExecResult, type RebootOptions, type Transport } from "./transport.js";
+import { lastLine, RebootPending, type ConnectionTarget, type ExecResult, type RebootOptions, type Transport } from "./transport.js";
 
 export interface LocalOptions {
   /**
@@ -22,8 +23,6 @@ export interface LocalOptions {
   prefix?: string[];
 }
 
-/** The machine reboots now; the run resumes after the boot from the transaction's record. */
-export class RebootScheduled extends HostError {}
 
 export class LocalTransport implements Transport {
   private open = false;
@@ -87,6 +86,6 @@ export class LocalTransport implements Transport {
     options.progress("rebooting this machine; the run resumes after the boot from its transaction record");
     await scheduleReboot(this);
     this.open = false;
-    throw new RebootScheduled(this.target.name, "this machine reboots now; the run resumes after the boot from its transaction record");
+    throw new RebootPending(this.target.name, "this machine reboots now; the run resumes after the boot from its transaction record");
   }
 }

@@ -2,6 +2,7 @@
 // Two implementations: SSH (ssh.ts, a Pi reached from a controller) and local (local.ts,
 // this machine, e.g. a Pi applying its own playbook). The engine never knows which.
 import type { HostKeyPolicy } from "./known-hosts.js";
+import { HostError } from "../errors.js";
 
 /** Where a host is and how to reach it (a local transport uses name, address and user only). */
 export interface ConnectionTarget {
@@ -46,10 +47,16 @@ export interface Transport {
   readFile(path: string): Promise<string | null>;
   /**
    * Reboot the host and come back to it with a new boot id (SSH); a local transport
-   * reboots its own machine and throws RebootScheduled (the run resumes after the boot).
+   * reboots its own machine and throws RebootPending (the run resumes after the boot).
    */
   rebootAndWait(options: RebootOptions): Promise<void>;
 }
+
+/**
+ * The machine the run is on reboots now (local transport): the run ends here, its lock and
+ * its transaction record kept, and resumes after the boot from that record.
+ */
+export class RebootPending extends HostError {}
 
 /** The last line of a command's stderr, for an error message. */
 export function lastLine(text: string): string {
