@@ -16,7 +16,8 @@ import { listrView } from "./progress.js";
 import { ConfigError, ModuleBug, UsageError, quote } from "../core/errors.js";
 import { builtinModules } from "../modules/index.js";
 import { rollback, status } from "../core/run/admin.js";
-import { SshTransport, type ConnectionTarget } from "../core/transport/ssh.js";
+import { SshTransport } from "../core/transport/ssh.js";
+import type { TransportFactory } from "../core/transport/transport.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]
@@ -135,7 +136,11 @@ function list(value: string | undefined): string[] {
   return value ? value.split(",").map((s) => s.trim()).filter(Boolean) : [];
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** How the command line reaches a host: over SSH. */
+export const sshTransport: TransportFactory = (target) => new SshTransport(target);
+
+/** `transport`: how hosts are reached (SSH; tests wrap it to inject faults from outside the engine). */
+export async function main(argv: string[], transport: TransportFactory = sshTransport): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
@@ -167,7 +172,6 @@ export async function main(argv: string[]): Promise<number> {
     knownHostsFile: values["known-hosts"],
     renderer: values.verbose ? "verbose" : process.stdout.isTTY ? "default" : "simple",
   };
-  const transport = (target: ConnectionTarget) => new SshTransport(target);
 
   const inventory = loadInventory(values.inventory);
   if (positionals[0] === "status") return status(inventory, values.limit, { ...settings, transport });

@@ -9,7 +9,7 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { startFleet, type TestFleet, type TestHost } from "../support/sshd-hosts.js";
-import { killPid, onCleanup, removeOnCleanup } from "../support/processes.js";
+import { killPid, onCleanup, removeOnCleanup, run } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
 import { CLI, provision, summary, WIFI_VARS } from "./provision-cli.js";
 
@@ -17,6 +17,7 @@ let fleet: TestFleet;
 let dir: string;
 let inventory: string;
 const WLAN = join(repoRoot, "playbooks/bond-eth0-wlan0.yaml");
+const LOST_ANSWER_CLI = join(repoRoot, "dist", "test", "support", "lost-answer-cli.js");
 const cli = (...args: string[]) => provision(fleet.controllerArgv, args);
 const host = (i: number): TestHost => fleet.hosts[i];
 const sh = (h: TestHost, script: string) => fleet.exec(h, ["sh", "-c", script]);
@@ -156,4 +157,25 @@ test("a failed step: the JSON report says which changes the host confirmed, whic
   assert.match(r.stdout, /^changes: 1 applied, 2 not applied\.$/m);
   const status = await cli("status", "--inventory", inventory, "--limit", h.name);
   assert.match(status.stdout, new RegExp(`^${h.name}\\s+\\S+\\s+rolled_back\\s+no\\s+-$`, "m"), "status tells the same: the run was rolled back");
+});
+
+test("a batch sent and never answered: every change of it is reported unknown, not made; status tells the host's truth", async () => {
+  const h = host(0);
+  const report = join(dir, "lost.json");
+  const r = await run(fleet.controllerArgv(["node", LOST_ANSWER_CLI, "--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", "--report", report, WLAN]), { cwd: repoRoot });
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  const tasks = JSON.parse(readFileSync(report, "utf8")).hosts[0].tasks as { status: string; changes: { outcome: string }[] }[];
+  const sent = tasks.filter((t) => t.changes.length);
+  assert.ok(sent.length >= 2, r.stdout);
+  assert.deepEqual([...new Set(sent.flatMap((t) => t.changes.map((c) => c.outcome)))], ["unknown"], "the controller never heard back: it claims nothing");
+  assert.deepEqual([...new Set(sent.map((t) => t.status))], ["failed"]);
+  assert.doesNotMatch(r.stdout, /changes? made/);
+  assert.match(r.stdout, /^changes: \d+ unknown\.$/m);
+  assert.match(r.stdout, /\[unknown: sent, no answer from the host\]/);
+  assert.doesNotMatch(r.stdout, /up to 0s|within 0s/);
+
+  assert.equal(await dpkgStatus(h), "install ok installed", "the host did run the batch");
+  const status = await cli("status", "--inventory", inventory, "--limit", h.name);
+  assert.match(status.stdout, new RegExp(`^${h.name}\\s+\\S+\\s+pending\\s+no\\s+controller=`, "m"), "status: the run is pending and still locked");
+  // (its rollback needs a reboot, which these test hosts cannot do: the faults lab proves it)
 });
