@@ -11,9 +11,13 @@ import { execute, prepare, unmatchedHosts, type RunSettings } from "../core/run/
 import { exitCode, hostsToRetry, renderChanges, renderSummary, writeJsonReport } from "../core/report/output.js";
 import { writeRetryFile } from "../core/run/rollout.js";
 import { writeHtmlReport } from "../core/report/html-report.js";
+import { presentRun } from "../core/report/changes.js";
+import { listrView } from "./progress.js";
 import { ConfigError, ModuleBug, UsageError, quote } from "../core/errors.js";
 import { builtinModules } from "../modules/index.js";
 import { rollback, status } from "../core/run/admin.js";
+import { SshTransport } from "../core/transport/ssh.js";
+import type { TransportFactory } from "../core/transport/transport.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]
@@ -132,7 +136,11 @@ function list(value: string | undefined): string[] {
   return value ? value.split(",").map((s) => s.trim()).filter(Boolean) : [];
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** How the command line reaches a host: over SSH. */
+export const sshTransport: TransportFactory = (target) => new SshTransport(target);
+
+/** `transport`: how hosts are reached (SSH; tests wrap it to inject faults from outside the engine). */
+export async function main(argv: string[], transport: TransportFactory = sshTransport): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
@@ -166,8 +174,8 @@ export async function main(argv: string[]): Promise<number> {
   };
 
   const inventory = loadInventory(values.inventory);
-  if (positionals[0] === "status") return status(inventory, values.limit, settings);
-  if (positionals[0] === "rollback") return rollback(inventory, values.limit, settings);
+  if (positionals[0] === "status") return status(inventory, values.limit, { ...settings, transport });
+  if (positionals[0] === "rollback") return rollback(inventory, values.limit, { ...settings, transport });
   const registry = new Registry();
   for (const module of builtinModules) registry.register(module, BUILT_IN);
   const playbooks = positionals.map(loadPlaybook);
@@ -181,7 +189,7 @@ export async function main(argv: string[]): Promise<number> {
   unmatched.forEach(warn);
   const nothingToDo = plays.every((p) => !p.hosts.length);
 
-  const run = await execute(plays, settings);
+  const run = presentRun(await execute(plays, settings, transport, listrView(settings)));
   if (!nothingToDo) {
     process.stdout.write(renderChanges(run, values.diff ?? false));
     process.stdout.write(renderSummary(run) + "\n");

@@ -3,10 +3,8 @@
 // changes, diffs, problems and notes. Everything in a RunResult is already masked;
 // this file only escapes it and never adds anything from elsewhere.
 import { writeFileSync } from "node:fs";
-import type { HostResult, TaskResult } from "../run/engine.js";
-import type { ShownChange } from "./changes.js";
-import type { RunResult } from "../run/run.js";
-import { summaryRow } from "./output.js";
+import type { ShownChange, ShownHost as HostResult, ShownRun as RunResult, ShownTask as TaskResult } from "./changes.js";
+import { describeOutcomes, outcomeCounts, summaryRow } from "./output.js";
 
 /** What a cell of the grid shows. */
 export type CellState = "ok" | "changed" | "drift" | "failed" | "rolled_back" | "unreachable" | "not_run";
@@ -88,8 +86,15 @@ function diffHtml(diff: string): string {
   return `<pre class="diff">${lines.join("")}</pre>`;
 }
 
+/** A change the host did not confirm says so (see Outcome). */
+function outcomeTag(change: ShownChange): string {
+  if (change.outcome === "unknown") return ' <span class="tag outcome-unknown">unknown: sent, no answer from the host</span>';
+  if (change.outcome === "not_applied") return ' <span class="tag outcome-not-applied">not applied</span>';
+  return "";
+}
+
 function changeHtml(change: ShownChange): string {
-  const parts = [`<li class="change"><div class="csum">${escapeHtml(change.summary)}${change.reboot ? ' <span class="tag">takes effect after reboot</span>' : ""}</div>`];
+  const parts = [`<li class="change"><div class="csum">${escapeHtml(change.summary)}${change.reboot ? ' <span class="tag">takes effect after reboot</span>' : ""}${outcomeTag(change)}</div>`];
   if (change.path) parts.push(`<div class="meta">file <code>${escapeHtml(change.path)}</code></div>`);
   if (change.command) parts.push(`<div class="meta">command <code>${escapeHtml(change.command)}</code></div>`);
   if (change.diff) parts.push(diffHtml(change.diff));
@@ -111,8 +116,12 @@ function detailHtml(run: RunResult, host: HostResult, column: Column, task: Task
   }
   if (task.problems.length) out.push(`<h3>Problems</h3><ul class="problems">${task.problems.map((p) => `<li>${escapeHtml(p)}</li>`).join("")}</ul>`);
   if (task.changes.length) {
+    const counts = outcomeCounts(task.changes);
     const verb = run.check ? "to make" : state === "rolled_back" ? "made, then rolled back" : "made";
-    out.push(`<h3>${task.changes.length} change${task.changes.length === 1 ? "" : "s"} ${escapeHtml(verb)}</h3><ul class="changes">${task.changes.map(changeHtml).join("")}</ul>`);
+    const heading = counts.unknown || counts.not_applied
+      ? `${task.changes.length} change${task.changes.length === 1 ? "" : "s"}: ${describeOutcomes(counts)}`
+      : `${task.changes.length} change${task.changes.length === 1 ? "" : "s"} ${verb}`;
+    out.push(`<h3>${escapeHtml(heading)}</h3><ul class="changes">${task.changes.map(changeHtml).join("")}</ul>`);
   } else out.push(`<p class="empty">Nothing to change: the host already matches.</p>`);
   if (task.notes.length) out.push(`<h3>Notes</h3><ul class="notes">${task.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join("")}</ul>`);
   return out.join("");

@@ -1,8 +1,8 @@
 // What the user reads after a run: per-host changes (with diffs), a summary table,
 // and the JSON report. Everything here is already masked.
 import { writeFileSync } from "node:fs";
-import type { HostResult, TaskResult } from "../run/engine.js";
-import type { RunResult } from "../run/run.js";
+import type { Outcome } from "../run/results.js";
+import type { ShownChange, ShownHost as HostResult, ShownRun as RunResult, ShownTask as TaskResult } from "./changes.js";
 
 export function renderChanges(run: RunResult, showDiff: boolean): string {
   const out: string[] = [];
@@ -20,7 +20,7 @@ export function renderChanges(run: RunResult, showDiff: boolean): string {
     for (const task of changed) {
       out.push(`  ${task.handler ? "handler" : "task"} "${task.name}" [${task.module}]: ${taskVerb(task, run.check)}`);
       for (const change of task.changes) {
-        out.push(`    ${change.summary}${change.reboot ? "  (takes effect after reboot)" : ""}`);
+        out.push(`    ${change.summary}${change.reboot ? "  (takes effect after reboot)" : ""}${outcomeNote(change)}`);
         if (showDiff && change.diff) out.push(indent(change.diff.trimEnd(), "      "));
       }
       for (const problem of task.problems) out.push(`    ✖ ${problem}`);
@@ -39,11 +39,39 @@ function notableTransaction(host: HostResult): string | null {
 }
 
 function taskVerb(task: TaskResult, check: boolean): string {
-  if (task.status === "failed") return "failed";
+  const counts = outcomeCounts(task.changes);
+  const partly = counts.unknown || counts.not_applied ? ` (${describeOutcomes(counts)})` : "";
+  if (task.status === "failed") return `failed${partly}`;
   if (task.status === "skipped") return "skipped";
   if (!task.changes.length) return "ok";
+  if (partly) return describeOutcomes(counts);
   const n = task.changes.length;
   return `${n} change${n === 1 ? "" : "s"}${check ? " to make" : " made"}`;
+}
+
+/** How many changes got each outcome (apply runs; a check run has none). */
+export function outcomeCounts(changes: ShownChange[]): Record<Outcome, number> {
+  const counts = { applied: 0, not_applied: 0, unknown: 0 };
+  for (const c of changes) if (c.outcome) counts[c.outcome]++;
+  return counts;
+}
+
+/** "3 applied, 2 unknown, 1 not applied": only the outcomes that occur. */
+export function describeOutcomes(counts: Record<Outcome, number>): string {
+  return (["applied", "unknown", "not_applied"] as const).filter((o) => counts[o]).map((o) => `${counts[o]} ${OUTCOME_WORDS[o]}`).join(", ");
+}
+
+const OUTCOME_WORDS: Record<Outcome, string> = { applied: "applied", unknown: "unknown", not_applied: "not applied" };
+
+/** After a change that the host did not confirm: what became of it. */
+function outcomeNote(change: ShownChange): string {
+  if (change.outcome === "unknown") return "  [unknown: sent, no answer from the host]";
+  if (change.outcome === "not_applied") return "  [not applied]";
+  return "";
+}
+
+function hostOutcomes(host: HostResult): Record<Outcome, number> {
+  return outcomeCounts(host.tasks.flatMap((t) => t.changes));
 }
 
 function indent(text: string, prefix: string): string {
@@ -59,6 +87,7 @@ export function summaryRow(host: HostResult) {
     changed: count("changed"),
     failed: count("failed") + (host.status === "unreachable" ? 1 : 0),
     rolledBack: host.status !== "rolled_back" ? "no" : host.rolledBackBy === "host" ? "by host" : "yes",
+    changes: hostOutcomes(host),
   };
 }
 
@@ -78,8 +107,11 @@ export function renderSummary(run: RunResult): string {
     `  failed: ${names(run, (h) => ["failed", "rolled_back", "unreachable"].includes(h.status), true)}`,
     `  never touched: ${run.halted.untouched.join(", ") || "none"}`,
   ] : [];
+  const outcomes = outcomeCounts(run.hosts.flatMap((h) => h.tasks.flatMap((t) => t.changes)));
+  // every change confirmed is the usual case; anything else is said
+  const changesLine = !run.check && (outcomes.unknown || outcomes.not_applied) ? [`changes: ${describeOutcomes(outcomes)}.`] : [];
   const notes = run.hosts.flatMap((h) => [...(h.notes ?? []), ...(notableTransaction(h) ? [notableTransaction(h)!] : [])].map((n) => `note: ${h.host}: ${n}`));
-  return ["", line(header), ...rows.map(line), "", `${run.hosts.length} host(s): ${totalLine || "none"}. ${verdict}`.trimEnd(), ...notes, ...halt, ""].join("\n");
+  return ["", line(header), ...rows.map(line), "", `${run.hosts.length} host(s): ${totalLine || "none"}. ${verdict}`.trimEnd(), ...changesLine, ...notes, ...halt, ""].join("\n");
 }
 
 function names(run: RunResult, pick: (h: HostResult) => boolean, withStatus = false): string {

@@ -1,18 +1,20 @@
 // `provision status` and `provision rollback`: look at and undo transactions by hand.
 import { selectHosts, connectionTarget, type Inventory, type TargetOptions } from "../config/inventory.js";
-import { Connection } from "../transport/ssh.js";
-import { rebootAndWait } from "../transport/reboot.js";
+import type { Transport, TransportFactory } from "../transport/transport.js";
 import { lastTransactionProbe, lockHolder, parseLastTransaction, restoreLast, Transaction } from "./transaction.js";
 import { ConfigError, UsageError, messageOf, quote } from "../errors.js";
 
+/** Where the hosts are, and how to reach them. */
+export interface AdminOptions extends TargetOptions { transport: TransportFactory }
+
 interface HostLine { host: string; cells: string[]; failed: boolean }
 
-async function eachHost(inventory: Inventory, limit: string | undefined, options: TargetOptions, act: (c: Connection) => Promise<string[]>): Promise<HostLine[]> {
+async function eachHost(inventory: Inventory, limit: string | undefined, options: AdminOptions, act: (c: Transport) => Promise<string[]>): Promise<HostLine[]> {
   const names = limit ? selectHosts(inventory, limit) : [...inventory.hosts.keys()];
   if (!names.length)
     throw new ConfigError(limit ? `no hosts matched --limit ${quote(limit)} in ${inventory.file}. Check the pattern.` : `no hosts matched: the inventory ${inventory.file} has no hosts.`);
   return Promise.all(names.map(async (name) => {
-    const connection = new Connection(connectionTarget(inventory.hosts.get(name)!, options));
+    const connection = options.transport(connectionTarget(inventory.hosts.get(name)!, options));
     try {
       await connection.connect();
       return { host: name, cells: await act(connection), failed: false };
@@ -31,7 +33,7 @@ function table(header: string[], lines: HostLine[]): string {
 }
 
 /** Each host's last transaction, whether a revert is armed, and who holds its lock. */
-export async function status(inventory: Inventory, limit: string | undefined, options: TargetOptions): Promise<number> {
+export async function status(inventory: Inventory, limit: string | undefined, options: AdminOptions): Promise<number> {
   const lines = await eachHost(inventory, limit, options, async (c) => {
     const last = parseLastTransaction((await c.exec(lastTransactionProbe.command)).stdout);
     const lock = await lockHolder(c);
@@ -42,7 +44,7 @@ export async function status(inventory: Inventory, limit: string | undefined, op
 }
 
 /** Restore the last transaction of the chosen hosts from their on-host backups. */
-export async function rollback(inventory: Inventory, limit: string | undefined, options: TargetOptions & { breakLock: boolean }): Promise<number> {
+export async function rollback(inventory: Inventory, limit: string | undefined, options: AdminOptions & { breakLock: boolean }): Promise<number> {
   if (!limit) throw new UsageError("provision rollback needs --limit HOST (or a pattern): it undoes the last run on exactly those hosts.");
   const lines = await eachHost(inventory, limit, options, async (c) => {
     const last = parseLastTransaction((await c.exec(lastTransactionProbe.command)).stdout);
@@ -51,7 +53,7 @@ export async function rollback(inventory: Inventory, limit: string | undefined, 
     await lock.lock(options.breakLock);
     try {
       const needsReboot = await restoreLast(c, last);
-      if (needsReboot) await rebootAndWait(c, { address: c.target.address, deadline: Date.now() + 600_000, limit: "600s", progress: () => {} });
+      if (needsReboot) await c.rebootAndWait({ address: c.target.address, deadline: Date.now() + 600_000, limit: "600s", progress: () => {} });
       return [`restored run ${last.id} (was ${last.state})${needsReboot ? "; rebooted" : ""}${lock.tookOver ? `; ${lock.tookOver}` : ""}`];
     } finally {
       await lock.unlock().catch(() => {});

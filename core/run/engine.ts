@@ -2,19 +2,20 @@
 // backups → verify → roll back every change when anything fails.
 import { PlanError, type Change, type CommandOutput, type FileState, type HostFact, type ModuleDefinition, type PlanContext, type Probe } from "../module-api.js";
 import type { Task } from "../config/playbook.js";
-import { Connection, type ConnectionTarget, type ExecResult } from "../transport/ssh.js";
+import { RebootPending, type ConnectionTarget, type ExecResult, type Transport, type TransportFactory } from "../transport/transport.js";
 import { factsFor, gather, gatherStep, probeKey, type Gathered, type ProbeResult } from "./facts.js";
-import { runSteps, StepFailed, type Step } from "../transport/batch.js";
+import { BatchCut, runSteps, StepFailed, type Step } from "../transport/batch.js";
+import { batchOutcomes, NOT_APPLIED_EARLIER_FAILED, settleTask, unansweredOutcomes, type Span } from "./outcomes.js";
 import { HostError, LostConnection, ModuleBug, UnreachableError, messageOf } from "../errors.js";
-import { showChange, type ShownChange } from "../report/changes.js";
-import { rebootAndWait, RebootTimeout } from "../transport/reboot.js";
+import type { HostEvent, HostResult, HostStatus, Mask, Outcome, TaskResult, TaskStatus } from "./results.js";
+import { RebootTimeout } from "../transport/reboot.js";
 import { ARM_NO_SYSTEMD, Transaction, lastTransactionProbe, parseHostRecord, type Arming, type LastTransaction } from "./transaction.js";
 
 export interface TaskInstance {
   task: Task;
   module: ModuleDefinition;
   args: unknown;
-  mask: (text: string) => string;
+  mask: Mask;
   handler: boolean;
   /** The task's when: — it runs only where every named host fact has one of the values. */
   conditions: { fact: HostFact; values: string[] }[];
@@ -33,35 +34,13 @@ export interface RunOptions {
   check: boolean;
   runId: string;
   breakLock: boolean;
-  progress: (message: string) => void;
+  /** Live progress, as data (the CLI renders it). */
+  emit: (event: HostEvent) => void;
+  /** How to reach a host (SSH from a controller, local on the host itself). */
+  transport: TransportFactory;
 }
 
-export type TaskStatus = "ok" | "changed" | "failed" | "skipped";
-export interface TaskResult {
-  name: string;
-  module: string;
-  handler: boolean;
-  status: TaskStatus;
-  changes: ShownChange[];
-  problems: string[];
-  notes: string[];
-}
-export type HostStatus = "ok" | "changed" | "drift" | "failed" | "rolled_back" | "unreachable" | "not_run";
-export interface HostResult {
-  host: string;
-  address: string;
-  status: HostStatus;
-  error?: string;
-  rebooted: boolean;
-  rolledBackBy?: "controller" | "host";
-  lastTransaction?: LastTransaction;
-  /** Host facts the play used (name → one line), e.g. network_stack. */
-  facts?: Record<string, string>;
-  /** Host-level notes: a stale lock taken over, a lock seen by --check. */
-  notes: string[];
-  tasks: TaskResult[];
-  durationMs: number;
-}
+export type { HostEvent, HostResult, HostStatus, TaskResult, TaskStatus };
 
 interface Planned {
   instance: TaskInstance;
@@ -107,7 +86,7 @@ export function planTasks(
     try {
       changes = instance.module.plan(instance.args, taskFacts as never, { ...context, rebootReasons: [...context.rebootReasons] });
       // a task with changes gets its say from verify after the apply
-      notes = changes.length ? [] : (instance.module.notes?.(instance.args, taskFacts as never, context) ?? []).map(instance.mask);
+      notes = changes.length ? [] : instance.module.notes?.(instance.args, taskFacts as never, context) ?? [];
     } catch (error) {
       if (error instanceof PlanError) throw new HostError(host, `task "${instance.task.name}": ${error.message}`);
       throw new ModuleBug(`module ${instance.module.name} failed to plan task "${instance.task.name}": ${messageOf(error)}`, { cause: error });
@@ -154,7 +133,9 @@ function taskResult(planned: Planned, status: TaskStatus = planned.skipped ? "sk
     module: instance.module.name,
     handler: instance.handler,
     status,
-    changes: planned.changes.map((c) => showChange(c, instance.mask, instance.task.diff)),
+    changes: planned.changes.map((change) => ({ change })),
+    diff: instance.task.diff,
+    mask: instance.mask,
     problems: [],
     notes: planned.skipped ? [planned.skipped] : [...planned.notes],
   };
@@ -166,7 +147,7 @@ function gatherProbesOf(instances: TaskInstance[]): Probe[] {
 }
 
 /** Gather what planning `instances` needs in one round trip. */
-function gatherFor(connection: Connection, instances: TaskInstance[]): Promise<Gathered> {
+function gatherFor(connection: Transport, instances: TaskInstance[]): Promise<Gathered> {
   return gather(connection, gatherProbesOf(instances));
 }
 
@@ -182,9 +163,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * How long the controller keeps trying to reach a host it lost during a run (new
  * connection, back-off 1 s doubling to 10 s) before it declares the host failed; never
- * past the confirm deadline of an armed run (the host reverts then by itself).
+ * past the confirm deadline of an armed run (the host reverts then by itself). Each lost
+ * connection gets this budget afresh.
  */
 export const RECONNECT_SECONDS = 90;
+
+/** A step that loses its connection this often, each time right after reconnecting, gives up. */
+const MAX_INCIDENTS = 10;
 
 /** Arm before the first write when anything of the run takes effect at a reboot or can cut the management path. */
 export function armingFor(planned: { changes: Change[] }[]): Arming {
@@ -193,12 +178,9 @@ export function armingFor(planned: { changes: Change[] }[]): Arming {
   return changes.some((c) => c.reboot) ? "wanted" : null;
 }
 
-/** Tests only: the controller dies (SIGKILL) right after applying the change whose summary contains this. */
-const DIE_AFTER = process.env.PROVISION_TEST_DIE_AFTER;
-
 /** Everything one run does to one host, so that it can be confirmed or undone. */
 class HostRun {
-  readonly connection: Connection;
+  readonly connection: Transport;
   readonly tx: Transaction;
   arming: Arming = null;
   private armingDone = false;
@@ -210,9 +192,11 @@ class HostRun {
   systemd = true;
   /** Where the host should answer once the applied changes take effect. */
   expectedAddress: string;
+  /** What became of each change sent (a change not in here was never sent: not applied). */
+  readonly outcomes = new Map<Change, Outcome>();
 
   constructor(readonly work: HostWork, readonly options: RunOptions) {
-    this.connection = new Connection(work.target);
+    this.connection = options.transport(work.target);
     this.tx = new Transaction(this.connection, options.runId);
     this.expectedAddress = work.target.address;
   }
@@ -225,6 +209,7 @@ class HostRun {
    */
   async applyBatch(changes: Change[], then: Step[] = []): Promise<ExecResult[]> {
     const changeOf = new Map<Step, Change>();
+    const spans: Span[] = [];
     const steps = this.armOrRenewSteps();
     const armStep = steps.find(Transaction.arms);
     const guarded = this.tx.armed || !!armStep;
@@ -233,20 +218,27 @@ class HostRun {
       // a long batch keeps the timer running from its latest step, not from its start
       const own = [...(guarded && change.kind === "command" && steps.length ? [this.tx.heartbeatStep(this.work.confirmTimeoutSeconds, true)] : []), ...this.stepsOf(change)];
       own.forEach((s) => changeOf.set(s, change));
+      // a change without steps of its own (pending) goes with the step before it
+      spans.push(own.length ? { change, first: own[0], last: own.at(-1) } : { change, first: steps.at(-1), last: steps.at(-1) });
       steps.push(...own);
     }
     steps.push(...then);
     let todo = steps;
+    const settle = (finished: number, stopped: Outcome) => batchOutcomes(spans, todo, finished, stopped).forEach((o, c) => this.outcomes.set(c, o));
     for (;;) {
       const sentAt = Date.now();
       try {
         const results = await this.step(`apply ${changes.length} change(s)`, () => runSteps(this.connection, todo));
         if (this.tx.armed) this.armedAt = sentAt; // the host renewed no earlier than this
+        settle(todo.length, "applied");
         return results.slice(todo.length - then.length);
       } catch (error) {
+        if (error instanceof StepFailed) settle(todo.indexOf(error.step), "not_applied");
+        else if (error instanceof BatchCut) settle(error.results.length, "unknown");
+        else unansweredOutcomes(spans).forEach((o, c) => this.outcomes.set(c, o));
         if (!(error instanceof StepFailed)) throw error;
         if (error.step === armStep && error.result.code === ARM_NO_SYSTEMD && this.arming !== "required") {
-          this.options.progress("cannot arm (the host does not run systemd): its changes take effect only at a reboot; going on unarmed");
+          this.options.emit({ type: "unarmed_no_systemd" });
           todo = todo.filter((s) => s !== armStep);
           continue;
         }
@@ -276,10 +268,10 @@ class HostRun {
     this.armingDone = true;
     if (!this.arming || timeout <= 0) return [];
     if (this.arming === "wanted" && !this.systemd) {
-      this.options.progress("cannot arm (the host does not run systemd): its changes take effect only at a reboot; going on unarmed");
+      this.options.emit({ type: "unarmed_no_systemd" });
       return [];
     }
-    this.options.progress(`arming host-side revert before the first change (${timeout}s unless renewed and confirmed)`);
+    this.options.emit({ type: "arming", timeoutSeconds: timeout });
     return this.tx.armSteps(timeout);
   }
 
@@ -306,27 +298,42 @@ class HostRun {
   }
 
   /**
-   * One idempotent host-side step: when the connection drops, reconnect (bounded, see
-   * RECONNECT_SECONDS) and run it again; a host that reverted meanwhile ends the run.
+   * One idempotent host-side step: when the connection drops, reconnect and run it again,
+   * each lost connection with a budget of its own (see reconnectBudget); a host that
+   * reverted meanwhile ends the run.
    */
   async step<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    const giveUp = Math.min(Date.now() + RECONNECT_SECONDS * 1000, this.confirmDeadline - 5000);
-    for (;;) {
+    for (let incidents = 1; ; incidents++) {
       try {
         return await fn();
       } catch (error) {
         if (!(error instanceof LostConnection)) throw error;
-        await this.reconnect(what, error, giveUp);
+        if (incidents > MAX_INCIDENTS) throw new StrandedError(this.work.name, `${this.reason(error)}; lost the connection ${incidents} times in a row`);
+        await this.reconnect(what, error);
       }
     }
   }
 
-  private async reconnect(what: string, cause: LostConnection, giveUp: number): Promise<void> {
+  /** Until when the controller tries to reach the host after losing it now: RECONNECT_SECONDS, never past the confirm deadline. */
+  private reconnectBudget(): number {
+    return Math.min(Date.now() + RECONNECT_SECONDS * 1000, this.confirmDeadline - 5000);
+  }
+
+  private reason(error: Error): string {
+    return messageOf(error).replace(`${this.work.name}: `, "");
+  }
+
+  private async reconnect(what: string, cause: LostConnection): Promise<void> {
     const started = Date.now();
-    this.options.progress(`${what}: ${messageOf(cause).replace(`${this.work.name}: `, "")}; reconnecting for up to ${Math.max(0, Math.round((giveUp - started) / 1000))}s`);
+    const giveUp = this.reconnectBudget();
+    const budgetSeconds = Math.floor((giveUp - started) / 1000);
+    if (budgetSeconds < 1) throw new StrandedError(this.work.name, `${this.reason(cause)}; no time left to reconnect before the confirm deadline: the host reverts the run by itself`);
+    this.options.emit({ type: "connection_lost", step: what, error: this.reason(cause), budgetSeconds });
     for (let delay = 1000; ; delay = Math.min(delay * 2, 10_000)) {
-      if (Date.now() + delay > giveUp)
-        throw new StrandedError(this.work.name, `${messageOf(cause).replace(`${this.work.name}: `, "")}; no answer again within ${Math.round((Date.now() - started) / 1000)}s`);
+      if (Date.now() + delay > giveUp) {
+        const tried = Math.max(1, Math.round((Date.now() - started) / 1000));
+        throw new StrandedError(this.work.name, `${this.reason(cause)}; no answer again within ${tried}s`);
+      }
       await sleep(delay);
       try {
         this.connection.close();
@@ -336,7 +343,7 @@ class HostRun {
       }
       const last = await this.tx.state().catch(() => null);
       if (last?.id === this.tx.id && isReverting(last.state)) throw new HostRevertedError(this.work.name, "the host reverted the run by itself while the controller was cut off");
-      this.options.progress(`reconnected after ${Math.round((Date.now() - started) / 1000)}s; retrying: ${what}`);
+      this.options.emit({ type: "reconnected", step: what, afterSeconds: Math.round((Date.now() - started) / 1000) });
       return;
     }
   }
@@ -347,7 +354,7 @@ class HostRun {
     const deadline = Math.min(Date.now() + timeoutSeconds * 1000, this.confirmDeadline);
     const limit = deadline === this.confirmDeadline ? `the confirm timeout (${this.work.confirmTimeoutSeconds}s)` : `${timeoutSeconds}s`;
     try {
-      await rebootAndWait(this.connection, { address, deadline, limit, progress: this.options.progress });
+      await this.connection.rebootAndWait({ address, deadline, limit, progress: (message) => this.options.emit({ type: "transport", message }) });
     } catch (error) {
       if (error instanceof RebootTimeout || error instanceof LostConnection) throw new StrandedError(this.work.name, messageOf(error).replace(`${this.work.name}: `, ""));
       throw error;
@@ -378,7 +385,7 @@ class HostRun {
     await this.ensureConnected();
     if (this.tx.armed) {
       await this.step("start the host's revert", () => this.tx.revertNow());
-      this.options.progress("rolling back the way the host reverts: files, safe undo commands, a reboot");
+      this.options.emit({ type: "rolling_back_as_host" });
       const back = await this.awaitHostRevert();
       this.tx.armed = false; // waited for it already: not again as a host revert
       if (!back) throw new StrandedError(this.work.name, `it did not come back at ${this.connection.originalAddress} after reverting`);
@@ -403,7 +410,7 @@ class HostRun {
   async awaitHostRevert(): Promise<boolean> {
     const c = this.connection;
     c.moveTo(c.originalAddress);
-    this.options.progress(`waiting for the host to revert and answer at ${c.originalAddress}`);
+    this.options.emit({ type: "awaiting_host_revert", address: c.originalAddress });
     const deadline = Math.max(this.confirmDeadline, Date.now()) + 600_000;
     while (Date.now() < deadline) {
       try {
@@ -417,6 +424,11 @@ class HostRun {
   }
 }
 
+/** Every task's mask in one, for host-level text (an error may quote any task). */
+function maskAll(instances: TaskInstance[]): Mask {
+  return (text) => instances.reduce((t, i) => i.mask(t), text);
+}
+
 const isReverting = (state: string) => state === "reverting" || state === "reverted";
 
 /** The controller lost the host after a disruptive change. */
@@ -428,15 +440,20 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   const started = Date.now();
   const run = new HostRun(work, options);
   const result: HostResult = { host: work.name, address: work.target.address, status: "ok", rebooted: false, tasks: [], notes: [], durationMs: 0 };
+  let resumes = false;
   const finish = async (status: HostStatus, error?: string) => {
-    if (!options.check) await run.tx.unlock().catch(() => {});
+    if (!options.check) {
+      // a run that resumes after its machine's reboot keeps its lock and its record
+      if (!resumes) await run.tx.unlock().catch(() => {});
+      result.tasks.forEach((task) => settleTask(task, run.outcomes));
+    }
     run.connection.close();
     Object.assign(result, { status, error, rebooted: run.rebootCount > 0, durationMs: Date.now() - started });
     if (run.rolledBackByHost) result.rolledBackBy = "host";
     return result;
   };
 
-  options.progress("connecting");
+  options.emit({ type: "connecting" });
   try {
     await run.connection.connect();
   } catch (error) {
@@ -450,14 +467,14 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     const { step, read } = gatherStep([lastTransactionProbe, ...gatherProbesOf(all)]);
     let gatheredOutput: ExecResult;
     if (options.check) {
-      options.progress("gathering facts");
+      options.emit({ type: "gathering", locking: false });
       gatheredOutput = await run.connection.exec(step.argv);
     } else {
-      options.progress("locking and gathering facts");
+      options.emit({ type: "gathering", locking: true });
       [gatheredOutput] = await run.tx.lock(options.breakLock, [step]);
       if (run.tx.tookOver) {
         result.notes.push(run.tx.tookOver);
-        options.progress(run.tx.tookOver);
+        options.emit({ type: "lock_taken_over", detail: run.tx.tookOver });
       }
     }
     const gathered = read(work.name, gatheredOutput);
@@ -486,12 +503,17 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
       return finish("changed");
     }
   } catch (error) {
+    if (error instanceof RebootPending) {
+      resumes = true;
+      result.notes.push(`${messageOf(error).replace(`${work.name}: `, "")} (run ${run.tx.id})`);
+      return finish("changed");
+    }
     if (!(error instanceof StrandedError)) failure = messageOf(error);
     else if (!run.tx.armed) return finish("unreachable", messageOf(error));
     else return finish(...await hostReverted(run, error));
   }
 
-  options.progress(`failed: ${failure}; rolling back`);
+  options.emit({ type: "failed", reason: failure!, mask: maskAll(all) });
   try {
     const problems = await run.rollback();
     const mismatched = await compareRestored(run, planned);
@@ -530,11 +552,9 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
     const batch = pending;
     pending = [];
     if (!batch.length && !then.length) return [];
-    for (const { task, change } of batch) options.progress(`${planned[task].instance.task.name}: ${planned[task].instance.mask(change.summary)}`);
+    for (const { task, change } of batch) options.emit({ type: "change", task: planned[task].instance.task.name, change, mask: planned[task].instance.mask });
     try {
-      const results = await run.applyBatch(batch.map((b) => b.change), then);
-      if (DIE_AFTER && batch.some((b) => b.change.summary.includes(DIE_AFTER))) process.kill(process.pid, "SIGKILL");
-      return results;
+      return await run.applyBatch(batch.map((b) => b.change), then);
     } catch (error) {
       // a step's failure is its change's task's; arming, renewal or the connection the batch's first task's
       const change = error instanceof ChangeFailed ? error.change : batch[0]?.change;
@@ -550,14 +570,18 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
       for (const change of changes) {
         if (change.kind !== "reboot") {
           pending.push({ task: i, change });
-          if (DIE_AFTER && change.summary.includes(DIE_AFTER)) await apply();
           continue;
         }
         await apply();
-        options.progress(`${instance.task.name}: ${instance.mask(change.summary)}`);
+        options.emit({ type: "change", task: instance.task.name, change, mask: instance.mask });
+        run.outcomes.set(change, "unknown");
         try {
           await run.reboot(change.timeoutSeconds, run.expectedAddress);
+          run.outcomes.set(change, "applied");
         } catch (error) {
+          // the local transport's own machine reboots now: the host confirmed it, the run resumes after the boot
+          if (error instanceof RebootPending) run.outcomes.set(change, "applied");
+          if (error instanceof RebootPending) throw error;
           throw new TaskFailed(i, error);
         }
       }
@@ -592,7 +616,7 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
     if (error.cause instanceof StrandedError) throw error.cause;
     for (const later of result.tasks.slice(i + 1)) if (later.changes.length) {
       later.status = "skipped";
-      later.notes.push("not applied: an earlier task failed");
+      later.notes.push(NOT_APPLIED_EARLIER_FAILED);
     }
     return `task "${planned[i].instance.task.name}": ${messageOf(error.cause)}`;
   }
@@ -635,7 +659,7 @@ function verification(run: HostRun, planned: Planned[], liveAt: Map<TaskInstance
 function judge(planned: Planned[], result: HostResult, checks: Verification, gathered: () => Gathered, options: RunOptions): string | null {
   for (const i of checks.waiting) result.tasks[i].notes.push("takes effect after a reboot: not verified in this run");
   if (!checks.verify.length) return null;
-  options.progress("verifying");
+  options.emit({ type: "verifying" });
   const { results } = gathered();
   const failures: string[] = [];
   for (const i of checks.verify) {
@@ -643,8 +667,8 @@ function judge(planned: Planned[], result: HostResult, checks: Verification, gat
     const facts = factsFor(instance.module.verify!.probes(instance.args), results);
     const verdict = instance.module.verify!.check(instance.args, facts as never);
     const { problems: found, notes = [] } = Array.isArray(verdict) ? { problems: verdict } : verdict;
-    const problems = found.map(instance.mask);
-    result.tasks[i].notes.push(...notes.map(instance.mask));
+    const problems = found;
+    result.tasks[i].notes.push(...notes);
     result.tasks[i].problems.push(...problems);
     if (problems.length) {
       result.tasks[i].status = "failed";

@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import type { HostFacts, Probe, ProbeResult } from "../module-api.js";
 import { commandLine, quote } from "../transport/shell.js";
-import type { Connection, ExecResult } from "../transport/ssh.js";
+import type { ExecResult, Transport } from "../transport/transport.js";
 import type { Step } from "../transport/batch.js";
 import { HostError } from "../errors.js";
 
@@ -133,7 +133,7 @@ export function gatherStep(probes: Probe[]): { step: Step; read(host: string, r:
 }
 
 /** Run all probes (deduplicated) plus the host facts in one remote command. */
-export async function gather(connection: Connection, probes: Probe[]): Promise<Gathered> {
+export async function gather(connection: Transport, probes: Probe[]): Promise<Gathered> {
   const { step, read } = gatherStep(probes);
   return read(connection.target.name, await connection.exec(step.argv));
 }

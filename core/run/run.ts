@@ -1,14 +1,16 @@
 // A run: prepare every play for every host (templating and validation, before any
-// host is contacted), then execute plays host-concurrently with listr2 progress.
+// host is contacted), then execute plays host-concurrently; what happens is told as data
+// to a RunView (the CLI renders it).
 import { randomBytes } from "node:crypto";
-import { Listr } from "listr2";
 import { connectionTarget, selectHosts, type Inventory, type TargetOptions } from "../config/inventory.js";
 import { resolveArgs, type Play, type Playbook, type Task } from "../config/playbook.js";
 import type { Registry } from "../config/registry.js";
-import { runHost, type HostResult, type HostWork, type TaskInstance } from "./engine.js";
+import { runHost, type HostWork, type TaskInstance } from "./engine.js";
+import type { HostEvent, HostResult } from "./results.js";
 import { masker, secretsOf } from "../config/secrets.js";
 import { quote } from "../errors.js";
 import { batches, haltReason } from "./rollout.js";
+import type { TransportFactory } from "../transport/transport.js";
 
 const DEFAULT_CONFIRM_TIMEOUT = 300;
 
@@ -95,10 +97,26 @@ export function unmatchedHosts(inventory: Inventory, plays: PreparedPlay[], limi
     `no hosts matched ${quote(p.pattern ?? "all")}${limit ? ` within --limit ${quote(limit)}` : ""}: play ${quote(p.name)} is skipped. Check its hosts: line.`);
 }
 
-const failedStates = new Set(["failed", "rolled_back", "unreachable"]);
+export const failedStates = new Set(["failed", "rolled_back", "unreachable"]);
 
-/** Execute the prepared plays; a host that fails in one play is not run in later ones. */
-export async function execute(plays: PreparedPlay[], settings: RunSettings): Promise<RunResult> {
+/** Runs one host, telling its progress to `emit`. */
+export type RunOne = (work: HostWork, emit: (event: HostEvent) => void) => Promise<HostResult>;
+
+/** Where a run tells what it does, as it does it (the CLI's progress display). */
+export interface RunView {
+  /** A play starts on these hosts. */
+  play(play: PreparedPlay, hosts: HostWork[]): void;
+  /** A rollout batch (serial:) starts: number `index` (from 0) of `count`. */
+  batch(index: number, count: number, hosts: HostWork[]): void;
+  /** Run every host of a batch through runOne, at most `forks` at once, and wait for all. */
+  hosts(hosts: HostWork[], runOne: RunOne): Promise<void>;
+}
+
+/**
+ * Execute the prepared plays; a host that fails in one play is not run in later ones.
+ * `transport` reaches a host: chosen by the CLI (SSH) or a pull agent (local).
+ */
+export async function execute(plays: PreparedPlay[], settings: RunSettings, transport: TransportFactory, view: RunView): Promise<RunResult> {
   const runId = `${new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "")}-${randomBytes(3).toString("hex")}`;
   const startedAt = new Date().toISOString();
   const byHost = new Map<string, HostResult>();
@@ -106,11 +124,15 @@ export async function execute(plays: PreparedPlay[], settings: RunSettings): Pro
   for (const play of plays) {
     const hosts = play.hosts.filter((h) => !failedStates.has(byHost.get(h.name)?.status ?? ""));
     if (!hosts.length) continue;
-    if (settings.renderer !== "silent") process.stdout.write(playHeader(play, hosts, settings.check));
+    view.play(play, hosts);
     const groups = batches(hosts, play.serial, `play "${play.name}"`);
     for (const [index, batch] of groups.entries()) {
-      if (groups.length > 1 && settings.renderer !== "silent") process.stdout.write(`BATCH ${index + 1}/${groups.length}: ${batch.map((h) => h.name).join(", ")}\n`);
-      await runBatch(batch, settings, runId, byHost);
+      if (groups.length > 1) view.batch(index, groups.length, batch);
+      await view.hosts(batch, async (work, emit) => {
+        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, transport, emit });
+        merge(byHost, result);
+        return result;
+      });
       const failed = batch.filter((h) => failedStates.has(byHost.get(h.name)!.status)).length;
       const reason = haltReason(failed, batch.length, play);
       if (reason) {
@@ -125,44 +147,6 @@ export async function execute(plays: PreparedPlay[], settings: RunSettings): Pro
   const notRun = (name: string): HostResult => ({ host: name, address: address.get(name)!, status: "not_run", rebooted: false, tasks: [], notes: [], durationMs: 0 });
   const hosts = order.map((name) => byHost.get(name) ?? (halted ? notRun(name) : undefined)).filter((h): h is HostResult => !!h);
   return { runId, check: settings.check, startedAt, finishedAt: new Date().toISOString(), hosts, halted };
-}
-
-async function runBatch(hosts: HostWork[], settings: RunSettings, runId: string, byHost: Map<string, HostResult>): Promise<void> {
-  const listr = new Listr(
-    hosts.map((work) => ({
-      title: work.name,
-      task: async (_: unknown, task: { output: string; title: string }) => {
-        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, progress: (m) => (task.output = m) });
-        merge(byHost, result);
-        const outcome = `${result.status.replace("_", " ")}${result.error ? ` — ${result.error.replace(`${work.name}: `, "")}` : ""}`;
-        const failed = failedStates.has(result.status);
-        // The simple renderer (not a terminal) prints a failure as "✖ TITLE [FAILED: MESSAGE]":
-        // the outcome goes in one of them, not both.
-        if (!failed || settings.renderer !== "simple") task.title = `${work.name}: ${outcome}`;
-        if (failed) throw new Error(settings.renderer === "simple" ? outcome : task.title);
-      },
-    })),
-    {
-      concurrent: Math.max(1, settings.forks),
-      exitOnError: false,
-      renderer: settings.renderer,
-      fallbackRenderer: settings.renderer === "verbose" ? "verbose" : "simple",
-      rendererOptions: { collapseErrors: false, showErrorMessage: false },
-    } as never,
-  );
-  await listr.run();
-}
-
-function playHeader(play: PreparedPlay, hosts: HostWork[], check: boolean): string {
-  const lines = [`PLAY ${play.name} [${hosts.length} host${hosts.length === 1 ? "" : "s"}]${check ? " (check mode: nothing will be changed)" : ""}`];
-  if (play.disruptive.length && !check) {
-    const timeouts = [...new Set(hosts.map((h) => h.confirmTimeoutSeconds))];
-    const guard = timeouts.every((t) => t === 0)
-      ? "no host-side revert (confirm_timeout: 0)"
-      : `each host reverts by itself unless the controller confirms within ${timeouts.filter((t) => t > 0).join("/")}s`;
-    lines.push(`  disruptive: ${play.disruptive.map((n) => `"${n}"`).join(", ")}: can cut the management path; ${guard}`);
-  }
-  return lines.join("\n") + "\n";
 }
 
 function merge(byHost: Map<string, HostResult>, result: HostResult): void {

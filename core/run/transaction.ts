@@ -3,11 +3,10 @@
 // controller confirms from outside. Everything here runs as constant scripts with
 // values passed as positional parameters.
 import { hostname } from "node:os";
-import type { Connection } from "../transport/ssh.js";
 import { HostError } from "../errors.js";
 import { script } from "../transport/shell.js";
 import { runBatch, runSteps, stepFailure, type Step } from "../transport/batch.js";
-import type { ExecResult } from "../transport/ssh.js";
+import type { ExecResult, Transport } from "../transport/transport.js";
 
 export const STATE_DIR = "/var/lib/provision";
 export type TransactionState = "pending" | "committed" | "rolled_back" | "reverting" | "reverted";
@@ -352,7 +351,7 @@ export class Transaction {
   /** Set when this run took over a stale lock: what it took over and why. */
   tookOver?: string;
 
-  constructor(private readonly connection: Connection, readonly id: string) {
+  constructor(private readonly connection: Transport, readonly id: string) {
     this.lockInfo = `controller=${hostname()} pid=${process.pid} since=${new Date().toISOString()} run=${id}`;
   }
 
@@ -522,7 +521,7 @@ const DISARM_STATE = `${PUT}
 echo "$2" | put "$1/state"`;
 
 /** For `provision rollback`: restore the host's last transaction by hand; true when it needs a reboot. */
-export async function restoreLast(connection: Connection, last: LastTransaction): Promise<boolean> {
+export async function restoreLast(connection: Transport, last: LastTransaction): Promise<boolean> {
   const dir = `${STATE_DIR}/runs/${last.id}`;
   const needsReboot = (await connection.exec(["test", "-e", `${dir}/needs-reboot`])).code === 0;
   await connection.run("restore the last transaction", script(RESTORE, dir, needsReboot ? "safe" : "all"));
@@ -531,7 +530,7 @@ export async function restoreLast(connection: Connection, last: LastTransaction)
 }
 
 /** For `provision status`: the holder of the host's lock, if any. */
-export async function lockHolder(connection: Connection): Promise<string | null> {
+export async function lockHolder(connection: Transport): Promise<string | null> {
   const r = await connection.exec(["cat", `${STATE_DIR}/lock`]);
   return r.code === 0 ? r.stdout.trim() : null;
 }

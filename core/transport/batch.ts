@@ -5,7 +5,7 @@
 // each step exactly its own bytes (`head -c`, which reads no further than it is told).
 import { randomBytes } from "node:crypto";
 import { commandLine } from "./shell.js";
-import { lastLine, type Connection, type ExecResult } from "./ssh.js";
+import { lastLine, type ExecResult, type Transport } from "./transport.js";
 import { HostError } from "../errors.js";
 
 export interface Step {
@@ -61,15 +61,22 @@ export function parseBatchOutput(steps: Step[], output: ExecResult, marker: stri
  * `steps` means one failed (its result is the last). A batch cut short by anything other
  * than a failed step is an error.
  */
-export async function runBatch(connection: Connection, steps: Step[]): Promise<ExecResult[]> {
+export async function runBatch(connection: Transport, steps: Step[]): Promise<ExecResult[]> {
   if (!steps.length) return [];
   const marker = `::provision-batch-${randomBytes(6).toString("hex")}::`;
   const output = await connection.exec(["sh", "-c", batchScript(steps, marker)], steps.map((s) => s.stdin ?? "").join(""));
   const results = parseBatchOutput(steps, output, marker);
   const failed = results.length > 0 && results.at(-1)!.code !== 0;
   if (!failed && !output.stdout.includes(`${marker} end`))
-    throw new HostError(connection.target.name, `the host stopped the batch at "${steps[results.length]?.what ?? "its end"}" (exit ${output.code}${lastWords(output.stderr, marker)})`);
+    throw new BatchCut(connection.target.name, `the host stopped the batch at "${steps[results.length]?.what ?? "its end"}" (exit ${output.code}${lastWords(output.stderr, marker)})`, results);
   return results;
+}
+
+/** The batch ended without a failed step and before its end: `results` are the steps that finished. */
+export class BatchCut extends HostError {
+  constructor(host: string, message: string, readonly results: ExecResult[]) {
+    super(host, message);
+  }
 }
 
 /** The error of a failed step, worded as Connection.run words a failed command. */
@@ -85,7 +92,7 @@ export class StepFailed extends HostError {
 }
 
 /** runBatch, then each successful step's done(); a failed step throws StepFailed. */
-export async function runSteps(connection: Connection, steps: Step[]): Promise<ExecResult[]> {
+export async function runSteps(connection: Transport, steps: Step[]): Promise<ExecResult[]> {
   const results = await runBatch(connection, steps);
   results.forEach((r, i) => r.code === 0 && steps[i].done?.(r));
   const last = results.at(-1);

@@ -1,27 +1,28 @@
-// Reboot a host and wait until it answers with a new boot_id.
-import type { Connection } from "./ssh.js";
+// Reboot a host and wait until it answers with a new boot_id; shared by the transports.
+import type { ExecResult, RebootOptions, Transport } from "./transport.js";
 import { HostError, messageOf } from "../errors.js";
+import { readShellAsset } from "../module-api.js";
 import { script } from "./shell.js";
-
-// everything written reaches the disk before the reboot, whatever the init does
-const REBOOT = `sync
-if command -v systemd-run >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  systemd-run --quiet --on-active=1 --timer-property=AccuracySec=100ms /bin/systemctl reboot
-else
-  (sleep 1; reboot) </dev/null >/dev/null 2>&1 &
-fi`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class RebootTimeout extends HostError {}
 
-const readBootId = async (c: Connection) => (await c.run("read boot_id", ["cat", "/proc/sys/kernel/random/boot_id"])).trim();
+/** The script that schedules the reboot (everything written reaches the disk first). */
+export const REBOOT_SCRIPT = readShellAsset(import.meta.url, "reboot.sh");
 
-/** Reboot, then reconnect (at `address`, fresh) until a new boot_id answers or `deadline` passes. */
-export async function rebootAndWait(c: Connection, opts: { address: string; deadline: number; limit: string; progress: (m: string) => void }): Promise<void> {
+export const readBootId = async (c: Transport) => (await c.run("read boot_id", ["cat", "/proc/sys/kernel/random/boot_id"])).trim();
+
+/** Schedule the reboot (in a second, detached): the command returns before the host goes down. */
+export async function scheduleReboot(c: Transport): Promise<void> {
+  await c.run("schedule reboot", script(REBOOT_SCRIPT));
+}
+
+/** Reboot over a transport that survives it (SSH): reconnect fresh at `address` until a new boot_id answers. */
+export async function rebootOver(c: Transport, opts: RebootOptions): Promise<void> {
   const before = await readBootId(c);
   opts.progress("rebooting");
-  await c.run("schedule reboot", script(REBOOT));
+  await scheduleReboot(c);
   c.moveTo(opts.address);
   await sleep(3000);
   let last = "";
@@ -39,4 +40,12 @@ export async function rebootAndWait(c: Connection, opts: { address: string; dead
     await sleep(2000);
   }
   throw new RebootTimeout(c.target.name, `did not come back at ${opts.address} with a new boot_id within ${opts.limit}${last ? ` (last error: ${last})` : ""}`);
+}
+
+/** For Transport.readFile: `cat`, null when the file does not exist. */
+export async function readFileOver(c: { exec(argv: string[]): Promise<ExecResult> }, path: string): Promise<string | null> {
+  const r = await c.exec(["sh", "-c", 'if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi', "provision", path]);
+  if (r.code === 3) return null;
+  if (r.code !== 0) throw new Error(`cannot read ${path}: ${r.stderr.trim()}`);
+  return r.stdout;
 }

@@ -5,22 +5,13 @@ import { join } from "node:path";
 import { NodeSSH, type Config } from "node-ssh";
 import { HostError, LostConnection, UnreachableError, messageOf } from "../errors.js";
 import { commandLine } from "./shell.js";
-import { hostKeyVerifier, type HostKeyPolicy } from "./known-hosts.js";
+import { hostKeyVerifier } from "./known-hosts.js";
+import { readFileOver, rebootOver } from "./reboot.js";
+import { lastLine, type ConnectionTarget, type ExecResult, type RebootOptions, type Transport } from "./transport.js";
 
-export interface ConnectionTarget {
-  name: string;
-  address: string;
-  port: number;
-  user: string;
-  identityFile?: string;
-  become: boolean;
-  connectTimeoutSeconds: number;
-  hostKeys: HostKeyPolicy;
-}
+export { lastLine, type ConnectionTarget, type ExecResult };
 
-export interface ExecResult { code: number; stdout: string; stderr: string }
-
-export class Connection {
+export class SshTransport implements Transport {
   private ssh: NodeSSH | null = null;
 
   /** Where the host was at the start of the run; its host key vouches for any new address. */
@@ -94,7 +85,20 @@ export class Connection {
     if (r.code !== 0) throw new HostError(this.target.name, `${what}: exited ${r.code}${r.stderr.trim() ? ` (${lastLine(r.stderr)})` : ""}`);
     return r.stdout;
   }
+
+  readFile(path: string): Promise<string | null> {
+    return readFileOver(this, path);
+  }
+
+  /** Reboot, then reconnect (fresh, at the new address) until a new boot_id answers. */
+  rebootAndWait(options: RebootOptions): Promise<void> {
+    return rebootOver(this, options);
+  }
 }
+
+/** The SSH transport's old name. */
+export const Connection = SshTransport;
+export type Connection = SshTransport;
 
 function credentials(target: ConnectionTarget): Partial<Config> {
   if (target.identityFile) {
@@ -121,7 +125,3 @@ function describeConnectError(error: unknown, target: ConnectionTarget): string 
   return e.message;
 }
 
-/** The last line of a command's stderr, for an error message. */
-export function lastLine(text: string): string {
-  return text.trim().split("\n").pop()!.slice(0, 300);
-}

@@ -10,7 +10,7 @@ import { render } from "../../core/config/template.js";
 import { gatherScript, parseGatherOutput } from "../../core/run/facts.js";
 import { lastTransactionProbe, parseLastTransaction } from "../../core/run/transaction.js";
 import { masker } from "../../core/config/secrets.js";
-import { showChange, unifiedDiff } from "../../core/report/changes.js";
+import { showChange, showHost, unifiedDiff } from "../../core/report/changes.js";
 import { hostKeyVerifier } from "../../core/transport/known-hosts.js";
 import { planTasks, type TaskInstance } from "../../core/run/engine.js";
 import type { Probe } from "../../core/module-api.js";
@@ -175,8 +175,17 @@ test("planning threads file contents and reboot needs from task to task", () => 
   assert.deepEqual(planned.map((p) => p.notes), [[], [], []]);
 
   const noting = { name: "noting", schema: {}, facts: () => ({ f: { file: "/etc/network/interfaces" } }), plan: () => [], notes: (_: unknown, f: any) => [`saw ${f.f.content.trim()} with secret s3cret`] };
-  const [withNote] = planTasks([{ ...instance(noting, {}, "look"), mask: (s) => s.replace("s3cret", "********") }], [], gathered, "h");
-  assert.deepEqual(withNote.notes, ["saw stock with secret ********"], "a module's notes are kept, masked, beside its changes");
+  const mask = (s: string) => s.replaceAll("s3cret", "********");
+  const [withNote] = planTasks([{ ...instance(noting, {}, "look"), mask }], [], gathered, "h");
+  assert.deepEqual(withNote.notes, ["saw stock with secret s3cret"], "a module's notes are kept beside its changes, as data");
+  const change = { kind: "file" as const, path: "/etc/x", before: null, after: "psk=s3cret\n", summary: "write s3cret" };
+  const shown = showHost({ host: "h", address: "h", status: "failed", error: "h: failed near s3cret", rebooted: false, notes: [], durationMs: 0,
+    tasks: [{ name: "look", module: "noting", handler: false, status: "failed", changes: [{ change, outcome: "unknown" }], diff: true, problems: ["saw s3cret"], notes: withNote.notes, mask }] });
+  const text = JSON.stringify(shown);
+  assert.equal(text.includes("s3cret"), false, "masked once, where the data becomes text: summary, diff, problems, notes, the host's error");
+  assert.deepEqual(shown.tasks[0].notes, ["saw stock with secret ********"]);
+  assert.equal(shown.tasks[0].changes[0].outcome, "unknown");
+  assert.match(shown.tasks[0].changes[0].diff!, /\+psk=\*{8}/);
 });
 
 test("the last-transaction probe reads the host's record with shell builtins: none, committed, armed", () => {

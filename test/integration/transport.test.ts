@@ -1,0 +1,57 @@
+// The same transaction scripts through both transports against a real test host: over SSH
+// (from the controller namespace, host keys verified) and locally (sh run as root in the
+// host's own root and namespaces, entered with nsenter: what a Pi running its own playbook does).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { startFleet, type TestFleet } from "../support/sshd-hosts.js";
+import { run } from "../support/processes.js";
+import { repoRoot } from "../support/cache.js";
+
+const DRIVER = join(repoRoot, "dist", "test", "support", "transport-scenario.js");
+const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+let fleet: TestFleet;
+
+before(async () => {
+  fleet = await startFleet({ count: 1, prefix: "tp" });
+});
+
+after(async () => {
+  await fleet?.stop();
+});
+
+function target() {
+  const h = fleet.hosts[0];
+  return { name: h.name, address: h.address, port: h.port, user: "root", identityFile: fleet.identityFile, become: false, connectTimeoutSeconds: 10, hostKeys: { file: fleet.knownHostsFile, acceptNew: false } };
+}
+
+/** Enter the host as its sshd does: its mount, UTS, net and PID namespaces, chrooted to its root. */
+function enterHost(): string[] {
+  return ["nsenter", "--target", String(fleet.hosts[0].pid), "--mount", "--uts", "--net", "--pid", "--root", "--wd", "--",
+    "/usr/bin/env", "-i", `PATH=${HOST_PATH}`, "HOME=/root", "LANG=C.UTF-8"];
+}
+
+async function scenario(transport: "ssh" | "local", runId: string) {
+  const options = { transport, target: target(), prefix: enterHost(), runId };
+  const argv = ["node", DRIVER, JSON.stringify(options)];
+  const r = await run(transport === "ssh" ? fleet.controllerArgv(argv) : argv, { cwd: repoRoot });
+  assert.equal(r.code, 0, `${transport}: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split("\n").pop()!);
+}
+
+for (const transport of ["ssh", "local"] as const) {
+  test(`${transport} transport: lock and gather, back up and write, record an undo and run its command, restore, mark, unlock`, async () => {
+    const runId = `transport-${transport}`;
+    const seen = await scenario(transport, runId);
+    assert.equal(seen.hostname, fleet.hosts[0].name, "the gather ran on the test host, not on this machine");
+    assert.equal(seen.fileBefore, null);
+    assert.equal(seen.written, "written through a transport\n");
+    assert.equal(seen.marker, "", "the command ran after its undo was recorded");
+    assert.deepEqual(seen.problems, []);
+    assert.deepEqual(seen.after, { file: null, marker: null }, "the restore removed the new file and ran the undo");
+    assert.deepEqual(seen.state, { id: runId, state: "rolled_back", armed: false });
+    assert.equal(seen.unlocked, true);
+    const host = await fleet.exec(fleet.hosts[0], ["sh", "-c", "cat /var/lib/provision/last; test -e /var/lib/provision/lock && echo locked; test -e /etc/provision-transport-test.conf && echo file; true"]);
+    assert.equal(host.stdout, `${runId}\n`, "the host's own record says so (and nothing is left locked or written)");
+  });
+}
