@@ -9,7 +9,7 @@
 // running at once are kept apart by their namespaces.
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { join } from "node:path";
 import { cacheDir, repoRoot } from "../support/cache.js";
@@ -291,7 +291,10 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
       ];
       // a snapshot fits a guest whose QEMU command line is the same apart from the lab's folder
       // and the disk's cache mode (not part of the saved state)
-      const snapshot = snapshots ? snapshotPath(argv.map((a) => a.replaceAll(dir, "LAB").replace(/,cache=\w+$/, ""))) : undefined;
+      // (and the very disk it was taken on: an image rebuilt in place gets new snapshots)
+      const snapshot = snapshots
+        ? snapshotPath([...argv.map((a) => a.replaceAll(dir, "LAB").replace(/,cache=\w+$/, "")), String(statSync(join(images, "rootfs.img")).mtimeMs)])
+        : undefined;
       const restoring = snapshot !== undefined && existsSync(snapshot);
       if (restoring) sh(["cp", "--sparse=always", snapshot, overlay]);
       else sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", join(images, "rootfs.img"), "-F", "raw", overlay]);
