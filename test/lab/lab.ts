@@ -8,11 +8,11 @@
 // repository and the controller all live there. Every lab uses the same addresses; labs
 // running at once are kept apart by their namespaces.
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { join } from "node:path";
-import { repoRoot } from "../support/cache.js";
+import { cacheDir, repoRoot } from "../support/cache.js";
 import { serveAptRepo } from "../support/apt-repo.js";
 import { createBridge, createNamespace, inNamespace, uniqueName } from "../support/netns.js";
 import { removeOnCleanup, run, sh, startDaemon } from "../support/processes.js";
@@ -47,6 +47,8 @@ export interface Guest {
   consoleLog: string;
   /** Wall time from starting QEMU to SSH answering, in ms. */
   bootMs: number;
+  /** How this guest first came up: booted from cold, or restored from a snapshot of an identical guest. */
+  start: "cold" | "restored";
   /** QMP set_link on that NIC's netdev (or "airlink", the access point's uplink): "pull the cable" (false) / plug it back (true). */
   setLink(nic: string, up: boolean): Promise<void>;
   /** The real OpenSSH client, run inside the lab namespace, host key verified. */
@@ -80,7 +82,9 @@ export interface Lab {
 
 const SUBNET = "10.77.0";
 const BRIDGE_ADDRESS = `${SUBNET}.1`;
+const BRIDGE_MAC = "52:54:00:77:00:01";
 const BOOT_TIMEOUT_MS = 5 * 60_000;
+const SNAPSHOT_TAG = "booted";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -158,6 +162,12 @@ export interface LabOptions {
    * power cut (powerCut) may lose flushed data; "writeback" or "none" honour them, for power-cut tests.
    */
   diskCache?: "unsafe" | "writeback" | "none";
+  /**
+   * Restore each guest from a snapshot of an identical guest just booted (same flavour, NICs,
+   * addresses, kernel command line), taken the first time one booted on this machine and kept
+   * in the lab cache (default: true; PROVISION_LAB_SNAPSHOTS=0 boots from cold).
+   */
+  snapshots?: boolean;
 }
 
 /** The access point's packet counters: its radio (wlan1) and its link to the lab bridge (airlink). */
@@ -183,6 +193,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
   const wifi = opts.wifi ?? false;
   if (wifi && opts.secondNic === "wlan0") throw new Error(`startLab: with wifi: true wlan0 is the radio; secondNic cannot be "wlan0" too`);
   const diskCache = opts.diskCache ?? "unsafe";
+  const snapshots = (opts.snapshots ?? true) && process.env.PROVISION_LAB_SNAPSHOTS !== "0";
   const images = await buildImages(flavor);
   const kernelVersion = readFileSync(join(images, "kernel-version"), "utf8").trim();
   // the uncompressed kernel boots through PVH, skipping seconds of xz decompression under TCG
@@ -211,6 +222,8 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
     const ns = createNamespace(uniqueName(opts.name ?? "plab"));
     stops.push(ns.remove);
     createBridge(ns.name, "br0", `${BRIDGE_ADDRESS}/24`);
+    // a restored guest still has the bridge in its neighbour table: give it the same MAC every time
+    sh(["ip", "-n", ns.name, "link", "set", "br0", "address", BRIDGE_MAC]);
     for (const link of opts.links ?? []) createBridge(ns.name, link.bridge);
 
     const repo = serveAptRepo(ns.name, BRIDGE_ADDRESS);
@@ -224,7 +237,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
 
     const guests: Guest[] = [];
     const knownHosts: string[] = [];
-    const started: Array<{ guest: Guest; startedAt: number; qemuLog: string }> = [];
+    const started: Array<{ guest: Guest; startedAt: number; qemuLog: string; snapshot?: string }> = [];
     for (let i = 1; i <= opts.guests; i++) {
       const name = `pi${i}`;
       const address = `${SUBNET}.${10 + i}`;
@@ -253,7 +266,6 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
       });
       const linkAddresses = links.flatMap((l, k) => (l.address ? [`${linkNics[k]}=${l.address(i)}`] : []));
       const overlay = join(dir, `${name}.qcow2`);
-      sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", join(images, "rootfs.img"), "-F", "raw", overlay]);
       const qmpSocket = join(dir, `${name}.qmp`);
       const consoleLog = join(dir, `${name}-console.log`);
       const qemuLog = join(dir, `${name}-qemu.log`);
@@ -262,7 +274,8 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         `provision.addr=${address}/24`, `provision.gw=${BRIDGE_ADDRESS}`, `provision.hostname=${name}`,
         ...(linkAddresses.length ? [`provision.net=${linkAddresses.join(",")}`] : []),
         ...(wifi ? ["provision.air=1"] : []),
-        `systemd.machine_id=${randomBytes(16).toString("hex")}`,
+        // derived, not random: a guest restored from a snapshot keeps the one it booted with
+        `systemd.machine_id=${createHash("sha256").update(`${images} ${name}`).digest("hex").slice(0, 32)}`,
         ...(opts.kernelArgs ?? []),
       ].join(" ");
       const argv = [
@@ -276,12 +289,21 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         ]),
         "-qmp", `unix:${qmpSocket},server,nowait`,
       ];
+      // a snapshot fits a guest whose QEMU command line is the same apart from the lab's folder
+      // and the disk's cache mode (not part of the saved state)
+      // (and the very disk it was taken on: an image rebuilt in place gets new snapshots)
+      const snapshot = snapshots
+        ? snapshotPath([...argv.map((a) => a.replaceAll(dir, "LAB").replace(/,cache=\w+$/, "")), String(statSync(join(images, "rootfs.img")).mtimeMs)])
+        : undefined;
+      const restoring = snapshot !== undefined && existsSync(snapshot);
+      if (restoring) sh(["cp", "--sparse=always", snapshot, overlay]);
+      else sh(["qemu-img", "create", "-q", "-f", "qcow2", "-b", join(images, "rootfs.img"), "-F", "raw", overlay]);
       let qemu: ReturnType<typeof startDaemon>;
       let exitInfo: string | undefined;
       // also how a guest is powered on again after a power cut: same overlay, same console
-      const launch = (): number => {
+      const launch = (restore = false): number => {
         const logFd = openSync(qemuLog, "a");
-        const started = startDaemon(`qemu ${name}`, inNamespace(ns.name, argv), { stdio: ["ignore", logFd, logFd] });
+        const started = startDaemon(`qemu ${name}`, inNamespace(ns.name, restore ? [...argv, "-loadvm", SNAPSHOT_TAG] : argv), { stdio: ["ignore", logFd, logFd] });
         closeSync(logFd);
         stops.push(started.stop);
         qemu = started;
@@ -290,7 +312,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         if (!started.pid) throw new Error(`could not start QEMU for ${name}`);
         return started.pid;
       };
-      launch();
+      launch(restoring);
       const ssh = (command: string, o: { timeoutMs?: number; connectTimeoutS?: number } = {}): Promise<SshResult> =>
         // a guest just booted under TCG on a busy machine can take seconds to accept: 15 s, not 5, before "failed"
         run(inNamespace(ns.name, [...sshBase, "-o", `ConnectTimeout=${o.connectTimeoutS ?? 15}`, `root@${address}`, command]),
@@ -312,7 +334,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         }
       };
       const guest: Guest = {
-        name, address, flavor, wifi, nics, pid: qemu!.pid!, qmpSocket, consoleLog, bootMs: 0,
+        name, address, flavor, wifi, nics, pid: qemu!.pid!, qmpSocket, consoleLog, bootMs: 0, start: restoring ? "restored" : "cold",
         ssh, bootId, waitForSsh,
         powerCut() {
           process.kill(qemu.pid!, "SIGKILL");
@@ -340,7 +362,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
       };
       guests.push(guest);
       knownHosts.push(`${address} ${hostKey}`);
-      started.push({ guest, startedAt: Date.now(), qemuLog });
+      started.push({ guest, startedAt: Date.now(), qemuLog, snapshot: restoring ? undefined : snapshot });
     }
     writeFileSync(knownHostsFile, knownHosts.join("\n") + "\n");
 
@@ -364,6 +386,8 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         throw new Error(`${(error as Error).message}${qemuLog ? `\nQEMU: ${qemuLog}` : ""}`);
       }
       s.guest.bootMs = Date.now() - s.startedAt;
+      if (s.guest.start === "restored") await setClock(s.guest);
+      else if (s.snapshot) await saveSnapshot(s.guest, s.snapshot, join(dir, `${s.guest.name}.qcow2`));
     }));
 
     return {
@@ -375,6 +399,46 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
     await stop();
     throw error;
   }
+}
+
+// ---- snapshots -----------------------------------------------------------------------------
+
+/** Where the snapshot of a guest started with this QEMU command line is kept (it may not exist yet). */
+function snapshotPath(argv: string[]): string {
+  const key = createHash("sha256").update(JSON.stringify([qemuVersion(), ...argv])).digest("hex").slice(0, 16);
+  const dir = join(cacheDir(), "snapshots");
+  mkdirSync(dir, { recursive: true });
+  return join(dir, `${key}.qcow2`);
+}
+
+let qemuVersionText: string | undefined;
+function qemuVersion(): string {
+  return (qemuVersionText ??= sh(["qemu-system-x86_64", "--version"]).stdout.split("\n")[0]);
+}
+
+/**
+ * Keep a just-booted guest's memory and disk (an internal snapshot in a copy of its overlay):
+ * paused while it is saved and copied, so the copy is the state the snapshot describes.
+ */
+async function saveSnapshot(guest: Guest, snapshot: string, overlay: string): Promise<void> {
+  const t = Date.now();
+  await qmp(guest.qmpSocket, "stop");
+  try {
+    const out = await qmp(guest.qmpSocket, "human-monitor-command", { "command-line": `savevm ${SNAPSHOT_TAG}` }, 300_000);
+    if (typeof out === "string" && out.trim()) throw new Error(`${guest.name}: savevm: ${out.trim()}`);
+    const partial = `${snapshot}.${process.pid}.partial`;
+    sh(["cp", "--sparse=always", overlay, partial]);
+    renameSync(partial, snapshot);
+  } finally {
+    await qmp(guest.qmpSocket, "cont");
+  }
+  console.log(`lab: ${guest.name} snapshotted in ${((Date.now() - t) / 1000).toFixed(1)}s for later labs (${snapshot})`);
+}
+
+/** A restored guest's clock stands where the snapshot stopped it: set it to now. */
+async function setClock(guest: Guest): Promise<void> {
+  const r = await guest.ssh(`date -u -s @${Math.round(Date.now() / 1000)} >/dev/null`, { timeoutMs: 30_000 });
+  if (r.code !== 0) throw new Error(`${guest.name}: setting the clock after restoring failed: ${r.stderr}`);
 }
 
 function tail(path: string, lines = 25): string {
