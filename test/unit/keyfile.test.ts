@@ -178,3 +178,18 @@ test("withKey sets one key (the last of duplicates, under an alias group too) an
   assert.equal(withKey("[802-11-wireless]\nssid=x\n", "wifi", "hidden", "true"), "[802-11-wireless]\nssid=x\nhidden=true\n");
   assert.equal(withKey("[ipv4]\nmethod=auto\n", "connection", "autoconnect", "false"), "[ipv4]\nmethod=auto\n\n[connection]\nautoconnect=false\n");
 });
+
+test("secrets of NetworkManager profiles are masked in diffs though no module declared them: Wi-Fi, 802-1x, WireGuard, VPN", async () => {
+  const { masker, MASK } = await import("../../core/config/secrets.js");
+  const secrets = {
+    psk: "p5k-value", "wep-key0": "wep0-value", "wep-key3": "wep3-value", "leap-password": "leap-value", password: "eap-pass-value",
+    "password-raw": "1;2;3;", "private-key-password": "pk-pass-value", "phase2-private-key-password": "p2-pk-pass-value",
+    "client-cert-password": "cc-pass-value", pin: "1234-pin", "preshared-key": "wg-psk-value", "mka-cak": "cak-value",
+  };
+  const profile = `[connection]\nid=corp\ntype=wifi\n\n[wifi-security]\nkey-mgmt=wpa-eap\npsk-flags=0\n\n[802-1x]\neap=peap;\nidentity=alice\n` +
+    Object.entries(secrets).map(([k, v]) => `${k}=${v}`).join("\n") + "\npassword-flags=0\n\n[vpn-secrets]\ntoken=vpn-token-value\n  password = vpn-pass-value\n\n[ipv4]\nmethod=auto\n";
+  const shown = masker([])(profile);
+  for (const value of [...Object.values(secrets), "vpn-token-value", "vpn-pass-value"]) assert.ok(!shown.includes(value), `${value} is masked:\n${shown}`);
+  for (const kept of ["identity=alice", "eap=peap;", "psk-flags=0", "password-flags=0", "key-mgmt=wpa-eap", "[ipv4]\nmethod=auto"]) assert.ok(shown.includes(kept), `${kept} is shown`);
+  assert.match(shown, new RegExp(`^private-key-password=${MASK.replace(/\*/g, "\\*")}$`, "m"));
+});
