@@ -80,20 +80,32 @@ const ARGS = {
   slave_options: { wlan0: { ssid: "provision-lab", psk: "lab-passphrase-123", country: "DE" } }, path: "/etc/network/interfaces", backup_path: "/x",
 } as unknown as BondArgs;
 
-/** The bond profile as NetworkManager 1.42 writes it back after any nmcli modify: defaults dropped, timestamp, [proxy], its own key order. */
+/**
+ * What NetworkManager 1.42.4 wrote back (captured in the rpios-bookworm lab guest) after
+ * `nmcli connection modify bond0 ipv4.dns 9.9.9.9` and `-ipv4.dns 9.9.9.9`, and after
+ * setting and resetting a port's autoconnect-priority: defaults dropped (autoconnect=true),
+ * timestamp added, empty [proxy] and [bond-port] added, its own key order.
+ */
 function rewrittenByNm(profile: Keyfile): string {
-  const c = profile.connection, b = profile.bond, ip = profile.ipv4;
-  return `[connection]\nid=${c.id}\nuuid=${c.uuid}\ntype=bond\nautoconnect-slaves=1\ninterface-name=bond0\ntimestamp=1764921600\n\n` +
-    `[bond]\ndowndelay=${b.downdelay}\nfail_over_mac=active\nmiimon=100\nmode=active-backup\nprimary=eth0\nprimary_reselect=always\nupdelay=200\n\n` +
-    `[ipv4]\naddress1=${ip.address1}\nmethod=manual\n\n[ipv6]\naddr-gen-mode=eui64\nmethod=disabled\n\n[proxy]\n`;
+  const c = profile.connection;
+  if (c.type === "bond")
+    return `[connection]\nid=bond0\nuuid=${c.uuid}\ntype=bond\nautoconnect-slaves=1\ninterface-name=bond0\ntimestamp=1796461762\n\n` +
+      "[bond]\ndowndelay=0\nfail_over_mac=active\nmiimon=100\nmode=active-backup\nprimary=eth0\nprimary_reselect=always\nupdelay=200\n\n" +
+      "[ipv4]\naddress1=10.77.0.11/24,10.77.0.1\nmethod=manual\n\n[ipv6]\nmethod=disabled\n\n[proxy]\n";
+  if (c.type === "wifi")
+    return `[connection]\nid=bond0-port-wlan0\nuuid=${c.uuid}\ntype=wifi\ninterface-name=wlan0\nmaster=bond0\nslave-type=bond\ntimestamp=1796461767\n\n` +
+      "[wifi]\nmode=infrastructure\npowersave=2\nssid=provision-lab\n\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=lab-passphrase-123\n\n[bond-port]\n";
+  return `[connection]\nid=bond0-port-eth0\nuuid=${c.uuid}\ntype=ethernet\ninterface-name=eth0\nmaster=bond0\nslave-type=bond\ntimestamp=1796461762\n\n[ethernet]\n\n[bond-port]\n`;
 }
 
 test("NetworkManager's own rewrite of a profile (defaults dropped, timestamp, [proxy], key order) means the same: no edit", () => {
-  const desired = bondProfile(ARGS);
-  const nm = rewrittenByNm(desired);
-  assert.notEqual(nm, renderKeyfile(desired));
-  assert.ok(sameMeaning(nm, renderKeyfile(desired)));
-  assert.equal(reconcileKeyfile(nm, desired), nm, "nothing to write");
+  const wifiArgs = { ...ARGS, slave_options: { wlan0: { ...ARGS.slave_options!.wlan0, wireless_power: "off" } } } as BondArgs;
+  for (const desired of [bondProfile(ARGS), portProfile(ARGS, "eth0"), portProfile(wifiArgs, "wlan0")]) {
+    const nm = rewrittenByNm(desired);
+    assert.notEqual(nm, renderKeyfile(desired));
+    assert.ok(sameMeaning(nm, renderKeyfile(desired)), nm);
+    assert.equal(reconcileKeyfile(nm, desired), nm, "nothing to write");
+  }
 });
 
 test("a profile that differs in one key is edited in that key only: the diff is one line", () => {
