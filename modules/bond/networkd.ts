@@ -2,6 +2,7 @@
 // slave (PrimarySlave= on the primary), and for a Wi-Fi slave wpa_supplicant@IFACE with
 // its own configuration (0600): networkd does not authenticate to access points itself.
 import { commandChange, fileChange, type Change, type DirState, type FileState } from "../../core/module-api.js";
+import { templateUnit } from "../network/systemd.js";
 import { renderWpaSupplicant } from "../network/wifi.js";
 import { bondAddress, effectiveMiimon, modeName, wifiSlaves, type BondArgs } from "./model.js";
 import { moveAside } from "./networkmanager.js";
@@ -9,7 +10,8 @@ import { moveAside } from "./networkmanager.js";
 export const NETWORKD_DIR = "/etc/systemd/network";
 const WANTS = "/etc/systemd/system/multi-user.target.wants";
 export const wpaSupplicantConf = (slave: string) => `/etc/wpa_supplicant/wpa_supplicant-${slave}.conf`;
-const wpaUnit = (slave: string) => `wpa_supplicant@${slave}.service`;
+/** The slave's wpa_supplicant@ instance, its name escaped as systemd-escape does (wl-0 → wl\x2d0). */
+const wpaUnit = (slave: string) => templateUnit("wpa_supplicant@.service", slave);
 
 const ownName = (a: BondArgs, suffix: string) => `10-provision-${a.name}${suffix}`;
 
