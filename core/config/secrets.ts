@@ -16,6 +16,17 @@ const SECRET_LINES = /^(\s*#?\s*(?:wpa-psk|wpa-password|psk|password|password-ra
 /** Keyfile groups whose every value is secret. */
 const SECRET_GROUPS = new Set(["vpn-secrets"]);
 
+/** Every `key=value` of a keyfile group that holds only secrets ([vpn-secrets]) masked. */
+function maskSecretGroups(text: string): string {
+  let secret = false;
+  return text.split("\n").map((line) => {
+    const header = /^\s*\[([^\]]*)\]\s*$/.exec(line);
+    if (header) secret = SECRET_GROUPS.has(header[1]);
+    else if (secret) return line.replace(/^(\s*[^#=][^=]*=\s*).+$/, `$1${MASK}`);
+    return line;
+  }).join("\n");
+}
+
 /** A key whose value is secret whatever module it belongs to (bond's wpa_psk, any psk, password…). */
 const SECRET_KEY = /psk|passw(?:or)?d|passphrase|secret|token|credential|private[_-]?key|^pass$/i;
 
@@ -30,17 +41,6 @@ export function masker(secrets: string[]): (text: string) => string {
     for (const value of values) out = out.split(value).join(MASK);
     return maskSecretGroups(out.replace(SECRET_LINES, (_, key: string) => `${key}${MASK}`));
   };
-}
-
-/** Every `key=value` of a keyfile group that holds only secrets ([vpn-secrets]) masked. */
-function maskSecretGroups(text: string): string {
-  let secret = false;
-  return text.split("\n").map((line) => {
-    const header = /^\s*\[([^\]]*)\]\s*$/.exec(line);
-    if (header) secret = SECRET_GROUPS.has(header[1]);
-    else if (secret) return line.replace(/^(\s*[^#=][^=]*=\s*).+$/, `$1${MASK}`);
-    return line;
-  }).join("\n");
 }
 
 /** The values a module declares secret in these (valid) args; a module that throws has a bug. */
