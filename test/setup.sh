@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 packages=(debootstrap qemu-system-x86 qemu-utils openssh-server openssh-client iproute2 dpkg-dev
   e2fsprogs iputils-ping cpio busybox-static kmod python3 util-linux ca-certificates chromium "$@")
 missing=()
+# GLib's own key-file reader (python3-gi), for the unit tests of the NetworkManager keyfile reader
+packages+=(python3-gi gir1.2-glib-2.0)
 for p in "${packages[@]}"; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

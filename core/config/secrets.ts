@@ -8,9 +8,24 @@ export const MASK = "********";
 
 // Well-known secret settings, masked even when a module did not declare them: ifupdown's
 // wpa-*, wpa_supplicant.conf(5) (psk, the "#psk=" comment wpa_passphrase writes,
-// sae_password, password, private_key_passwd, wep_key0..3), hostapd's wpa_passphrase and
-// NetworkManager keyfiles (psk, password, wep-key0..3).
-const SECRET_LINES = /^(\s*#?\s*(?:wpa-psk|wpa-password|psk|password|sae_password|private_key_passwd|private_key2_passwd|wep_key[0-3]|wep-key[0-3]|wpa_passphrase)\s*[= ]\s*)(.+)$/gim;
+// sae_password, password, private_key_passwd, wep_key0..3, pin), hostapd's wpa_passphrase and
+// NetworkManager keyfiles (nm-settings-keyfile(5): psk, wep-key0..3, leap-password, and
+// 802-1x's password, password-raw, pin, private-key-password and the phase2-/cert variants;
+// a WireGuard private-key or preshared-key; every key of [vpn-secrets]).
+const SECRET_LINES = /^(\s*#?\s*(?:wpa-psk|wpa-password|psk|password|password-raw|sae_password|private_key_passwd|private_key2_passwd|pin|wep_key[0-3]|wep-key[0-3]|wpa_passphrase|leap-password|(?:phase2-)?(?:private-key|ca-cert|client-cert)-password|private-key|preshared-key|mka-cak)\s*[= ]\s*)(.+)$/gim;
+/** Keyfile groups whose every value is secret. */
+const SECRET_GROUPS = new Set(["vpn-secrets"]);
+
+/** Every `key=value` of a keyfile group that holds only secrets ([vpn-secrets]) masked. */
+function maskSecretGroups(text: string): string {
+  let secret = false;
+  return text.split("\n").map((line) => {
+    const header = /^\s*\[([^\]]*)\]\s*$/.exec(line);
+    if (header) secret = SECRET_GROUPS.has(header[1]);
+    else if (secret) return line.replace(/^(\s*[^#=][^=]*=\s*).+$/, `$1${MASK}`);
+    return line;
+  }).join("\n");
+}
 
 /** A key whose value is secret whatever module it belongs to (bond's wpa_psk, any psk, password…). */
 const SECRET_KEY = /psk|passw(?:or)?d|passphrase|secret|token|credential|private[_-]?key|^pass$/i;
@@ -24,7 +39,7 @@ export function masker(secrets: string[]): (text: string) => string {
   return (text: string) => {
     let out = text;
     for (const value of values) out = out.split(value).join(MASK);
-    return out.replace(SECRET_LINES, (_, key: string) => `${key}${MASK}`);
+    return maskSecretGroups(out.replace(SECRET_LINES, (_, key: string) => `${key}${MASK}`));
   };
 }
 

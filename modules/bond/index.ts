@@ -3,7 +3,7 @@
 // kernel's view (/proc/net/bonding) after it takes effect — and audited from it too.
 import { PlanError, defineModule, readShellAsset, type Change, type CommandOutput, type DirState, type FileState, type PlanContext } from "../../core/module-api.js";
 import { STACK_NAMES, chosenStack, networkStackFact, type NetworkStack, type Stack } from "../network/stack.js";
-import { radioChanges, radioProbes, type RadioFacts } from "../network/wifi.js";
+import { iwLinkSsid, radioChanges, radioProbes, type RadioFacts } from "../network/wifi.js";
 import { addressProblems, bondProblems, bondSchema, modeName, parseBondStatus, wifiSlaves, type BondArgs } from "./model.js";
 import { ifupdownProbes, planIfupdown } from "./ifupdown.js";
 import { nmProbes, planNetworkManager } from "./networkmanager.js";
@@ -56,7 +56,7 @@ function checkPlan(a: BondArgs, stack: Stack, facts: Facts, network: NetworkStac
 /** What `iw dev link` and `iw dev station dump` (wifi-link.sh) say is wrong with a station's link to `ssid`. */
 export function wifiProblems(slave: string, ssid: string, output: string): string[] {
   const [link, dump = ""] = output.split("--- station dump");
-  const associated = /^\s*SSID: (.*)$/m.exec(link)?.[1];
+  const associated = iwLinkSsid(link);
   if (associated !== ssid)
     return [`${slave} not associated to SSID "${ssid}" (${associated ? `associated to "${associated}"` : link.trim().split("\n")[0] || "no link"})`];
   if (!/authorized:\s*yes/.test(dump))

@@ -1,7 +1,9 @@
 // The bond for systemd-networkd: a .netdev and a .network for the bond, a .network per
 // slave (PrimarySlave= on the primary), and for a Wi-Fi slave wpa_supplicant@IFACE with
 // its own configuration (0600): networkd does not authenticate to access points itself.
-import { commandChange, fileChange, type Change, type DirState, type FileState } from "../../core/module-api.js";
+import { commandChange, fileChange, type Change, type CommandOutput, type DirState, type FileState } from "../../core/module-api.js";
+import { NETWORKD_DIRS, matchesLink, netdevName, networkdFiles, unitValue, type Link, type UnitFile } from "../network/networkd-files.js";
+import { templateUnit } from "../network/systemd.js";
 import { renderWpaSupplicant } from "../network/wifi.js";
 import { bondAddress, effectiveMiimon, modeName, wifiSlaves, type BondArgs } from "./model.js";
 import { moveAside } from "./networkmanager.js";
@@ -9,18 +11,25 @@ import { moveAside } from "./networkmanager.js";
 export const NETWORKD_DIR = "/etc/systemd/network";
 const WANTS = "/etc/systemd/system/multi-user.target.wants";
 export const wpaSupplicantConf = (slave: string) => `/etc/wpa_supplicant/wpa_supplicant-${slave}.conf`;
-const wpaUnit = (slave: string) => `wpa_supplicant@${slave}.service`;
+/** The slave's wpa_supplicant@ instance, its name escaped as systemd-escape does (wl-0 → wl\x2d0). */
+const wpaUnit = (slave: string) => templateUnit("wpa_supplicant@.service", slave);
 
 const ownName = (a: BondArgs, suffix: string) => `10-provision-${a.name}${suffix}`;
 
+const OTHER_DIRS = NETWORKD_DIRS.filter((d) => d !== NETWORKD_DIR);
+
 export const networkdProbes = (a: BondArgs) => ({
   networkd: { dir: NETWORKD_DIR },
+  // where else networkd reads (netplan generates into /run at boot) and which names are masked by a symlink to /dev/null
+  ...Object.fromEntries(OTHER_DIRS.map((dir) => [`networkd:${dir}`, { dir }])),
+  networkdMasked: { command: ["find", ...NETWORKD_DIRS, "-maxdepth", "1", "-lname", "/dev/null"] },
+  ...Object.fromEntries([a.name, ...a.slaves].map((i) => [`mac:${i}`, { file: `/sys/class/net/${i}/address` }])),
   ...Object.fromEntries(wifiSlaves(a).flatMap(([slave]) => [
     [`wpaConf:${slave}`, { file: wpaSupplicantConf(slave) }],
     [`wpaUnit:${slave}`, { file: `${WANTS}/${wpaUnit(slave)}` }],
   ])),
 });
-type Facts = { networkd: DirState } & Record<string, FileState>;
+type Facts = { networkd: DirState; networkdMasked: CommandOutput } & Record<string, FileState & DirState>;
 
 function unitFile(sections: [string, [string, string | number | undefined][]][]): string {
   return ["# Managed by provision (bond module)", ...sections.map(([name, keys]) =>
@@ -57,10 +66,60 @@ export function renderSlaveNetwork(a: BondArgs, slave: string): string {
   return unitFile([["Match", [["Name", slave]]], ["Network", [["Bond", a.name], ["PrimarySlave", slave === a.primary ? "true" : undefined]]]]);
 }
 
-/** Names a [Match] Name= line matches (globs as networkd reads them). */
-function matchesAny(text: string, names: string[]): boolean {
-  const patterns = [...text.matchAll(/^\s*Name\s*=\s*(.+)$/gm)].flatMap((m) => m[1].trim().split(/\s+/));
-  return patterns.some((p) => names.some((n) => new RegExp(`^${p.replace(/[.+^${}()|\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`).test(n)));
+/** The links our files configure, as [Match] sees them (the bond may take any slave's MAC). */
+function ourLinks(a: BondArgs, facts: Facts): Link[] {
+  const mac = (i: string) => facts[`mac:${i}`]?.content?.trim();
+  const slaveMacs = a.slaves.map(mac).filter((m): m is string => !!m);
+  const wireless = new Set([...wifiSlaves(a).map(([s]) => s), ...a.slaves.filter((s) => facts[`phy:${s}`]?.content)]);
+  return [
+    { name: a.name, type: "bond", kind: "bond", macs: [...new Set([mac(a.name), ...slaveMacs].filter((m): m is string => !!m))] },
+    ...a.slaves.map((s) => ({ name: s, type: wireless.has(s) ? "wlan" : "ether", macs: [mac(s)].filter((m): m is string => !!m) })),
+  ];
+}
+
+/** Every .network and .netdev networkd would read, in its order. */
+function readNetworkd(facts: Facts): { networks: UnitFile[]; netdevs: UnitFile[] } {
+  const dirs = [{ dir: NETWORKD_DIR, entries: facts.networkd.entries }, ...OTHER_DIRS.map((dir) => ({ dir, entries: facts[`networkd:${dir}`]?.entries ?? null }))];
+  const masked = (facts.networkdMasked?.stdout ?? "").split("\n").filter(Boolean);
+  return { networks: networkdFiles(dirs, masked, ".network"), netdevs: networkdFiles(dirs, masked, ".netdev") };
+}
+
+/**
+ * Files of others that would configure one of our links or create our bond. In /etc they
+ * are moved aside (a copy kept). Elsewhere (netplan's in /run, a vendor's in /usr/lib)
+ * only one that networkd reads before ours wins; it is masked by an empty file of the same
+ * name in /etc (networkd skips an empty file), which a rollback removes again.
+ */
+function competitors(a: BondArgs, facts: Facts, own: Map<string, string>, former: Set<string>): Change[] {
+  const { networks, netdevs } = readNetworkd(facts);
+  const ownFor = (link: string) => `${ownName(a, link === a.name ? "" : `-${link}`)}.network`;
+  const found = new Map<string, { file: UnitFile; why: string }>();
+  for (const link of ourLinks(a, facts))
+    for (const file of networks) {
+      if (own.has(file.name) || former.has(file.name) || !matchesLink(file.text, link)) continue;
+      if (file.dir !== NETWORKD_DIR && file.name >= ownFor(link.name)) continue; // read after ours: it never applies to this link
+      const earlier = found.get(file.path);
+      found.set(file.path, { file, why: earlier ? `${earlier.why}/${link.name}` : `it matches ${link.name}` });
+    }
+  const ownNetdev = `${ownName(a, "")}.netdev`;
+  for (const file of netdevs)
+    if (file.name !== ownNetdev && netdevName(file.text) === a.name && (file.dir === NETWORKD_DIR || file.name < ownNetdev))
+      found.set(file.path, { file, why: `it also creates ${a.name}` });
+  return [...found.values()].flatMap(({ file, why }) => {
+    if (file.dir === NETWORKD_DIR) return moveAside(file.path, file.text, why);
+    const mask = `${NETWORKD_DIR}/${file.name}`;
+    return fileChange({ path: mask, content: null }, "", {
+      summary: `mask ${file.path} with an empty ${mask} (${why}, and networkd reads it before provision's ${file.name.endsWith(".netdev") ? ownNetdev : "files"}${file.name.includes("netplan") ? "; netplan generates it at every boot" : ""})`,
+      mode: "0644", reboot: true,
+    });
+  });
+}
+
+/** Slave .network files an earlier run wrote for this bond (named for it, Bond= it) whose slave is no longer listed. */
+function formerSlaveFiles(a: BondArgs, existing: Record<string, string>, own: Map<string, string>): Set<string> {
+  const prefix = ownName(a, "-");
+  return new Set(Object.keys(existing).filter((name) => name.startsWith(prefix) && name.endsWith(".network") && !own.has(name) &&
+    unitValue(existing[name], "Network", "Bond") === a.name));
 }
 
 export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
@@ -71,10 +130,8 @@ export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
     ...a.slaves.map((s): [string, string] => [`${ownName(a, `-${s}`)}.network`, renderSlaveNetwork(a, s)]),
   ]);
   // a slave no longer listed: its .network of an earlier run goes (backed up like any file)
-  const former = Object.entries(existing).filter(([name]) => name.startsWith(`${ownName(a, "-")}`) && name.endsWith(".network") && !own.has(name));
-  const competing = Object.entries(existing).filter(([name, text]) =>
-    name.endsWith(".network") && !own.has(name) && !former.some(([f]) => f === name) && matchesAny(text, [a.name, ...a.slaves]));
-  const aside = competing.flatMap(([name, text]) => moveAside(`${NETWORKD_DIR}/${name}`, text, `it matches ${[a.name, ...a.slaves].join("/")}`));
+  const former = formerSlaveFiles(a, existing, own);
+  const aside = competitors(a, facts, own, former);
   const files = [...own].flatMap(([name, content]) => {
     const isBond = name === `${ownName(a, "")}.network`;
     const [change] = fileChange({ path: `${NETWORKD_DIR}/${name}`, content: existing[name] ?? null }, content, {
@@ -90,7 +147,7 @@ export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
       ? [commandChange(`enable ${wpaUnit(slave)}`, ["systemctl", "enable", wpaUnit(slave)], ["systemctl", "disable", wpaUnit(slave)], true)]
       : []),
   ]);
-  const removed = former.flatMap(([name, text]) => fileChange({ path: `${NETWORKD_DIR}/${name}`, content: text }, null, {
+  const removed = [...former].flatMap((name) => fileChange({ path: `${NETWORKD_DIR}/${name}`, content: existing[name] }, null, {
     summary: `remove ${NETWORKD_DIR}/${name} (${name.slice(ownName(a, "-").length, -".network".length)} is no longer a slave of ${a.name})`, reboot: true,
   }));
   return [...aside, ...removed, ...wifi, ...files];

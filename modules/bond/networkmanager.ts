@@ -4,7 +4,7 @@
 // taken out of the way: autoconnect off in /etc, their netplan source moved aside for /run.
 import { createHash } from "node:crypto";
 import { PlanError, fileChange, type Change, type DirState, type FileState } from "../../core/module-api.js";
-import { parseKeyfile, renderKeyfile, sameMeaning, withKey, type Keyfile } from "../network/keyfile.js";
+import { readProfile, reconcileKeyfile, withKey, type Keyfile } from "../network/keyfile.js";
 import { bondAddress, effectiveMiimon, modeName, wifiSlaves, type BondArgs } from "./model.js";
 
 export const NM_DIR = "/etc/NetworkManager/system-connections";
@@ -27,8 +27,8 @@ export function profileUuid(id: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${((parseInt(h[16], 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
-function defined(keys: Record<string, string | number | undefined>): Record<string, string> {
-  return Object.fromEntries(Object.entries(keys).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]));
+function defined(keys: Record<string, string | string[] | number | undefined>): Record<string, string | string[]> {
+  return Object.fromEntries(Object.entries(keys).filter(([, v]) => v !== undefined).map(([k, v]) => [k, Array.isArray(v) ? v : String(v)]));
 }
 
 export function bondProfile(a: BondArgs): Keyfile {
@@ -37,7 +37,7 @@ export function bondProfile(a: BondArgs): Keyfile {
     : defined({
       method: "manual",
       address1: a.gateway ? `${a.address},${a.gateway}` : a.address,
-      dns: a.dns_nameservers?.length ? `${a.dns_nameservers.join(";")};` : undefined,
+      dns: a.dns_nameservers?.length ? a.dns_nameservers : undefined,
     });
   return {
     connection: { id: a.name, uuid: profileUuid(a.name), type: "bond", "interface-name": a.name, autoconnect: "true", "autoconnect-slaves": "1" },
@@ -74,18 +74,20 @@ export function portProfile(a: BondArgs, slave: string): Keyfile {
   };
 }
 
+type Profile = NonNullable<ReturnType<typeof readProfile>>;
+
 /** A profile competes for one of our interfaces when NetworkManager could bring it up there. */
-function competes(profile: Keyfile, a: BondArgs): boolean {
-  const c = profile.connection ?? {};
-  if (c.master === a.name || c.controller === a.name) return false;
-  const ifname = c["interface-name"];
+function competes(profile: Profile, a: BondArgs): boolean {
+  const controller = profile.get("connection", "master");
+  if (controller === a.name || controller === profileUuid(a.name)) return false;
+  const ifname = profile.get("connection", "interface-name") as string | undefined;
   if (ifname) return ifname === a.name || a.slaves.includes(ifname);
   const wifiSlave = wifiSlaves(a).length > 0;
-  const type = c.type;
+  const type = profile.get("connection", "type");
   return ((type === "wifi" || type === "802-11-wireless") && wifiSlave) || ((type === "ethernet" || type === "802-3-ethernet") && a.slaves.length > wifiSlaves(a).length);
 }
 
-const autoconnects = (profile: Keyfile) => !/^(false|no|0)$/i.test(profile.connection?.autoconnect ?? "true");
+const autoconnects = (profile: Profile) => profile.get("connection", "autoconnect") === true;
 
 function ownFiles(a: BondArgs): Set<string> {
   return new Set([profileFile(a.name), ...a.slaves.map((s) => profileFile(portId(a, s)))]);
@@ -98,8 +100,8 @@ export function planNetworkManager(a: BondArgs, facts: Facts): Change[] {
   const write = (id: string, profile: Keyfile, summary: string, address?: string) => {
     const name = profileFile(id);
     const current = existing[name] ?? null;
-    const desired = renderKeyfile(profile);
-    if (sameMeaning(current, desired)) return;
+    const desired = reconcileKeyfile(current, profile);
+    if (desired === current) return;
     const [change] = fileChange({ path: `${NM_DIR}/${name}`, content: current }, desired, { summary, mode: "0600", reboot: true });
     writes.push({ ...change, address });
   };
@@ -120,11 +122,11 @@ function formerPorts(a: BondArgs, existing: Record<string, string>, own: Set<str
 function competingInEtc(a: BondArgs, existing: Record<string, string>, own: Set<string>): Change[] {
   return Object.entries(existing).flatMap(([name, text]) => {
     if (own.has(name) || !name.endsWith(".nmconnection")) return [];
-    const profile = parseKeyfile(text);
-    if (!competes(profile, a) || !autoconnects(profile)) return [];
-    const id = profile.connection?.id ?? name;
+    const profile = readProfile(text);
+    if (!profile || !competes(profile, a) || !autoconnects(profile)) return [];
+    const id = profile.get("connection", "id") ?? name;
     return fileChange({ path: `${NM_DIR}/${name}`, content: text }, withKey(text, "connection", "autoconnect", "false"), {
-      summary: `stop profile "${id}" from taking ${profile.connection?.["interface-name"] ?? `a ${profile.connection?.type} device`} (autoconnect=false)`, reboot: true,
+      summary: `stop profile "${id}" from taking ${profile.get("connection", "interface-name") ?? `a ${profile.get("connection", "type")} device`} (autoconnect=false)`, reboot: true,
     });
   });
 }
@@ -139,15 +141,15 @@ function competingInRun(a: BondArgs, facts: Facts): Change[] {
   const sources = facts.netplan.entries ?? {};
   const reasons = new Map<string, string>();
   for (const [name, text] of Object.entries(facts.nmRunProfiles.entries ?? {})) {
-    const profile = parseKeyfile(text);
-    if (!name.startsWith("netplan-") || !name.endsWith(".nmconnection") || !competes(profile, a) || !autoconnects(profile)) continue;
-    const uuid = profile.connection?.uuid ?? "";
-    const ifname = profile.connection?.["interface-name"] ?? "";
+    const profile = readProfile(text);
+    if (!profile || !name.startsWith("netplan-") || !name.endsWith(".nmconnection") || !competes(profile, a) || !autoconnects(profile)) continue;
+    const uuid = (profile.get("connection", "uuid") as string | undefined) ?? "";
+    const ifname = (profile.get("connection", "interface-name") as string | undefined) ?? "";
     const from = Object.keys(sources).filter((file) => file.endsWith(".yaml") &&
       ((uuid && file.includes(uuid)) || (ifname && new RegExp(`(^|[^A-Za-z0-9_.-])${ifname.replace(/\./g, "\\.")}([^A-Za-z0-9_.-]|$)`, "m").test(sources[file]))));
     if (!from.length)
       throw new PlanError(`netplan's NetworkManager profile ${NM_RUN_DIR}/${name} competes for ${ifname || "a slave"}, and no file in ${NETPLAN_DIR} names it. Remove its netplan source, then run again`);
-    for (const file of from) reasons.set(file, `its profile ${profile.connection?.id ?? name} competes for ${ifname || "a slave"}`);
+    for (const file of from) reasons.set(file, `its profile ${profile.get("connection", "id") ?? name} competes for ${ifname || "a slave"}`);
   }
   return [...reasons].flatMap(([file, why]) => moveAside(`${NETPLAN_DIR}/${file}`, sources[file], why));
 }

@@ -2,6 +2,8 @@
 # is authorized (the WPA 4-way handshake completed) or after $2 seconds: `iw dev link`
 # (association, SSID), then `iw dev station dump` (the AP's "authorized" flag).
 # A station with a wrong PSK associates again and again, so association alone proves nothing.
+# iw prints the SSID escaped (a backslash, a leading or trailing space, unprintable bytes as
+# \xhh): it is read back by iwLinkSsid (modules/network/wifi.ts), never compared here.
 iface=$1 timeout=$2
 command -v iw >/dev/null 2>&1 || exit 127
 tries=$((timeout * 2))

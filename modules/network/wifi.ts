@@ -74,3 +74,24 @@ export function radioChanges(country: string | undefined, facts: RadioFacts): Ch
       }));
   return changes;
 }
+
+/**
+ * The SSID in `iw dev IFACE link` output, unescaped: iw (util.c print_ssid_escaped) prints a
+ * backslash, a leading or trailing space and any byte that is not printable as `\xhh`.
+ */
+export function iwLinkSsid(output: string): string | undefined {
+  const escaped = /^\s*SSID: (.*)$/m.exec(output)?.[1];
+  return escaped === undefined ? undefined : unescapeIw(escaped);
+}
+
+export function unescapeIw(escaped: string): string {
+  const bytes: number[] = [];
+  for (let i = 0; i < escaped.length; i++) {
+    const hex = /^\\x([0-9a-fA-F]{2})/.exec(escaped.slice(i, i + 4));
+    if (hex) {
+      bytes.push(parseInt(hex[1], 16));
+      i += 3;
+    } else bytes.push(...Buffer.from(escaped[i], "utf8"));
+  }
+  return Buffer.from(bytes).toString("utf8");
+}

@@ -2,4 +2,4 @@
 import { seedOnFlavour } from "./seed-on-flavour.js";
 
 // the eth0+eth1 seed waits downdelay 200 ms (miimon 100) before it fails over: 4-6 pings at 50 ms by design
-seedOnFlavour({ flavor: "networkd", seed: "eth1", lossBound: 7 });
+seedOnFlavour({ flavor: "networkd", seed: "eth1", lossBound: 7, readers: "netplan in /run" });

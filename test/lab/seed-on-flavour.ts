@@ -13,6 +13,7 @@ import { bondStatus, labInventory, ourTimers, sleep, timed, useLab, waitForHostR
 import { provision, summary } from "../integration/provision-cli.js";
 import { repoRoot } from "../support/cache.js";
 import { run } from "../support/processes.js";
+import { netplanInRun, nmcliRoundTrips } from "./stack-readers.js";
 
 export interface SeedScenario {
   flavor: Flavor;
@@ -24,6 +25,8 @@ export interface SeedScenario {
   degradedLive?: boolean;
   /** Also: cut off by its own change, the host reverts by itself. */
   cutOff?: boolean;
+  /** Also, at the end: the stack's own readers (stack-readers.ts). */
+  readers?: "nmcli round trips" | "netplan in /run";
 }
 
 const PLAYBOOKS = { wlan0: "playbooks/bond-eth0-wlan0.yaml", eth1: "playbooks/bond-eth0-eth1.yaml" };
@@ -187,6 +190,10 @@ export function seedOnFlavour(s: SeedScenario): void {
       assert.equal(await configState(), before, "files byte-identical to before the run");
       assert.equal((await bondStatus(pi))?.activeSlave, "eth0", "back on the bond it had");
     });
+
+  const steps = { pi: () => pi, cli: (...args: string[]) => cli("--inventory", inventory, playbook, ...args), flavor: s.flavor };
+  if (s.readers === "nmcli round trips") nmcliRoundTrips(steps);
+  if (s.readers === "netplan in /run") netplanInRun(steps);
 }
 
 /** What the guest's stack said this boot, for a failed run's message. */

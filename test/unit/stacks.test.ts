@@ -200,7 +200,8 @@ test("NetworkManager on Raspberry Pi OS Trixie: a profile netplan generates unde
 
 test("keyfiles: rendering escapes, reading, setting one key keeps the rest byte for byte", () => {
   const text = renderKeyfile({ connection: { id: "x" }, wifi: { ssid: " lead\\slash" } });
-  assert.equal(parseKeyfile(text).wifi.ssid, "\\slead\\\\slash");
+  assert.match(text, /^ssid=\\slead\\\\slash$/m, "GLib's escapes");
+  assert.equal(parseKeyfile(text).wifi.ssid, " lead\\slash");
   const original = "# comment\n[connection]\nid=eth0\nautoconnect=true\n\n[ipv4]\nmethod=auto\n";
   assert.equal(withKey(original, "connection", "autoconnect", "false"), original.replace("autoconnect=true", "autoconnect=false"));
   assert.equal(withKey("[connection]\nid=a\n\n[ipv4]\nmethod=auto\n", "connection", "autoconnect", "false"), "[connection]\nid=a\nautoconnect=false\n\n[ipv4]\nmethod=auto\n");
@@ -328,4 +329,13 @@ test("dhcpcd_deny is a visible no-op on a host without dhcpcd", async () => {
   assert.deepEqual(dhcpcdDeny.plan(a, none, context(NM_OUTPUT)), []);
   assert.deepEqual(dhcpcdDeny.notes!(a, none, context(NM_OUTPUT)), ["no dhcpcd on this host (NetworkManager runs its network): nothing to deny"]);
   assert.equal(dhcpcdDeny.plan(a, none, context(IFUPDOWN_OUTPUT)).length, 1, "where dhcpcd is installed it is kept off the bond");
+});
+
+test("systemd-networkd: a Wi-Fi slave named wl-0 runs wpa_supplicant@wl\\x2d0.service (systemd-escape), not the instance for wl/0", () => {
+  const a = args({ slaves: ["eth0", "wl-0"], slave_options: { "wl-0": { ssid: "provision-lab", psk: PSK, country: "DE" } } });
+  const changes = bond.plan(a, facts(a, { "phy:wlan0": { path: "", content: null }, "phy:wl-0": { path: "/sys/class/net/wl-0/phy80211/name", content: "phy0\n" } }), context(NETWORKD_OUTPUT));
+  const enable = changes.find((c) => c.kind === "command" && c.argv[1] === "enable");
+  assert.deepEqual(enable && enable.kind === "command" && enable.argv, ["systemctl", "enable", "wpa_supplicant@wl\\x2d0.service"]);
+  assert.ok(byPath(changes, "/etc/wpa_supplicant/wpa_supplicant-wl-0.conf"), "the unit's %I (unescaped) names the configuration file");
+  assert.ok(Object.values(bond.facts(a) as Record<string, { file?: string }>).some((p) => p.file === "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wl\\x2d0.service"));
 });
