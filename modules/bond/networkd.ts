@@ -11,7 +11,16 @@ const WANTS = "/etc/systemd/system/multi-user.target.wants";
 export const wpaSupplicantConf = (slave: string) => `/etc/wpa_supplicant/wpa_supplicant-${slave}.conf`;
 const wpaUnit = (slave: string) => `wpa_supplicant@${slave}.service`;
 
-const ownName = (a: BondArgs, suffix: string) => `10-provision-${a.name}${suffix}`;
+/** The bond's own files: 10-provision-BOND.netdev/.network, and BOND@SLAVE (no interface name has an "@") per slave. */
+const ownName = (a: BondArgs, slave?: string) => `10-provision-${a.name}${slave === undefined ? "" : `@${slave}`}`;
+const OWN_HEADER = "# Managed by provision (bond module)";
+
+/** The slave of a .network this module wrote for bond `name`, else null (by the Bond= it names, not by a file-name prefix: bond0 is not bond0-lan). */
+function slaveFileOf(name: string, file: string, text: string): string | null {
+  if (!file.startsWith("10-provision-") || !file.endsWith(".network")) return null;
+  if (/^\s*Bond\s*=\s*(\S+)\s*$/m.exec(text)?.[1] !== name) return null;
+  return /^\s*Name\s*=\s*(\S+)\s*$/m.exec(text)?.[1] ?? "";
+}
 
 export const networkdProbes = (a: BondArgs) => ({
   networkd: { dir: NETWORKD_DIR },
@@ -23,7 +32,7 @@ export const networkdProbes = (a: BondArgs) => ({
 type Facts = { networkd: DirState } & Record<string, FileState>;
 
 function unitFile(sections: [string, [string, string | number | undefined][]][]): string {
-  return ["# Managed by provision (bond module)", ...sections.map(([name, keys]) =>
+  return [OWN_HEADER, ...sections.map(([name, keys]) =>
     [`[${name}]`, ...keys.filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`)].join("\n"))].join("\n\n") + "\n";
 }
 
@@ -66,17 +75,17 @@ function matchesAny(text: string, names: string[]): boolean {
 export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
   const existing = facts.networkd.entries ?? {};
   const own = new Map<string, string>([
-    [`${ownName(a, "")}.netdev`, renderNetdev(a)],
-    [`${ownName(a, "")}.network`, renderBondNetwork(a)],
-    ...a.slaves.map((s): [string, string] => [`${ownName(a, `-${s}`)}.network`, renderSlaveNetwork(a, s)]),
+    [`${ownName(a)}.netdev`, renderNetdev(a)],
+    [`${ownName(a)}.network`, renderBondNetwork(a)],
+    ...a.slaves.map((s): [string, string] => [`${ownName(a, s)}.network`, renderSlaveNetwork(a, s)]),
   ]);
-  // a slave no longer listed: its .network of an earlier run goes (backed up like any file)
-  const former = Object.entries(existing).filter(([name]) => name.startsWith(`${ownName(a, "-")}`) && name.endsWith(".network") && !own.has(name));
+  // a slave's .network of an earlier run that is no longer one of these goes (backed up like any file)
+  const former = Object.entries(existing).filter(([name, text]) => !own.has(name) && slaveFileOf(a.name, name, text) !== null);
   const competing = Object.entries(existing).filter(([name, text]) =>
     name.endsWith(".network") && !own.has(name) && !former.some(([f]) => f === name) && matchesAny(text, [a.name, ...a.slaves]));
   const aside = competing.flatMap(([name, text]) => moveAside(`${NETWORKD_DIR}/${name}`, text, `it matches ${[a.name, ...a.slaves].join("/")}`));
   const files = [...own].flatMap(([name, content]) => {
-    const isBond = name === `${ownName(a, "")}.network`;
+    const isBond = name === `${ownName(a)}.network`;
     const [change] = fileChange({ path: `${NETWORKD_DIR}/${name}`, content: existing[name] ?? null }, content, {
       summary: `${existing[name] === undefined ? "create" : "update"} ${NETWORKD_DIR}/${name}`, mode: "0644", reboot: true,
     });
@@ -90,8 +99,10 @@ export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
       ? [commandChange(`enable ${wpaUnit(slave)}`, ["systemctl", "enable", wpaUnit(slave)], ["systemctl", "disable", wpaUnit(slave)], true)]
       : []),
   ]);
-  const removed = former.flatMap(([name, text]) => fileChange({ path: `${NETWORKD_DIR}/${name}`, content: text }, null, {
-    summary: `remove ${NETWORKD_DIR}/${name} (${name.slice(ownName(a, "-").length, -".network".length)} is no longer a slave of ${a.name})`, reboot: true,
-  }));
+  const removed = former.flatMap(([name, text]) => {
+    const slave = slaveFileOf(a.name, name, text)!;
+    const why = a.slaves.includes(slave) ? `${slave}'s is now ${ownName(a, slave)}.network` : `${slave} is no longer a slave of ${a.name}`;
+    return fileChange({ path: `${NETWORKD_DIR}/${name}`, content: text }, null, { summary: `remove ${NETWORKD_DIR}/${name} (${why})`, reboot: true });
+  });
   return [...aside, ...removed, ...wifi, ...files];
 }
