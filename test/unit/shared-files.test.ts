@@ -6,6 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import bond from "../../modules/bond/index.js";
 import gretap from "../../modules/gretap_bond.js";
+import { optionsContent } from "../../modules/kernel_module.js";
 import { editInterfaces, renderBond } from "../../modules/bond/ifupdown.js";
 import { parseInterfaces, renderBlocks } from "../../modules/network/interfaces-file.js";
 import { networkStackFact } from "../../modules/network/stack.js";
@@ -283,4 +284,14 @@ test("gretap_bond and bond on one ifupdown host: each keeps the other's configur
   const g = host.gather([clash]);
   g.results.set(probeKey({ command: ["ip", "-j", "addr"] }), { code: 0, stdout: ip });
   assert.throws(() => planTasks([clash], [], g, "pi"), (e: Error) => e instanceof HostError && /\/etc\/network\/interfaces:\d+: wg0 is configured here too/.test(e.message));
+});
+
+test("kernel_module: /etc/modprobe.d/NAME.conf keeps the lines of others; other options lines lose only the parameters ours sets", () => {
+  const a = { name: "bonding", state: "present", persist: true, options: { mode: "active-backup", miimon: 100 } } as const;
+  const theirs = "# local tweaks\nalias bond0 bonding\noptions bonding max_bonds=0\nsoftdep bonding pre: tls\noptions bonding miimon=50\n";
+  assert.equal(optionsContent(a, theirs), "# local tweaks\nalias bond0 bonding\noptions bonding mode=active-backup miimon=100\noptions bonding max_bonds=0\nsoftdep bonding pre: tls\n");
+  assert.equal(optionsContent(a, "blacklist pcspkr\n"), "blacklist pcspkr\noptions bonding mode=active-backup miimon=100\n");
+  assert.equal(optionsContent(a, null), "options bonding mode=active-backup miimon=100\n");
+  assert.equal(optionsContent(a, optionsContent(a, theirs)), optionsContent(a, theirs), "stable");
+  assert.equal(optionsContent(a, "options bonding_extra x=1\n"), "options bonding_extra x=1\noptions bonding mode=active-backup miimon=100\n", "another module's options are not ours");
 });
