@@ -10,7 +10,7 @@ import { compile } from "../../core/config/schema.js";
 import { loadInventory } from "../../core/config/inventory.js";
 import { loadPlaybook } from "../../core/config/playbook.js";
 import { prepare } from "../../core/run/run.js";
-import { ConfigError } from "../../core/errors.js";
+import { ConfigError, ModuleBug } from "../../core/errors.js";
 import type { FileChange, PlanContext } from "../../core/module-api.js";
 import { builtinRegistry, settings, tempWriter } from "./config-support.js";
 
@@ -118,4 +118,22 @@ test("the same bond address on two hosts of a play, and one interface in two bon
   assert.doesNotThrow(() => prepare(loadInventory(inv), [loadPlaybook(write("exclusive.yaml", exclusive))], builtinRegistry(), settings), "tasks that never run together on one host do not clash");
   assert.throws(() => prepare(loadInventory(inv), [loadPlaybook(write("both.yaml", exclusive.replace("networkmanager", "ifupdown")))], builtinRegistry(), settings),
     /both\.yaml:8:\d+: task "B" > bond > (name|address) \(host pi1\): /);
+});
+
+test("a plugin's check and checkPlay: problems at file:line:col, a throw or a Promise is a bug in that module", () => {
+  const inv = loadInventory(write("inv-plugin.yaml", "all:\n  hosts:\n    pi1:\n    pi2:\n"));
+  const pb = loadPlaybook(write("plugin.yaml", "- hosts: all\n  tasks:\n    - name: Use it\n      fussy: { text: hi }\n"));
+  const fussy = (extra: object) => {
+    const r = builtinRegistry();
+    r.register({ name: "fussy", description: "", schema: { type: "object", properties: { text: { type: "string" } } }, facts: () => ({}), plan: () => [], ...extra } as never, "plugin \"./fussy.js\"");
+    return r;
+  };
+  assert.throws(() => prepare(inv, [pb], fussy({ check: () => [{ path: ["text"], message: "too short. Write more." }] }), settings),
+    (e: Error) => e instanceof ConfigError && e.message === `${dir}/plugin.yaml:4:22: task "Use it" > fussy > text (host pi1): too short. Write more.`);
+  assert.throws(() => prepare(inv, [pb], fussy({ checkPlay: (tasks: { host: string }[]) => tasks.map((t, index) => ({ index, path: [], message: `${t.host} clashes` })) }), settings),
+    (e: Error) => e instanceof ConfigError && e.message.split("\n").length === 2 && /plugin\.yaml:4:14: task "Use it" > fussy \(host pi2\): pi2 clashes$/.test(e.message));
+  assert.throws(() => prepare(inv, [pb], fussy({ check: () => { throw new TypeError("x is undefined"); } }), settings),
+    (e: Error) => e instanceof ModuleBug && /module "fussy" failed to check task "Use it": x is undefined/.test(e.message));
+  assert.throws(() => fussy({ async check() { return []; } }), (e: Error) => e instanceof ModuleBug && /check must be synchronous/.test(e.message));
+  assert.throws(() => fussy({ checkPlay: "no" }), /checkPlay must be a function/);
 });
