@@ -114,6 +114,10 @@ export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V e
   hostFacts?: HostFact<any>[];
   /** Values in args that must never be printed (Wi-Fi PSKs…). */
   secrets?(args: Args): string[];
+  /** Optional: what contradicts itself in one task's args (a gateway outside the subnet…), checked before any host is contacted. */
+  check?(args: Args): ArgProblem[];
+  /** Optional: what contradicts itself across this module's tasks in a play, on all its hosts (one address on two hosts…), checked before any host is contacted. */
+  checkPlay?(tasks: PlayTask<Args>[]): PlayProblem[];
   /** Read-only probes of the current state. */
   facts(args: Args): P;
   /** Pure: args + facts → changes; [] means already in the desired state. */
@@ -125,6 +129,31 @@ export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V e
     probes(args: Args): V;
     check(args: Args, facts: Facts<V>): string[] | Verdict;
   };
+}
+
+/** A problem with a task's args: `path` (within the args) leads to the value it is about. */
+export interface ArgProblem {
+  path: (string | number)[];
+  /** What is wrong (got X). How to fix it. */
+  message: string;
+}
+
+/** One task of a play on one of its hosts, as checkPlay sees it. */
+export interface PlayTask<Args = unknown> {
+  host: string;
+  task: string;
+  args: Args;
+  /** The task's when: (host fact → the values it runs for). */
+  when: Record<string, string[]>;
+}
+/** A problem checkPlay found, reported at `tasks[index]`. */
+export interface PlayProblem extends ArgProblem {
+  index: number;
+}
+
+/** Whether two tasks' when: conditions can hold on one host at once (no fact named by both with disjoint values). */
+export function mayRunTogether(a: Record<string, string[]>, b: Record<string, string[]>): boolean {
+  return Object.entries(a).every(([fact, values]) => !b[fact] || b[fact].some((v) => values.includes(v)));
 }
 
 /**

@@ -3,7 +3,8 @@
 // gateway (role bridge) puts its ends in a plain Linux bridge. Rendered as one ifupdown
 // stanza in /etc/network/interfaces.d (pre-up `ip link` lines, no ifenslave or
 // bridge-utils); takes effect at the next reboot. Lab notes: test/lab/notes-gretap.md.
-import { PATTERNS, defineModule, fileChange, lines, PlanError, type PlanContext, type Change, type CommandOutput, type FileState, type Probe } from "../core/module-api.js";
+import { PATTERNS, defineModule, fileChange, PlanError, type PlanContext, type Change, type CommandOutput, type DirState, type FileState, type Probe } from "../core/module-api.js";
+import { namesOf, parseInterfaces, sourcedFiles } from "./network/interfaces-file.js";
 import { parseBondStatus } from "./bond/model.js";
 import { STACK_NAMES, networkStackFact, type NetworkStack } from "./network/stack.js";
 
@@ -162,17 +163,32 @@ function argProblems(a: GretapBondArgs): string[] {
 
 // ---- rendering ----------------------------------------------------------------------------
 
+const dirOf = (path: string) => path.slice(0, path.lastIndexOf("/"));
+const baseOf = (path: string) => path.slice(path.lastIndexOf("/") + 1);
+
 /** Does the interfaces file read `path` (source glob or source-directory)? */
 export function sourcesPath(interfaces: string | null, path: string): boolean {
-  const dir = path.slice(0, path.lastIndexOf("/"));
-  const base = path.slice(path.lastIndexOf("/") + 1);
-  return lines(interfaces).some((line) => {
-    const [keyword, pattern] = line.trim().split(/\s+/);
-    if (keyword === "source-directory") return pattern.replace(/\/$/, "") === dir && /^[A-Za-z0-9_-]+$/.test(base);
-    if (keyword !== "source" || !pattern) return false;
-    const re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^/]*") + "$");
-    return re.test(path);
-  });
+  return parseInterfaces(interfaces).some((b) => b.kind === "source" && sourcedFiles(b, INTERFACES, dirOf(path), [baseOf(path)]).files.includes(path));
+}
+
+/**
+ * Where ifupdown would read another configuration of the device or a tunnel: a stanza or an
+ * auto line in the interfaces file or in another file it sources from the same folder.
+ */
+function configuredElsewhere(a: GretapBondArgs, interfaces: string | null, dir: DirState | undefined): string | null {
+  const names = new Set([deviceName(a), ...a.tunnels.map((t) => t.name)]);
+  const path = configPath(a);
+  const entries = dir?.entries ?? {};
+  const blocks = parseInterfaces(interfaces);
+  const files: [string, string | null][] = [[INTERFACES, interfaces], ...blocks.flatMap((b) =>
+    b.kind === "source" ? sourcedFiles(b, INTERFACES, dirOf(path), Object.keys(entries)).files.filter((f) => f !== path).map((f): [string, string] => [f, entries[baseOf(f)]]) : [])];
+  for (const [file, text] of files)
+    for (const b of parseInterfaces(text)) {
+      const named = namesOf(b).filter((n) => names.has(n));
+      if (named.length)
+        return `${file}:${b.line}: ${named.join(", ")} is configured here too, besides ${path}: ifupdown would read both. Give the ${a.role === "bond" ? "bond or tunnel" : "bridge or tunnel"} another name, or remove ${named.join(", ")} from ${file}`;
+    }
+  return null;
 }
 
 /** The ifupdown stanza: tunnels, then the bond (or bridge) with its options, slaves, MTU. */
@@ -245,7 +261,7 @@ export function parseArpMonitor(text: string): { interval: number | null; missed
   };
 }
 
-type Facts = { ip: CommandOutput; interfaces: FileState; config: FileState; bonding: FileState; arpValidate: FileState; stp: FileState };
+type Facts = { ip: CommandOutput; interfaces: FileState; interfacesDir?: DirState; config: FileState; bonding: FileState; arpValidate: FileState; stp: FileState };
 type VerifyFacts = {
   ping?: CommandOutput;
   ip: CommandOutput;
@@ -308,6 +324,7 @@ export default defineModule({
   facts: (a: GretapBondArgs) => ({
     ip: { command: ["ip", "-j", "addr"] },
     interfaces: { file: INTERFACES },
+    interfacesDir: { dir: dirOf(configPath(a)) },
     config: { file: configPath(a) },
     // the kernel's view, so that an audit sees a tunnel bond that runs other than configured
     bonding: { file: `/proc/net/bonding/${deviceName(a)}` },
@@ -323,6 +340,8 @@ export default defineModule({
     const path = configPath(a);
     if (!sourcesPath(facts.interfaces.content, path))
       throw new PlanError(`${INTERFACES} does not read ${path}. Add the line "source ${path.slice(0, path.lastIndexOf("/"))}/*" to it (Debian's default has it).`);
+    const elsewhere = configuredElsewhere(a, facts.interfaces.content, facts.interfacesDir);
+    if (elsewhere) throw new PlanError(elsewhere);
     const links = parseLinks(facts.ip);
     const { nics, problems: hostProblems } = underlays(a, links);
     if (hostProblems.length) throw new PlanError(hostProblems.join("; "));

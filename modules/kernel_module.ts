@@ -21,6 +21,27 @@ export function optionsLine(a: KernelModuleArgs): string {
   return `options ${a.name} ${pairs.join(" ")}`;
 }
 
+/**
+ * The options file with the module's options set: /etc/modprobe.d/NAME.conf may hold lines
+ * of others (alias, blacklist, softdep, their own options). modprobe applies every options
+ * line of a module, so ours goes where the first one was, and the others lose only the
+ * parameters ours sets (a line left with none goes); everything else is kept.
+ */
+export function optionsContent(a: KernelModuleArgs, current: string | null): string {
+  const ours = new Set(Object.keys(a.options ?? {}));
+  const existing = lines(current);
+  const isOptions = (l: string) => { const [keyword, module] = l.trim().split(/\s+/); return keyword === "options" && module === a.name; };
+  const first = existing.findIndex(isOptions);
+  const kept = existing.flatMap((l, i) => {
+    if (!isOptions(l)) return [l];
+    const params = l.trim().split(/\s+/).slice(2);
+    const others = params.filter((p) => !ours.has(p.split("=")[0]));
+    const rest = others.length === params.length ? [l] : others.length ? [`options ${a.name} ${others.join(" ")}`] : [];
+    return i === first ? [optionsLine(a), ...rest] : rest;
+  });
+  return [...kept, ...(first < 0 ? [optionsLine(a)] : [])].join("\n") + "\n";
+}
+
 /** The persist file with the module's line present (or absent), other lines kept. */
 export function persistContent(a: KernelModuleArgs, current: string | null): string | null {
   const existing = lines(current);
@@ -86,7 +107,7 @@ export default defineModule({
     const loaded = isLoaded(a.name, facts.modules.content);
     const changes: Change[] = [];
     if (a.state === "present" && a.options) {
-      const wanted = `${optionsLine(a)}\n`;
+      const wanted = optionsContent(a, facts.options.content);
       changes.push(...fileChange(facts.options, wanted, { summary: `set ${a.name} options in ${optionsFile(a)}`, reboot: loaded }));
       if (loaded && !changes.length) {
         const stale = staleParameters(a, facts.parameters, facts.options, context.hostFacts.bootTime);

@@ -1,7 +1,8 @@
 // Playbooks: plays with hosts, vars, tasks, handlers; one module per task.
 import { compile } from "./schema.js";
 import { YamlSource, type Path } from "./yaml-source.js";
-import { ConfigError, quote } from "../errors.js";
+import { ConfigError, ModuleBug, messageOf, quote } from "../errors.js";
+import type { ArgProblem, ModuleDefinition, PlayTask } from "../module-api.js";
 import { checkTemplates, render, TemplateError, UndefinedVariable } from "./template.js";
 import { secretPaths } from "./secrets.js";
 import type { Registry } from "./registry.js";
@@ -196,4 +197,37 @@ function templateError(playbook: Playbook, task: Task, error: unknown, forHost: 
   const at = error.inKey ? playbook.source.keyPosition(path.slice(0, -1), String(path[path.length - 1])) : playbook.source.position(path);
   const fix = error instanceof UndefinedVariable ? "Define it in the play's vars or the inventory." : "Write the value out, or set a variable to it.";
   return new ConfigError(`${at}: task ${quote(task.name)}${forHost}: ${error.message}. ${fix}`);
+}
+
+/** The module's own cross-field checks of one task's (valid) args on one host: every problem at its file:line:col. */
+export function checkArgs(playbook: Playbook, task: Task, module: ModuleDefinition, args: unknown, host: string, mask: (text: string) => string): void {
+  const problems = callCheck(module, task, () => module.check?.(args) ?? []);
+  if (problems.length) throw argProblemsError(playbook, [...problems.map((p) => ({ ...p, task, host }))], mask);
+}
+
+/** The module's checks across its tasks in one play on all its hosts (one address on two hosts…). */
+export function checkPlayTasks(playbook: Playbook, module: ModuleDefinition, tasks: (PlayTask & { source: Task; mask: (text: string) => string })[]): void {
+  if (!module.checkPlay || !tasks.length) return;
+  const problems = callCheck(module, tasks[0].source, () => module.checkPlay!(tasks.map(({ host, task, args, when }) => ({ host, task, args, when }))));
+  if (!problems.length) return;
+  const masks = (text: string) => tasks.reduce((t, entry) => entry.mask(t), text);
+  throw argProblemsError(playbook, problems.map((p) => ({ ...p, task: tasks[p.index].source, host: tasks[p.index].host })), masks);
+}
+
+function callCheck<T>(module: ModuleDefinition, task: Task, check: () => T[]): T[] {
+  try {
+    const problems = check();
+    if (!Array.isArray(problems)) throw new Error("it must return a list of problems");
+    return problems;
+  } catch (error) {
+    throw new ModuleBug(`module "${module.name}" failed to check task ${quote(task.name)}: ${messageOf(error)}`, { cause: error });
+  }
+}
+
+function argProblemsError(playbook: Playbook, problems: (ArgProblem & { task: Task; host: string })[], mask: (text: string) => string): ConfigError {
+  return new ConfigError(problems.map(({ task, host, path, message }) => {
+    const at = playbook.source.position([...task.path, task.module, ...path]);
+    const where = path.map((p) => (typeof p === "number" ? `[${p}]` : p)).join(".").replace(/\.\[/g, "[");
+    return mask(`${at}: task ${quote(task.name)} > ${task.module}${where ? ` > ${where}` : ""} (host ${host}): ${message}`);
+  }).join("\n"));
 }

@@ -111,7 +111,7 @@ function contractProblem(m: ModuleDefinition): string | null {
   if (m.notes !== undefined && typeof m.notes !== "function") return `module "${m.name}": notes must be a function`;
   if (m.hostFacts !== undefined && (!Array.isArray(m.hostFacts) || m.hostFacts.some((f) => typeof f?.name !== "string" || typeof f.parse !== "function" || !f.probe)))
     return `module "${m.name}": hostFacts must be a list of { name, probe, parse, value, describe }`;
-  if (m.secrets !== undefined && typeof m.secrets !== "function") return `module "${m.name}": secrets must be a function`;
+  for (const fn of ["secrets", "check", "checkPlay"] as const) if (m[fn] !== undefined && typeof m[fn] !== "function") return `module "${m.name}": ${fn} must be a function`;
   if (m.verify && (typeof m.verify.probes !== "function" || typeof m.verify.check !== "function")) return `module "${m.name}": verify needs probes() and check()`;
   return null;
 }
@@ -139,7 +139,7 @@ function synchronous(module: ModuleDefinition, origin: string): ModuleDefinition
   };
   // Object.create keeps every other property, including a class-based module's prototype methods.
   const wrapped: ModuleDefinition = Object.create(module);
-  for (const fn of ["facts", "plan", "notes", "secrets"] as const) if (module[fn]) wrapped[fn] = check(fn, module[fn], module) as never;
+  for (const fn of ["facts", "plan", "notes", "secrets", "check", "checkPlay"] as const) if (module[fn]) wrapped[fn] = check(fn, module[fn], module) as never;
   if (module.verify) {
     const verify: NonNullable<ModuleDefinition["verify"]> = Object.create(module.verify);
     verify.probes = check("verify.probes", module.verify.probes, module.verify)!;

@@ -1,6 +1,6 @@
 // Runs one play's tasks on one host: gather → plan → (check: stop) → apply with
 // backups → verify → roll back every change when anything fails.
-import { PlanError, type Change, type CommandOutput, type FileState, type HostFact, type ModuleDefinition, type PlanContext, type Probe } from "../module-api.js";
+import { PlanError, type Change, type CommandOutput, type DirState, type FileState, type HostFact, type ModuleDefinition, type PlanContext, type Probe } from "../module-api.js";
 import type { Task } from "../config/playbook.js";
 import { RebootPending, type ConnectionTarget, type ExecResult, type Transport, type TransportFactory } from "../transport/transport.js";
 import { factsFor, gather, gatherStep, probeKey, type Gathered, type ProbeResult } from "./facts.js";
@@ -106,12 +106,27 @@ export function planTasks(
   return planned;
 }
 
+/** Probe results as earlier tasks will leave them: a file's content, a folder's listing (files created or removed in it). */
 function withOverlay(facts: Record<string, ProbeResult>, overlay: Map<string, string | null>): Record<string, ProbeResult> {
   return Object.fromEntries(Object.entries(facts).map(([name, result]) => {
     const file = result as FileState;
     if ("content" in file && overlay.has(file.path)) return [name, { ...file, content: overlay.get(file.path)! }];
+    if ("entries" in result) return [name, dirWithOverlay(result, overlay)];
     return [name, result];
   }));
+}
+
+function dirWithOverlay(dir: DirState, overlay: Map<string, string | null>): DirState {
+  let entries = dir.entries;
+  for (const [path, content] of overlay) {
+    if (path.slice(0, path.lastIndexOf("/")) !== dir.path.replace(/\/+$/, "")) continue;
+    const name = path.slice(path.lastIndexOf("/") + 1);
+    if (content === null && !(entries && name in entries)) continue;
+    entries = { ...entries };
+    if (content === null) delete entries[name];
+    else entries[name] = content;
+  }
+  return entries === dir.entries ? dir : { ...dir, entries };
 }
 
 function checkChange(instance: TaskInstance, change: Change): void {

@@ -3,7 +3,7 @@
 // to a RunView (the CLI renders it).
 import { randomBytes } from "node:crypto";
 import { connectionTarget, selectHosts, type Inventory, type TargetOptions } from "../config/inventory.js";
-import { resolveArgs, type Play, type Playbook, type Task } from "../config/playbook.js";
+import { checkArgs, checkPlayTasks, resolveArgs, type Play, type Playbook, type Task } from "../config/playbook.js";
 import type { Registry } from "../config/registry.js";
 import { runHost, type HostWork, type TaskInstance } from "./engine.js";
 import type { HostEvent, HostResult } from "./results.js";
@@ -67,7 +67,9 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
           const args = resolveArgs(playbook, task, vars, registry, name);
           const module = registry.get(task.module);
           const conditions = Object.entries(task.when).map(([fact, values]) => ({ fact: hostFacts.get(fact)!, values }));
-          return { task, module, args, handler, conditions, mask: masker(secretsOf(module, args, quote(task.name))) };
+          const mask = masker(secretsOf(module, args, quote(task.name)));
+          checkArgs(playbook, task, module, args, name, mask);
+          return { task, module, args, handler, conditions, mask };
         };
         return {
           name,
@@ -77,12 +79,22 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
           handlers: play.handlers.map((t) => instance(t, true)),
         };
       });
+      checkAcrossHosts(playbook, hosts);
       if (play.serial !== undefined) batches(names, play.serial, `${playbook.source.position([...play.path, "serial"])}: play "${play.name}"`);
       const disruptive = play.tasks.filter((t) => wanted(t, settings) && registry.get(t.module).disruptive).map((t) => t.name);
       prepared.push({ name: play.name, pattern: play.hosts, hosts, disruptive, serial: play.serial, maxFailPercentage: play.maxFailPercentage, anyErrorsFatal: play.anyErrorsFatal });
     }
   }
   return prepared;
+}
+
+/** Each module's checks across its tasks in the play, on all of the play's hosts. */
+function checkAcrossHosts(playbook: Playbook, hosts: HostWork[]): void {
+  const byModule = new Map<TaskInstance["module"], Parameters<typeof checkPlayTasks>[2]>();
+  for (const host of hosts)
+    for (const i of host.tasks)
+      if (i.module.checkPlay) byModule.set(i.module, [...(byModule.get(i.module) ?? []), { host: host.name, task: i.task.name, args: i.args, when: i.task.when, source: i.task, mask: i.mask }]);
+  for (const [module, tasks] of byModule) checkPlayTasks(playbook, module, tasks);
 }
 
 /**

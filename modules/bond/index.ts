@@ -4,7 +4,7 @@
 import { PlanError, defineModule, readShellAsset, type Change, type CommandOutput, type DirState, type FileState, type PlanContext } from "../../core/module-api.js";
 import { STACK_NAMES, chosenStack, networkStackFact, type NetworkStack, type Stack } from "../network/stack.js";
 import { iwLinkSsid, radioChanges, radioProbes, type RadioFacts } from "../network/wifi.js";
-import { addressProblems, bondProblems, bondSchema, modeName, parseBondStatus, wifiSlaves, type BondArgs } from "./model.js";
+import { addressProblems, argProblems, bondProblems, bondSchema, modeName, parseBondStatus, playProblems, wifiSlaves, withPrefix, type BondArgs } from "./model.js";
 import { ifupdownProbes, planIfupdown } from "./ifupdown.js";
 import { nmProbes, planNetworkManager } from "./networkmanager.js";
 import { networkdProbes, planNetworkd } from "./networkd.js";
@@ -22,8 +22,9 @@ const AUTHORIZE_SECONDS = 30;
 // a Wi-Fi slave associates some seconds after its stack starts (NetworkManager: 5-15 s on a busy Pi)
 const SETTLE_SECONDS = 90;
 
-/** Defaults that depend on the slaves: a bond with a Wi-Fi slave keeps each slave's own MAC. */
-export function withDefaults(a: BondArgs): BondArgs {
+/** The address with its prefix; defaults that depend on the slaves: a bond with a Wi-Fi slave keeps each slave's own MAC. */
+export function withDefaults(args: BondArgs): BondArgs {
+  const a = withPrefix(args);
   return wifiSlaves(a).length && !a.fail_over_mac ? { ...a, fail_over_mac: "active" } : a;
 }
 
@@ -75,6 +76,8 @@ export default defineModule({
   description: "A Linux bond (active-backup over Ethernet and Wi-Fi, …) with one static address, rendered for ifupdown, NetworkManager or systemd-networkd as the host runs; audited and verified from /proc/net/bonding",
   schema: bondSchema,
   hostFacts: [networkStackFact],
+  check: argProblems,
+  checkPlay: playProblems,
   secrets: (a: BondArgs) => Object.values(a.slave_options ?? {}).flatMap((o) => (o.psk ? [o.psk] : [])),
   facts: (a: BondArgs) => {
     const stacks = a.stack === "auto" ? Object.values(RENDERERS) : [RENDERERS[a.stack]!];

@@ -1,7 +1,8 @@
 // The desired bond, one model for every network stack: its arguments and schema, and the
 // kernel's view of a running bond (/proc/net/bonding) that verification and audits read.
-import { PATTERNS, type CommandOutput } from "../../core/module-api.js";
+import { PATTERNS, mayRunTogether, type ArgProblem, type CommandOutput, type PlayProblem, type PlayTask } from "../../core/module-api.js";
 import { RENDERABLE_STACKS } from "../network/stack.js";
+import { inSubnet, ipText, prefixOfNetmask, specialUse, subnetOf, subnetRole } from "../network/ipv4.js";
 import { wifiSchemaProperties, type WifiSettings } from "../network/wifi.js";
 
 const IFNAME = PATTERNS.ifname;
@@ -105,6 +106,113 @@ export function wifiSlaves(a: BondArgs): [string, WifiSettings][] {
     const o = a.slave_options?.[s];
     return o?.ssid && o.psk ? [[s, { ssid: o.ssid, psk: o.psk, country: o.country, key_mgmt: o.key_mgmt ?? "WPA-PSK" }] as [string, WifiSettings]] : [];
   });
+}
+
+/**
+ * The address with its prefix length: a netmask is turned into one, so that every stack
+ * renders the same network (without a prefix ifupdown assumes the class's, NetworkManager
+ * /24, systemd-networkd /32).
+ */
+export function withPrefix(a: BondArgs): BondArgs {
+  if (a.netmask === undefined) return a;
+  const { netmask, ...rest } = a;
+  const bits = prefixOfNetmask(netmask);
+  if (!a.address || a.address.includes("/") || bits === null) return rest;
+  return { ...rest, address: `${a.address}/${bits}` };
+}
+
+/** What contradicts itself in a bond's args (checked before any host is contacted); each problem says how to fix it. */
+export function argProblems(a: BondArgs): ArgProblem[] {
+  const problems: ArgProblem[] = [];
+  const add = (path: ArgProblem["path"], message: string) => problems.push({ path, message });
+  if (a.name === "lo") add(["name"], `lo is the loopback interface (got "lo"). Name the bond e.g. bond0.`);
+  a.slaves.forEach((s, i) => {
+    if (s === a.name) add(["slaves", i], `${s} is the bond itself (name: ${a.name}); a bond cannot be its own slave. List its ports (e.g. eth0), or name the bond otherwise.`);
+    else if (s === "lo") add(["slaves", i], `lo is the loopback interface; it cannot be a slave. Remove it.`);
+  });
+  if (a.primary !== undefined && !a.slaves.includes(a.primary))
+    add(["primary"], `${a.primary} is not one of the slaves (${a.slaves.join(", ")}). Use one of them, or add it to slaves.`);
+  else if (a.primary !== undefined && !MODES_WITH_PRIMARY.includes(modeName(a.mode)))
+    add(["primary"], `only ${MODES_WITH_PRIMARY.join(", ")} bonds have a primary (mode is ${modeName(a.mode)}): NetworkManager refuses such a profile and ifenslave ignores it. Remove primary, or change mode.`);
+  for (const slave of Object.keys(a.slave_options ?? {}))
+    if (!a.slaves.includes(slave)) add(["slave_options", slave], `${slave} is not one of the slaves (${a.slaves.join(", ")}). Add it to slaves, or remove its options.`);
+  if (a.method === "dhcp") {
+    for (const key of ["address", "netmask", "gateway"] as const)
+      if (a[key] !== undefined) add([key], `only for method: static (method is dhcp, which takes the ${key} from the DHCP server). Remove it, or set method: static.`);
+    return problems;
+  }
+  return [...problems, ...addressProblemsOf(a)];
+}
+
+function addressProblemsOf(a: BondArgs): ArgProblem[] {
+  if (!a.address) return [];
+  const problems: ArgProblem[] = [];
+  const add = (path: ArgProblem["path"], message: string) => problems.push({ path, message });
+  const [ip, prefix] = a.address.split("/");
+  const maskBits = a.netmask === undefined ? undefined : prefixOfNetmask(a.netmask);
+  if (maskBits === null) add(["netmask"], `${a.netmask} is not a netmask (its one bits must be contiguous). Write e.g. 255.255.255.0, or the prefix in address (${ip}/24).`);
+  else if (maskBits !== undefined && prefix !== undefined && Number(prefix) !== maskBits)
+    add(["netmask"], `${a.netmask} is /${maskBits}, but address says /${prefix}. Remove netmask (the prefix in address is enough).`);
+  if (prefix === undefined && a.netmask === undefined) {
+    add(["address"], `${ip} has no prefix length, and each network stack assumes another (ifupdown the address class's, NetworkManager /24, systemd-networkd /32: no route to the gateway). Write it with one, e.g. ${ip}/24 (or give netmask:).`);
+    return problems;
+  }
+  if (maskBits === null) return problems;
+  const subnet = subnetOf(prefix === undefined ? `${ip}/${maskBits}` : a.address);
+  const cidr = `${ipText(subnet.network)}/${subnet.bits}`;
+  if (subnet.bits === 0) add(["address"], `/0 is every address, not a subnet (got ${a.address}). Give the prefix of the bond's network, e.g. ${ip}/24.`);
+  const special = specialUse(ip);
+  const role = subnet.bits ? subnetRole(subnet, ip) : null;
+  if (special) add(["address"], `${ip} is ${special}, not a host's address. Use the Pi's address on its network.`);
+  else if (role) add(["address"], `${ip} is ${role}, not a host's address. Use an address between the two (e.g. ${ipText(subnet.network + 1)}/${subnet.bits}), or fix the prefix.`);
+  if (a.gateway !== undefined && subnet.bits) {
+    const g = a.gateway;
+    if (g === ip) add(["gateway"], `${g} is the bond's own address; the gateway is the router's address on ${cidr}. Use the router's address.`);
+    else if (specialUse(g)) add(["gateway"], `${g} is ${specialUse(g)}, not a router's address. Use the router's address on ${cidr}.`);
+    else if (!inSubnet(subnet, g)) add(["gateway"], `${g} is outside the bond's subnet ${cidr} (from address ${a.address}${a.netmask ? ` and netmask ${a.netmask}` : ""}): no stack reaches it on-link. Use the router's address on ${cidr}, or fix the prefix.`);
+    else if (subnetRole(subnet, g)) add(["gateway"], `${g} is ${subnetRole(subnet, g)}, not a router's address. Use the router's address on ${cidr}.`);
+  }
+  a.arp_ip_target?.forEach((t, i) => {
+    if (t === ip) add(["arp_ip_target", i], `${t} is the bond's own address; ARP monitoring must ask another host (e.g. the gateway). Use another address.`);
+  });
+  return problems;
+}
+
+/**
+ * Across the bond tasks of a play on all its hosts: one address on two hosts, and on one
+ * host two tasks that claim one interface (as bond or slave) — they would take it from each
+ * other on every run. Tasks whose when: never hold together are not compared on one host.
+ */
+export function playProblems(tasks: PlayTask<BondArgs>[]): PlayProblem[] {
+  const problems: PlayProblem[] = [];
+  const byAddress = new Map<string, number>();
+  tasks.forEach((t, index) => {
+    const a = withPrefix(t.args);
+    const ip = bondAddress(a);
+    const first = ip === undefined ? undefined : byAddress.get(ip);
+    if (ip !== undefined && first === undefined) byAddress.set(ip, index);
+    else if (first !== undefined && clashes(tasks[first], t)) {
+      const other = tasks[first];
+      const whose = other.host === t.host ? `task "${other.task}" on this host` : `host ${other.host}${other.task === t.task ? "" : ` (task "${other.task}")`}`;
+      problems.push({ index, path: ["address"], message: `${ip} is also the address of ${whose}: two hosts would answer one address. Give each its own (e.g. its own bond_address in the inventory).` });
+    }
+    for (const earlier of tasks.slice(0, index)) {
+      if (earlier.host !== t.host || !mayRunTogether(earlier.when, t.when)) continue;
+      const theirs = new Set([earlier.args.name, ...earlier.args.slaves]);
+      const claims: [ArgProblem["path"], string][] = [[["name"], a.name], ...a.slaves.map((s, i): [ArgProblem["path"], string] => [["slaves", i], s])];
+      const clash = claims.find(([, n]) => theirs.has(n));
+      if (!clash) continue;
+      const [path, n] = clash;
+      const role = n === earlier.args.name ? "the bond" : "a slave";
+      problems.push({ index, path, message: `${n} is already ${role} of task "${earlier.task}" (bond ${earlier.args.name}) on this host: the two tasks would take it from each other on every run. Configure each interface in one task.` });
+    }
+  });
+  return problems;
+}
+
+/** One address in two tasks is a clash unless both are on one host and never run together. */
+function clashes(a: PlayTask, b: PlayTask): boolean {
+  return a.host !== b.host || mayRunTogether(a.when, b.when);
 }
 
 /** The address the bond answers at once it is up (static only). */

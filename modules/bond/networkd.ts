@@ -2,7 +2,7 @@
 // slave (PrimarySlave= on the primary), and for a Wi-Fi slave wpa_supplicant@IFACE with
 // its own configuration (0600): networkd does not authenticate to access points itself.
 import { commandChange, fileChange, type Change, type CommandOutput, type DirState, type FileState } from "../../core/module-api.js";
-import { NETWORKD_DIRS, matchesLink, netdevName, networkdFiles, unitValue, type Link, type UnitFile } from "../network/networkd-files.js";
+import { NETWORKD_DIRS, matchesLink, netdevName, networkdFiles, type Link, type UnitFile } from "../network/networkd-files.js";
 import { templateUnit } from "../network/systemd.js";
 import { renderWpaSupplicant } from "../network/wifi.js";
 import { bondAddress, effectiveMiimon, modeName, wifiSlaves, type BondArgs } from "./model.js";
@@ -14,7 +14,16 @@ export const wpaSupplicantConf = (slave: string) => `/etc/wpa_supplicant/wpa_sup
 /** The slave's wpa_supplicant@ instance, its name escaped as systemd-escape does (wl-0 → wl\x2d0). */
 const wpaUnit = (slave: string) => templateUnit("wpa_supplicant@.service", slave);
 
-const ownName = (a: BondArgs, suffix: string) => `10-provision-${a.name}${suffix}`;
+/** The bond's own files: 10-provision-BOND.netdev/.network, and BOND@SLAVE (no interface name has an "@") per slave. */
+const ownName = (a: BondArgs, slave?: string) => `10-provision-${a.name}${slave === undefined ? "" : `@${slave}`}`;
+const OWN_HEADER = "# Managed by provision (bond module)";
+
+/** The slave of a .network this module wrote for bond `name`, else null (by the Bond= it names, not by a file-name prefix: bond0 is not bond0-lan). */
+function slaveFileOf(name: string, file: string, text: string): string | null {
+  if (!file.startsWith("10-provision-") || !file.endsWith(".network")) return null;
+  if (/^\s*Bond\s*=\s*(\S+)\s*$/m.exec(text)?.[1] !== name) return null;
+  return /^\s*Name\s*=\s*(\S+)\s*$/m.exec(text)?.[1] ?? "";
+}
 
 const OTHER_DIRS = NETWORKD_DIRS.filter((d) => d !== NETWORKD_DIR);
 
@@ -32,7 +41,7 @@ export const networkdProbes = (a: BondArgs) => ({
 type Facts = { networkd: DirState; networkdMasked: CommandOutput } & Record<string, FileState & DirState>;
 
 function unitFile(sections: [string, [string, string | number | undefined][]][]): string {
-  return ["# Managed by provision (bond module)", ...sections.map(([name, keys]) =>
+  return [OWN_HEADER, ...sections.map(([name, keys]) =>
     [`[${name}]`, ...keys.filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`)].join("\n"))].join("\n\n") + "\n";
 }
 
@@ -92,7 +101,7 @@ function readNetworkd(facts: Facts): { networks: UnitFile[]; netdevs: UnitFile[]
  */
 function competitors(a: BondArgs, facts: Facts, own: Map<string, string>, former: Set<string>): Change[] {
   const { networks, netdevs } = readNetworkd(facts);
-  const ownFor = (link: string) => `${ownName(a, link === a.name ? "" : `-${link}`)}.network`;
+  const ownFor = (link: string) => `${ownName(a, link === a.name ? undefined : link)}.network`;
   const found = new Map<string, { file: UnitFile; why: string }>();
   for (const link of ourLinks(a, facts))
     for (const file of networks) {
@@ -101,7 +110,7 @@ function competitors(a: BondArgs, facts: Facts, own: Map<string, string>, former
       const earlier = found.get(file.path);
       found.set(file.path, { file, why: earlier ? `${earlier.why}/${link.name}` : `it matches ${link.name}` });
     }
-  const ownNetdev = `${ownName(a, "")}.netdev`;
+  const ownNetdev = `${ownName(a)}.netdev`;
   for (const file of netdevs)
     if (file.name !== ownNetdev && netdevName(file.text) === a.name && (file.dir === NETWORKD_DIR || file.name < ownNetdev))
       found.set(file.path, { file, why: `it also creates ${a.name}` });
@@ -115,25 +124,23 @@ function competitors(a: BondArgs, facts: Facts, own: Map<string, string>, former
   });
 }
 
-/** Slave .network files an earlier run wrote for this bond (named for it, Bond= it) whose slave is no longer listed. */
+/** Slave .network files an earlier run wrote for this bond (by the Bond= they name) that are not among ours now. */
 function formerSlaveFiles(a: BondArgs, existing: Record<string, string>, own: Map<string, string>): Set<string> {
-  const prefix = ownName(a, "-");
-  return new Set(Object.keys(existing).filter((name) => name.startsWith(prefix) && name.endsWith(".network") && !own.has(name) &&
-    unitValue(existing[name], "Network", "Bond") === a.name));
+  return new Set(Object.keys(existing).filter((name) => !own.has(name) && slaveFileOf(a.name, name, existing[name]) !== null));
 }
 
 export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
   const existing = facts.networkd.entries ?? {};
   const own = new Map<string, string>([
-    [`${ownName(a, "")}.netdev`, renderNetdev(a)],
-    [`${ownName(a, "")}.network`, renderBondNetwork(a)],
-    ...a.slaves.map((s): [string, string] => [`${ownName(a, `-${s}`)}.network`, renderSlaveNetwork(a, s)]),
+    [`${ownName(a)}.netdev`, renderNetdev(a)],
+    [`${ownName(a)}.network`, renderBondNetwork(a)],
+    ...a.slaves.map((s): [string, string] => [`${ownName(a, s)}.network`, renderSlaveNetwork(a, s)]),
   ]);
-  // a slave no longer listed: its .network of an earlier run goes (backed up like any file)
+  // a slave's .network of an earlier run that is no longer one of these goes (backed up like any file)
   const former = formerSlaveFiles(a, existing, own);
   const aside = competitors(a, facts, own, former);
   const files = [...own].flatMap(([name, content]) => {
-    const isBond = name === `${ownName(a, "")}.network`;
+    const isBond = name === `${ownName(a)}.network`;
     const [change] = fileChange({ path: `${NETWORKD_DIR}/${name}`, content: existing[name] ?? null }, content, {
       summary: `${existing[name] === undefined ? "create" : "update"} ${NETWORKD_DIR}/${name}`, mode: "0644", reboot: true,
     });
@@ -147,8 +154,10 @@ export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
       ? [commandChange(`enable ${wpaUnit(slave)}`, ["systemctl", "enable", wpaUnit(slave)], ["systemctl", "disable", wpaUnit(slave)], true)]
       : []),
   ]);
-  const removed = [...former].flatMap((name) => fileChange({ path: `${NETWORKD_DIR}/${name}`, content: existing[name] }, null, {
-    summary: `remove ${NETWORKD_DIR}/${name} (${name.slice(ownName(a, "-").length, -".network".length)} is no longer a slave of ${a.name})`, reboot: true,
-  }));
+  const removed = [...former].flatMap((name) => {
+    const slave = slaveFileOf(a.name, name, existing[name])!;
+    const why = a.slaves.includes(slave) ? `${slave}'s is now ${ownName(a, slave)}.network` : `${slave} is no longer a slave of ${a.name}`;
+    return fileChange({ path: `${NETWORKD_DIR}/${name}`, content: existing[name] }, null, { summary: `remove ${NETWORKD_DIR}/${name} (${why})`, reboot: true });
+  });
   return [...aside, ...removed, ...wifi, ...files];
 }

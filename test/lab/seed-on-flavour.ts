@@ -27,6 +27,8 @@ export interface SeedScenario {
   cutOff?: boolean;
   /** Also, at the end: the stack's own readers (stack-readers.ts). */
   readers?: "nmcli round trips" | "netplan in /run";
+  /** ifupdown: the interfaces file also has a sensor LAN stanza and comments, and sources a file with a dummy interface; all kept. */
+  sharedInterfaces?: boolean;
 }
 
 const PLAYBOOKS = { wlan0: "playbooks/bond-eth0-wlan0.yaml", eth1: "playbooks/bond-eth0-eth1.yaml" };
@@ -72,6 +74,7 @@ export function seedOnFlavour(s: SeedScenario): void {
   });
 
   test(`${s.flavor}: the unchanged ${s.seed} seed brings the bond up right after the reboot; a second run and an audit change nothing`, async () => {
+    const shared = s.sharedInterfaces ? await addSharedConfiguration(pi) : undefined;
     const bootBefore = await pi.bootId();
     const report = join(dir, "apply.json");
     const psEvery = watchControllerArgs(LAB_WIFI.psk);
@@ -114,10 +117,14 @@ export function seedOnFlavour(s: SeedScenario): void {
       console.log(`${s.flavor}: files holding the PSK: ${holders.join(", ")}`);
     }
 
+    const interfacesAfterFirst = shared ? await sharedKept(pi, shared) : undefined;
+    if (shared) assert.match(first.stdout, /in \/etc\/network\/interfaces \(replaces the stanzas of eth0\)/, "the plan says what it replaces");
+
     const bootAfter = await pi.bootId();
     const second = await timed(`${s.flavor}: second run`, () => cli("--inventory", inventory, playbook));
     assert.equal(second.code, 0, second.output);
     assert.equal(summary(second.stdout).pi1.changed, 0, second.stdout);
+    if (shared) assert.equal(await sharedKept(pi, shared), interfacesAfterFirst, "the second run leaves the interfaces file as it was");
     assert.equal(await pi.bootId(), bootAfter, "no reboot on the second run");
     const check = await cli("--inventory", inventory, playbook, "--check");
     assert.equal(check.code, 0, check.output);
@@ -194,6 +201,47 @@ export function seedOnFlavour(s: SeedScenario): void {
   const steps = { pi: () => pi, cli: (...args: string[]) => cli("--inventory", inventory, playbook, ...args), flavor: s.flavor };
   if (s.readers === "nmcli round trips") nmcliRoundTrips(steps);
   if (s.readers === "netplan in /run") netplanInRun(steps);
+}
+
+// What a Pi's interfaces file has besides the management interface: a sensor LAN stanza
+// (allow-hotplug: boot does not wait for eth9, which the guest does not have) with its
+// comment, and a sourced file with a dummy interface that comes up at boot.
+const SENSOR_STANZA = "\n# Sensor LAN (the weather station): not the bond's, kept\nallow-hotplug eth9\niface eth9 inet static\n\taddress 10.9.0.2/24\n";
+const SENSOR_SOURCED = "# A dummy interface from a file the interfaces file sources\nauto dummy9\niface dummy9 inet static\n\taddress 10.9.9.1/24\n\tpre-up ip link add dummy9 type dummy\n\tpost-down ip link del dummy9\n";
+const SOURCED_PATH = "/etc/network/interfaces.d/sensor";
+
+/** Adds the sensor stanza and the sourced file; returns the interfaces file as it then is. */
+async function addSharedConfiguration(pi: Guest): Promise<string> {
+  const b64 = (text: string) => Buffer.from(text).toString("base64");
+  const r = await pi.ssh(`echo ${b64(SENSOR_STANZA)} | base64 -d >> /etc/network/interfaces && mkdir -p /etc/network/interfaces.d && echo ${b64(SENSOR_SOURCED)} | base64 -d > ${SOURCED_PATH}`);
+  assert.equal(r.code, 0, r.stderr);
+  const before = (await pi.ssh("cat /etc/network/interfaces")).stdout;
+  assert.match(before, /^source \/etc\/network\/interfaces\.d\/\*$/m, "the guest's file sources interfaces.d as Debian's does");
+  return before;
+}
+
+/**
+ * Every line of the file before the run but the management interface's stanza (the bond's
+ * slave now) is still there, in the same order; the sourced file is unchanged and its dummy
+ * interface came up at boot (the source line still works). Returns the file.
+ */
+async function sharedKept(pi: Guest, before: string): Promise<string> {
+  const after = (await pi.ssh("cat /etc/network/interfaces")).stdout;
+  const lines = before.split("\n");
+  const start = lines.indexOf("auto eth0");
+  const end = lines.findIndex((l, i) => i > start && l.trim() === "");
+  const notTheBonds = lines.filter((_, i) => i < start || i >= end).filter((l) => l.trim() !== "");
+  const afterLines = after.split("\n");
+  let at = 0;
+  for (const line of notTheBonds) {
+    const found = afterLines.indexOf(line, at);
+    assert.ok(found >= 0, `kept in place: ${JSON.stringify(line)}\n--- before\n${before}--- after\n${after}`);
+    at = found + 1;
+  }
+  assert.doesNotMatch(after, /^iface eth0 inet static$/m, "eth0's own stanza was replaced");
+  assert.equal((await pi.ssh(`cat ${SOURCED_PATH}`)).stdout, SENSOR_SOURCED, "the sourced file is untouched");
+  assert.match((await pi.ssh("ip -4 -o addr show dev dummy9")).stdout, /inet 10\.9\.9\.1\/24/, "the sourced stanza came up at boot");
+  return after;
 }
 
 /** What the guest's stack said this boot, for a failed run's message. */

@@ -89,6 +89,7 @@ const DEBIAN_INTERFACES = "source /etc/network/interfaces.d/*\n\nauto lo\niface 
 const facts = (a: GretapBondArgs, links: unknown[] = BEFORE_IP, config: string | null = null, interfaces = DEBIAN_INTERFACES, bonding: string | null = config === null ? null : HEALTHY) => ({
   ip: ip(links),
   interfaces: file("/etc/network/interfaces", interfaces),
+  interfacesDir: { path: "/etc/network/interfaces.d", entries: {} },
   config: file(`/etc/network/interfaces.d/provision-${a.role === "bridge" ? "br77" : "bond0"}`, config),
   bonding: file("/proc/net/bonding/bond0", bonding),
   arpValidate: file("/sys/class/net/bond0/bonding/arp_validate", bonding === null ? null : "all 3\n"),

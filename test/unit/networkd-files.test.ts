@@ -153,7 +153,7 @@ test("networkd competitors: matched by glob, MAC, type and negation; only those 
 test("two bonds on one host: bond0's plan leaves bond0-lan's files alone (names match exactly)", () => {
   const lan = args({ name: "bond0-lan", slaves: ["eth2", "eth3"], primary: "eth2", address: "10.78.0.11/24", gateway: undefined });
   const lanFiles = Object.fromEntries(plan(lan, {}).filter((c) => c.path.startsWith("/etc/systemd/network/")).map((c) => [c.path.split("/").pop()!, c.after!]));
-  assert.ok(Object.keys(lanFiles).includes("10-provision-bond0-lan-eth2.network"));
+  assert.ok(Object.keys(lanFiles).includes("10-provision-bond0-lan@eth2.network"));
   const changes = plan(args(), { "/etc/systemd/network": lanFiles });
   assert.ok(!changes.some((c) => Object.keys(lanFiles).some((n) => c.path.startsWith(`/etc/systemd/network/${n}`))), changes.map((c) => c.summary).join("\n"));
   const former = plan(args({ slaves: ["eth0"] }), { "/etc/systemd/network": { "10-provision-bond0-eth1.network": "[Match]\nName=eth1\n\n[Network]\nBond=bond0\n" } });

@@ -216,8 +216,8 @@ test("systemd-networkd: a .netdev with MIIMonitorSec always set, PrimarySlave on
   const netdev = byPath(changes, "/etc/systemd/network/10-provision-bond0.netdev")!.after!;
   for (const line of ["Kind=bond", "Mode=active-backup", "MIIMonitorSec=100ms", "PrimaryReselectPolicy=always", "FailOverMACPolicy=active", "UpDelaySec=200ms", "DownDelaySec=0ms"])
     assert.ok(netdev.includes(`${line}\n`), `netdev has ${line}`);
-  assert.match(byPath(changes, "/etc/systemd/network/10-provision-bond0-eth0.network")!.after!, /Bond=bond0\nPrimarySlave=true/);
-  assert.doesNotMatch(byPath(changes, "/etc/systemd/network/10-provision-bond0-wlan0.network")!.after!, /PrimarySlave/);
+  assert.match(byPath(changes, "/etc/systemd/network/10-provision-bond0@eth0.network")!.after!, /Bond=bond0\nPrimarySlave=true/);
+  assert.doesNotMatch(byPath(changes, "/etc/systemd/network/10-provision-bond0@wlan0.network")!.after!, /PrimarySlave/);
   assert.match(byPath(changes, "/etc/systemd/network/10-provision-bond0.network")!.after!, /Address=10.77.0.11\/24\nGateway=10.77.0.1/);
   assert.equal(byPath(changes, "/etc/systemd/network/20-eth0.network")?.after, null, "the competing .network is moved aside");
   assert.equal(byPath(changes, "/etc/systemd/network/20-eth0.network.provision-disabled")?.after, existing);
