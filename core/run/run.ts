@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { Listr } from "listr2";
 import { connectionTarget, selectHosts, type Inventory, type TargetOptions } from "../config/inventory.js";
-import { resolveArgs, type Play, type Playbook, type Task } from "../config/playbook.js";
+import { resolveTask, type Play, type Playbook, type Task } from "../config/playbook.js";
 import type { Registry } from "../config/registry.js";
 import { runHost, type HostResult, type HostWork, type TaskInstance } from "./engine.js";
 import { masker, secretsOf } from "../config/secrets.js";
@@ -56,16 +56,18 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
   const hostFacts = registry.hostFacts();
   const prepared: PreparedPlay[] = [];
   for (const playbook of playbooks) {
+    // plaintexts of values encrypted at rest: secret whatever they are called
+    const decrypted = new Set([...inventory.secrets ?? [], ...playbook.source?.secrets ?? []]);
     for (const play of playbook.plays) {
       const names = selectHosts(inventory, play.hosts).filter((h) => !limited || limited.has(h));
       const hosts = names.map((name) => {
         const host = inventory.hosts.get(name)!;
         const vars = { ...host.vars, address: host.vars.address ?? name, ...play.vars, inventory_hostname: name };
         const instance = (task: Task, handler: boolean): TaskInstance => {
-          const args = resolveArgs(playbook, task, vars, registry, name);
+          const { args, secrets } = resolveTask(playbook, task, vars, registry, name, decrypted);
           const module = registry.get(task.module);
           const conditions = Object.entries(task.when).map(([fact, values]) => ({ fact: hostFacts.get(fact)!, values }));
-          return { task, module, args, handler, conditions, mask: masker(secretsOf(module, args, quote(task.name))) };
+          return { task, module, args, handler, conditions, mask: masker([...secretsOf(module, args, quote(task.name)), ...secrets]) };
         };
         return {
           name,
@@ -132,7 +134,8 @@ async function runBatch(hosts: HostWork[], settings: RunSettings, runId: string,
     hosts.map((work) => ({
       title: work.name,
       task: async (_: unknown, task: { output: string; title: string }) => {
-        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, progress: (m) => (task.output = m) });
+        const mask = hostMask(work);
+        const result = maskResult(await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, progress: (m) => (task.output = mask(m)) }), mask);
         merge(byHost, result);
         const outcome = `${result.status.replace("_", " ")}${result.error ? ` — ${result.error.replace(`${work.name}: `, "")}` : ""}`;
         const failed = failedStates.has(result.status);
@@ -151,6 +154,35 @@ async function runBatch(hosts: HostWork[], settings: RunSettings, runId: string,
     } as never,
   );
   await listr.run();
+}
+
+/**
+ * Every task's secrets, masked in everything about the host: one task's text can carry
+ * another's secret (a reboot's reasons, an error that quotes a step, a failed command's output).
+ */
+function hostMask(work: HostWork): (text: string) => string {
+  const masks = [...work.tasks, ...work.handlers].map((t) => t.mask);
+  return (text) => masks.reduce((out, mask) => mask(out), text);
+}
+
+function maskResult(result: HostResult, mask: (text: string) => string): HostResult {
+  return {
+    ...result,
+    ...(result.error === undefined ? {} : { error: mask(result.error) }),
+    ...(result.facts === undefined ? {} : { facts: Object.fromEntries(Object.entries(result.facts).map(([k, v]) => [k, mask(v)])) }),
+    notes: result.notes.map(mask),
+    tasks: result.tasks.map((t) => ({
+      ...t,
+      problems: t.problems.map(mask),
+      notes: t.notes.map(mask),
+      changes: t.changes.map((c) => ({
+        ...c,
+        summary: mask(c.summary),
+        ...(c.diff === undefined ? {} : { diff: mask(c.diff) }),
+        ...(c.command === undefined ? {} : { command: mask(c.command) }),
+      })),
+    })),
+  };
 }
 
 function playHeader(play: PreparedPlay, hosts: HostWork[], check: boolean): string {
