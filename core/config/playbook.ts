@@ -3,7 +3,7 @@ import { compile } from "./schema.js";
 import { YamlSource, type Decrypted, type Path } from "./yaml-source.js";
 import { ConfigError, quote } from "../errors.js";
 import { checkTemplates, render, TemplateError, UndefinedVariable } from "./template.js";
-import { secretPaths, taintedStrings, variableTaint } from "./secrets.js";
+import { SHORTEST_MASKED, secretPaths, taintedStrings, variableTaint } from "./secrets.js";
 import type { Registry } from "./registry.js";
 
 const TASK_KEYWORDS = ["name", "tags", "notify", "diff", "when"] as const;
@@ -194,7 +194,7 @@ export function resolveTask(playbook: Playbook, task: Task, vars: Record<string,
   } catch (error) {
     throw templateError(playbook, task, error, ` (host ${host})`);
   }
-  const secrets = [...taint.values, ...taintedStrings(args, taint.paths)];
+  const secrets = [...taint.values, ...taintedStrings(args, taint.paths)].filter((s) => s.length >= SHORTEST_MASKED);
   const validate = registry.validator(task.module);
   if (!validate(args))
     throw playbook.source.schemaError(validate.errors ?? [], argsPath, `task ${quote(task.name)} > ${task.module}`, { hidden: secretPaths(registry.get(task.module), args, taint) });

@@ -78,6 +78,12 @@ export function variableTaint(known: ReadonlySet<string>): Taint & { values: Set
   };
 }
 
+/**
+ * The shortest secret masked in output: a "secret" shorter than this is a setting (secret_mode:
+ * off), and masking it would garble everything about the host. Errors still hide it (secretPaths).
+ */
+export const SHORTEST_MASKED = 4;
+
 /** The strings in `args` at (or under) the tainted paths: what the task renders from secrets. */
 export function taintedStrings(args: unknown, paths: (string | number)[][]): string[] {
   return paths.flatMap((path) => secretStrings(valueAt(args, path), true, new Set()));

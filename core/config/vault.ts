@@ -268,7 +268,7 @@ export async function reveal(text: string, file: string, keys: Keys | undefined)
   const originals = new Map<string, string>();
   const plaintexts = new Map<Span, string>();
   for (const span of spans) {
-    const plaintext = await decryptSealed({ armored: span.value, at: span.at, key: undefined }, keys);
+    const plaintext = await decryptSealed({ armored: span.value, at: span.at }, keys);
     plaintexts.set(span, plaintext);
     originals.set(plaintext, span.value);
   }

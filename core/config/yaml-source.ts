@@ -18,7 +18,7 @@ export const AGE_TAG = "!age";
 
 /** An encrypted value not yet decrypted: its armored text and where it is. */
 export class Sealed {
-  constructor(readonly armored: string, readonly at: string, readonly key: string | undefined) {}
+  constructor(readonly armored: string, readonly at: string) {}
 }
 
 /** Plaintexts of encrypted values, by their armored text (see sealedKey). */
@@ -82,12 +82,12 @@ export class YamlSource {
   /** Each !age value becomes its plaintext (or stays Sealed when there is nothing to decrypt with). */
   private unseal(decrypted: Decrypted | undefined): void {
     visit(this.doc, {
-      Node: (key, node) => {
+      Node: (_, node) => {
         if (node.tag !== AGE_TAG) return;
         const at = this.positionOfOffset(node.range?.[0] ?? 0);
         if (!isScalar(node) || typeof node.value !== "string")
           throw new ConfigError(`${at}: ${AGE_TAG} takes the encrypted text, not ${isCollection(node) ? "a mapping or list" : "this value"}. Write the block that \`provision secret encrypt\` prints.`);
-        const sealed = new Sealed(node.value, at, typeof key === "number" || key === null ? undefined : keyName(key));
+        const sealed = new Sealed(node.value, at);
         this.sealed.push(sealed);
         if (!decrypted) return void (node.value = sealed);
         const plaintext = decrypted.get(sealedKey(node.value));

@@ -7,12 +7,14 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { stringify } from "yaml";
 import { loadInventory } from "../../core/config/inventory.js";
 import { loadPlaybook } from "../../core/config/playbook.js";
 import { ConfigError } from "../../core/errors.js";
 import { prepare } from "../../core/run/run.js";
 import { ageBlock, encryptText, newIdentity, openSecrets, reveal, seal, IDENTITY_ENV } from "../../core/config/vault.js";
 import { repoRoot } from "../support/cache.js";
+import { encryptInventoryVars } from "../support/age-inventory.js";
 import { builtinRegistry, settings, tempWriter } from "./config-support.js";
 
 const { dir, write } = tempWriter("secrets");
@@ -156,6 +158,23 @@ test("the CLI stops on a wrong key before contacting any host, and warns once pe
   assert.match(warnings[1], /cli-clear-pb\.yaml:2:22: "db_secret" is a secret in clear text\./);
   assert.ok(!warned.stderr.includes(PSK) && !warned.stderr.includes("hunter2") && !warned.stderr.includes("clear-in-playbook"));
   void other;
+});
+
+test("the shipped example inventory's PSK is a real age file: with another key, the error names its line", async () => {
+  const other = await keyFile("example-other.key");
+  await rejectsConfig(openSecrets(join(repoRoot, "inventories/pis.yaml"), [], { [IDENTITY_ENV]: other.identity }),
+    /inventories\/pis\.yaml:22:24: cannot decrypt: it was encrypted for another key than the one in PROVISION_AGE_IDENTITY/, [other.identity]);
+});
+
+test("test support: an inventory written as the lab writes it, its PSK encrypted at rest, reads back the same", async () => {
+  const file = write("lab-like.yaml", stringify({ all: { vars: { user: "root", wifi_ssid: "provision-lab", wifi_psk: "lab-passphrase-42", wifi_country: "DE" }, children: { pis: { hosts: { pi1: { address: "10.77.0.11" } } } } } }));
+  await encryptInventoryVars(file, ["wifi_psk"]);
+  const text = readFileSync(file, "utf8");
+  assert.ok(!text.includes("lab-passphrase-42"));
+  assert.match(text, /wifi_psk: !age \|\n {6}-----BEGIN AGE ENCRYPTED FILE-----/);
+  const opened = await openSecrets(file, [], noEnv);
+  assert.deepEqual(opened.warnings, []);
+  assert.equal(loadInventory(file, opened.decrypted).hosts.get("pi1")!.vars.wifi_psk, "lab-passphrase-42");
 });
 
 // ---- 3. provision secret -------------------------------------------------------------------
