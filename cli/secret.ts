@@ -171,47 +171,57 @@ async function readValue(): Promise<string> {
     if (!value) throw new UsageError("standard input is empty: give the value to encrypt there (e.g. from a password manager).");
     return value;
   }
-  const first = await readHidden("Value to encrypt (not shown): ");
-  if (!first) throw new UsageError("the value is empty: nothing to encrypt.");
-  if ((await readHidden("Again: ")) !== first) throw new UsageError("the two values differ: nothing was encrypted. Try again.");
-  return first;
-}
-
-/** One line from the terminal without echo (raw mode): Enter ends it, Backspace deletes, Ctrl-C/Ctrl-D abort. */
-function readHidden(prompt: string): Promise<string> {
-  process.stderr.write(prompt);
-  const stdin = process.stdin;
-  stdin.setRawMode(true);
-  stdin.resume();
-  return new Promise((resolveValue, reject) => {
-    let value = "";
-    const done = (error?: Error) => {
-      stdin.off("data", onData);
-      stdin.setRawMode(false);
-      stdin.pause();
-      process.stderr.write("\n");
-      if (error) reject(error);
-      else resolveValue(value);
-    };
-    const onData = (data: Buffer) => {
-      for (const char of data.toString("utf8")) {
-        if (char === "\r" || char === "\n") return done();
-        if (char === "\u0003" || char === "\u0004") return done(new UsageError("cancelled: nothing was encrypted."));
-        if (char === "\u007f" || char === "\b") value = [...value].slice(0, -1).join("");
-        else if (char >= " ") value += char;
-      }
-    };
-    stdin.on("data", onData);
-  });
-}
-
-async function confirm(question: string): Promise<boolean> {
-  const terminal = createInterface({ input: process.stdin, output: process.stderr });
+  // raw mode before the first prompt and until after the second: typed-ahead text is never echoed
+  process.stdin.setRawMode(true);
+  const terminal = hiddenLines();
   try {
-    return !/^n/i.test((await terminal.question(question)).trim());
+    const first = await terminal.read("Value to encrypt (not shown): ");
+    if (!first) throw new UsageError("the value is empty: nothing to encrypt.");
+    if ((await terminal.read("Again: ")) !== first) throw new UsageError("the two values differ: nothing was encrypted. Try again.");
+    return first;
   } finally {
     terminal.close();
+    process.stdin.setRawMode(false);
   }
+}
+
+/** Lines typed on a terminal in raw mode (no echo): Enter ends one, Backspace deletes, Ctrl-C or Ctrl-D aborts. */
+function hiddenLines(): { read(prompt: string): Promise<string>; close(): void } {
+  const stdin = process.stdin;
+  const lines: string[] = [];
+  let current = "";
+  let aborted = false;
+  let waiting: ((line: string | null) => void) | undefined;
+  const deliver = () => {
+    if (waiting && (aborted || lines.length)) waiting(aborted ? null : lines.shift()!);
+  };
+  const onData = (data: Buffer) => {
+    for (const char of data.toString("utf8")) {
+      if (char === "\r" || char === "\n") lines.push(current), (current = "");
+      else if (char === "\u0003" || char === "\u0004") aborted = true;
+      else if (char === "\u007f" || char === "\b") current = [...current].slice(0, -1).join("");
+      else if (char >= " ") current += char;
+    }
+    deliver();
+  };
+  stdin.on("data", onData).resume();
+  return {
+    read(prompt) {
+      process.stderr.write(prompt);
+      return new Promise((resolveLine, reject) => {
+        waiting = (line) => {
+          waiting = undefined;
+          process.stderr.write("\n");
+          if (line === null) reject(new UsageError("cancelled: nothing was encrypted."));
+          else resolveLine(line);
+        };
+        deliver();
+      });
+    },
+    close() {
+      stdin.off("data", onData).pause();
+    },
+  };
 }
 
 /**

@@ -224,6 +224,35 @@ test("secret keygen writes a 0600 key and never overwrites one; secret encrypt p
   assert.match(badRecipient.stderr, /--recipient: "age1nope" is not an age recipient/);
 });
 
+/** The CLI on a real terminal (util-linux script's pseudo-terminal): answers each prompt once it is shown. */
+function onTerminal(args: string[], answers: string[]): Promise<string> {
+  return new Promise((resolve) => {
+    const command = [process.execPath, CLI, ...args].map((a) => `'${a}'`).join(" ");
+    const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: dir, stdio: ["pipe", "pipe", "pipe"] });
+    let output = "";
+    let prompts = 0;
+    child.stdout.on("data", (d) => {
+      output += d;
+      const shown = (output.match(/\(not shown\): |Again: /g) ?? []).length;
+      for (; prompts < shown; prompts++) child.stdin.write(`${answers[prompts]}\r`);
+    });
+    child.on("exit", () => resolve(output));
+  });
+}
+
+test("secret encrypt on a terminal: the value is typed twice and never echoed; two different values are refused", async () => {
+  const key = await keyFile("tty.key");
+  const typed = await onTerminal(["secret", "encrypt", "--recipient", key.recipient, "--indent", "4"], [PSK, PSK]);
+  assert.match(typed, /Value to encrypt \(not shown\): \r?\nAgain: \r?\n!age \|/);
+  assert.ok(!typed.includes(PSK), `the terminal never shows it:\n${typed}`);
+  const block = typed.slice(typed.indexOf("!age |")).split(/\r?\n/).filter((l) => /^(!age \|| {4}\S)/.test(l)).join("\n");
+  const inventory = write("tty.yaml", `all:\n  vars:\n    age_identity_file: tty.key\n  hosts:\n    pi1:\n      wifi_psk: ${block.replace(/\n/g, "\n    ")}\n`);
+  assert.equal(loadInventory(inventory, (await openSecrets(inventory, [], noEnv)).decrypted).hosts.get("pi1")!.vars.wifi_psk, PSK);
+  const differ = await onTerminal(["secret", "encrypt", "--recipient", key.recipient], ["first-value", "second-value"]);
+  assert.match(differ, /the two values differ: nothing was encrypted/);
+  assert.ok(!differ.includes("first-value") && !differ.includes("-----BEGIN"), differ);
+});
+
 test("the reference age tool decrypts what provision encrypts, and provision what age encrypts", { skip: spawnSync("age", ["--version"]).status !== 0 && "the age package is not installed" }, async () => {
   const key = await keyFile("interop.key");
   const block = await runCli(["secret", "encrypt", "--recipient", key.recipient], { input: PSK });
