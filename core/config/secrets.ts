@@ -30,6 +30,26 @@ export function masker(secrets: string[]): (text: string) => string {
   };
 }
 
+/**
+ * The secret a file change replaces is secret too, though this run does not know it (a
+ * rotated token): a line of `before` shaped like a masked line of `after` (the same text
+ * around each ********) is shown as that masked line; a line that is all secret, at the
+ * same line number.
+ */
+export function maskReplaced(before: string, maskedAfter: string): string {
+  const after = maskedAfter.split("\n");
+  const allSecret = (line: string | undefined) => line !== undefined && line.includes(MASK) && !line.split(MASK).join("").trim();
+  const shapes = [...new Set(after.filter((l) => l.includes(MASK) && !allSecret(l)))].map((line) => ({
+    line,
+    shape: new RegExp(`^${line.split(MASK).map((part) => part.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&")).join(".+")}$`, "s"),
+  }));
+  return before.split("\n").map((line, i) => {
+    if (line.includes(MASK)) return line;
+    if (allSecret(after[i])) return after[i];
+    return shapes.find((s) => s.shape.test(line))?.line ?? line;
+  }).join("\n");
+}
+
 /** The values a module declares secret in these (valid) args; a module that throws has a bug. */
 export function secretsOf(module: ModuleDefinition, args: unknown, task: string): string[] {
   let values: unknown;

@@ -1,6 +1,7 @@
 // How the core presents a planned change: summary, symbol and unified diff.
 import { createTwoFilesPatch } from "diff";
 import type { Change } from "../module-api.js";
+import { maskReplaced } from "../config/secrets.js";
 
 export interface ShownChange {
   kind: Change["kind"];
@@ -33,7 +34,9 @@ export function showChange(change: Change, mask: (s: string) => string, showDiff
   const shown: ShownChange = { kind: change.kind, summary: `${symbol(change)} ${mask(change.summary)}`, reboot: change.reboot };
   if (change.kind === "file") {
     shown.path = change.path;
-    shown.diff = showDiff ? unifiedDiff(change.path, change.before === null ? null : mask(change.before), change.after === null ? null : mask(change.after)) : "(diff hidden: the task sets diff: false)\n";
+    const after = change.after === null ? null : mask(change.after);
+    const before = change.before === null ? null : maskReplaced(mask(change.before), after ?? "");
+    shown.diff = showDiff ? unifiedDiff(change.path, before, after) : "(diff hidden: the task sets diff: false)\n";
   }
   if (change.kind === "command") shown.command = mask(change.argv.join(" "));
   return shown;

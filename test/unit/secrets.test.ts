@@ -11,6 +11,8 @@ import { stringify } from "yaml";
 import { loadInventory } from "../../core/config/inventory.js";
 import { loadPlaybook } from "../../core/config/playbook.js";
 import { ConfigError } from "../../core/errors.js";
+import { masker, maskReplaced } from "../../core/config/secrets.js";
+import { showChange } from "../../core/report/changes.js";
 import { prepare } from "../../core/run/run.js";
 import { ageBlock, encryptText, newIdentity, openSecrets, reveal, seal, IDENTITY_ENV } from "../../core/config/vault.js";
 import { repoRoot } from "../support/cache.js";
@@ -90,6 +92,19 @@ test("a task's mask covers the secret variables it uses and what it renders from
   // the variable itself, and the whole string rendered from it
   assert.equal(uses.mask(`error: ${PSK} rejected; message was psk ${PSK} via 10.0.0.1`), "error: ******** rejected; message was ********");
   assert.equal(other.mask("10.0.0.1"), "10.0.0.1", "a task that uses no secret masks nothing of its own");
+});
+
+test("a diff never shows the secret a change replaces, though the run does not know it (a rotated token)", () => {
+  const mask = masker(["new-token-value", "new-whole-line-secret"]);
+  const before = "# api\napi_token = old-token-value\nport = 1\nold-whole-line-secret\nname = api\n";
+  const after = "# api\napi_token = new-token-value\nport = 2\nnew-whole-line-secret\nname = api\n";
+  const shown = showChange({ kind: "file", path: "/etc/api.conf", before, after, summary: "update /etc/api.conf" }, mask, true);
+  assert.ok(!shown.diff!.includes("old-token-value") && !shown.diff!.includes("old-whole-line-secret"), shown.diff);
+  assert.ok(!shown.diff!.includes("new-token-value"), shown.diff);
+  assert.match(shown.diff!, /^-port = 1$/m, "what is not secret still shows as it changed");
+  assert.match(shown.diff!, /^\+port = 2$/m);
+  // a line that merely looks alike elsewhere is left as it is: only the shape around ******** counts
+  assert.equal(maskReplaced("api_token_ttl = 5\nother = x\n", mask(after)), "api_token_ttl = 5\nother = x\n");
 });
 
 // ---- 2. Encrypted values -----------------------------------------------------------------
