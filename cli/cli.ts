@@ -18,16 +18,21 @@ import { builtinModules } from "../modules/index.js";
 import { rollback, status } from "../core/run/admin.js";
 import { SshTransport } from "../core/transport/ssh.js";
 import type { TransportFactory } from "../core/transport/transport.js";
+import { openSecrets } from "../core/config/vault.js";
+import { secret } from "./secret.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]
        provision rollback --inventory FILE --limit PATTERN [--break-lock]
+       provision secret keygen|encrypt|edit ...   (see provision secret --help)
 
 Apply playbooks to the hosts of an inventory over SSH. Without a playbook,
 connect to every host and report whether it is reachable.
 "status" shows each host's last run (pending, committed, rolled back, reverted
 by the host), an armed host-side revert and the lock holder; "rollback" restores
-the files of the last run from the host's own backups (and reboots if needed).
+the files of the last run from the host's own backups (and reboots if needed);
+"secret" makes age keys and encrypted values (wifi_psk: !age |) for inventories
+and playbooks.
 
 Options:
   -i, --inventory FILE        inventory YAML (required)
@@ -141,6 +146,7 @@ export const sshTransport: TransportFactory = (target) => new SshTransport(targe
 
 /** `transport`: how hosts are reached (SSH; tests wrap it to inject faults from outside the engine). */
 export async function main(argv: string[], transport: TransportFactory = sshTransport): Promise<number> {
+  if (argv[0] === "secret") return secret(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
@@ -173,12 +179,15 @@ export async function main(argv: string[], transport: TransportFactory = sshTran
     renderer: values.verbose ? "verbose" : process.stdout.isTTY ? "default" : "simple",
   };
 
-  const inventory = loadInventory(values.inventory);
+  // encrypted values are decrypted (in memory) before anything else is loaded: a missing or wrong key stops here
+  const opened = await openSecrets(values.inventory, command ? [] : positionals.map((file) => ({ file, kind: "a playbook" })));
+  opened.warnings.forEach(warn);
+  const inventory = loadInventory(values.inventory, opened.decrypted);
   if (positionals[0] === "status") return status(inventory, values.limit, { ...settings, transport });
   if (positionals[0] === "rollback") return rollback(inventory, values.limit, { ...settings, transport });
   const registry = new Registry();
   for (const module of builtinModules) registry.register(module, BUILT_IN);
-  const playbooks = positionals.map(loadPlaybook);
+  const playbooks = positionals.map((file) => loadPlaybook(file, opened.decrypted));
   for (const [i, playbook] of playbooks.entries())
     for (const play of playbook.plays) for (const plugin of play.plugins) await registry.loadPlugin(plugin, playbookDir(positionals[i]));
   for (const playbook of playbooks) checkModules(playbook, registry);

@@ -4,7 +4,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { homedir } from "node:os";
 import { readFileSync } from "node:fs";
 import { compile, isHostAddress } from "./schema.js";
-import { YamlSource, type Path } from "./yaml-source.js";
+import { YamlSource, type Decrypted, type Path } from "./yaml-source.js";
 import { ConfigError, quote } from "../errors.js";
 import type { ConnectionTarget } from "../transport/ssh.js";
 
@@ -20,6 +20,8 @@ export interface Inventory {
   file: string;
   hosts: Map<string, InventoryHost>;
   groups: Map<string, string[]>;
+  /** Plaintexts of its encrypted values: secret whatever they are called. */
+  secrets: string[];
 }
 
 const hostVars = {
@@ -33,6 +35,9 @@ const hostVars = {
     become: { type: "boolean" },
     connect_timeout: { type: "integer", minimum: 1 },
     confirm_timeout: { type: "integer", minimum: 0 },
+    // read from all: vars: only (see vault.ts)
+    age_identity_file: { type: "string", format: "single-line" },
+    age_recipients_file: { type: "string", format: "single-line" },
   },
 };
 
@@ -57,15 +62,16 @@ export const inventorySchema = {
 
 type GroupDoc = { hosts?: Record<string, Vars | null> | null; vars?: Vars; children?: Record<string, GroupDoc | null> | null } | null;
 
-export function loadInventory(file: string): Inventory {
-  const source = YamlSource.load(file, "an inventory");
+/** `decrypted`: the plaintexts of its encrypted values (openSecrets in vault.ts). */
+export function loadInventory(file: string, decrypted: Decrypted = new Map()): Inventory {
+  const source = YamlSource.load(file, "an inventory", { decrypted });
   const doc = source.toJS() ?? {};
   const validate = compile(inventorySchema);
   if (!validate(doc)) throw source.schemaError(validate.errors ?? [], [], "inventory");
-  return buildInventory(source, doc as Record<string, GroupDoc>, dirname(resolve(file)));
+  return { ...buildInventory(source, doc as Record<string, GroupDoc>, dirname(resolve(file))), secrets: source.secrets };
 }
 
-function buildInventory(source: YamlSource, doc: Record<string, GroupDoc>, baseDir: string): Inventory {
+function buildInventory(source: YamlSource, doc: Record<string, GroupDoc>, baseDir: string): Omit<Inventory, "secrets"> {
   const groupVars = new Map<string, { depth: number; vars: Vars }>();
   const members = new Map<string, Set<string>>();
   const ownVars = new Map<string, Vars>();

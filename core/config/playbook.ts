@@ -1,10 +1,10 @@
 // Playbooks: plays with hosts, vars, tasks, handlers; one module per task.
 import { compile } from "./schema.js";
-import { YamlSource, type Path } from "./yaml-source.js";
+import { YamlSource, type Decrypted, type Path } from "./yaml-source.js";
 import { ConfigError, ModuleBug, messageOf, quote } from "../errors.js";
 import type { ArgProblem, ModuleDefinition, PlayTask } from "../module-api.js";
 import { checkTemplates, render, TemplateError, UndefinedVariable } from "./template.js";
-import { secretPaths } from "./secrets.js";
+import { SHORTEST_MASKED, secretPaths, taintedStrings, variableTaint } from "./secrets.js";
 import type { Registry } from "./registry.js";
 
 const TASK_KEYWORDS = ["name", "tags", "notify", "diff", "when"] as const;
@@ -86,9 +86,9 @@ export const playbookSchema = {
   },
 };
 
-/** Parse and validate structure; plugins are named here but loaded by the caller. */
-export function loadPlaybook(file: string): Playbook {
-  const source = YamlSource.load(file, "a playbook");
+/** Parse and validate structure; plugins are named here but loaded by the caller. `decrypted`: as for loadInventory. */
+export function loadPlaybook(file: string, decrypted: Decrypted = new Map()): Playbook {
+  const source = YamlSource.load(file, "a playbook", { decrypted });
   const doc = source.toJS();
   if (!Array.isArray(doc))
     throw new ConfigError(`${source.position([])}: playbook: ${doc === null || doc === undefined ? "the file is empty" : `must be a list of plays (got ${quote(doc)})`}. Start each play with "- hosts: PATTERN".`);
@@ -178,17 +178,28 @@ function checkConditions(playbook: Playbook, task: Task, registry: Registry): vo
 
 /** Template a task's args for one host and validate them against the module's schema. */
 export function resolveArgs(playbook: Playbook, task: Task, vars: Record<string, unknown>, registry: Registry, host: string): unknown {
+  return resolveTask(playbook, task, vars, registry, host).args;
+}
+
+/**
+ * Template a task's args for one host and validate them; `secrets` are the strings to mask
+ * in everything about this task: the secret variables it uses and what it renders from them.
+ * `decrypted` are the plaintexts of encrypted values (secret whatever their name).
+ */
+export function resolveTask(playbook: Playbook, task: Task, vars: Record<string, unknown>, registry: Registry, host: string, decrypted: ReadonlySet<string> = new Set()): { args: unknown; secrets: string[] } {
   const argsPath = [...task.path, task.module];
+  const taint = variableTaint(decrypted);
   let args: unknown;
   try {
-    args = render(structuredClone(task.rawArgs), vars);
+    args = render(structuredClone(task.rawArgs), vars, [], taint);
   } catch (error) {
     throw templateError(playbook, task, error, ` (host ${host})`);
   }
+  const secrets = [...taint.values, ...taintedStrings(args, taint.paths)].filter((s) => s.length >= SHORTEST_MASKED);
   const validate = registry.validator(task.module);
   if (!validate(args))
-    throw playbook.source.schemaError(validate.errors ?? [], argsPath, `task ${quote(task.name)} > ${task.module}`, { hidden: secretPaths(registry.get(task.module), args) });
-  return args;
+    throw playbook.source.schemaError(validate.errors ?? [], argsPath, `task ${quote(task.name)} > ${task.module}`, { hidden: secretPaths(registry.get(task.module), args, taint) });
+  return { args, secrets };
 }
 
 function templateError(playbook: Playbook, task: Task, error: unknown, forHost: string): unknown {

@@ -1,8 +1,10 @@
 // Secrets never reach diffs, logs, reports or error messages. This is the one place
-// that knows which values are secret: those a module declares (secrets(args)) and
-// those under a key named like one (psk, password, passphrase, secret…).
+// that knows which values are secret: those a module declares (secrets(args)), those
+// under a key named like one (psk, password, passphrase, secret…), every value that was
+// encrypted at rest (!age), and everything templated from any of these.
 import { ModuleBug, messageOf } from "../errors.js";
 import type { ModuleDefinition } from "../module-api.js";
+import type { Taint } from "./template.js";
 
 export const MASK = "********";
 
@@ -43,6 +45,26 @@ export function masker(secrets: string[]): (text: string) => string {
   };
 }
 
+/**
+ * The secret a file change replaces is secret too, though this run does not know it (a
+ * rotated token): a line of `before` shaped like a masked line of `after` (the same text
+ * around each ********) is shown as that masked line; a line that is all secret, at the
+ * same line number.
+ */
+export function maskReplaced(before: string, maskedAfter: string): string {
+  const after = maskedAfter.split("\n");
+  const allSecret = (line: string | undefined) => line !== undefined && line.includes(MASK) && !line.split(MASK).join("").trim();
+  const shapes = [...new Set(after.filter((l) => l.includes(MASK) && !allSecret(l)))].map((line) => ({
+    line,
+    shape: new RegExp(`^${line.split(MASK).map((part) => part.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&")).join(".+")}$`, "s"),
+  }));
+  return before.split("\n").map((line, i) => {
+    if (line.includes(MASK)) return line;
+    if (allSecret(after[i])) return after[i];
+    return shapes.find((s) => s.shape.test(line))?.line ?? line;
+  }).join("\n");
+}
+
 /** The values a module declares secret in these (valid) args; a module that throws has a bug. */
 export function secretsOf(module: ModuleDefinition, args: unknown, task: string): string[] {
   let values: unknown;
@@ -57,27 +79,80 @@ export function secretsOf(module: ModuleDefinition, args: unknown, task: string)
 }
 
 /**
- * Paths (under `base`) of the values that must not be shown in an error about `args`, which
- * may be invalid: every value under a secret-named key, and every string the module's
- * secrets() names (asked leniently: invalid args may make it throw).
+ * The secret strings in a variable's value: all of it when its name is secret (`named`),
+ * else what lies under secret-named keys and every value that was decrypted (`known`).
+ * Numbers count (a PSK written 12345678 is a YAML number); booleans do not.
  */
-export function secretPaths(module: ModuleDefinition | undefined, args: unknown): (path: (string | number)[]) => boolean {
-  let declared = new Set<string>();
-  try {
-    const values = module?.secrets?.(args);
-    if (Array.isArray(values)) declared = new Set(values.filter((v): v is string => typeof v === "string" && v.length > 0));
-  } catch { /* invalid args: secret-named keys still hide their values */ }
-  return (path) => {
-    if (path.some(isSecretKey)) return true;
-    if (!declared.size) return false;
-    let value: unknown = args;
-    for (const part of path) value = value !== null && typeof value === "object" ? (value as Record<string, unknown>)[part] : undefined;
-    return typeof value === "string" ? declared.has(value) : containsAny(value, declared);
+export function secretStrings(value: unknown, named: boolean, known: ReadonlySet<string>): string[] {
+  if (typeof value === "string") return value && (named || known.has(value)) ? [value] : [];
+  if (typeof value === "number" || typeof value === "bigint") return named ? [String(value)] : [];
+  if (value && typeof value === "object")
+    return Object.entries(value).flatMap(([k, v]) => secretStrings(v, named || isSecretKey(k), known));
+  return [];
+}
+
+/** A variable reference `a.b.c` names a secret when any part of it is secret-named (wifi.psk). */
+function namesSecret(name: string): boolean {
+  return name.split(".").some(isSecretKey);
+}
+
+/**
+ * Taint for one task on one host: a variable is secret when its name is, or its value holds
+ * a secret (secretStrings); what it holds is collected in `values` for masking.
+ */
+export function variableTaint(known: ReadonlySet<string>): Taint & { values: Set<string> } {
+  const values = new Set<string>();
+  return {
+    paths: [],
+    values,
+    isSecret(name, value) {
+      const found = secretStrings(value, namesSecret(name), known);
+      found.forEach((s) => values.add(s));
+      return found.length > 0 || namesSecret(name);
+    },
   };
 }
 
-function containsAny(value: unknown, strings: Set<string>): boolean {
-  if (typeof value === "string") return strings.has(value);
-  if (value && typeof value === "object") return Object.values(value).some((v) => containsAny(v, strings));
+/**
+ * The shortest secret masked in output: a "secret" shorter than this is a setting (secret_mode:
+ * off), and masking it would garble everything about the host. Errors still hide it (secretPaths).
+ */
+export const SHORTEST_MASKED = 4;
+
+/** The strings in `args` at (or under) the tainted paths: what the task renders from secrets. */
+export function taintedStrings(args: unknown, paths: (string | number)[][]): string[] {
+  return paths.flatMap((path) => secretStrings(valueAt(args, path), true, new Set()));
+}
+
+/**
+ * Paths (under `base`) of the values that must not be shown in an error about `args`, which
+ * may be invalid: every value under a secret-named key, every string the module's secrets()
+ * names (asked leniently: invalid args may make it throw), every value templated from a
+ * secret variable (`taint`) and every value that contains a secret string.
+ */
+export function secretPaths(module: ModuleDefinition | undefined, args: unknown, taint?: { paths: (string | number)[][]; values: Iterable<string> }): (path: (string | number)[]) => boolean {
+  let declared: string[] = [];
+  try {
+    const values = module?.secrets?.(args);
+    if (Array.isArray(values)) declared = values.filter((v): v is string => typeof v === "string" && v.length > 0);
+  } catch { /* invalid args: secret-named keys still hide their values */ }
+  const secrets = [...declared, ...(taint ? [...taint.values, ...taintedStrings(args, taint.paths)] : [])].filter((s) => s.length > 0);
+  return (path) => {
+    if (path.some(isSecretKey)) return true;
+    if (taint?.paths.some((t) => t.every((part, i) => path[i] === part))) return true;
+    return secrets.length > 0 && containsAny(valueAt(args, path), secrets);
+  };
+}
+
+function valueAt(root: unknown, path: (string | number)[]): unknown {
+  let value = root;
+  for (const part of path) value = value !== null && typeof value === "object" ? (value as Record<string, unknown>)[part] : undefined;
+  return value;
+}
+
+/** A string holds a secret when a secret is any part of it ("{{ psk }}/24"), numbers as written. */
+function containsAny(value: unknown, secrets: string[]): boolean {
+  if (typeof value === "string" || typeof value === "number") return secrets.some((s) => String(value).includes(s));
+  if (value && typeof value === "object") return Object.values(value).some((v) => containsAny(v, secrets));
   return false;
 }

@@ -79,22 +79,40 @@ export function checkTemplates(value: unknown, path: TemplatePath = []): void {
     }
 }
 
+/**
+ * Taint tracking: `isSecret` says whether a variable (by name and value) is secret; every
+ * rendered value that refers to one is secret too, and its path is added to `paths`.
+ */
+export interface Taint {
+  isSecret(name: string, value: unknown): boolean;
+  paths: TemplatePath[];
+}
+
 /** Render every string in `value`; a string that is exactly "{{ x }}" keeps x's type. */
-export function render(value: unknown, vars: Record<string, unknown>, path: TemplatePath = []): unknown {
+export function render(value: unknown, vars: Record<string, unknown>, path: TemplatePath = [], taint?: Taint): unknown {
   if (typeof value === "string") {
     const parts = parse(value, path);
-    if (parts.length === 1 && typeof parts[0] === "object") return lookup(vars, parts[0].name, path);
-    return parts.map((part) => {
-      if (typeof part === "string") return part;
-      const v = lookup(vars, part.name, path);
-      return typeof v === "object" ? JSON.stringify(v) : String(v);
-    }).join("");
+    let secret = false;
+    const resolve = (name: string) => {
+      const v = lookup(vars, name, path);
+      if (taint?.isSecret(name, v)) secret = true;
+      return v;
+    };
+    const rendered = parts.length === 1 && typeof parts[0] === "object"
+      ? resolve(parts[0].name)
+      : parts.map((part) => {
+        if (typeof part === "string") return part;
+        const v = resolve(part.name);
+        return typeof v === "object" ? JSON.stringify(v) : String(v);
+      }).join("");
+    if (secret) taint!.paths.push(path);
+    return rendered;
   }
-  if (Array.isArray(value)) return value.map((v, i) => render(v, vars, [...path, i]));
+  if (Array.isArray(value)) return value.map((v, i) => render(v, vars, [...path, i], taint));
   if (value && typeof value === "object")
     return Object.fromEntries(Object.entries(value).map(([k, v]) => {
       if (k.includes("{{") || STATEMENT.test(k)) throw unsupported(k, [...path, k], "templates in keys are not supported", true);
-      return [k, render(v, vars, [...path, k])];
+      return [k, render(v, vars, [...path, k], taint)];
     }));
   return value;
 }

@@ -1,8 +1,9 @@
 // YAML documents that remember where every value came from, so that schema and
-// template errors can name file:line:column.
+// template errors can name file:line:column. A value tagged !age is encrypted at rest
+// (see vault.ts): it is replaced by its plaintext, in memory only, when loaded.
 import { readFileSync } from "node:fs";
 import { relative } from "node:path";
-import { LineCounter, parseDocument, isAlias, isMap, isNode, isScalar, isSeq, Scalar, type Document, type Node, type Pair } from "yaml";
+import { LineCounter, parseDocument, visit, isAlias, isCollection, isMap, isNode, isScalar, isSeq, Scalar, type Document, type Node, type Pair } from "yaml";
 import type { ErrorObject } from "ajv";
 import { ConfigError, quote, shorten } from "../errors.js";
 import { FORMATS } from "./schema.js";
@@ -12,39 +13,108 @@ export type Path = (string | number)[];
 /** More values than this reached through aliases is an alias bomb ("billion laughs"), not a playbook. */
 export const MAX_ALIAS_EXPANSION = 1_000_000;
 
+/** The tag of a value encrypted at rest: `wifi_psk: !age |` and the armored age file. */
+export const AGE_TAG = "!age";
+
+/** An encrypted value not yet decrypted: its armored text and where it is. */
+export class Sealed {
+  constructor(readonly armored: string, readonly at: string) {}
+}
+
+/** Plaintexts of encrypted values, by their armored text (see sealedKey). */
+export type Decrypted = ReadonlyMap<string, string>;
+
+/** The armored text as a map key: the same ciphertext however it was indented or ended. */
+export function sealedKey(armored: string): string {
+  return armored.split(/\r?\n/).map((l) => l.trim()).filter(Boolean).join("\n");
+}
+
+export interface LoadOptions {
+  /**
+   * Plaintexts for the file's !age values; a value without one is an error naming it.
+   * Without this option, !age values stay Sealed (only for reading a file before decrypting).
+   */
+  decrypted?: Decrypted;
+}
+
 export class YamlSource {
   /** Each alias's anchored node, as YAML resolves it (the last anchor of that name before it). */
   private readonly targets = new Map<Node, Node>();
+  /** Every !age value in document order. */
+  readonly sealed: Sealed[] = [];
+  /** The plaintexts of the !age values (secret whatever they are called). */
+  readonly secrets: string[] = [];
 
   private constructor(readonly file: string, readonly doc: Document.Parsed, private readonly lines: LineCounter) {}
 
   /** `kind` names the file in messages: "a playbook", "an inventory". */
-  static load(file: string, kind = "a YAML file"): YamlSource {
+  static load(file: string, kind = "a YAML file", options: LoadOptions = {}): YamlSource {
     let text: string;
     try {
       text = readFileSync(file, "utf8");
     } catch (error) {
       throw new ConfigError(`${file}: cannot read file (${(error as NodeJS.ErrnoException).code ?? error}). Check the path.`);
     }
-    return YamlSource.parse(file, text, kind);
+    return YamlSource.parse(file, text, kind, options);
   }
 
-  static parse(file: string, text: string, kind = "a YAML file"): YamlSource {
+  static parse(file: string, text: string, kind = "a YAML file", options: LoadOptions = {}): YamlSource {
     const lines = new LineCounter();
     if (text.startsWith("\uFEFF")) text = text.slice(1); // a UTF-8 BOM (Windows editors)
     // uniqueKeys is quadratic in the size of a mapping (100k keys: minutes): check() finds duplicates in linear time.
     // Merge keys (<<: *defaults) are what Ansible users write.
-    const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false, merge: true });
+    const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false, merge: true, customTags: [{ tag: AGE_TAG, resolve: (s: string) => s }] });
     const source = new YamlSource(displayPath(file), doc, lines);
     const [first] = doc.errors;
     if (first) throw new ConfigError(`${source.positionOfOffset(first.pos[0])}: invalid YAML: ${yamlProblem(first.code, first.message, kind)}`);
+    const tag = doc.warnings.find((w) => w.code === "TAG_RESOLVE_FAILED");
+    if (tag) throw new ConfigError(`${source.positionOfOffset(tag.pos[0])}: invalid YAML: ${unknownTag(text.slice(tag.pos[0], tag.pos[1]))}`);
     try {
       source.check(doc.contents);
     } catch (error) {
       if (error instanceof RangeError) throw new ConfigError(`${source.file}: invalid YAML: nested too deeply. Flatten the structure.`);
       throw error;
     }
+    source.unseal(options.decrypted);
     return source;
+  }
+
+  /** Each !age value becomes its plaintext (or stays Sealed when there is nothing to decrypt with). */
+  private unseal(decrypted: Decrypted | undefined): void {
+    visit(this.doc, {
+      Node: (_, node) => {
+        if (node.tag !== AGE_TAG) return;
+        const at = this.positionOfOffset(node.range?.[0] ?? 0);
+        if (!isScalar(node) || typeof node.value !== "string")
+          throw new ConfigError(`${at}: ${AGE_TAG} takes the encrypted text, not ${isCollection(node) ? "a mapping or list" : "this value"}. Write the block that \`provision secret encrypt\` prints.`);
+        const sealed = new Sealed(node.value, at);
+        this.sealed.push(sealed);
+        if (!decrypted) return void (node.value = sealed);
+        const plaintext = decrypted.get(sealedKey(node.value));
+        if (plaintext === undefined)
+          throw new ConfigError(`${at}: an encrypted value (${AGE_TAG}), but no age identity was loaded to decrypt it. Set age_identity_file under the inventory's all: vars:, or the environment variable PROVISION_AGE_IDENTITY.`);
+        node.value = plaintext;
+        this.secrets.push(plaintext);
+      },
+    });
+  }
+
+  /**
+   * Secrets written in clear text: values (strings, numbers) under a secret-named key that
+   * are neither encrypted nor a template ("{{ wifi_psk }}" names a variable), with where each is.
+   */
+  clearSecrets(isSecretKey: (key: string) => boolean): { key: string; at: string }[] {
+    const found: { key: string; at: string }[] = [];
+    visit(this.doc, {
+      Pair: (_, pair) => {
+        const name = keyName(pair.key);
+        const value = pair.value;
+        if (name === undefined || !isSecretKey(name) || !isScalar(value) || value.tag === AGE_TAG) return;
+        if ((typeof value.value === "string" && value.value !== "" && !value.value.includes("{{")) || typeof value.value === "number")
+          found.push({ key: name, at: this.positionOfOffset(value.range?.[0] ?? 0) });
+      },
+    });
+    return found;
   }
 
   toJS(): unknown {
@@ -159,6 +229,13 @@ export class YamlSource {
     walk(root);
   }
 
+  /** A value that is or contains a plaintext of this file's encrypted values. */
+  private holdsSecret(value: unknown): boolean {
+    if (!this.secrets.length) return false;
+    if (typeof value === "string" || typeof value === "number") return this.secrets.some((s) => s && String(value).includes(s));
+    return !!value && typeof value === "object" && Object.values(value).some((v) => this.holdsSecret(v));
+  }
+
   /** Turn ajv errors into one ConfigError naming file:line:col, what is wrong and the fix; secret values are never shown. */
   schemaError(errors: ErrorObject[], base: Path, what: string, options: { hidden?: (path: Path) => boolean } = {}): ConfigError {
     const lines = pickErrors(errors).map((e) => {
@@ -168,7 +245,7 @@ export class YamlSource {
       const name = (e as { propertyName?: string }).propertyName;
       const key = e.keyword === "additionalProperties" ? String(e.params.additionalProperty) : name;
       const at = key !== undefined ? this.keyPosition(path, key) : this.position(path);
-      const hidden = options.hidden?.(key !== undefined ? [...relative, key] : relative) ?? false;
+      const hidden = (options.hidden?.(key !== undefined ? [...relative, key] : relative) ?? false) || this.holdsSecret(e.data);
       if (name !== undefined) return `${at}: ${what}${describePath(relative)}: name ${quote(name)}: ${explain(e, true, name, "")}`;
       return `${at}: ${what}${describePath(relative, key)}: ${explain(e, hidden)}`;
     });
@@ -181,6 +258,18 @@ function yamlProblem(code: string, message: string, kind: string): string {
   if (code === "MULTIPLE_DOCS") return `${kind} is one YAML document; remove the extra '---'.`;
   if (/call stack/i.test(message)) return "nested too deeply. Flatten the structure.";
   return `${shorten(message.split("\n")[0], 200)}. Fix the syntax at this position.`;
+}
+
+function unknownTag(tag: string): string {
+  if (tag === AGE_TAG) return `${AGE_TAG} takes the encrypted text, not a mapping or list. Write the block that \`provision secret encrypt\` prints.`;
+  if (tag === "!encrypt") return `!encrypt marks a value for \`provision secret edit\` to encrypt: open this file with it and save.`;
+  if (tag === "!vault") return `Ansible Vault values (!vault) are not read. Decrypt it with ansible-vault and encrypt it with \`provision secret encrypt\` (${AGE_TAG}).`;
+  return `unknown tag ${quote(tag)}. Remove it (${AGE_TAG} is the one tag provision adds, for encrypted values).`;
+}
+
+/** A scalar key's text ("wifi_psk"), undefined for other keys. */
+function keyName(key: unknown): string | undefined {
+  return isScalar(key) && (typeof key.value === "string" || typeof key.value === "number") ? String(key.value) : undefined;
 }
 
 /** A plain "<<" key (with merge: true the library gives it a symbol as value). */

@@ -5,6 +5,7 @@ import { createTwoFilesPatch } from "diff";
 import type { Change } from "../module-api.js";
 import type { ChangeResult, HostResult, Mask, Outcome, TaskResult } from "../run/results.js";
 import type { RunResult } from "../run/run.js";
+import { maskReplaced } from "../config/secrets.js";
 
 export interface ShownChange {
   kind: Change["kind"];
@@ -44,7 +45,9 @@ export function showChange(change: Change, mask: Mask, showDiff: boolean, outcom
   if (outcome) shown.outcome = outcome;
   if (change.kind === "file") {
     shown.path = change.path;
-    shown.diff = showDiff ? unifiedDiff(change.path, change.before === null ? null : mask(change.before), change.after === null ? null : mask(change.after)) : "(diff hidden: the task sets diff: false)\n";
+    const after = change.after === null ? null : mask(change.after);
+    const before = change.before === null ? null : maskReplaced(mask(change.before), after ?? "");
+    shown.diff = showDiff ? unifiedDiff(change.path, before, after) : "(diff hidden: the task sets diff: false)\n";
   }
   if (change.kind === "command") shown.command = mask(change.argv.join(" "));
   return shown;

@@ -3,7 +3,7 @@
 // to a RunView (the CLI renders it).
 import { randomBytes } from "node:crypto";
 import { connectionTarget, selectHosts, type Inventory, type TargetOptions } from "../config/inventory.js";
-import { checkArgs, checkPlayTasks, resolveArgs, type Play, type Playbook, type Task } from "../config/playbook.js";
+import { checkArgs, checkPlayTasks, resolveTask, type Play, type Playbook, type Task } from "../config/playbook.js";
 import type { Registry } from "../config/registry.js";
 import { runHost, type HostWork, type TaskInstance } from "./engine.js";
 import type { HostEvent, HostResult } from "./results.js";
@@ -58,16 +58,18 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
   const hostFacts = registry.hostFacts();
   const prepared: PreparedPlay[] = [];
   for (const playbook of playbooks) {
+    // plaintexts of values encrypted at rest: secret whatever they are called
+    const decrypted = new Set([...inventory.secrets ?? [], ...playbook.source?.secrets ?? []]);
     for (const play of playbook.plays) {
       const names = selectHosts(inventory, play.hosts).filter((h) => !limited || limited.has(h));
       const hosts = names.map((name) => {
         const host = inventory.hosts.get(name)!;
         const vars = { ...host.vars, address: host.vars.address ?? name, ...play.vars, inventory_hostname: name };
         const instance = (task: Task, handler: boolean): TaskInstance => {
-          const args = resolveArgs(playbook, task, vars, registry, name);
+          const { args, secrets } = resolveTask(playbook, task, vars, registry, name, decrypted);
           const module = registry.get(task.module);
           const conditions = Object.entries(task.when).map(([fact, values]) => ({ fact: hostFacts.get(fact)!, values }));
-          const mask = masker(secretsOf(module, args, quote(task.name)));
+          const mask = masker([...secretsOf(module, args, quote(task.name)), ...secrets]);
           checkArgs(playbook, task, module, args, name, mask);
           return { task, module, args, handler, conditions, mask };
         };
