@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(debootstrap qemu-system-x86 qemu-utils openssh-server openssh-client iproute2 dpkg-dev
-  e2fsprogs iputils-ping cpio busybox-static kmod python3 util-linux ca-certificates chromium "$@")
+  e2fsprogs iputils-ping cpio busybox-static kmod python3 util-linux ca-certificates chromium nats-server "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
