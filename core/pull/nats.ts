@@ -13,6 +13,9 @@ import {
 const DEFAULT_TIMEOUT_MS = 5_000;
 /** A watch also reads its key this often (with jitter), in case a change notice was lost. */
 const WATCH_POLL_MS = 300_000;
+/** Reads after a change notice until the change shows (25 ms doubling: about 3 s in all). */
+const NOTICE_RETRIES = 7;
+const CONSUMER_SETUP_MS = 60_000;
 
 export class BrokerError extends Error {
   override name = "BrokerError";
@@ -85,9 +88,14 @@ export class NatsBroker implements Broker, BrokerAdmin {
   }
 
   async get(bucket: string, key: string): Promise<Entry | null> {
+    return (await this.latest(bucket, key)).entry;
+  }
+
+  /** The key's value (null when deleted or absent) and its revision (a delete has one too; absent: 0). */
+  private async latest(bucket: string, key: string): Promise<{ entry: Entry | null; revision: number }> {
     const e = await (await this.kv(bucket)).get(key);
-    if (!e || e.operation !== "PUT") return null;
-    return { key: e.key, value: e.value, revision: e.revision };
+    if (!e) return { entry: null, revision: 0 };
+    return { entry: e.operation === "PUT" ? { key: e.key, value: e.value, revision: e.revision } : null, revision: e.revision };
   }
 
   async put(bucket: string, key: string, value: Uint8Array, opts: { previousRevision?: number } = {}): Promise<number> {
@@ -104,33 +112,40 @@ export class NatsBroker implements Broker, BrokerAdmin {
   /**
    * No JetStream consumer per watcher: a core subscription on the key's subject says the
    * key changed, a direct get reads it; on every reconnect (and now and then) it is read
-   * again. Reads are chained so that values are delivered in revision order.
+   * again. Reads are chained so that values are delivered in revision order. A direct get
+   * may be answered by a replica that has not stored the change yet, so after a notice
+   * the key is read again (with back-off) until a newer revision shows; the notice's own
+   * content is never used: it is sent even when the stream then refuses the write.
    */
   async watch(bucket: string, key: string, onEntry: (entry: Entry | null) => void): Promise<Stoppable> {
     let last: number | undefined;
     let stopped = false;
     let chain = Promise.resolve();
-    const read = (): void => {
+    const read = (notified: boolean): void => {
       chain = chain.then(async () => {
-        if (stopped) return;
-        try {
-          const entry = await this.get(bucket, key);
-          const revision = entry?.revision ?? 0;
-          if (stopped || revision === last) return;
-          if (entry && last !== undefined && revision < last) return; // an older replica answered
-          last = revision;
-          onEntry(entry);
-        } catch (error) {
-          this.emit({ type: "error", detail: `reading ${bucket}/${key}: ${messageOf(error)}` });
+        for (let attempt = 0; !stopped; attempt++) {
+          try {
+            const { entry, revision } = await this.latest(bucket, key);
+            if (stopped) return;
+            if (last === undefined || revision > last) {
+              last = revision;
+              onEntry(entry);
+              return;
+            }
+          } catch (error) {
+            this.emit({ type: "error", detail: `reading ${bucket}/${key}: ${messageOf(error)}` });
+          }
+          if (!notified || attempt >= NOTICE_RETRIES) return;
+          await new Promise((r) => setTimeout(r, 25 * 2 ** attempt));
         }
       });
     };
-    const sub = this.nc.subscribe(`$KV.${bucket}.${key}`, { callback: () => read() });
-    this.onEvent((e) => { if (e.type === "reconnected") read(); });
-    const poll = setInterval(read, WATCH_POLL_MS * (0.75 + Math.random() / 2));
+    const sub = this.nc.subscribe(`$KV.${bucket}.${key}`, { callback: () => read(true) });
+    this.onEvent((e) => { if (e.type === "reconnected") read(false); });
+    const poll = setInterval(() => read(false), WATCH_POLL_MS * (0.75 + Math.random() / 2));
     poll.unref();
     await this.nc.flush();
-    read();
+    read(false);
     await chain;
     return {
       stop: async () => {
@@ -147,34 +162,46 @@ export class NatsBroker implements Broker, BrokerAdmin {
     return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate };
   }
 
+  /**
+   * An ordered consumer (the client re-creates it after a gap or a lost server). Making
+   * it can time out while the cluster notices a dead node (its reply comes from the node
+   * the consumer is placed on): it is tried again with back-off for up to CONSUMER_SETUP_MS.
+   */
   async consume(stream: string, filter: string, onMessage: (m: Message) => void | Promise<void>, opts: { fromSeq?: number } = {}): Promise<Stoppable> {
-    const consumer = await this.js.consumers.get(stream, {
-      filter_subjects: filter,
-      ...(opts.fromSeq ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.fromSeq } : { deliver_policy: DeliverPolicy.New }),
-    });
-    const messages = await consumer.consume();
-    const done = (async () => {
-      for await (const m of messages) await onMessage({ subject: m.subject, data: m.data, seq: m.seq, time: m.time });
-    })();
-    return { stop: async () => { await messages.close(); await done; } };
+    const deadline = Date.now() + CONSUMER_SETUP_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const consumer = await this.js.consumers.get(stream, {
+          filter_subjects: filter,
+          ...(opts.fromSeq ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.fromSeq } : { deliver_policy: DeliverPolicy.New }),
+        });
+        const messages = await consumer.consume();
+        const done = (async () => {
+          for await (const m of messages) await onMessage({ subject: m.subject, data: m.data, seq: m.seq, time: m.time });
+        })();
+        return { stop: async () => { await messages.close(); await done; } };
+      } catch (error) {
+        if (Date.now() > deadline) throw new BrokerError(`cannot read stream ${stream}: ${messageOf(error)}`, { cause: error });
+        this.emit({ type: "error", detail: `reading stream ${stream} (attempt ${attempt + 1}): ${messageOf(error)}` });
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt, { baseMs: 200, capMs: 3000 })));
+      }
+    }
   }
 
+  /** Message by message with direct gets (no consumer: any replica answers; for audits and tests, not for bulk). */
   async read(stream: string, filter: string): Promise<Message[]> {
-    const consumer = await this.js.consumers.get(stream, { filter_subjects: filter, deliver_policy: DeliverPolicy.All });
-    const pending = (await consumer.info(true)).num_pending;
+    const jsm = await this.manager();
     const out: Message[] = [];
-    if (!pending) return out;
-    const messages = await consumer.consume();
-    for await (const m of messages) {
+    for (let seq = 1; ;) {
+      const m = await jsm.direct.getMessage(stream, { seq, next_by_subj: filter });
+      if (!m) return out;
       out.push({ subject: m.subject, data: m.data, seq: m.seq, time: m.time });
-      if (m.info.pending === 0) break;
+      seq = m.seq + 1;
     }
-    await messages.close();
-    return out;
   }
 
   private manager(): Promise<JetStreamManager> {
-    return jetstreamManager(this.nc, { timeout: this.timeoutMs });
+    return jetstreamManager(this.nc, { timeout: this.timeoutMs, checkAPI: false });
   }
 
   async ensureBucket(name: string, opts: { replicas: number; history: number }): Promise<void> {
@@ -190,7 +217,7 @@ export class NatsBroker implements Broker, BrokerAdmin {
     } catch (error) {
       if (!/stream not found/i.test(messageOf(error))) throw error;
       await jsm.streams.add({
-        name, subjects, num_replicas: opts.replicas,
+        name, subjects, num_replicas: opts.replicas, allow_direct: true,
         max_age: opts.maxAgeMs ? opts.maxAgeMs * 1_000_000 : 0,
         max_msgs_per_subject: opts.maxMsgsPerSubject ?? -1,
       });
