@@ -35,6 +35,8 @@ const SUBNET = "10.77.0";
 
 export async function startNatsCluster(opts: { authority: FleetAuthority; size?: number }): Promise<NatsCluster> {
   const size = opts.size ?? 3;
+  if (sh(["sh", "-c", "command -v nats-server"], { allowFail: true }).code !== 0)
+    throw new Error("nats-server is not installed (Debian package nats-server): run `bash test/setup.sh` as root");
   let id = uniqueName("natsc");
   while (existsSync(`/run/netns/${id}-hub`)) id = uniqueName("natsc");
   const hubNs = `${id}-hub`;
