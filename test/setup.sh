@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(debootstrap qemu-system-x86 qemu-utils openssh-server openssh-client iproute2 dpkg-dev
-  e2fsprogs iputils-ping cpio busybox-static kmod python3 util-linux ca-certificates chromium age "$@")
+  e2fsprogs iputils-ping cpio busybox-static kmod python3 util-linux ca-certificates chromium age nats-server "$@")
 missing=()
 # GLib's own key-file reader (python3-gi), for the unit tests of the NetworkManager keyfile reader
 packages+=(python3-gi gir1.2-glib-2.0)

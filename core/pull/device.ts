@@ -1,0 +1,96 @@
+// What a device does with the broker, whatever it then does with a bundle: follow its
+// own desired-state key, refuse (and report) a bundle that is unsigned, tampered,
+// expired, replayed, older or not its own, check that the bundle's rollout is still open,
+// hand it over, and report the outcome with a JetStream acknowledgement. The agent
+// service (not built yet) plugs the engine in as `apply`.
+import { messageOf } from "../errors.js";
+import type { Broker, Entry, Stoppable } from "./broker.js";
+import { BundleRefused, openBundle, type OpenedBundle } from "./bundle.js";
+import { rolloutOpen, type Outcome, type ResultReport } from "./rollout.js";
+import { desiredKey, DESIRED_BUCKET, reportSubject } from "./subjects.js";
+
+export interface DeviceIdentity {
+  name: string;
+  /** The fleet's public key (PEM) that bundles must be signed with. */
+  verifyKey: string;
+  /** This device's age identity, for the bundle's secrets. */
+  identity: string;
+}
+
+export type DeviceEvent =
+  | { type: "refused"; version?: number; reason: string; message: string }
+  | { type: "held"; version: number; rollout: string; status: string; reason?: string }
+  | { type: "result"; version: number; outcome: Outcome; detail?: string }
+  | { type: "report-failed"; message: string };
+
+export interface FollowOptions {
+  /** The last version this device tried, whatever the outcome (kept on the device across restarts): never tried again. */
+  appliedVersion: () => number | undefined;
+  /** Apply the bundle; its outcome is reported. The caller records the version as tried, even when it failed or was reverted (no retry loop). */
+  apply: (bundle: OpenedBundle) => Promise<{ outcome: Exclude<Outcome, "timeout">; detail?: string }>;
+  onEvent?: (e: DeviceEvent) => void;
+  now?: () => Date;
+  /** How often a bundle held by a paused (or not yet visible) rollout is checked again; default 30 s. */
+  recheckMs?: number;
+}
+
+const enc = new TextEncoder();
+
+export async function followDesiredState(broker: Broker, device: DeviceIdentity, opts: FollowOptions): Promise<Stoppable> {
+  const emit = (e: DeviceEvent) => opts.onEvent?.(e);
+  const report = async (kind: "result" | "refused", body: Record<string, unknown>, id?: string): Promise<void> => {
+    try {
+      await broker.publish(reportSubject(device.name, kind), enc.encode(JSON.stringify(body)), id ? { id } : {});
+    } catch (error) {
+      emit({ type: "report-failed", message: messageOf(error) });
+    }
+  };
+  let busy = Promise.resolve();
+  let latest: Entry | null = null;
+  let recheck: NodeJS.Timeout | undefined;
+  const handle = async (entry: Entry): Promise<void> => {
+    if (entry !== latest) return; // a newer bundle arrived meanwhile
+    let bundle: OpenedBundle;
+    try {
+      bundle = await openBundle(entry.value, { ...device, device: device.name, appliedVersion: opts.appliedVersion(), now: opts.now?.() });
+    } catch (error) {
+      if (!(error instanceof BundleRefused)) throw error;
+      if (error.reason === "replayed") return; // what it applied already, seen again after a reconnect
+      emit({ type: "refused", reason: error.reason, message: error.message });
+      await report("refused", { revision: entry.revision, reason: error.reason, message: error.message });
+      return;
+    }
+    if (bundle.rollout) {
+      const r = await rolloutOpen(broker, bundle.rollout);
+      if (!r.open) {
+        emit({ type: "held", version: bundle.version, rollout: bundle.rollout, status: r.status, reason: r.reason });
+        if (r.status !== "aborted" && r.status !== "done") {
+          recheck = setTimeout(() => queue(entry), opts.recheckMs ?? 30_000);
+          recheck.unref();
+        }
+        return;
+      }
+    }
+    const result = await opts.apply(bundle);
+    emit({ type: "result", version: bundle.version, ...result });
+    const body: ResultReport = { version: bundle.version, outcome: result.outcome, ...(bundle.rollout ? { rollout: bundle.rollout } : {}), ...(result.detail ? { detail: result.detail } : {}) };
+    // the message id makes a retried report of the same result a duplicate, not a second result
+    await report("result", body as unknown as Record<string, unknown>, `${device.name}-${bundle.version}-result`);
+  };
+  const queue = (entry: Entry): void => {
+    busy = busy.then(() => handle(entry)).catch((error) => emit({ type: "report-failed", message: messageOf(error) }));
+  };
+  const watch = await broker.watch(DESIRED_BUCKET, desiredKey(device.name), (entry) => {
+    clearTimeout(recheck);
+    latest = entry;
+    if (entry) queue(entry);
+  });
+  return {
+    stop: async () => {
+      clearTimeout(recheck);
+      latest = null;
+      await watch.stop();
+      await busy;
+    },
+  };
+}

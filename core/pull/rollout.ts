@@ -1,0 +1,290 @@
+// Rollouts in pull mode: a bundle version opens to a canary set, then to waves that grow
+// by a factor; the rollout aborts by itself once enough devices have reported and the
+// failed + reverted + timed-out share exceeds max_fail_percentage (AWS IoT Jobs' abort
+// criteria, in the words of push runs). The first half of this file is pure (state in,
+// state and actions out); the second half drives it against the broker: bundles go into
+// the device's KV key when its wave opens, results come from the REPORTS stream, the
+// state is kept in KV (so the controller can stop and go on, and a device that was
+// offline can check that the rollout is still open before it applies).
+import { ConfigError, messageOf, quote } from "../errors.js";
+import type { Broker, Stoppable } from "./broker.js";
+import {
+  desiredKey, DESIRED_BUCKET, reportDevice, REPORTS_STREAM, rolloutControlKey, rolloutId, rolloutPlanKey, rolloutStateKey, ROLLOUTS_BUCKET,
+} from "./subjects.js";
+
+export type Outcome = "applied" | "failed" | "reverted" | "timeout";
+export const BAD_OUTCOMES: readonly Outcome[] = ["failed", "reverted", "timeout"];
+export type Status = "open" | "paused" | "aborted" | "done";
+
+export interface RolloutPolicy {
+  /** The first wave: a count or a percentage ("5%") of the devices. */
+  canary: number | string;
+  /** The wave after the canary (default: as large as the canary); each next one `growth` times the last. */
+  serial?: number | string;
+  growth: number;
+  /** Abort when more than this share of the devices that reported failed, reverted or timed out… */
+  maxFailPercentage: number;
+  /** …once at least this many have reported. */
+  minReported: number;
+  /** A device with no result this long after its wave opened counts as timed out. */
+  timeoutMs: number;
+}
+
+export const DEFAULT_POLICY: RolloutPolicy = { canary: 1, growth: 2, maxFailPercentage: 0, minReported: 1, timeoutMs: 15 * 60_000 };
+
+export interface DeviceResult { outcome: Outcome; at: number; detail?: string }
+
+export interface RolloutState {
+  id: string;
+  version: number;
+  status: Status;
+  reason?: string;
+  policy: RolloutPolicy;
+  waves: string[][];
+  /** When each opened wave opened (ms); its length is the number of waves opened. */
+  openedAt: number[];
+  results: Record<string, DeviceResult>;
+  created: number;
+  updated: number;
+  /** The last REPORTS sequence and control revision taken into account (to go on after a restart). */
+  reportsSeq?: number;
+  controlRevision?: number;
+}
+
+/** What devices may read about a rollout (KV rollouts/state.<id>). */
+export interface PublicRolloutState { id: string; version: number; status: Status; reason?: string; updated: number }
+
+export type Action =
+  | { type: "open"; wave: number; devices: string[] }
+  | { type: "aborted"; reason: string }
+  | { type: "done" };
+
+// --- pure logic ---------------------------------------------------------------------------
+
+function size(spec: number | string, total: number, what: string): number {
+  if (typeof spec === "number") {
+    if (!Number.isInteger(spec) || spec < 1) throw new ConfigError(`${what} must be a whole number of at least 1 (got ${spec}).`);
+    return spec;
+  }
+  const m = /^(\d+(?:\.\d+)?)%$/.exec(spec.trim());
+  if (!m) throw new ConfigError(`${what} must be a number or a percentage like "5%" (got ${quote(spec)}).`);
+  return Math.max(1, Math.ceil((Number(m[1]) / 100) * total));
+}
+
+export function checkPolicy(policy: RolloutPolicy): void {
+  if (!(policy.growth >= 1)) throw new ConfigError(`growth must be at least 1 (got ${policy.growth}); 1 keeps every wave the size of the first.`);
+  if (!(policy.maxFailPercentage >= 0 && policy.maxFailPercentage <= 100)) throw new ConfigError(`max_fail_percentage must be 0-100 (got ${policy.maxFailPercentage}).`);
+  if (!Number.isInteger(policy.minReported) || policy.minReported < 1) throw new ConfigError(`the minimum number of reports must be at least 1 (got ${policy.minReported}).`);
+  if (!(policy.timeoutMs > 0)) throw new ConfigError(`the timeout must be positive (got ${policy.timeoutMs} ms).`);
+}
+
+/** The canary, then waves starting at `serial` and growing by `growth`; every device in exactly one. */
+export function planWaves(devices: readonly string[], policy: RolloutPolicy): string[][] {
+  if (new Set(devices).size !== devices.length) throw new ConfigError("a rollout lists a device twice.");
+  const waves: string[][] = [];
+  if (!devices.length) return waves;
+  const canary = size(policy.canary, devices.length, "canary");
+  waves.push(devices.slice(0, canary));
+  let next = policy.serial === undefined ? canary : size(policy.serial, devices.length, "serial");
+  for (let i = canary; i < devices.length;) {
+    const n = Math.max(1, Math.round(next));
+    waves.push(devices.slice(i, i + n));
+    i += n;
+    next *= policy.growth;
+  }
+  return waves;
+}
+
+export function startRollout(id: string, version: number, devices: readonly string[], policy: RolloutPolicy, now: number): RolloutState {
+  checkPolicy(policy);
+  if (!devices.length) throw new ConfigError(`rollout ${quote(id)} has no devices.`);
+  return { id: rolloutId(id), version, status: "open", policy, waves: planWaves(devices, policy), openedAt: [], results: {}, created: now, updated: now };
+}
+
+export interface Counts { total: number; opened: number; waiting: number; reported: number; applied: number; failed: number; reverted: number; timeout: number; bad: number }
+
+export function counts(state: RolloutState): Counts {
+  const c: Counts = { total: 0, opened: 0, waiting: 0, reported: 0, applied: 0, failed: 0, reverted: 0, timeout: 0, bad: 0 };
+  for (const w of state.waves) c.total += w.length;
+  for (const w of state.waves.slice(0, state.openedAt.length)) c.opened += w.length;
+  for (const r of Object.values(state.results)) {
+    c[r.outcome]++;
+    c.reported++;
+    if (BAD_OUTCOMES.includes(r.outcome)) c.bad++;
+  }
+  c.waiting = c.opened - c.reported;
+  return c;
+}
+
+/** Why the rollout must abort now, or null. */
+export function abortReason(c: Counts, policy: RolloutPolicy): string | null {
+  if (c.reported < policy.minReported || !c.bad) return null;
+  const pct = (c.bad / c.reported) * 100;
+  if (pct <= policy.maxFailPercentage) return null;
+  return `${c.bad} of ${c.reported} devices that reported failed, reverted or timed out ` +
+    `(${c.failed} failed, ${c.reverted} reverted, ${c.timeout} timed out: ${pct.toFixed(0)}% > max_fail_percentage ${policy.maxFailPercentage}%)`;
+}
+
+/** A device's result; the first one counts (a late "applied" after a timeout does not undo it). */
+export function recordResult(state: RolloutState, device: string, result: DeviceResult): RolloutState {
+  const wave = state.waves.findIndex((w) => w.includes(device));
+  if (wave < 0 || wave >= state.openedAt.length || state.results[device]) return state;
+  return { ...state, results: { ...state.results, [device]: result }, updated: result.at };
+}
+
+/** Time passes: timeouts, the abort criteria, the next wave or the end. */
+export function advance(state: RolloutState, now: number): { state: RolloutState; actions: Action[] } {
+  if (state.status === "aborted" || state.status === "done") return { state, actions: [] };
+  let s = state;
+  s.openedAt.forEach((openedAt, wave) => {
+    if (now - openedAt < s.policy.timeoutMs) return;
+    for (const device of s.waves[wave])
+      if (!s.results[device]) s = recordResult(s, device, { outcome: "timeout", at: now, detail: `no result ${Math.round(s.policy.timeoutMs / 1000)} s after its wave opened` });
+  });
+  const reason = abortReason(counts(s), s.policy);
+  if (reason) return { state: { ...s, status: "aborted", reason, updated: now }, actions: [{ type: "aborted", reason }] };
+  if (s.status !== "open") return { state: s, actions: [] };
+  const c = counts(s);
+  if (c.waiting > 0) return { state: s, actions: [] };
+  const wave = s.openedAt.length;
+  if (wave >= s.waves.length) return { state: { ...s, status: "done", updated: now }, actions: [{ type: "done" }] };
+  return { state: { ...s, openedAt: [...s.openedAt, now], updated: now }, actions: [{ type: "open", wave, devices: s.waves[wave] }] };
+}
+
+export type Command = "pause" | "resume" | "abort";
+
+export function control(state: RolloutState, command: Command, now: number, reason?: string): RolloutState {
+  if (state.status === "aborted" || state.status === "done") return state;
+  switch (command) {
+    case "pause": return { ...state, status: "paused", reason: reason ?? "paused by request", updated: now };
+    case "resume": return state.status === "paused" ? { ...state, status: "open", reason: undefined, updated: now } : state;
+    case "abort": return { ...state, status: "aborted", reason: reason ?? "aborted by request", updated: now };
+  }
+}
+
+export const publicState = (s: RolloutState): PublicRolloutState =>
+  ({ id: s.id, version: s.version, status: s.status, ...(s.reason ? { reason: s.reason } : {}), updated: s.updated });
+
+// --- against the broker -------------------------------------------------------------------
+
+/** What an agent sends to reports.<device>.result after trying a bundle. */
+export interface ResultReport { rollout?: string; version: number; outcome: Outcome; detail?: string }
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const json = (v: unknown): Uint8Array => enc.encode(JSON.stringify(v));
+
+export interface RolloutRun {
+  broker: Broker;
+  id: string;
+  version: number;
+  devices: string[];
+  policy: RolloutPolicy;
+  /** The signed bundle of each device, put into its KV key when its wave opens. */
+  bundle: (device: string) => Uint8Array | Promise<Uint8Array>;
+  tickMs?: number;
+  now?: () => number;
+  onProgress?: (state: RolloutState, counts: Counts) => void;
+}
+
+/**
+ * Drive a rollout to its end (done or aborted). A rollout already in KV under this id
+ * goes on from where it was (a controller that stopped), with the results it had.
+ */
+export async function runRollout(run: RolloutRun): Promise<RolloutState> {
+  const { broker } = run;
+  const now = run.now ?? Date.now;
+  const saved = await broker.get(ROLLOUTS_BUCKET, rolloutPlanKey(run.id));
+  let state: RolloutState = saved ? JSON.parse(dec.decode(saved.value)) : startRollout(run.id, run.version, run.devices, run.policy, now());
+  if (state.version !== run.version) throw new ConfigError(`rollout ${quote(run.id)} exists already for version ${state.version}, not ${run.version}; use a new rollout id.`);
+  let planRevision = saved?.revision ?? 0;
+  let lastPublic = "";
+
+  const save = async (): Promise<void> => {
+    planRevision = await broker.put(ROLLOUTS_BUCKET, rolloutPlanKey(state.id), json(state), { previousRevision: planRevision });
+    const pub = JSON.stringify(publicState(state));
+    if (pub !== lastPublic) {
+      await broker.put(ROLLOUTS_BUCKET, rolloutStateKey(state.id), enc.encode(pub));
+      lastPublic = pub;
+    }
+  };
+  const openWave = async (devices: string[]): Promise<void> => {
+    for (let i = 0; i < devices.length; i += 64)
+      await Promise.all(devices.slice(i, i + 64).map(async (d) => broker.put(DESIRED_BUCKET, desiredKey(d), await run.bundle(d))));
+  };
+
+  let dirty = !saved;
+  const subscriptions: Stoppable[] = [];
+  try {
+    subscriptions.push(await broker.consume(REPORTS_STREAM, "reports.*.result", (m) => {
+      const device = reportDevice(m.subject); // the server let only this device publish here
+      state.reportsSeq = m.seq;
+      dirty = true;
+      if (!device) return;
+      let report: ResultReport;
+      try {
+        report = JSON.parse(dec.decode(m.data));
+      } catch {
+        return;
+      }
+      if (report.version !== state.version || (report.rollout ?? state.id) !== state.id || !["applied", "failed", "reverted"].includes(report.outcome)) return;
+      state = recordResult(state, device, { outcome: report.outcome, at: now(), ...(report.detail ? { detail: String(report.detail).slice(0, 500) } : {}) });
+    }, state.reportsSeq ? { fromSeq: state.reportsSeq + 1 } : {}));
+    subscriptions.push(await broker.watch(ROLLOUTS_BUCKET, rolloutControlKey(state.id), (entry) => {
+      if (!entry || entry.revision <= (state.controlRevision ?? 0)) return;
+      try {
+        const { command, reason } = JSON.parse(dec.decode(entry.value)) as { command: Command; reason?: string };
+        if (["pause", "resume", "abort"].includes(command)) state = control(state, command, now(), reason);
+      } catch { /* not a command: ignored */ }
+      state.controlRevision = entry.revision;
+      dirty = true;
+    }));
+    // A controller that stopped mid-wave: the opened waves' devices without a result get their bundle again (same version: no effect on those that have it).
+    if (saved) await openWave(state.waves.slice(0, state.openedAt.length).flat().filter((d) => !state.results[d]));
+
+    for (;;) {
+      const step = advance(state, now());
+      state = step.state;
+      for (const action of step.actions) {
+        dirty = true;
+        if (action.type === "open") {
+          await save(); // the wave is open in KV before any device gets its bundle
+          dirty = false;
+          await openWave(action.devices);
+        }
+      }
+      if (dirty) {
+        await save();
+        dirty = false;
+      }
+      run.onProgress?.(state, counts(state));
+      if (state.status === "done" || state.status === "aborted") return state;
+      await new Promise((r) => setTimeout(r, run.tickMs ?? 200));
+    }
+  } finally {
+    for (const s of subscriptions) await s.stop().catch(() => {});
+  }
+}
+
+/** Ask the controller running rollout `id` to pause, resume or abort it. */
+export async function requestControl(broker: Broker, id: string, command: Command, reason?: string): Promise<void> {
+  await broker.put(ROLLOUTS_BUCKET, rolloutControlKey(id), json({ command, ...(reason ? { reason } : {}), at: new Date().toISOString() }));
+}
+
+/** What a device checks before it applies a bundle of rollout `id`: is it still open? */
+export async function rolloutOpen(broker: Broker, id: string): Promise<{ open: boolean; status: Status | "unknown"; reason?: string }> {
+  let entry;
+  try {
+    entry = await broker.get(ROLLOUTS_BUCKET, rolloutStateKey(id));
+  } catch (error) {
+    return { open: false, status: "unknown", reason: `cannot read the rollout's state: ${messageOf(error)}` };
+  }
+  if (!entry) return { open: false, status: "unknown", reason: `rollout ${quote(id)} is not known to the broker` };
+  const s = JSON.parse(dec.decode(entry.value)) as PublicRolloutState;
+  return { open: s.status === "open", status: s.status, ...(s.reason ? { reason: s.reason } : {}) };
+}
+
+export async function readRollout(broker: Broker, id: string): Promise<RolloutState | null> {
+  const entry = await broker.get(ROLLOUTS_BUCKET, rolloutPlanKey(id));
+  return entry ? JSON.parse(dec.decode(entry.value)) : null;
+}
