@@ -3,8 +3,8 @@
 // honours flushes). Each time the host ends fully as before (or armed, then reverting by
 // itself), the lock is released, and the next run needs no --break-lock.
 //
-// Precise points: PROVISION_TEST_DIE_AFTER=<change summary substring> makes the controller
-// SIGKILL itself right after applying that change (read by the engine for tests only).
+// Precise points: the test watches the controller's progress and the host's record and
+// SIGKILLs the controller by its PID once the change is on the host (no hook in the engine).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -13,7 +13,7 @@ import { startLab, type Guest, type Lab } from "./lab.js";
 import { fileHashes, labInventory, ourTimers, sleep, timed, TOUCHED, useLab, waitForHostRevert } from "./e2e-support.js";
 import { CLI, provision, summary } from "../integration/provision-cli.js";
 import { repoRoot } from "../support/cache.js";
-import { run } from "../support/processes.js";
+import { killPid, onCleanup } from "../support/processes.js";
 
 const WLAN = join(repoRoot, "playbooks/bond-eth0-wlan0.yaml");
 const CONFIRM = 50;
@@ -35,12 +35,36 @@ useLab("lab (1 guest, eth0 + real Wi-Fi wlan0, disk honours flushes)", () => sta
 
 const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
-/** The controller, killed by itself right after the change whose summary contains `point`. */
+/** What the host's record shows once a change is on it: the point where the test kills the controller. */
+const RECORDED: Record<string, string> = {
+  "install ifenslave": "test -e \"runs/$(cat last)/undo/0000-safe\"",
+  "set bonding options": "grep -q /etc/modprobe.d/ \"runs/$(cat last)/manifest\"",
+  "configure bond0": "grep -q /etc/network/interfaces \"runs/$(cat last)/manifest\"",
+};
+
+/**
+ * The controller, SIGKILLed by the test (by its PID) once its progress names `point` and the
+ * host's record shows that change: the batching is the one users get, the fault comes from outside.
+ */
 async function dieAfter(point: string): Promise<{ output: string; at: number }> {
   await pi.waitForSsh();
-  const r = await run(lab.controllerArgv(["env", `PROVISION_TEST_DIE_AFTER=${point}`, "node", CLI, "--inventory", inventory, "--verbose", WLAN]), { cwd: repoRoot });
-  const output = r.stdout + r.stderr;
-  assert.ok(output.includes(point), `the run reached "${point}":\n${output}`);
+  const argv = lab.controllerArgv(["node", CLI, "--inventory", inventory, "--verbose", WLAN]);
+  const child = spawn(argv[0], argv.slice(1), { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  const stop = onCleanup("controller to kill", () => killPid(child.pid, "SIGKILL"));
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const exited = new Promise<void>((resolve) => child.on("close", () => resolve()));
+  const deadline = Date.now() + 300_000;
+  let recorded = false;
+  while (!recorded && Date.now() < deadline && child.exitCode === null) {
+    if (output.includes(point)) recorded = (await pi.ssh(`cd /var/lib/provision && ${RECORDED[point]}`)).code === 0;
+    if (!recorded) await sleep(100);
+  }
+  assert.ok(recorded, `the run reached "${point}" and the host recorded it:\n${output}`);
+  process.kill(child.pid!, "SIGKILL");
+  await exited;
+  stop();
   assert.doesNotMatch(output, /HOST\s+STATUS/, `the controller died before its summary:\n${output}`);
   return { output, at: Date.now() };
 }
