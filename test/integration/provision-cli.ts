@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { repoRoot } from "../support/cache.js";
 import { run } from "../support/processes.js";
 
-export const CLI = join(repoRoot, "dist", "core", "cli.js");
+export const CLI = join(repoRoot, "dist", "cli", "cli.js");
 
 export interface CliResult { code: number; stdout: string; stderr: string; output: string }
 
