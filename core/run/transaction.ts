@@ -2,6 +2,7 @@
 // backups, and a dead-man switch that reverts the host by itself unless the
 // controller confirms from outside. Everything here runs as constant scripts with
 // values passed as positional parameters.
+import { createHash } from "node:crypto";
 import { hostname } from "node:os";
 import { HostError } from "../errors.js";
 import { script } from "../transport/shell.js";
@@ -19,6 +20,36 @@ export type TransactionState = "pending" | "committed" | "rolled_back" | "revert
 const PUT = `put() {
   cat > "$1.provision-tmp" && sync -- "$1.provision-tmp" && mv -f -- "$1.provision-tmp" "$1" && sync -- "$(dirname -- "$1")"
 }`;
+
+/**
+ * The bytes a step carries arrive whole or not at all. Its stdin is the sha256 of the
+ * content (one line), then the content; `receive FILE SIZE` writes the content to FILE and
+ * fails, removing FILE, unless it is exactly SIZE bytes with that sum (the input ends early
+ * when the connection is lost or the controller dies mid-send). The sum travels on stdin:
+ * in argv every local user could read the hash of a file with a Wi-Fi PSK in it.
+ */
+const RECEIVE = `receive() {
+  IFS= read -r sum || sum=
+  cat > "$1" || { rm -f -- "$1"; return 1; }
+  got=$(($(wc -c < "$1")))
+  if [ "$got" -ne "$2" ]; then
+    rm -f -- "$1"; echo "the input ended after $got of $2 bytes (connection lost mid-send?); nothing written" >&2; return 1
+  fi
+  got=$(sha256sum < "$1")
+  if [ "\${got%% *}" != "$sum" ]; then
+    rm -f -- "$1"; echo "the input does not match its sha256; nothing written" >&2; return 1
+  fi
+}`;
+
+/** put, of a received input (see RECEIVE): a short or corrupt input leaves FILE as it was. */
+const PUT_RECEIVED = `put_received() {
+  receive "$1.provision-tmp" "$2" && sync -- "$1.provision-tmp" && mv -f -- "$1.provision-tmp" "$1" && sync -- "$(dirname -- "$1")"
+}`;
+
+/** A step's stdin for RECEIVE: the content's sha256, a newline, the content. */
+function received(content: string): { stdin: string; size: string } {
+  return { stdin: `${createHash("sha256").update(content).digest("hex")}\n${content}`, size: String(Buffer.byteLength(content)) };
+}
 
 /**
  * (Re)start the transient revert timer: $1 seconds from now. Two unit names take turns,
@@ -97,6 +128,8 @@ systemctl daemon-reload
 sync
 systemctl reboot
 `;
+
+const REVERT_PROGRAM_INPUT = received(REVERT_PROGRAM);
 
 /**
  * Take the lock; or replace it when it is exactly the holder the controller judged
@@ -179,17 +212,19 @@ restore_files "$1"
 run_undos "$1" "$2"`;
 
 /**
- * Atomic and durable write of stdin: temp file in the same directory, fsynced, renamed,
- * then the directory fsynced, so a power cut leaves the old or the new file; an existing
- * file keeps its mode and owner.
+ * Atomic and durable write of a received input (see RECEIVE): temp file in the same
+ * directory, checked, fsynced, renamed, then the directory fsynced, so a power cut leaves
+ * the old or the new file, and a short or corrupt input fails with the file as it was; an
+ * existing file keeps its mode and owner.
  */
 const WRITE_FILE = `set -e
-path=$1 mode=$2
+${RECEIVE}
+path=$1 mode=$2 size=$3
 dir=$(dirname -- "$path")
 mkdir -p -- "$dir"
 tmp=$(mktemp -- "$dir/.provision.XXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
-cat > "$tmp"
+receive "$tmp" "$size" || exit 1
 if [ -e "$path" ]; then
   chown --reference="$path" -- "$tmp"
   chmod --reference="$path" -- "$tmp"
@@ -210,8 +245,10 @@ const REMOVE = `rm -f -- "$1" && sync -- "$(dirname -- "$1")"`;
  */
 const ARM = `set -e
 ${PUT}
+${RECEIVE}
+${PUT_RECEIVED}
 ${RENEW_TIMER}
-base=$1 id=$2 timeout=$3
+base=$1 id=$2 timeout=$3 size=$4
 if ! command -v systemd-run >/dev/null 2>&1 || [ ! -d /run/systemd/system ]; then
   echo "the host does not run systemd" >&2; exit 4 # ARM_NO_SYSTEMD
 fi
@@ -219,7 +256,7 @@ armed=$(cat "$base/armed" 2>/dev/null || true)
 if [ -n "$armed" ] && [ "$armed" != "$id" ]; then
   echo "run $armed is still armed to revert on this host; wait for it or run provision rollback" >&2; exit 3
 fi
-put "$base/revert.sh"
+put_received "$base/revert.sh" "$size" || exit 1
 chmod 0700 "$base/revert.sh"
 put /etc/systemd/system/provision-revert.service <<UNIT
 [Unit]
@@ -438,8 +475,9 @@ export class Transaction {
   }
 
   /**
-   * Back up, then write (atomic and durable: temp file in the same directory, fsynced,
-   * renamed, the directory fsynced; an existing file keeps its mode and owner) or remove.
+   * Back up, then write (atomic and durable: temp file in the same directory, its size and
+   * sha256 checked, fsynced, renamed, the directory fsynced; an existing file keeps its
+   * mode and owner) or remove.
    * `reboot`: the change takes effect at boot, so undoing it by hand needs a reboot too.
    */
   writeSteps(path: string, content: string | null, opts: { mode?: string; reboot?: boolean } = {}): Step[] {
@@ -449,7 +487,10 @@ export class Transaction {
       steps.push({ what: "note reboot", argv: script(NOTE_REBOOT, this.dir) });
     }
     if (content === null) steps.push({ what: `remove ${path}`, argv: script(REMOVE, path) });
-    else steps.push({ what: `write ${path}`, argv: script(WRITE_FILE, path, opts.mode ?? "0644"), stdin: content });
+    else {
+      const { stdin, size } = received(content);
+      steps.push({ what: `write ${path}`, argv: script(WRITE_FILE, path, opts.mode ?? "0644", size), stdin });
+    }
     return steps;
   }
 
@@ -475,8 +516,8 @@ export class Transaction {
   armSteps(timeoutSeconds: number): Step[] {
     return [...this.beginSteps(), {
       what: "arm the host-side revert",
-      argv: script(ARM, STATE_DIR, this.id, String(timeoutSeconds)),
-      stdin: REVERT_PROGRAM,
+      argv: script(ARM, STATE_DIR, this.id, String(timeoutSeconds), REVERT_PROGRAM_INPUT.size),
+      stdin: REVERT_PROGRAM_INPUT.stdin,
       done: () => (this.armed = true),
     }];
   }
