@@ -6,6 +6,13 @@
 
 import { readFileSync } from "node:fs";
 
+/**
+ * Quote one word for a POSIX shell ('it'\''s' style, safe for any byte string). Changes run
+ * argv arrays and need no quoting; use it where a module writes shell text itself, e.g. a
+ * `KEY=value` file its `.sh` agent sources (multiwan's config).
+ */
+export { quote } from "./transport/shell.js";
+
 export type JsonSchema = Record<string, unknown>;
 
 const OCTET = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";

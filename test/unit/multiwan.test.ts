@@ -7,6 +7,8 @@ import multiwan, {
   AGENT, UNIT, PATHS, desiredRules, renderIptables, firewallProblems, healthVerdict, liveProblems, multiwanSchema, parseHealth, renderConfig, renderNft, renderSysctl, routeProblems, ruleProblems,
   type MultiwanArgs,
 } from "../../modules/multiwan/index.js";
+import { IPT_CHAINS, IPT_TAG, NFT_TABLE, SERVICE } from "../../modules/multiwan/schema.js";
+import { UNDO_ACTIVATE } from "../../modules/multiwan/render.js";
 import { compile } from "../../core/config/schema.js";
 import { PlanError, type CommandOutput, type PlanContext, type Verdict } from "../../core/module-api.js";
 
@@ -108,6 +110,19 @@ test("the agent and the rollback parse as POSIX shell (dash -n) and the sourced 
   const vars = spawnSync("sh", ["-c", `${renderConfig(args)}\necho "$UPLINKS|$isp2_WEIGHT|$isp1_PRIORITY|$LAST_TABLE|$BALANCED_PRIORITY"`], { encoding: "utf8" });
   assert.equal(vars.stdout.trim(), "isp1 isp2|10|30010|202|30090");
   assert.match(UNIT, new RegExp(`ExecStartPre=${PATHS.agent} start`));
+});
+
+test("the shell files spell out the names the module owns as schema.ts does, and ship with clear-state.sh inlined", () => {
+  for (const script of [AGENT, UNDO_ACTIVATE]) {
+    assert.doesNotMatch(script, /^[ \t]*# (include|shellcheck) /m, "include lines replaced, shellcheck directives left out");
+    assert.match(script, /^clear_state\(\) \{/m);
+    assert.ok(script.includes(`nft delete table inet ${NFT_TABLE} `));
+    for (const c of Object.values(IPT_CHAINS)) assert.ok(script.includes(`iptables -t ${c.table} -D ${c.parent} -m comment --comment ${IPT_TAG} -j ${c.chain} `), c.chain);
+    assert.ok(script.includes(`systemctl stop ${SERVICE} `) || script.includes(`RUN=/run/${SERVICE}\n`));
+  }
+  assert.ok(AGENT.includes(`\n. ${PATHS.config}\n`) && AGENT.includes(`nft list table inet ${NFT_TABLE} `) && AGENT.includes(`-j ${IPT_CHAINS.prerouting.chain} `));
+  assert.equal(PATHS.status, `/run/${SERVICE}/status`);
+  assert.equal(spawnSync("sh", ["-n"], { input: UNDO_ACTIVATE, encoding: "utf8" }).status, 0);
 });
 
 test("routes: each uplink's own table, and the multipath route holding exactly the uplinks that are up", () => {
