@@ -6,6 +6,7 @@
 import { PATTERNS, defineModule, fileChange, PlanError, type PlanContext, type Change, type CommandOutput, type DirState, type FileState, type Probe } from "../core/module-api.js";
 import { namesOf, parseInterfaces, sourcedFiles } from "./network/interfaces-file.js";
 import { parseBondStatus } from "./bond/model.js";
+import { inSubnet, subnetOf } from "./network/ipv4.js";
 import { STACK_NAMES, networkStackFact, type NetworkStack } from "./network/stack.js";
 
 const IFNAME = "^[A-Za-z][A-Za-z0-9_-]{0,14}$";
@@ -85,15 +86,6 @@ const configPath = (a: GretapBondArgs) => a.path ?? `/etc/network/interfaces.d/p
 const primaryOf = (a: GretapBondArgs) => a.primary ?? a.tunnels[0].name;
 const addressOnly = (cidr: string) => cidr.split("/")[0];
 
-// ---- addresses --------------------------------------------------------------------------
-
-const ipNumber = (ip: string) => ip.split(".").reduce((n, octet) => n * 256 + Number(octet), 0);
-function sameSubnet(cidr: string, ip: string): boolean {
-  const bits = Number(cidr.split("/")[1]);
-  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  return ((ipNumber(addressOnly(cidr)) & mask) >>> 0) === ((ipNumber(ip) & mask) >>> 0);
-}
-
 export interface Link {
   ifname: string;
   mtu: number;
@@ -152,7 +144,7 @@ function argProblems(a: GretapBondArgs): string[] {
     if (a.arp_validate === "none")
       problems.push("arp_validate: none is what made the seed's bond ping-pong (a backup tunnel counts as up from the far end's stray traffic, both ends can settle on different tunnels and keep crossing). Use all (the default)");
     if (target === addressOnly(a.address)) problems.push(`arp_ip_target: ${target} is the bond's own address; use the far end's address`);
-    else if (!sameSubnet(a.address, target)) problems.push(`arp_ip_target: ${target} is outside ${a.address}; ARP probes only reach the far end of the tunnels on the bond's subnet`);
+    else if (!inSubnet(subnetOf(a.address), target)) problems.push(`arp_ip_target: ${target} is outside ${a.address}; ARP probes only reach the far end of the tunnels on the bond's subnet`);
     if (a.primary && !names.includes(a.primary)) problems.push(`primary: ${a.primary} is not one of the tunnels (${names.join(", ")})`);
   } else {
     for (const key of ["arp_ip_target", "primary", "primary_reselect"] as const)

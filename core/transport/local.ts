@@ -12,8 +12,8 @@
 // timer undoes the run if the agent never gets there.
 import { spawn } from "node:child_process";
 import { HostError, LostConnection } from "../errors.js";
-import { readFileOver, scheduleReboot } from "./reboot.js";
-import { lastLine, RebootPending, type ConnectionTarget, type ExecResult, type RebootOptions, type Transport } from "./transport.js";
+import { scheduleReboot } from "./reboot.js";
+import { execResult, readFileOver, RebootPending, runChecked, type ConnectionTarget, type ExecResult, type RebootOptions, type Transport } from "./transport.js";
 
 export interface LocalOptions {
   /**
@@ -63,19 +63,13 @@ export class LocalTransport implements Transport {
       child.stderr.on("data", (c: Buffer) => stderr.push(c));
       child.stdin.on("error", () => {}); // a command that reads less than it is given
       child.on("error", (error) => reject(new HostError(this.target.name, `cannot run ${command}: ${error.message}`, { cause: error })));
-      child.on("close", (code, signal) => resolve({
-        code: code ?? (signal ? 128 : 1),
-        stdout: Buffer.concat(stdout).toString("utf8"),
-        stderr: Buffer.concat(stderr).toString("utf8"),
-      }));
+      child.on("close", (code, signal) => resolve(execResult(code ?? (signal ? 128 : 1), stdout, stderr)));
       child.stdin.end(stdin ?? "");
     });
   }
 
-  async run(what: string, argv: string[], stdin?: string): Promise<string> {
-    const r = await this.exec(argv, stdin);
-    if (r.code !== 0) throw new HostError(this.target.name, `${what}: exited ${r.code}${r.stderr.trim() ? ` (${lastLine(r.stderr)})` : ""}`);
-    return r.stdout;
+  run(what: string, argv: string[], stdin?: string): Promise<string> {
+    return runChecked(this, what, argv, stdin);
   }
 
   readFile(path: string): Promise<string | null> {

@@ -1,5 +1,5 @@
 // Reboot a host and wait until it answers with a new boot_id; shared by the transports.
-import type { ExecResult, RebootOptions, Transport } from "./transport.js";
+import type { RebootOptions, Transport } from "./transport.js";
 import { HostError, messageOf } from "../errors.js";
 import { readShellAsset } from "../module-api.js";
 import { script } from "./shell.js";
@@ -40,12 +40,4 @@ export async function rebootOver(c: Transport, opts: RebootOptions): Promise<voi
     await sleep(2000);
   }
   throw new RebootTimeout(c.target.name, `did not come back at ${opts.address} with a new boot_id within ${opts.limit}${last ? ` (last error: ${last})` : ""}`);
-}
-
-/** For Transport.readFile: `cat`, null when the file does not exist. */
-export async function readFileOver(c: { exec(argv: string[]): Promise<ExecResult> }, path: string): Promise<string | null> {
-  const r = await c.exec(["sh", "-c", 'if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi', "provision", path]);
-  if (r.code === 3) return null;
-  if (r.code !== 0) throw new Error(`cannot read ${path}: ${r.stderr.trim()}`);
-  return r.stdout;
 }

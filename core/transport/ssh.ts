@@ -3,11 +3,11 @@ import { readFileSync, existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { NodeSSH, type Config } from "node-ssh";
-import { HostError, LostConnection, UnreachableError, messageOf } from "../errors.js";
+import { LostConnection, UnreachableError, messageOf } from "../errors.js";
 import { commandLine } from "./shell.js";
 import { hostKeyVerifier } from "./known-hosts.js";
-import { readFileOver, rebootOver } from "./reboot.js";
-import { lastLine, type ConnectionTarget, type ExecResult, type RebootOptions, type Transport } from "./transport.js";
+import { rebootOver } from "./reboot.js";
+import { execResult, readFileOver, lastLine, runChecked, type ConnectionTarget, type ExecResult, type RebootOptions, type Transport } from "./transport.js";
 
 export { lastLine, type ConnectionTarget, type ExecResult };
 
@@ -67,23 +67,20 @@ export class SshTransport implements Transport {
     if (!this.ssh) throw new LostConnection(this.target.name, "lost connection: not connected");
     const full = this.target.become && this.target.user !== "root" ? ["sudo", "-n", "--", ...argv] : argv;
     try {
-      // decoded once at the end: a UTF-8 character may straddle two chunks
       const stdout: Buffer[] = [];
       const stderr: Buffer[] = [];
       const r = await this.ssh.execCommand(commandLine(full), { stdin, noTrim: true, onStdout: (c) => stdout.push(c), onStderr: (c) => stderr.push(c) });
       // a channel closed by a dropped link ends without an exit status
       if (r.code === null && !r.signal && !this.connected) throw new Error("the connection closed");
-      return { code: r.code ?? (r.signal ? 128 : 1), stdout: Buffer.concat(stdout).toString("utf8"), stderr: Buffer.concat(stderr).toString("utf8") };
+      return execResult(r.code ?? (r.signal ? 128 : 1), stdout, stderr);
     } catch (error) {
       throw new LostConnection(this.target.name, `lost connection: ${messageOf(error)}`, { cause: error });
     }
   }
 
   /** exec that throws a HostError naming `what` when the command fails. */
-  async run(what: string, argv: string[], stdin?: string): Promise<string> {
-    const r = await this.exec(argv, stdin);
-    if (r.code !== 0) throw new HostError(this.target.name, `${what}: exited ${r.code}${r.stderr.trim() ? ` (${lastLine(r.stderr)})` : ""}`);
-    return r.stdout;
+  run(what: string, argv: string[], stdin?: string): Promise<string> {
+    return runChecked(this, what, argv, stdin);
   }
 
   readFile(path: string): Promise<string | null> {

@@ -58,6 +58,26 @@ export interface Transport {
  */
 export class RebootPending extends HostError {}
 
+/** A command's result, its output decoded once at the end (a UTF-8 character may straddle two chunks). */
+export function execResult(code: number, stdout: Buffer[], stderr: Buffer[]): ExecResult {
+  return { code, stdout: Buffer.concat(stdout).toString("utf8"), stderr: Buffer.concat(stderr).toString("utf8") };
+}
+
+/** Transport.run for every transport: exec, and a HostError naming `what` when the command fails. */
+export async function runChecked(t: Pick<Transport, "target" | "exec">, what: string, argv: string[], stdin?: string): Promise<string> {
+  const r = await t.exec(argv, stdin);
+  if (r.code !== 0) throw new HostError(t.target.name, `${what}: exited ${r.code}${r.stderr.trim() ? ` (${lastLine(r.stderr)})` : ""}`);
+  return r.stdout;
+}
+
+/** For Transport.readFile: `cat`, null when the file does not exist. */
+export async function readFileOver(c: { exec(argv: string[]): Promise<ExecResult> }, path: string): Promise<string | null> {
+  const r = await c.exec(["sh", "-c", 'if [ -e "$1" ]; then exec cat -- "$1"; else exit 3; fi', "provision", path]);
+  if (r.code === 3) return null;
+  if (r.code !== 0) throw new Error(`cannot read ${path}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
 /** The last line of a command's stderr, for an error message. */
 export function lastLine(text: string): string {
   return text.trim().split("\n").pop()!.slice(0, 300);
