@@ -36,17 +36,18 @@ useLab("lab (1 guest, eth0 + real Wi-Fi wlan0, disk honours flushes)", () => sta
 const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
 /** What the host's record shows once a change is on it: the point where the test kills the controller. */
-const RECORDED: Record<string, string> = {
+const RECORDED = {
   "install ifenslave": "test -e \"runs/$(cat last)/undo/0000-safe\"",
   "set bonding options": "grep -q /etc/modprobe.d/ \"runs/$(cat last)/manifest\"",
   "configure bond0": "grep -q /etc/network/interfaces \"runs/$(cat last)/manifest\"",
-};
+  "to dhcpcd": "grep -q /etc/dhcpcd.conf \"runs/$(cat last)/manifest\"",
+} as const;
 
 /**
  * The controller, SIGKILLed by the test (by its PID) once its progress names `point` and the
  * host's record shows that change: the batching is the one users get, the fault comes from outside.
  */
-async function dieAfter(point: string): Promise<{ output: string; at: number }> {
+async function dieAfter(point: keyof typeof RECORDED): Promise<{ output: string; at: number }> {
   await pi.waitForSsh();
   const argv = lab.controllerArgv(["node", CLI, "--inventory", inventory, "--verbose", WLAN]);
   const child = spawn(argv[0], argv.slice(1), { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
