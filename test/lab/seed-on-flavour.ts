@@ -63,7 +63,8 @@ export function seedOnFlavour(s: SeedScenario): void {
     });
 
   const configState = async () => (await pi.ssh(STATE, { timeoutMs: 60_000 })).stdout;
-  const nmActive = async () => (s.flavor.startsWith("rpios") ? (await pi.ssh("nmcli -t -f NAME,DEVICE connection show --active")).stdout : "");
+  // the active profiles as a set: nmcli lists them in activation order, which a reboot may change
+  const nmActive = async () => (s.flavor.startsWith("rpios") ? (await pi.ssh("nmcli -t -f NAME,DEVICE connection show --active | sort")).stdout : "");
 
   test(`${s.flavor}: the guest runs its own stack only, on Debian's kernel, with nothing failed`, async () => {
     const states = (await pi.ssh(`systemctl is-active ${STACK_SERVICES.join(" ")}`)).stdout.trim().split("\n");

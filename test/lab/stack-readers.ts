@@ -84,7 +84,7 @@ export function netplanInRun(s: SeedSteps): void {
     assert.equal(run.code, 0, run.output);
     assert.match((await pi.ssh(`cat ${GENERATED}`)).stdout, /Name=eth1/, "regenerated at boot");
     const networkFile = (await pi.ssh("networkctl status eth1 --no-pager | sed -n 's/^ *Network File: //p'")).stdout.trim();
-    assert.equal(networkFile, "/etc/systemd/network/10-provision-bond0-eth1.network", "networkd configures eth1 from provision's file");
+    assert.equal(networkFile, "/etc/systemd/network/10-provision-bond0@eth1.network", "networkd configures eth1 from provision's file");
     const status = await bondStatus(pi);
     assert.deepEqual(status?.slaves.map((x) => x.name).sort(), ["eth0", "eth1"]);
     const again = await s.cli("--check");
