@@ -110,7 +110,7 @@ export interface RebootChange extends ChangeBase {
 }
 export type Change = FileChange | CommandChange | PendingChange | RebootChange;
 
-export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V extends ProbeSet = ProbeSet> {
+export interface ModuleDefinition<Args = unknown, P extends ProbeSet = ProbeSet, V extends ProbeSet = ProbeSet> {
   name: string;
   description: string;
   /** JSON Schema of the task's arguments (ajv, with defaults applied). */
@@ -118,7 +118,7 @@ export interface ModuleDefinition<Args = any, P extends ProbeSet = ProbeSet, V e
   /** Its tasks can cut the management path (listed before a run; see confirm_timeout). */
   disruptive?: boolean;
   /** Host facts its plans read from context.facts (gathered only when a play uses the module). */
-  hostFacts?: HostFact<any>[];
+  hostFacts?: HostFact[];
   /** Values in args that must never be printed (Wi-Fi PSKs…). */
   secrets?(args: Args): string[];
   /** Optional: what contradicts itself in one task's args (a gateway outside the subnet…), checked before any host is contacted. */

@@ -10,6 +10,8 @@ packages=(debootstrap qemu-system-x86 qemu-utils openssh-server openssh-client i
 missing=()
 # GLib's own key-file reader (python3-gi), for the unit tests of the NetworkManager keyfile reader
 packages+=(python3-gi gir1.2-glib-2.0)
+# npm run lint checks every shell script the project ships
+packages+=(shellcheck)
 for p in "${packages[@]}"; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

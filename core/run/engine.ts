@@ -9,7 +9,7 @@ import { batchOutcomes, NOT_APPLIED_EARLIER_FAILED, settleTask, unansweredOutcom
 import { HostError, LostConnection, ModuleBug, UnreachableError, messageOf } from "../errors.js";
 import type { HostEvent, HostResult, HostStatus, Mask, Outcome, TaskResult, TaskStatus } from "./results.js";
 import { RebootTimeout } from "../transport/reboot.js";
-import { ARM_NO_SYSTEMD, Transaction, lastTransactionProbe, parseHostRecord, type Arming, type LastTransaction } from "./transaction.js";
+import { ARM_NO_SYSTEMD, Transaction, lastTransactionProbe, parseHostRecord, type Arming } from "./transaction.js";
 
 export interface TaskInstance {
   task: Task;

@@ -57,16 +57,17 @@ download() { # apt-get download into $debs, refreshing the lists once if needed
     || { apt-get update >/dev/null && (cd "$debs" && apt-get download "$@" >/dev/null 2>&1); } \
     || { say "apt-get download $* failed"; exit 1; }
 }
-meta=$(ls "$debs"/linux-image-amd64_*.deb 2>/dev/null | head -1 || true)
-if [ -z "$meta" ]; then download linux-image-amd64; meta=$(ls "$debs"/linux-image-amd64_*.deb | head -1); fi
-kpkg=$(dpkg-deb -f "$meta" Depends | tr ',|' '\n\n' | sed 's/(.*//; s/ //g' | grep -E '^linux-image-[0-9].*-amd64$' | head -1)
+first() { for f in "$@"; do [ -e "$f" ] && { echo "$f"; return; }; done; return 0; } # the first path a glob matched, if any
+meta=$(first "$debs"/linux-image-amd64_*.deb)
+if [ -z "$meta" ]; then download linux-image-amd64; meta=$(first "$debs"/linux-image-amd64_*.deb); fi
+kpkg=$(dpkg-deb -f "$meta" Depends | tr ',|' '\n' | sed 's/(.*//; s/ //g' | grep -E '^linux-image-[0-9].*-amd64$' | head -1)
 [ -n "$kpkg" ] || { say "no versioned kernel in the Depends of $meta"; exit 1; }
-kdeb=$(ls "$debs"/"${kpkg}"_*.deb 2>/dev/null | head -1 || true)
-if [ -z "$kdeb" ]; then download "$kpkg"; kdeb=$(ls "$debs"/"${kpkg}"_*.deb | head -1); fi
+kdeb=$(first "$debs"/"${kpkg}"_*.deb)
+if [ -z "$kdeb" ]; then download "$kpkg"; kdeb=$(first "$debs"/"${kpkg}"_*.deb); fi
 kernel=$work/kernel
 mkdir -p "$kernel"
 dpkg-deb -x "$kdeb" "$kernel"
-kver=$(ls "$kernel/lib/modules" | head -1)
+kver=$(first "$kernel"/lib/modules/*); kver=${kver##*/}
 cp "$kernel/boot/vmlinuz-$kver" "$work/vmlinuz"
 echo "$kver" > "$work/kernel-version"
 # The bzImage decompresses itself (xz) under TCG before printing a line: 3-10 s of every boot
@@ -141,11 +142,11 @@ phase "copy root + modules"
 # the flavour's network stack (Debian 12 flavours; trixie's debootstrap already has its own)
 mirror=$(sed -n 's/^URIs: *\([^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
 [ -n "$mirror" ] || mirror=$(awk '$1=="deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
-wifi_tools="wpasupplicant iw hostapd"
+wifi_tools=(wpasupplicant iw hostapd)
 case $flavour in
-  debian12) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" $wifi_tools ;;
-  rpios-bookworm) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" network-manager dbus $wifi_tools ifupdown- dhcpcd-base- ;;
-  networkd) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" dbus $wifi_tools ifupdown- dhcpcd-base- ;;
+  debian12) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" "${wifi_tools[@]}" ;;
+  rpios-bookworm) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" network-manager dbus "${wifi_tools[@]}" ifupdown- dhcpcd-base- ;;
+  networkd) bash "$here/chroot-apt.sh" "$root" bookworm "$cache/debs-bookworm" "$mirror" dbus "${wifi_tools[@]}" ifupdown- dhcpcd-base- ;;
   rpios-trixie) : ;;
 esac >"$cache/apt-$flavour.log" 2>&1 || { tail -20 "$cache/apt-$flavour.log" >&2; exit 1; }
 phase "packages"
@@ -172,6 +173,7 @@ echo "/dev/vda / ext4 rw,errors=remount-ro 0 0" > "$root/etc/fstab"
 echo "deb [trusted=yes] http://10.77.0.1:8080 ./" > "$root/etc/apt/sources.list"
 rm -f "$root"/etc/apt/sources.list.d/*
 find "$root/var/lib/apt/lists" -maxdepth 1 -type f -delete   # the build mirror's lists
+# shellcheck disable=SC2016 # ${Status} is dpkg-query's field, not the shell's
 if chroot "$root" dpkg-query -W -f='${Status}' ifenslave 2>/dev/null | grep -q 'ok installed'; then
   say "the base root has ifenslave installed; guests must not"; exit 1
 fi
@@ -199,7 +201,7 @@ install -m 755 "$here/guest/provision-lab-station.sh" "$root/usr/local/sbin/prov
 install -d -m 700 "$root/etc/provision-lab"
 install -m 600 "$here/guest/lab-wifi.env" "$root/etc/provision-lab/wifi.env"
 install -m 644 "$here/guest/provision-lab-config.service" "$here/guest/provision-lab-air.service" "$root/etc/systemd/system/"
-services="ssh.service provision-lab-config.service provision-lab-air.service"
+services=(ssh.service provision-lab-config.service provision-lab-air.service)
 case $flavour in
   debian12)
     cat > "$root/etc/network/interfaces" <<'EOF'
@@ -207,7 +209,7 @@ case $flavour in
 # provision-lab: unconfigured template, filled in at boot from provision.addr= on the kernel command line
 source /etc/network/interfaces.d/*
 EOF
-    services="$services networking.service"
+    services+=(networking.service)
     # wpasupplicant's own unit is its D-Bus service; this flavour has no D-Bus (ifupdown starts wpa_supplicant itself)
     chroot "$root" systemctl disable -q wpa_supplicant.service ;;
   rpios-*)
@@ -215,15 +217,16 @@ EOF
     install -m 644 "$here/guest/90-provision-lab-air.conf" "$root/etc/NetworkManager/conf.d/"
     mkdir -p "$root/var/lib/provision-lab"
     touch "$root/var/lib/provision-lab/unconfigured"
-    services="$services NetworkManager.service" ;;
+    services+=(NetworkManager.service) ;;
   networkd)
     rm -rf "$root/etc/network/interfaces" "$root/etc/network/interfaces.d"
     mkdir -p "$root/var/lib/provision-lab" "$root/etc/systemd/network"
     touch "$root/var/lib/provision-lab/unconfigured"
-    services="$services systemd-networkd.service" ;;
+    services+=(systemd-networkd.service) ;;
 esac
 # each flavour has its own stack and none of the others'
 for p in ifupdown dhcpcd-base network-manager; do
+  # shellcheck disable=SC2016 # ${Status} is dpkg-query's field, not the shell's
   installed=$(chroot "$root" dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   case "$flavour $p" in
     "debian12 ifupdown"|"debian12 dhcpcd-base"|"rpios-bookworm network-manager"|"rpios-trixie network-manager") wanted=yes ;;
@@ -234,15 +237,15 @@ for p in ifupdown dhcpcd-base network-manager; do
   [ "$have" = "$wanted" ] || { say "$flavour: $p installed=$have, should be $wanted"; exit 1; }
 done
 
-chroot "$root" systemctl enable -q $services
+chroot "$root" systemctl enable -q "${services[@]}"
 # boot fast: nothing periodic, no consoles, no competing network managers
-masks="apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service
+masks=(apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service
   dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer systemd-tmpfiles-clean.timer
   systemd-networkd-wait-online.service systemd-resolved.service
   systemd-firstboot.service getty@tty1.service serial-getty@ttyS0.service
-  systemd-timesyncd.service systemd-pstore.service hostapd.service"
-[ "$flavour" = networkd ] || masks="$masks systemd-networkd.service"
-chroot "$root" systemctl mask -q $masks
+  systemd-timesyncd.service systemd-pstore.service hostapd.service)
+[ "$flavour" = networkd ] || masks+=(systemd-networkd.service)
+chroot "$root" systemctl mask -q "${masks[@]}"
 phase "configure root"
 
 mkfs.ext4 -q -F -L lab-root -d "$root" "$work/rootfs.img" 2G >/dev/null

@@ -14,7 +14,7 @@ suite=${1:-bookworm}
 case $suite in
   bookworm)
     packages=systemd-sysv,udev,openssh-server,ifupdown,iproute2,kmod,iputils-ping,python3,python3-apt,sudo,dhcpcd-base,procps,netbase,nftables,ca-certificates
-    exclude= name=rootfs ;;
+    exclude='' name=rootfs ;;
   trixie)
     packages=systemd-sysv,udev,dbus,openssh-server,iproute2,kmod,iputils-ping,python3,python3-apt,sudo,procps,netbase,nftables,ca-certificates,network-manager,wpasupplicant,iw,hostapd
     # minbase leaves out ifupdown (priority important); the exclude says so should that change

@@ -15,7 +15,7 @@ export function buildAptRepo(): string {
   const have = readdirSync(dir).filter((f) => f.endsWith(".deb"));
   const missing = REPO_PACKAGES.filter((p) => !have.some((f) => f.startsWith(`${p}_`)));
   if (missing.length) {
-    let r = sh(["sh", "-c", 'cd "$1" && shift && apt-get download "$@"', "sh", dir, ...missing], { allowFail: true });
+    const r = sh(["sh", "-c", 'cd "$1" && shift && apt-get download "$@"', "sh", dir, ...missing], { allowFail: true });
     if (r.code !== 0) {
       sh(["apt-get", "update"]);
       sh(["sh", "-c", 'cd "$1" && shift && apt-get download "$@"', "sh", dir, ...missing]);

@@ -36,4 +36,10 @@ class LostAnswer implements Transport {
   }
 }
 
-main(process.argv.slice(2), (target) => new LostAnswer(sshTransport(target))).then((code) => (process.exitCode = code));
+main(process.argv.slice(2), (target) => new LostAnswer(sshTransport(target))).then(
+  (code) => (process.exitCode = code),
+  (error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  },
+);

@@ -13,8 +13,9 @@ import { masker } from "../../core/config/secrets.js";
 import { showChange, showHost, unifiedDiff } from "../../core/report/changes.js";
 import { hostKeyVerifier } from "../../core/transport/known-hosts.js";
 import { planTasks, type TaskInstance } from "../../core/run/engine.js";
-import type { Probe } from "../../core/module-api.js";
+import { defineModule, type CommandOutput, type DirState, type FileState, type ModuleDefinition, type Probe, type ProbeResult } from "../../core/module-api.js";
 import bond from "../../modules/bond/index.js";
+import type { BondArgs } from "../../modules/bond/model.js";
 import { renderInterfaces } from "../../modules/bond/ifupdown.js";
 import { networkStackFact } from "../../modules/network/stack.js";
 import reboot from "../../modules/reboot.js";
@@ -79,7 +80,9 @@ test("the batched gather script round-trips files, directories and commands thro
     ];
     const { stdout, started } = runGather(probes);
     const { hostFacts, results } = JSON.parse(stdout) as ReturnType<typeof parseGatherOutput>;
-    const [file, missing, noNewline, empty, blankLines, listing, noDir, command, args, syntaxError, uname, trailing] = results as any[];
+    const [file, missing, noNewline, empty, blankLines, listing, noDir, command, args, syntaxError, uname, trailing] = results as [
+      Required<FileState>, FileState, FileState, FileState, FileState, DirState, DirState, CommandOutput, CommandOutput, CommandOutput, CommandOutput, CommandOutput,
+    ];
     assert.equal(hostFacts.bootId, readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
     assert.equal(hostFacts.hostname, readFileSync("/proc/sys/kernel/hostname", "utf8").trim());
     assert.equal(hostFacts.bootTime, Number(/^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))![1]));
@@ -156,25 +159,25 @@ test("known_hosts: plain, hashed and [host]:port entries; mismatch and unknown a
 });
 
 test("planning threads file contents and reboot needs from task to task", () => {
-  const bondArgs = { name: "bond0", stack: "auto", mode: "active-backup", slaves: ["eth0", "eth1"], method: "static", address: "10.0.0.2/24", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig" } as const;
-  const instance = (module: any, args: unknown, name: string): TaskInstance => ({ task: { name, module: module.name, rawArgs: args, tags: [], notify: [], diff: true, when: {}, path: [] }, module, args, handler: false, conditions: [], mask: (s) => s });
-  const results = new Map<string, any>([
+  const bondArgs = { name: "bond0", stack: "auto", mode: "active-backup", slaves: ["eth0", "eth1"], method: "static", address: "10.0.0.2/24", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig" } satisfies BondArgs;
+  const instance = (module: ModuleDefinition, args: unknown, name: string): TaskInstance => ({ task: { name, module: module.name, rawArgs: args, tags: [], notify: [], diff: true, when: {}, path: [] }, module, args, handler: false, conditions: [], mask: (s) => s });
+  const results = new Map<string, ProbeResult>([
     [JSON.stringify({ file: "/etc/network/interfaces" }), { path: "/etc/network/interfaces", content: "stock\n" }],
     [JSON.stringify({ file: "/etc/network/interfaces.orig" }), { path: "/etc/network/interfaces.orig", content: null }],
     [JSON.stringify(networkStackFact.probe), { code: 0, stdout: "service networking active\ninstalled ifup yes\ndefault-route eth0\nifupdown-config\nauto eth0\niface eth0 inet dhcp\n" }],
     [JSON.stringify({ file: "/proc/net/bonding/bond0" }), { path: "/proc/net/bonding/bond0", content: null }],
   ]);
-  for (const probe of Object.values(bond.facts(bondArgs as any)) as any[])
+  for (const probe of Object.values(bond.facts(bondArgs)) as Probe[])
     if (!results.has(JSON.stringify(probe))) results.set(JSON.stringify(probe), "file" in probe ? { path: probe.file, content: null } : "dir" in probe ? { path: probe.dir, entries: null } : { code: 1, stdout: "" });
   const gathered = { hostFacts: { bootId: "b", bootTime: 0, systemd: true, hostname: "h" }, results };
   const planned = planTasks([instance(bond, bondArgs, "bond"), instance(bond, bondArgs, "bond again"), instance(reboot, { when: "needed", timeout: 60 }, "reboot")], [], gathered, "h");
   assert.equal(planned[0].changes.length, 2);
   assert.deepEqual(planned[1].changes, [], "the second task sees the file the first will write");
   assert.equal(planned[2].changes[0]?.kind, "reboot", "the bond change needs a reboot");
-  assert.equal(renderInterfaces(bondArgs as any).includes("bond-slaves eth0 eth1"), true);
+  assert.equal(renderInterfaces(bondArgs).includes("bond-slaves eth0 eth1"), true);
   assert.deepEqual(planned.map((p) => p.notes), [[], [], []]);
 
-  const noting = { name: "noting", schema: {}, facts: () => ({ f: { file: "/etc/network/interfaces" } }), plan: () => [], notes: (_: unknown, f: any) => [`saw ${f.f.content.trim()} with secret s3cret`] };
+  const noting = defineModule({ name: "noting", description: "notes", schema: {}, facts: () => ({ f: { file: "/etc/network/interfaces" } }), plan: () => [], notes: (_, f) => [`saw ${f.f.content?.trim()} with secret s3cret`] });
   const mask = (s: string) => s.replaceAll("s3cret", "********");
   const [withNote] = planTasks([{ ...instance(noting, {}, "look"), mask }], [], gathered, "h");
   assert.deepEqual(withNote.notes, ["saw stock with secret s3cret"], "a module's notes are kept beside its changes, as data");

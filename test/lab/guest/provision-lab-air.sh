@@ -5,6 +5,7 @@
 # "airlink" that sits on the lab's bridge, and runs hostapd. Radio 1 stays as the guest's
 # own wlan0, which nothing here configures.
 set -eu
+# shellcheck source=lab-wifi.env # the image keeps it as /etc/provision-lab/wifi.env
 . /etc/provision-lab/wifi.env   # ssid=, psk=
 
 modprobe mac80211_hwsim radios=2

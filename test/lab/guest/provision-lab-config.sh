@@ -4,7 +4,8 @@
 #   provision.addr=10.77.0.11/24 provision.gw=10.77.0.1 provision.hostname=pi1
 #   provision.net=eth1=10.10.1.1/24,eth2=…   more NICs with static addresses (no gateway)
 #   provision.air=1   the lab radio (rpios-*: an Imager-like profile for the network in /etc/provision-lab/wifi.env)
-addr= gw= name= net= air= ssid= psk=
+addr='' gw='' name='' net='' air='' ssid='' psk=''
+# shellcheck disable=SC2013 # the kernel command line is one line of words
 for word in $(cat /proc/cmdline); do
   case "$word" in
     provision.addr=*) addr=${word#provision.addr=} ;;
@@ -93,6 +94,7 @@ method=disabled
 END
   done
   # what Raspberry Pi Imager's Wi-Fi settings become (raspberrypi-sys-mods imager_custom set_wlan)
+  # shellcheck source=lab-wifi.env # the image keeps it as /etc/provision-lab/wifi.env
   [ "$air" = 1 ] && . /etc/provision-lab/wifi.env
   if [ "$air" = 1 ] && [ -n "$ssid" ]; then
     nm_profile preconfigured <<END

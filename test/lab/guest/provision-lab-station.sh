@@ -7,6 +7,7 @@ set -eu
 dir=/run/provision-lab-station
 case ${1:-} in
   up)
+    # shellcheck source=lab-wifi.env # the image keeps it as /etc/provision-lab/wifi.env
     . /etc/provision-lab/wifi.env
     mkdir -p "$dir"
     umask 077
