@@ -12,7 +12,7 @@ const bugs = {
 };
 
 export default defineConfig(
-  { ignores: ["dist/", "node_modules/"] },
+  { ignores: ["dist/", "node_modules/", ".cache/"] },
   { files: ["**/*.js"], rules: bugs },
   {
     files: ["**/*.ts"],

@@ -31,7 +31,15 @@ function bondTaskArgs(): BondArgs {
   const plays = parse(readFileSync(AUDIT, "utf8")) as { tasks: { bond?: Partial<BondArgs> }[] }[];
   const args = plays.flatMap((p) => p.tasks).find((t) => t.bond)!.bond!;
   // The schema's defaults (bond.ts), then Jinja placeholders for the per-host values.
-  return { name: "bond0", method: "static", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig", ...args, address: "{{ bond_address }}", gateway: "{{ bond_gateway }}" } as BondArgs;
+  return {
+    name: "bond0",
+    method: "static",
+    path: "/etc/network/interfaces",
+    backup_path: "/etc/network/interfaces.orig",
+    ...args,
+    address: "{{ bond_address }}",
+    gateway: "{{ bond_gateway }}",
+  } as BondArgs;
 }
 
 /** Where Debian's ansible-mitogen keeps its strategy plugins (it also links them into Ansible's own folder); asked of
@@ -46,40 +54,64 @@ export async function setup(fleet: TestFleet, dir: string): Promise<Setup> {
   const hosts = fleet.hosts;
   const n = hosts.length;
   const provisionInventory = join(dir, "inventory.yaml");
-  writeFileSync(provisionInventory, stringify({
-    all: {
-      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress },
-      children: { pis: { hosts: Object.fromEntries(hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }])) } },
-    },
-  }));
+  writeFileSync(
+    provisionInventory,
+    stringify({
+      all: {
+        vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress },
+        children: { pis: { hosts: Object.fromEntries(hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }])) } },
+      },
+    }),
+  );
 
   const template = join(dir, "interfaces.j2");
   writeFileSync(template, renderInterfaces(bondTaskArgs()));
   const ansibleInventory = join(dir, "ansible-inventory.yaml");
-  writeFileSync(ansibleInventory, stringify({
-    all: {
-      vars: {
-        ansible_user: "root",
-        ansible_ssh_private_key_file: fleet.identityFile,
-        ansible_ssh_common_args: `-o UserKnownHostsFile=${fleet.knownHostsFile} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes`,
-        ansible_python_interpreter: "/usr/bin/python3",
-        bond_gateway: fleet.bridgeAddress,
-        interfaces_template: template,
+  writeFileSync(
+    ansibleInventory,
+    stringify({
+      all: {
+        vars: {
+          ansible_user: "root",
+          ansible_ssh_private_key_file: fleet.identityFile,
+          ansible_ssh_common_args: `-o UserKnownHostsFile=${fleet.knownHostsFile} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes`,
+          ansible_python_interpreter: "/usr/bin/python3",
+          bond_gateway: fleet.bridgeAddress,
+          interfaces_template: template,
+        },
+        children: { pis: { hosts: Object.fromEntries(hosts.map((h) => [h.name, { ansible_host: h.address, bond_address: `${h.address}/24` }])) } },
       },
-      children: { pis: { hosts: Object.fromEntries(hosts.map((h) => [h.name, { ansible_host: h.address, bond_address: `${h.address}/24` }])) } },
-    },
-  }));
+    }),
+  );
   const controlDir = join(dir, "cp");
   mkdirSync(controlDir);
   const ansibleHome = join(dir, "ansible-home");
   mkdirSync(ansibleHome);
-  writeFileSync(join(dir, "ansible.cfg"), [
-    "[defaults]", `forks = ${n}`, "retry_files_enabled = False", "host_key_checking = True", "interpreter_python = /usr/bin/python3",
-    "deprecation_warnings = False", "", "[ssh_connection]", "pipelining = True", `control_path_dir = ${controlDir}`, "",
-  ].join("\n"));
+  writeFileSync(
+    join(dir, "ansible.cfg"),
+    [
+      "[defaults]",
+      `forks = ${n}`,
+      "retry_files_enabled = False",
+      "host_key_checking = True",
+      "interpreter_python = /usr/bin/python3",
+      "deprecation_warnings = False",
+      "",
+      "[ssh_connection]",
+      "pipelining = True",
+      `control_path_dir = ${controlDir}`,
+      "",
+    ].join("\n"),
+  );
   const common: NodeJS.ProcessEnv = {
-    ...process.env, ANSIBLE_CONFIG: join(dir, "ansible.cfg"), ANSIBLE_HOME: ansibleHome, ANSIBLE_LOCAL_TEMP: join(ansibleHome, "tmp"),
-    ANSIBLE_PIPELINING: "1", ANSIBLE_NOCOLOR: "1", ANSIBLE_FORCE_COLOR: "0", ANSIBLE_SSH_CONTROL_PATH_DIR: controlDir,
+    ...process.env,
+    ANSIBLE_CONFIG: join(dir, "ansible.cfg"),
+    ANSIBLE_HOME: ansibleHome,
+    ANSIBLE_LOCAL_TEMP: join(ansibleHome, "tmp"),
+    ANSIBLE_PIPELINING: "1",
+    ANSIBLE_NOCOLOR: "1",
+    ANSIBLE_FORCE_COLOR: "0",
+    ANSIBLE_SSH_CONTROL_PATH_DIR: controlDir,
   };
   const ansibleEnv: Record<Strategy, NodeJS.ProcessEnv> = {
     linear: { ...common, ANSIBLE_STRATEGY: "linear" },
@@ -90,7 +122,11 @@ export async function setup(fleet: TestFleet, dir: string): Promise<Setup> {
   // a package it cannot find in the index; provision only asks dpkg). One host fetches the
   // index from the fleet's local repository; the others get a copy.
   const first = hosts[0];
-  const update = await fleet.exec(first, ["sh", "-c", "apt-get update -q >/dev/null && apt-cache gencaches >/dev/null && tar -C /var/lib/apt/lists -c --exclude=lock --exclude=partial . | base64 -w0"]);
+  const update = await fleet.exec(first, [
+    "sh",
+    "-c",
+    "apt-get update -q >/dev/null && apt-cache gencaches >/dev/null && tar -C /var/lib/apt/lists -c --exclude=lock --exclude=partial . | base64 -w0",
+  ]);
   if (update.code !== 0) throw new BenchError(`apt-get update on ${first.name}: ${firstLine(update.stderr)}`);
   await mapLimit(hosts.slice(1), 8, async (h) => {
     const r = await fleet.exec(h, ["sh", "-c", "base64 -d | tar -C /var/lib/apt/lists -x && apt-cache gencaches >/dev/null"], update.stdout);
@@ -101,14 +137,21 @@ export async function setup(fleet: TestFleet, dir: string): Promise<Setup> {
 
 // --- SSH round trips, from each host's sshd log (LogLevel VERBOSE) --------------------------
 
-export interface SshdCounts { connections: number[]; commands: number[] }
+export interface SshdCounts {
+  connections: number[];
+  commands: number[];
+}
 
 /** Connections ("Accepted publickey") and commands ("Starting session: command") each host's sshd logged so far. */
 export function sshdCounts(fleet: TestFleet): SshdCounts {
   const counts: SshdCounts = { connections: [], commands: [] };
   for (const h of fleet.hosts) {
     let log = "";
-    try { log = readFileSync(join(fleet.dir, `${h.name}.log`), "utf8"); } catch { /* not yet */ }
+    try {
+      log = readFileSync(join(fleet.dir, `${h.name}.log`), "utf8");
+    } catch {
+      /* not yet */
+    }
     counts.connections.push(count(log, "Accepted publickey"));
     counts.commands.push(count(log, "Starting session: command"));
   }
@@ -131,7 +174,11 @@ function count(text: string, needle: string): number {
 // --- the fresh state, for the apply benchmark ----------------------------------------------
 
 /** What an apply may change on a host and a reset must put back. */
-export interface Touched { files: string[]; packages: string[]; dirs: string[] }
+export interface Touched {
+  files: string[];
+  packages: string[];
+  dirs: string[];
+}
 
 const FINGERPRINT = `files=$1 packages=$2 dirs=$3
 for f in $files; do if [ -e "$f" ]; then sha256sum "$f"; else echo "absent $f"; fi; done
@@ -152,7 +199,10 @@ for p in $packages; do
 done
 rm -rf $dirs /var/cache/apt/archives/*.deb /root/.ansible`;
 
-export interface FreshState { fingerprint: string[]; files: Record<string, string | null>[] }
+export interface FreshState {
+  fingerprint: string[];
+  files: Record<string, string | null>[];
+}
 
 export function fingerprint(fleet: TestFleet, h: TestHost, t: Touched): Promise<string> {
   return fleet.exec(h, ["sh", "-c", FINGERPRINT, "fingerprint", t.files.join(" "), t.packages.join(" "), t.dirs.join(" ")]).then((r) => r.stdout);
@@ -189,12 +239,24 @@ export async function resetHosts(fleet: TestFleet, t: Touched, fresh: FreshState
 // --- small helpers ---------------------------------------------------------------------------
 
 export function firstLine(text: string): string {
-  return text.split("\n").map((l) => l.trim()).find(Boolean) ?? "";
+  return (
+    text
+      .split("\n")
+      .map((l) => l.trim())
+      .find(Boolean) ?? ""
+  );
 }
 
 export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => { while (next < items.length) { const i = next++; out[i] = await fn(items[i], i); } }));
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i], i);
+      }
+    }),
+  );
   return out;
 }

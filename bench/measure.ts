@@ -9,16 +9,16 @@ import { dirname } from "node:path";
 const TICKS = 100; // USER_HZ on Linux
 
 export interface Measured {
-  wall: number;        // s
-  cpu: number;         // s, user+sys of the tool, its children and detached helpers
-  peakMb: number;      // RSS of the largest single process (/usr/bin/time %M)
-  treeMb: number;      // peak of the summed PSS of the tool's processes
-  machineCpu: number;  // s, all CPU the machine spent meanwhile
-  hostsCpu: number;    // s, CPU the test hosts spent meanwhile
+  wall: number; // s
+  cpu: number; // s, user+sys of the tool, its children and detached helpers
+  peakMb: number; // RSS of the largest single process (/usr/bin/time %M)
+  treeMb: number; // peak of the summed PSS of the tool's processes
+  machineCpu: number; // s, all CPU the machine spent meanwhile
+  hostsCpu: number; // s, CPU the test hosts spent meanwhile
   code: number;
   output: string;
-  detached: number;    // detached helpers stopped after the run (Ansible's ssh masters)
-  seen: boolean;       // a process whose command line holds `watchFor` was seen during the run
+  detached: number; // detached helpers stopped after the run (Ansible's ssh masters)
+  seen: boolean; // a process whose command line holds `watchFor` was seen during the run
 }
 
 export interface MeasureOptions {
@@ -37,23 +37,40 @@ function procStat(pid: number): { ppid: number; ticks: number } | null {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
-  } catch { return null; }
+  } catch {
+    return null;
+  }
 }
 
 function pids(): number[] {
-  return readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map(Number);
+  return readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number);
 }
 
 function cmdline(pid: number): string {
-  try { return readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " "); } catch { return ""; }
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+  } catch {
+    return "";
+  }
 }
 
 function pssKb(pid: number): number {
-  try { return Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0); } catch { return 0; }
+  try {
+    return Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
 }
 
 function isZombie(pid: number): boolean {
-  try { const s = readFileSync(`/proc/${pid}/stat`, "utf8"); return s[s.lastIndexOf(")") + 2] === "Z"; } catch { return true; }
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return s[s.lastIndexOf(")") + 2] === "Z";
+  } catch {
+    return true;
+  }
 }
 
 /** Every process below root, plus detached ones whose command line mentions `marker`. */
@@ -65,7 +82,10 @@ function processTree(root: number, marker?: string): number[] {
     if (s) children.set(s.ppid, [...(children.get(s.ppid) ?? []), pid]);
   }
   const tree: number[] = [];
-  const walk = (pid: number) => { tree.push(pid); for (const c of children.get(pid) ?? []) walk(c); };
+  const walk = (pid: number) => {
+    tree.push(pid);
+    for (const c of children.get(pid) ?? []) walk(c);
+  };
   walk(root);
   if (marker) for (const pid of all) if (!tree.includes(pid) && cmdline(pid).includes(marker)) tree.push(pid);
   return tree;
@@ -85,10 +105,15 @@ export function hostsCpu(hostPids: number[]): number {
       const ppid = Number(f[1]);
       children.set(ppid, [...(children.get(ppid) ?? []), pid]);
       times.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   let ticks = 0;
-  const walk = (pid: number) => { ticks += times.get(pid) ?? 0; for (const c of children.get(pid) ?? []) walk(c); };
+  const walk = (pid: number) => {
+    ticks += times.get(pid) ?? 0;
+    for (const c of children.get(pid) ?? []) walk(c);
+  };
   for (const pid of hostPids) walk(pid);
   return ticks / TICKS;
 }
@@ -130,16 +155,26 @@ export async function measure(argv: string[], log: string, o: MeasureOptions = {
   const sample = () => {
     if (!child.pid) return;
     const tree = processTree(child.pid, o.detachedMarker).filter((p) => p !== child.pid);
-    treePeakKb = Math.max(treePeakKb, tree.reduce((sum, p) => sum + pssKb(p), 0));
+    treePeakKb = Math.max(
+      treePeakKb,
+      tree.reduce((sum, p) => sum + pssKb(p), 0),
+    );
     if (o.watchFor && !seen) seen = tree.some((p) => cmdline(p).includes(o.watchFor!));
   };
   const timer = setInterval(sample, 250);
   let timedOut = false;
-  const deadline = o.timeoutS ? setTimeout(() => {
-    timedOut = true;
-    // the tool and everything below it, never /usr/bin/time itself (it still has to report)
-    for (const pid of processTree(child.pid!, o.detachedMarker).filter((p) => p !== child.pid)) try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
-  }, o.timeoutS * 1000) : undefined;
+  const deadline = o.timeoutS
+    ? setTimeout(() => {
+        timedOut = true;
+        // the tool and everything below it, never /usr/bin/time itself (it still has to report)
+        for (const pid of processTree(child.pid!, o.detachedMarker).filter((p) => p !== child.pid))
+          try {
+            process.kill(pid, "SIGKILL");
+          } catch {
+            /* gone */
+          }
+      }, o.timeoutS * 1000)
+    : undefined;
   const exit: number = await new Promise((resolve, reject) => {
     child.on("error", reject);
     child.on("close", (c) => resolve(c ?? 1));
@@ -152,8 +187,16 @@ export async function measure(argv: string[], log: string, o: MeasureOptions = {
   const [wall, user, sys, maxKb] = readFileSync(timeFile, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
   const detached = o.detachedMarker ? stopDetached(o.detachedMarker) : { count: 0, cpu: 0 };
   return {
-    wall, cpu: user + sys + detached.cpu, detached: detached.count, peakMb: maxKb / 1024, treeMb: treePeakKb / 1024,
-    machineCpu: machineCpu() - machine0, hostsCpu: hostsCpu(hostPids) - hosts0, code, output, seen,
+    wall,
+    cpu: user + sys + detached.cpu,
+    detached: detached.count,
+    peakMb: maxKb / 1024,
+    treeMb: treePeakKb / 1024,
+    machineCpu: machineCpu() - machine0,
+    hostsCpu: hostsCpu(hostPids) - hosts0,
+    code,
+    output,
+    seen,
   };
 }
 
@@ -163,18 +206,34 @@ function stopDetached(marker: string): { count: number; cpu: number } {
   let ticks = 0;
   for (const pid of found) {
     ticks += procStat(pid)?.ticks ?? 0;
-    try { process.kill(pid, "SIGTERM"); } catch { /* gone */ }
+    try {
+      process.kill(pid, "SIGTERM");
+    } catch {
+      /* gone */
+    }
   }
   const deadline = Date.now() + 5000;
-  while (found.some((p) => existsSync(`/proc/${p}`) && procStat(p) !== null && !isZombie(p)) && Date.now() < deadline) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
-  for (const pid of found) if (existsSync(`/proc/${pid}`) && !isZombie(pid)) try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+  while (found.some((p) => existsSync(`/proc/${p}`) && procStat(p) !== null && !isZombie(p)) && Date.now() < deadline)
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  for (const pid of found)
+    if (existsSync(`/proc/${pid}`) && !isZombie(pid))
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
   return { count: found.length, cpu: ticks / TICKS };
 }
 
 // --- statistics ---------------------------------------------------------------------------
 
 /** A figure over several runs: the median and the range. */
-export interface Spread { median: number; min: number; max: number; n: number }
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+}
 
 export function spread(xs: number[]): Spread {
   const s = [...xs].sort((a, b) => a - b);

@@ -4,7 +4,10 @@ import { spread, showSpread, type Spread } from "./measure.js";
 import { describeFailures, type HostFailure, type Kind, type Phase, type Sample, type ToolName } from "./tools.js";
 import { AUDIT_TOOLS, APPLY_TOOLS } from "./suites.js";
 
-export interface SizeResult { n: number; samples: Sample[] }
+export interface SizeResult {
+  n: number;
+  samples: Sample[];
+}
 
 export interface Meta {
   started: Date;
@@ -48,7 +51,20 @@ function failedHosts(xs: Sample[]): string {
 const label = (tool: ToolName, phase: Phase) => (phase === "check" ? tool : `${tool} (${phase === "first" ? "1st" : "2nd"} run)`);
 
 function table(results: SizeResult[], kind: Kind, rows: [ToolName, Phase][]): string {
-  const header = ["N", "tool", "runs", "wall s", "cpu s", "peak MB", "tree MB", "hosts cpu s", "conn / cmd per host (max)", "failed hosts", "× faster than ansible linear / mitogen", "ms per added host"];
+  const header = [
+    "N",
+    "tool",
+    "runs",
+    "wall s",
+    "cpu s",
+    "peak MB",
+    "tree MB",
+    "hosts cpu s",
+    "conn / cmd per host (max)",
+    "failed hosts",
+    "× faster than ansible linear / mitogen",
+    "ms per added host",
+  ];
   const lines: string[][] = [];
   results.forEach((r, i) => {
     for (const [tool, phase] of rows) {
@@ -56,25 +72,54 @@ function table(results: SizeResult[], kind: Kind, rows: [ToolName, Phase][]): st
       if (!xs.length) continue;
       const wall = stat(xs, "wall");
       const rt = roundTrips(xs);
-      const prev = results.slice(0, i).reverse().find((p) => samplesOf(p, kind, tool, phase).length);
+      const prev = results
+        .slice(0, i)
+        .reverse()
+        .find((p) => samplesOf(p, kind, tool, phase).length);
       const added = prev ? perAdded(stat(samplesOf(prev, kind, tool, phase), "wall"), wall, r.n - prev.n) : null;
-      const vs = tool === "provision" ? (["linear", "mitogen"] as const).map((s) => {
-        const peer = samplesOf(r, kind, `ansible ${s}`, phase);
-        return peer.length ? `${showSpread(ratio(stat(peer, "wall"), wall), 1)}×` : "–";
-      }).join(" / ") : "";
-      lines.push([String(r.n), label(tool, phase) + (xs.some((x) => x.mitogen === false) ? " ⚠ mitogen not seen" : ""), String(xs.length), showSpread(wall), showSpread(stat(xs, "cpu")),
-        showSpread(stat(xs, "peakMb"), 0), showSpread(stat(xs, "treeMb"), 0), showSpread(stat(xs, "hostsCpu")),
-        `${rt.conn.median} / ${rt.cmd.median} (${rt.conn.max} / ${rt.cmd.max})`, failedHosts(xs), vs, added ? showSpread(added, 1) : ""]);
+      const vs =
+        tool === "provision"
+          ? (["linear", "mitogen"] as const)
+              .map((s) => {
+                const peer = samplesOf(r, kind, `ansible ${s}`, phase);
+                return peer.length ? `${showSpread(ratio(stat(peer, "wall"), wall), 1)}×` : "–";
+              })
+              .join(" / ")
+          : "";
+      lines.push([
+        String(r.n),
+        label(tool, phase) + (xs.some((x) => x.mitogen === false) ? " ⚠ mitogen not seen" : ""),
+        String(xs.length),
+        showSpread(wall),
+        showSpread(stat(xs, "cpu")),
+        showSpread(stat(xs, "peakMb"), 0),
+        showSpread(stat(xs, "treeMb"), 0),
+        showSpread(stat(xs, "hostsCpu")),
+        `${rt.conn.median} / ${rt.cmd.median} (${rt.conn.max} / ${rt.cmd.max})`,
+        failedHosts(xs),
+        vs,
+        added ? showSpread(added, 1) : "",
+      ]);
     }
   });
   return [`| ${header.join(" | ")} |`, `|${header.map((_, i) => (i < 2 ? "---" : "---:")).join("|")}|`, ...lines.map((l) => `| ${l.join(" | ")} |`)].join("\n");
 }
 
 const AUDIT_ROWS: [ToolName, Phase][] = AUDIT_TOOLS.map((t) => [t, "check"]);
-const APPLY_ROWS: [ToolName, Phase][] = APPLY_TOOLS.flatMap((t) => [[t, "first"], [t, "second"]] as [ToolName, Phase][]);
+const APPLY_ROWS: [ToolName, Phase][] = APPLY_TOOLS.flatMap(
+  (t) =>
+    [
+      [t, "first"],
+      [t, "second"],
+    ] as [ToolName, Phase][],
+);
 
-export function auditTable(results: SizeResult[]): string { return table(results, "audit", AUDIT_ROWS); }
-export function applyTable(results: SizeResult[]): string { return table(results, "apply", APPLY_ROWS); }
+export function auditTable(results: SizeResult[]): string {
+  return table(results, "audit", AUDIT_ROWS);
+}
+export function applyTable(results: SizeResult[]): string {
+  return table(results, "apply", APPLY_ROWS);
+}
 
 // --- targets ---------------------------------------------------------------------------------
 
@@ -95,14 +140,18 @@ function fasterTarget(results: SizeResult[], kind: Kind, phase: Phase, factor: n
     return { s, x: peer.length ? ratio(stat(peer, "wall"), p) : null };
   });
   const measured = parts.map(({ s, x }) => `ansible ${s} ${x ? `${showSpread(x, 1)}×` : "not measured"}`).join(", ");
-  const ok = parts.every(({ x }) => x && x.median >= factor), worst = parts.every(({ x }) => x && x.min >= factor);
+  const ok = parts.every(({ x }) => x && x.median >= factor),
+    worst = parts.every(({ x }) => x && x.min >= factor);
   return `- ${what} ≥ ${factor}× faster than both Ansible strategies at ${at.label}: ${measured}: ${verdict(ok, worst)}`;
 }
 
 function connectTarget(results: SizeResult[]): string {
   const at = at100(results);
   if (!at) return "- audit within 1.2× of `provision connect`: not measured";
-  const all = results.map((r) => ({ n: r.n, x: ratio(stat(samplesOf(r, "audit", "provision", "check"), "wall"), stat(samplesOf(r, "audit", "provision connect", "check"), "wall")) }));
+  const all = results.map((r) => ({
+    n: r.n,
+    x: ratio(stat(samplesOf(r, "audit", "provision", "check"), "wall"), stat(samplesOf(r, "audit", "provision connect", "check"), "wall")),
+  }));
   const x = all.find((a) => a.n === at.r.n)!.x;
   return `- audit within 1.2× of \`provision connect\` (wall) at ${at.label}: ${showSpread(x)}× (at every size: ${all.map((a) => `${a.x.median.toFixed(2)}× at ${a.n}`).join(", ")}): ${verdict(x.median <= 1.2, x.max <= 1.2)}`;
 }
@@ -118,16 +167,35 @@ function roundTripTarget(results: SizeResult[]): string {
 
 function perHostTarget(results: SizeResult[]): string[] {
   const out: string[] = [];
-  for (const [kind, phase, what] of [["audit", "check", "audit"], ["apply", "first", "apply (1st run)"]] as const) {
+  for (const [kind, phase, what] of [
+    ["audit", "check", "audit"],
+    ["apply", "first", "apply (1st run)"],
+  ] as const) {
     const sized = results.filter((r) => samplesOf(r, kind, "provision", phase).length);
-    if (sized.length < 2) { out.push(`- ≤ 20 ms per added host (${what}): needs two sizes`); continue; }
+    if (sized.length < 2) {
+      out.push(`- ≤ 20 ms per added host (${what}): needs two sizes`);
+      continue;
+    }
     const steps = sized.slice(1).map((r, j) => {
-      const lo = samplesOf(sized[j], kind, "provision", phase), hi = samplesOf(r, kind, "provision", phase), dn = r.n - sized[j].n;
-      return { span: `${sized[j].n}→${r.n}`, wall: perAdded(stat(lo, "wall"), stat(hi, "wall"), dn), cpu: perAdded(stat(lo, "cpu"), stat(hi, "cpu"), dn), rss: perAdded(stat(lo, "peakMb"), stat(hi, "peakMb"), dn, 1024) };
+      const lo = samplesOf(sized[j], kind, "provision", phase),
+        hi = samplesOf(r, kind, "provision", phase),
+        dn = r.n - sized[j].n;
+      return {
+        span: `${sized[j].n}→${r.n}`,
+        wall: perAdded(stat(lo, "wall"), stat(hi, "wall"), dn),
+        cpu: perAdded(stat(lo, "cpu"), stat(hi, "cpu"), dn),
+        rss: perAdded(stat(lo, "peakMb"), stat(hi, "peakMb"), dn, 1024),
+      };
     });
-    const first = samplesOf(sized[0], kind, "provision", phase), last = samplesOf(sized.at(-1)!, kind, "provision", phase);
+    const first = samplesOf(sized[0], kind, "provision", phase),
+      last = samplesOf(sized.at(-1)!, kind, "provision", phase);
     const whole = perAdded(stat(first, "wall"), stat(last, "wall"), sized.at(-1)!.n - sized[0].n);
-    out.push(`- ≤ 20 ms per added host, ${what} (wall, ms): ${steps.map((s) => `${showSpread(s.wall, 1)} (${s.span})`).join(", ")}${steps.length > 1 ? `, ${showSpread(whole, 1)} over the whole range` : ""}: ${verdict(steps.every((s) => s.wall.median <= 20), steps.every((s) => s.wall.max <= 20))}; controller CPU per added host (ms): ${steps.map((s) => `${showSpread(s.cpu, 1)} (${s.span})`).join(", ")}; controller RSS per added host (KB): ${steps.map((s) => `${showSpread(s.rss, 0)} (${s.span})`).join(", ")}`);
+    out.push(
+      `- ≤ 20 ms per added host, ${what} (wall, ms): ${steps.map((s) => `${showSpread(s.wall, 1)} (${s.span})`).join(", ")}${steps.length > 1 ? `, ${showSpread(whole, 1)} over the whole range` : ""}: ${verdict(
+        steps.every((s) => s.wall.median <= 20),
+        steps.every((s) => s.wall.max <= 20),
+      )}; controller CPU per added host (ms): ${steps.map((s) => `${showSpread(s.cpu, 1)} (${s.span})`).join(", ")}; controller RSS per added host (KB): ${steps.map((s) => `${showSpread(s.rss, 0)} (${s.span})`).join(", ")}`,
+    );
   }
   return out;
 }
@@ -135,8 +203,19 @@ function perHostTarget(results: SizeResult[]): string[] {
 function rssTarget(results: SizeResult[]): string {
   const last = results.at(-1);
   if (!last) return "- ≤ 200 MB controller RSS at the largest size: not measured";
-  const parts = ([["audit", "check"], ["apply", "first"], ["apply", "second"]] as const).map(([k, p]) => ({ k, p, x: stat(samplesOf(last, k, "provision", p), "peakMb") })).filter((a) => a.x.n);
-  return `- ≤ 200 MB controller RSS (provision's peak RSS) at the largest size, ${last.n} hosts: ${parts.map((a) => `${a.k}${a.p === "check" ? "" : a.p === "first" ? " 1st run" : " 2nd run"} ${showSpread(a.x, 0)} MB`).join(", ")}: ${verdict(parts.every((a) => a.x.median <= 200), parts.every((a) => a.x.max <= 200))}`;
+  const parts = (
+    [
+      ["audit", "check"],
+      ["apply", "first"],
+      ["apply", "second"],
+    ] as const
+  )
+    .map(([k, p]) => ({ k, p, x: stat(samplesOf(last, k, "provision", p), "peakMb") }))
+    .filter((a) => a.x.n);
+  return `- ≤ 200 MB controller RSS (provision's peak RSS) at the largest size, ${last.n} hosts: ${parts.map((a) => `${a.k}${a.p === "check" ? "" : a.p === "first" ? " 1st run" : " 2nd run"} ${showSpread(a.x, 0)} MB`).join(", ")}: ${verdict(
+    parts.every((a) => a.x.median <= 200),
+    parts.every((a) => a.x.max <= 200),
+  )}`;
 }
 
 export function targets(results: SizeResult[]): string[] {
@@ -153,7 +232,8 @@ export function targets(results: SizeResult[]): string[] {
 // --- results.md ------------------------------------------------------------------------------
 
 function whereTheTimeGoes(results: SizeResult[]): string[] {
-  const L = results.at(-1), F = results[0];
+  const L = results.at(-1),
+    F = results[0];
   if (!L) return [];
   const med = (r: SizeResult, k: Kind, t: ToolName, p: Phase, m: Metric) => stat(samplesOf(r, k, t, p), m).median;
   const ms = (x: number) => `${(x * 1000).toFixed(0)} ms`;
@@ -164,24 +244,40 @@ function whereTheTimeGoes(results: SizeResult[]): string[] {
   for (const s of ["linear", "mitogen"] as const) {
     const t: ToolName = `ansible ${s}`;
     if (samplesOf(L, "audit", t, "check").length)
-      out.push(`- Audit, Ansible ${s}: ${ms(med(L, "audit", t, "check", "cpu") / L.n)} of controller CPU and ${ms(med(L, "audit", t, "check", "hostsCpu") / L.n)} of host CPU per host (provision: ${ms(med(L, "audit", "provision", "check", "cpu") / L.n)} and ${ms(med(L, "audit", "provision", "check", "hostsCpu") / L.n)}).`);
+      out.push(
+        `- Audit, Ansible ${s}: ${ms(med(L, "audit", t, "check", "cpu") / L.n)} of controller CPU and ${ms(med(L, "audit", t, "check", "hostsCpu") / L.n)} of host CPU per host (provision: ${ms(med(L, "audit", "provision", "check", "cpu") / L.n)} and ${ms(med(L, "audit", "provision", "check", "hostsCpu") / L.n)}).`,
+      );
   }
   const applyTools = APPLY_TOOLS.filter((t) => samplesOf(L, "apply", t, "first").length);
   if (applyTools.length)
-    out.push(`- Apply at ${L.n} hosts (1st run), per host: ${applyTools.map((t) => `${t} ${ms(med(L, "apply", t, "first", "cpu") / L.n)} controller CPU, ${ms(med(L, "apply", t, "first", "hostsCpu") / L.n)} host CPU, ${roundTrips(samplesOf(L, "apply", t, "first")).cmd.median} commands`).join("; ")}. The hosts' part includes installing ifenslave (dpkg), the same work for every tool: here the hosts share the ${cpus().length} cores, so provision's hosts CPU over the cores, ${(med(L, "apply", "provision", "first", "hostsCpu") / cpus().length).toFixed(1)} s of its ${med(L, "apply", "provision", "first", "wall").toFixed(1)} s, is a floor no tool gets under on this machine (the apply ratio is bounded by it; on a real fleet each host pays its own).`);
-  out.push(`- Here all hosts share the controller's ${cpus().length} cores, so the hosts' CPU shows up in the wall time; on a real fleet each Pi spends its own, and the controller's part per added host is the CPU figure in the targets.`);
+    out.push(
+      `- Apply at ${L.n} hosts (1st run), per host: ${applyTools.map((t) => `${t} ${ms(med(L, "apply", t, "first", "cpu") / L.n)} controller CPU, ${ms(med(L, "apply", t, "first", "hostsCpu") / L.n)} host CPU, ${roundTrips(samplesOf(L, "apply", t, "first")).cmd.median} commands`).join("; ")}. The hosts' part includes installing ifenslave (dpkg), the same work for every tool: here the hosts share the ${cpus().length} cores, so provision's hosts CPU over the cores, ${(med(L, "apply", "provision", "first", "hostsCpu") / cpus().length).toFixed(1)} s of its ${med(L, "apply", "provision", "first", "wall").toFixed(1)} s, is a floor no tool gets under on this machine (the apply ratio is bounded by it; on a real fleet each host pays its own).`,
+    );
+  out.push(
+    `- Here all hosts share the controller's ${cpus().length} cores, so the hosts' CPU shows up in the wall time; on a real fleet each Pi spends its own, and the controller's part per added host is the CPU figure in the targets.`,
+  );
   return out;
 }
 
 function everyRun(results: SizeResult[]): string[] {
-  return results.flatMap((r) => (["audit", "apply"] as const).map((k) => {
-    const xs = r.samples.filter((x) => x.kind === k && x.phase !== "verify");
-    return xs.length ? `- ${k} N=${r.n}: ${xs.map((x) => `${label(x.tool, x.phase)} ${x.wall.toFixed(2)} s${x.failures.length ? ` [${x.failures.length} failed]` : ""}`).join(", ")}` : "";
-  }).filter(Boolean));
+  return results.flatMap((r) =>
+    (["audit", "apply"] as const)
+      .map((k) => {
+        const xs = r.samples.filter((x) => x.kind === k && x.phase !== "verify");
+        return xs.length
+          ? `- ${k} N=${r.n}: ${xs.map((x) => `${label(x.tool, x.phase)} ${x.wall.toFixed(2)} s${x.failures.length ? ` [${x.failures.length} failed]` : ""}`).join(", ")}`
+          : "";
+      })
+      .filter(Boolean),
+  );
 }
 
 function failureLog(results: SizeResult[]): string[] {
-  return results.flatMap((r) => r.samples.filter((x) => x.failures.length).map((x) => `- ${x.kind} N=${r.n} ${label(x.tool, x.phase)}: ${x.failures.map((f) => `${f.host}: ${f.error}`).join("; ")}`.replace(/\s+/g, " ")));
+  return results.flatMap((r) =>
+    r.samples
+      .filter((x) => x.failures.length)
+      .map((x) => `- ${x.kind} N=${r.n} ${label(x.tool, x.phase)}: ${x.failures.map((f) => `${f.host}: ${f.error}`).join("; ")}`.replace(/\s+/g, " ")),
+  );
 }
 
 /** Did mitogen really run (its bootstrap among Ansible's processes; one SSH session per host)? */

@@ -39,7 +39,9 @@ const { values: opts } = parseArgs({
 });
 
 function usage(message: string): never {
-  console.error(`bench: ${message}\nusage: node dist/bench/run.js [--sizes 10,50,100,200] [--reps 5] [--peer-reps 3] [--out FILE] [--json FILE] [--no-apply] [--cpu-prof DIR] [--keep]\n       node dist/bench/run.js --render FILE.json [--out FILE]   (tables and targets again from a --json file, without running)`);
+  console.error(
+    `bench: ${message}\nusage: node dist/bench/run.js [--sizes 10,50,100,200] [--reps 5] [--peer-reps 3] [--out FILE] [--json FILE] [--no-apply] [--cpu-prof DIR] [--keep]\n       node dist/bench/run.js --render FILE.json [--out FILE]   (tables and targets again from a --json file, without running)`,
+  );
   process.exit(64);
 }
 
@@ -74,7 +76,9 @@ async function benchSize(n: number, first: boolean, notes: string[]): Promise<Si
     const s: Setup = await setup(fleet, dir);
     const fresh = await freshState(fleet, APPLY_TOUCHED);
     const waited = await waitForQuietMachine();
-    notes.push(waited === null ? `${n} hosts: the machine never got quiet (under 10% busy) within 120 s; measured anyway` : `${n} hosts: waited ${waited.toFixed(0)} s for a quiet machine`);
+    notes.push(
+      waited === null ? `${n} hosts: the machine never got quiet (under 10% busy) within 120 s; measured anyway` : `${n} hosts: waited ${waited.toFixed(0)} s for a quiet machine`,
+    );
     result.samples.push(...(await auditSize(s, reps)));
     if (!opts["no-apply"]) {
       try {
@@ -96,7 +100,10 @@ async function benchSize(n: number, first: boolean, notes: string[]): Promise<Si
 }
 
 /** What --json saves: every sample (without the tools' output) and the report's metadata. */
-interface Saved { results: SizeResult[]; meta: Omit<Meta, "started"> & { started: string } }
+interface Saved {
+  results: SizeResult[];
+  meta: Omit<Meta, "started"> & { started: string };
+}
 
 function report(results: SizeResult[], meta: Meta, stopped?: string): void {
   console.log(["", "Audit:", auditTable(results), "", "Apply:", applyTable(results), "", "Targets:", ...targets(results), ""].join("\n"));
@@ -112,7 +119,9 @@ async function main(): Promise<void> {
   }
   const results: SizeResult[] = [];
   const notes: string[] = [];
-  const load = loadavg().map((l) => l.toFixed(2)).join(" ");
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
   const started = new Date();
   let stopped: string | undefined;
   console.log(`bench: sizes ${sizes.join(", ")}; ${reps.tool} run(s) of provision, ${reps.peer} of each Ansible strategy; ${cpus().length} cores, load ${load}`);
@@ -129,8 +138,22 @@ async function main(): Promise<void> {
   const samples = results.flatMap((r) => r.samples);
   const other = samples.reduce((sum, x) => sum + Math.max(0, x.machineCpu - x.cpu - x.hostsCpu), 0);
   const capacity = samples.reduce((sum, x) => sum + x.wall * cpus().length, 0);
-  if (capacity) notes.push(`Other activity on the machine (CPU used by neither the tool nor the hosts, e.g. the kernel's network path and anything else running): ${((other / capacity) * 100).toFixed(0)}% of the ${cpus().length} cores on average during the runs.`);
-  const meta: Meta = { started, load, loadEnd: loadavg().map((l) => l.toFixed(2)).join(" "), reps, versions: versions(), sizes, stopped, notes };
+  if (capacity)
+    notes.push(
+      `Other activity on the machine (CPU used by neither the tool nor the hosts, e.g. the kernel's network path and anything else running): ${((other / capacity) * 100).toFixed(0)}% of the ${cpus().length} cores on average during the runs.`,
+    );
+  const meta: Meta = {
+    started,
+    load,
+    loadEnd: loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" "),
+    reps,
+    versions: versions(),
+    sizes,
+    stopped,
+    notes,
+  };
   if (opts.json) {
     const saved: Saved = { results: results.map((r) => ({ n: r.n, samples: r.samples.map((x) => ({ ...x, output: "" })) })), meta: { ...meta, started: started.toISOString() } };
     writeFileSync(opts.json, JSON.stringify(saved));

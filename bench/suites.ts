@@ -14,7 +14,11 @@ export const APPLY_TOUCHED: Touched = { files: ["/etc/dhcpcd.conf"], packages: [
 export const AUDIT_TOOLS: ToolName[] = ["provision", "ansible linear", "ansible mitogen", "provision connect", "ssh true"];
 export const APPLY_TOOLS: ToolName[] = ["provision", "ansible linear", "ansible mitogen"];
 
-export interface Reps { tool: number; peer: number; cpuProf?: string }
+export interface Reps {
+  tool: number;
+  peer: number;
+  cpuProf?: string;
+}
 
 const isPeer = (t: ToolName) => t.startsWith("ansible");
 const repsOf = (t: ToolName, r: Reps) => (isPeer(t) ? r.peer : r.tool);
@@ -27,7 +31,9 @@ function order(tools: ToolName[], rep: number, r: Reps): ToolName[] {
 export function logSample(x: Sample, rep: number): void {
   const other = Math.max(0, x.machineCpu - x.cpu - x.hostsCpu);
   const rt = `${median(x.rt.connections)} conn + ${median(x.rt.commands)} cmd per host (max ${Math.max(0, ...x.rt.commands)} cmd)`;
-  console.log(`  ${x.kind} N=${x.n} run ${rep + 1} ${`${x.tool}${x.phase === "check" ? "" : ` ${x.phase}`}`.padEnd(22)} wall ${x.wall.toFixed(2)} s  cpu ${x.cpu.toFixed(2)} s  peak ${x.peakMb.toFixed(0)} MB  tree ${x.treeMb.toFixed(0)} MB  hosts cpu ${x.hostsCpu.toFixed(2)} s  other cpu ${other.toFixed(2)} s  ${rt}  (${x.verdict}${x.detached ? `; ${x.detached} ssh masters stopped` : ""}${x.mitogen === false ? "; MITOGEN NOT SEEN" : ""})`);
+  console.log(
+    `  ${x.kind} N=${x.n} run ${rep + 1} ${`${x.tool}${x.phase === "check" ? "" : ` ${x.phase}`}`.padEnd(22)} wall ${x.wall.toFixed(2)} s  cpu ${x.cpu.toFixed(2)} s  peak ${x.peakMb.toFixed(0)} MB  tree ${x.treeMb.toFixed(0)} MB  hosts cpu ${x.hostsCpu.toFixed(2)} s  other cpu ${other.toFixed(2)} s  ${rt}  (${x.verdict}${x.detached ? `; ${x.detached} ssh masters stopped` : ""}${x.mitogen === false ? "; MITOGEN NOT SEEN" : ""})`,
+  );
   if (x.failures.length) console.log(`${x.tool === "provision" ? "  !!! PROVISION FAILED: " : "      "}${describeFailures(x.failures)}`);
 }
 
@@ -37,11 +43,16 @@ export async function auditSize(s: Setup, r: Reps): Promise<Sample[]> {
     for (const tool of order(AUDIT_TOOLS, rep, r)) {
       const profile = r.cpuProf && tool === "provision" && rep === 0 ? join(r.cpuProf, `provision-${s.n}`) : undefined;
       if (profile) mkdirSync(profile, { recursive: true });
-      const x = tool === "provision" ? await runProvision(s, "audit", "check", AUDIT_PLAYBOOKS, rep, [], profile)
-        : tool === "ansible linear" ? await runAnsible(s, "linear", "audit", "check", AUDIT_PLAYBOOKS, rep)
-        : tool === "ansible mitogen" ? await runAnsible(s, "mitogen", "audit", "check", AUDIT_PLAYBOOKS, rep)
-        : tool === "provision connect" ? await runProvisionConnect(s, rep)
-        : await runSshTrue(s, rep);
+      const x =
+        tool === "provision"
+          ? await runProvision(s, "audit", "check", AUDIT_PLAYBOOKS, rep, [], profile)
+          : tool === "ansible linear"
+            ? await runAnsible(s, "linear", "audit", "check", AUDIT_PLAYBOOKS, rep)
+            : tool === "ansible mitogen"
+              ? await runAnsible(s, "mitogen", "audit", "check", AUDIT_PLAYBOOKS, rep)
+              : tool === "provision connect"
+                ? await runProvisionConnect(s, rep)
+                : await runSshTrue(s, rep);
       logSample(x, rep);
       all.push(x);
     }
@@ -50,7 +61,8 @@ export async function auditSize(s: Setup, r: Reps): Promise<Sample[]> {
 }
 
 function applyRun(s: Setup, tool: ToolName, phase: "first" | "second", rep: number | string): Promise<Sample> {
-  return tool === "provision" ? runProvision(s, "apply", phase, APPLY_PLAYBOOKS, rep)
+  return tool === "provision"
+    ? runProvision(s, "apply", phase, APPLY_PLAYBOOKS, rep)
     : runAnsible(s, tool === "ansible mitogen" ? "mitogen" : "linear", "apply", phase, APPLY_PLAYBOOKS, rep);
 }
 
@@ -72,13 +84,22 @@ export async function applySize(s: Setup, fresh: FreshState, r: Reps, all: Sampl
 /** After one tool's apply, the other's --check must find nothing to do, on every host. */
 export async function applyEquivalence(s: Setup, fresh: FreshState): Promise<string[]> {
   const notes: string[] = [];
-  const pairs = [["provision", "ansible linear"], ["ansible linear", "provision"]] as const;
+  const pairs = [
+    ["provision", "ansible linear"],
+    ["ansible linear", "provision"],
+  ] as const;
   for (const [applier, checker] of pairs) {
     await resetHosts(s.fleet, APPLY_TOUCHED, fresh);
     const applied = await applyRun(s, applier, "first", "eq");
-    if (applied.failures.length) { notes.push(`${applier}'s apply failed on ${describeFailures(applied.failures)}: no equivalence check after it`); continue; }
-    const check = checker === "provision" ? await runProvision(s, "apply", "verify", APPLY_PLAYBOOKS, "eq") : await runAnsible(s, "linear", "apply", "verify", APPLY_PLAYBOOKS, "eq");
-    notes.push(`after ${applier}'s apply to all ${s.n} hosts, ${checker} --check found ${check.failures.length ? `something to change: ${describeFailures(check.failures)}` : `nothing to change on any host (${check.verdict})`}`);
+    if (applied.failures.length) {
+      notes.push(`${applier}'s apply failed on ${describeFailures(applied.failures)}: no equivalence check after it`);
+      continue;
+    }
+    const check =
+      checker === "provision" ? await runProvision(s, "apply", "verify", APPLY_PLAYBOOKS, "eq") : await runAnsible(s, "linear", "apply", "verify", APPLY_PLAYBOOKS, "eq");
+    notes.push(
+      `after ${applier}'s apply to all ${s.n} hosts, ${checker} --check found ${check.failures.length ? `something to change: ${describeFailures(check.failures)}` : `nothing to change on any host (${check.verdict})`}`,
+    );
   }
   await resetHosts(s.fleet, APPLY_TOUCHED, fresh);
   return notes;
@@ -105,7 +126,9 @@ export async function auditEquivalence(s: Setup): Promise<string> {
     : `NOT EQUIVALENT: after provision applied the audit playbook to ${h.name}, provision --check found ${beyondTheKernel.map((c) => c.summary).join("; ") || "nothing"} and ansible-playbook --check: ${a.verdict}${a.failures.length ? ` (${describeFailures(a.failures)})` : ""}`;
 }
 
-interface ProvisionReport { hosts: { tasks: { changes: { kind: string; summary: string }[] }[] }[] }
+interface ProvisionReport {
+  hosts: { tasks: { changes: { kind: string; summary: string }[] }[] }[];
+}
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -16,7 +16,10 @@ export type ToolName = "provision" | "provision connect" | "ssh true" | "ansible
 /** audit: a --check of fresh hosts; first/second: the apply and its idempotent repeat; verify: a --check after the other tool's apply */
 export type Phase = "check" | "first" | "second" | "verify";
 
-export interface HostFailure { host: string; error: string }
+export interface HostFailure {
+  host: string;
+  error: string;
+}
 
 export interface Sample extends Measured {
   kind: Kind;
@@ -29,7 +32,11 @@ export interface Sample extends Measured {
   mitogen?: boolean; // for "ansible mitogen": mitogen's bootstrap was seen among Ansible's processes
 }
 
-export interface Playbooks { provision: string; ansible: string; skipKernel: boolean }
+export interface Playbooks {
+  provision: string;
+  ansible: string;
+  skipKernel: boolean;
+}
 
 /** What each host must report for a run to count as done on it. */
 const EXPECT_PROVISION: Record<Phase, { status: string; says: string }> = {
@@ -52,7 +59,16 @@ const EXPECT_ANSIBLE: Record<Phase, { ok: (r: Record<string, number>) => boolean
 const runTimeout = (n: number) => Math.max(600, 10 * n);
 
 /** Run `argv`, count the SSH round trips it cost each host, and label the result. */
-async function measured(s: Setup, kind: Kind, tool: ToolName, phase: Phase, argv: string[], log: string, env?: NodeJS.ProcessEnv, extra: { detachedMarker?: string; watchFor?: string } = {}) {
+async function measured(
+  s: Setup,
+  kind: Kind,
+  tool: ToolName,
+  phase: Phase,
+  argv: string[],
+  log: string,
+  env?: NodeJS.ProcessEnv,
+  extra: { detachedMarker?: string; watchFor?: string } = {},
+) {
   const before = sshdCounts(s.fleet);
   const m = await measure(s.fleet.controllerArgv(argv), log, { env, hostPids: s.hostPids, timeoutS: runTimeout(s.n), ...extra });
   return { ...m, kind, tool, phase, n: s.n, rt: countsSince(before, sshdCounts(s.fleet)) };
@@ -84,8 +100,16 @@ export async function runProvisionConnect(s: Setup, rep: number): Promise<Sample
 function judgeProvision(s: Setup, m: Omit<Sample, "verdict" | "failures">, want: { status: string; says: string }, limited = false): Sample {
   const rows = provisionSummary(m.output);
   const hosts = limited ? s.fleet.hosts.filter((h) => rows[h.name]) : s.fleet.hosts;
-  const failures = hosts.filter((h) => rows[h.name]?.status !== want.status)
-    .map((h) => ({ host: h.name, error: provisionError(m.output, h.name) ?? (rows[h.name] ? `${rows[h.name].status} (expected ${want.status})` : `not in provision's summary (exit ${m.code}): ${firstLine(m.output.split("\n").slice(-5).join("\n"))}`) }));
+  const failures = hosts
+    .filter((h) => rows[h.name]?.status !== want.status)
+    .map((h) => ({
+      host: h.name,
+      error:
+        provisionError(m.output, h.name) ??
+        (rows[h.name]
+          ? `${rows[h.name].status} (expected ${want.status})`
+          : `not in provision's summary (exit ${m.code}): ${firstLine(m.output.split("\n").slice(-5).join("\n"))}`),
+    }));
   return { ...m, failures, verdict: `${hosts.length - failures.length}/${hosts.length} hosts ${want.says}, exit ${m.code}` };
 }
 
@@ -110,8 +134,10 @@ export async function runAnsible(s: Setup, strategy: Strategy, kind: Kind, phase
   const tool: ToolName = `ansible ${strategy}`;
   const check = phase === "check" || phase === "verify" ? ["--check"] : [];
   const argv = ["ansible-playbook", "-i", s.ansibleInventory, ...check, "--forks", String(s.n), ...(pb.skipKernel ? ["--skip-tags", "kernel"] : []), ...extra, pb.ansible];
-  const m = await measured(s, kind, tool, phase, argv, logFile(s, kind, tool, phase, rep), s.ansibleEnv[strategy],
-    { detachedMarker: s.controlDir, watchFor: strategy === "mitogen" ? MITOGEN_BOOTSTRAP : undefined });
+  const m = await measured(s, kind, tool, phase, argv, logFile(s, kind, tool, phase, rep), s.ansibleEnv[strategy], {
+    detachedMarker: s.controlDir,
+    watchFor: strategy === "mitogen" ? MITOGEN_BOOTSTRAP : undefined,
+  });
   const recap = ansibleRecap(m.output);
   const errors = ansibleErrors(m.output);
   const want = EXPECT_ANSIBLE[phase];
@@ -119,7 +145,14 @@ export async function runAnsible(s: Setup, strategy: Strategy, kind: Kind, phase
   const failures = hosts.flatMap((h) => {
     const r = recap[h.name];
     if (r && !r.failed && !r.unreachable && want.ok(r)) return [];
-    const error = errors.get(h.name) ?? (r ? `recap ${Object.entries(r).filter(([, v]) => v).map(([k, v]) => `${k}=${v}`).join(" ")} (expected ${want.says})` : `not in the recap (exit ${m.code}): ${ansibleFatal(m.output)}`);
+    const error =
+      errors.get(h.name) ??
+      (r
+        ? `recap ${Object.entries(r)
+            .filter(([, v]) => v)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(" ")} (expected ${want.says})`
+        : `not in the recap (exit ${m.code}): ${ansibleFatal(m.output)}`);
     return [{ host: h.name, error }];
   });
   return { ...m, failures, mitogen: strategy === "mitogen" ? m.seen : undefined, verdict: `${hosts.length - failures.length}/${hosts.length} hosts ${want.says}, exit ${m.code}` };
@@ -145,7 +178,9 @@ export function ansibleErrors(output: string): Map<string, string> {
     try {
       const r = JSON.parse(m[3]) as { msg?: string; stderr?: string; module_stderr?: string };
       msg = r.msg ?? r.stderr ?? r.module_stderr ?? m[3];
-    } catch { /* not JSON: keep the text */ }
+    } catch {
+      /* not JSON: keep the text */
+    }
     errors.set(m[1], `${m[2]}: ${gist(String(msg))}`.slice(0, 300));
   }
   return errors;
@@ -153,13 +188,19 @@ export function ansibleErrors(output: string): Map<string, string> {
 
 /** The first line of a message; with the next one when it only announces it ("…; last 100 lines received:"). */
 function gist(msg: string): string {
-  const lines = msg.split("\n").map((l) => l.trim()).filter(Boolean);
+  const lines = msg
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
   return lines[0]?.endsWith(":") && lines[1] ? `${lines[0]} ${lines[1]}` : (lines[0] ?? "");
 }
 
 /** Why Ansible stopped when there is no recap at all (e.g. "ERROR! …" or a traceback's last line). */
 function ansibleFatal(output: string): string {
-  const lines = output.split("\n").map((l) => l.trim()).filter(Boolean);
+  const lines = output
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
   return (lines.find((l) => l.startsWith("ERROR!")) ?? lines.at(-1) ?? "no output").slice(0, 300);
 }
 
@@ -190,6 +231,8 @@ export function describeFailures(f: HostFailure[], max = 3): string {
   if (!f.length) return "";
   const byError = new Map<string, string[]>();
   for (const x of f) byError.set(x.error, [...(byError.get(x.error) ?? []), x.host]);
-  const parts = [...byError].slice(0, max).map(([error, hosts]) => `${hosts.length > 4 ? `${hosts.slice(0, 4).join(", ")} and ${hosts.length - 4} more` : hosts.join(", ")}: ${error}`);
+  const parts = [...byError]
+    .slice(0, max)
+    .map(([error, hosts]) => `${hosts.length > 4 ? `${hosts.slice(0, 4).join(", ")} and ${hosts.length - 4} more` : hosts.join(", ")}: ${error}`);
   return `${f.length} failed (${parts.join("; ")}${byError.size > max ? `; ${byError.size - max} other errors` : ""})`;
 }

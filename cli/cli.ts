@@ -80,7 +80,9 @@ function version(): string {
   for (const candidate of [join(here, "../package.json"), join(here, "../../package.json")]) {
     try {
       return JSON.parse(readFileSync(candidate, "utf8")).version;
-    } catch { /* try the next */ }
+    } catch {
+      /* try the next */
+    }
   }
   return "unknown";
 }
@@ -138,7 +140,12 @@ function warn(message: string): void {
 }
 
 function list(value: string | undefined): string[] {
-  return value ? value.split(",").map((s) => s.trim()).filter(Boolean) : [];
+  return value
+    ? value
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : [];
 }
 
 /** How the command line reaches a host: over SSH. */
@@ -154,8 +161,8 @@ export async function main(argv: string[], transport: TransportFactory = sshTran
     throw new UsageError(`${(error as Error).message}. See provision --help.`);
   }
   const { values, positionals } = parsed;
-  if (values.help) return void console.log(HELP), 0;
-  if (values.version) return void console.log(version()), 0;
+  if (values.help) return (void console.log(HELP), 0);
+  if (values.version) return (void console.log(version()), 0);
   if (!values.inventory) throw new UsageError("--inventory FILE is required. See provision --help.");
   const command = positionals[0] === "status" || positionals[0] === "rollback" ? positionals[0] : undefined;
   if (command && positionals.length > 1) throw new UsageError(`provision ${command} takes no playbook (got ${quote(positionals[1])}). See provision --help.`);
@@ -222,18 +229,35 @@ export async function main(argv: string[], transport: TransportFactory = sshTran
 
 /** No playbook: a play with no tasks still connects and gathers host facts. */
 function pingPlaybook() {
-  return { file: "(reachability check)", source: null as never, plays: [{ name: "reachability check", hosts: "all", vars: {}, plugins: [], tasks: [], handlers: [], anyErrorsFatal: false, path: [] }] };
+  return {
+    file: "(reachability check)",
+    source: null as never,
+    plays: [{ name: "reachability check", hosts: "all", vars: {}, plugins: [], tasks: [], handlers: [], anyErrorsFatal: false, path: [] }],
+  };
 }
 
 const isEntry = process.argv[1] && fileURLToPath(import.meta.url) === (await import("node:fs")).realpathSync(process.argv[1]);
 if (isEntry) {
   main(process.argv.slice(2)).then(
-    (code) => { process.exitCode = code; },
+    (code) => {
+      process.exitCode = code;
+    },
     (error) => {
-      if (error instanceof UsageError) { console.error(`provision: ${error.message}`); process.exitCode = 64; return; }
-      if (error instanceof ConfigError) { console.error(error.message); process.exitCode = 1; return; }
+      if (error instanceof UsageError) {
+        console.error(`provision: ${error.message}`);
+        process.exitCode = 64;
+        return;
+      }
+      if (error instanceof ConfigError) {
+        console.error(error.message);
+        process.exitCode = 1;
+        return;
+      }
       // a bug in a module shows where in the module it happened (its own stack), nothing of ours
-      if (error instanceof ModuleBug) console.error(`provision: ${error.message}\nThis is a bug in the module; please report it to its author.${error.cause instanceof Error && error.cause.stack ? `\n${error.cause.stack}` : ""}`);
+      if (error instanceof ModuleBug)
+        console.error(
+          `provision: ${error.message}\nThis is a bug in the module; please report it to its author.${error.cause instanceof Error && error.cause.stack ? `\n${error.cause.stack}` : ""}`,
+        );
       else console.error(`provision: unexpected error: ${error?.stack ?? error}\nPlease report this.`);
       process.exitCode = 1;
     },

@@ -3,14 +3,26 @@ import { parseArgs } from "node:util";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
-import { createInterface } from "node:readline/promises";
 import { homedir, tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError, UsageError, quote } from "../core/errors.js";
 import { YamlSource } from "../core/config/yaml-source.js";
 import {
-  DEFAULT_IDENTITY_FILE, ENCRYPT_TAG, IDENTITY_ENV, ageBlock, ageSettings, checkRecipient, encryptText, loadKeys, newIdentity,
-  readRecipientsFile, recipientsOfKeys, reveal, seal, type AgeSettings, type Keys,
+  DEFAULT_IDENTITY_FILE,
+  ENCRYPT_TAG,
+  IDENTITY_ENV,
+  ageBlock,
+  ageSettings,
+  checkRecipient,
+  encryptText,
+  loadKeys,
+  newIdentity,
+  readRecipientsFile,
+  recipientsOfKeys,
+  reveal,
+  seal,
+  type AgeSettings,
+  type Keys,
 } from "../core/config/vault.js";
 
 export const SECRET_HELP = `Usage: provision secret keygen [FILE]
@@ -51,8 +63,11 @@ export async function secret(argv: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError(`${(error as Error).message}. See provision secret --help.`);
   }
-  const { values, positionals: [command, ...files] } = parsed;
-  if (values.help || !command) return void console.log(SECRET_HELP), values.help ? 0 : 64;
+  const {
+    values,
+    positionals: [command, ...files],
+  } = parsed;
+  if (values.help || !command) return (void console.log(SECRET_HELP), values.help ? 0 : 64);
   const allowed: Record<string, { files: [number, number]; options: string[] }> = {
     keygen: { files: [0, 1], options: [] },
     encrypt: { files: [0, 0], options: ["inventory", "recipient", "recipients-file", "indent"] },
@@ -89,7 +104,10 @@ async function encrypt(values: Values): Promise<number> {
   const recipients = await recipientsFor(values, values.inventory ? settingsOf(values.inventory) : undefined);
   const plaintext = await readValue();
   process.stdout.write(ageBlock(await encryptText(plaintext, recipients), indent));
-  if (process.stderr.isTTY) console.error(`Paste it as the value (e.g. wifi_psk: ${ageBlock("…", indent).trimEnd().split("\n")[0]}) with its lines indented deeper than the key; \`provision secret edit\` does that for you.`);
+  if (process.stderr.isTTY)
+    console.error(
+      `Paste it as the value (e.g. wifi_psk: ${ageBlock("…", indent).trimEnd().split("\n")[0]}) with its lines indented deeper than the key; \`provision secret edit\` does that for you.`,
+    );
   return 0;
 }
 
@@ -159,7 +177,9 @@ async function recipientsFor(values: Values, settings: AgeSettings | undefined, 
   if (settings?.recipientsFile) return readRecipientsFile(settings.recipientsFile.path, settings.recipientsFile.at);
   const own = keys ?? (settings ? await loadKeys(settings) : undefined);
   if (own) return recipientsOfKeys(own);
-  throw new UsageError(`no recipient: give --recipient AGE1…, --recipients-file FILE, or --inventory FILE whose all: vars: names age_recipients_file or age_identity_file (or set ${IDENTITY_ENV}).`);
+  throw new UsageError(
+    `no recipient: give --recipient AGE1…, --recipients-file FILE, or --inventory FILE whose all: vars: names age_recipients_file or age_identity_file (or set ${IDENTITY_ENV}).`,
+  );
 }
 
 /** The value: typed twice without echo on a terminal, else all of standard input (one final newline dropped). */
@@ -167,7 +187,9 @@ async function readValue(): Promise<string> {
   if (!process.stdin.isTTY) {
     const chunks: Buffer[] = [];
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-    const value = Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
+    const value = Buffer.concat(chunks)
+      .toString("utf8")
+      .replace(/\r?\n$/, "");
     if (!value) throw new UsageError("standard input is empty: give the value to encrypt there (e.g. from a password manager).");
     return value;
   }
@@ -197,7 +219,7 @@ function hiddenLines(): { read(prompt: string): Promise<string>; close(): void }
   };
   const onData = (data: Buffer) => {
     for (const char of data.toString("utf8")) {
-      if (char === "\r" || char === "\n") lines.push(current), (current = "");
+      if (char === "\r" || char === "\n") (lines.push(current), (current = ""));
       else if (char === "\u0003" || char === "\u0004") aborted = true;
       else if (char === "\u007f" || char === "\b") current = [...current].slice(0, -1).join("");
       else if (char >= " ") current += char;
@@ -246,7 +268,9 @@ async function inEditor(file: string, text: string): Promise<string | null> {
     const editor = process.env.VISUAL || process.env.EDITOR || "vi";
     // as git does: the editor setting is a shell command (it may have options), the file its argument
     const code = await new Promise<number | null>((done) => {
-      spawn("sh", ["-c", `${editor} "$@"`, editor, path], { stdio: "inherit" }).on("exit", done).on("error", () => done(null));
+      spawn("sh", ["-c", `${editor} "$@"`, editor, path], { stdio: "inherit" })
+        .on("exit", done)
+        .on("error", () => done(null));
     });
     return code === 0 ? readFileSync(path, "utf8") : null;
   } finally {

@@ -13,7 +13,11 @@ export class UsageError extends Error {
 /** Something failed on one host; other hosts go on. */
 export class HostError extends Error {
   override name = "HostError";
-  constructor(readonly host: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly host: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${host}: ${message}`, options);
   }
 }

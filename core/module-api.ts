@@ -26,10 +26,7 @@ export const PATTERNS = {
 };
 
 /** What a module may ask of a host. All probes are read-only. */
-export type Probe =
-  | { file: string }
-  | { dir: string }
-  | { command: string[] };
+export type Probe = { file: string } | { dir: string } | { command: string[] };
 
 export interface FileState {
   path: string;
@@ -199,9 +196,7 @@ export class PlanError extends Error {
   override name = "PlanError";
 }
 
-export function defineModule<Args, P extends ProbeSet, V extends ProbeSet = ProbeSet>(
-  definition: ModuleDefinition<Args, P, V>,
-): ModuleDefinition<Args, P, V> {
+export function defineModule<Args, P extends ProbeSet, V extends ProbeSet = ProbeSet>(definition: ModuleDefinition<Args, P, V>): ModuleDefinition<Args, P, V> {
   return definition;
 }
 

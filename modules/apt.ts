@@ -55,11 +55,23 @@ export default defineModule({
     if (a.state === "present") {
       const missing = names(a).filter((p) => !installed.has(p));
       if (missing.length)
-        changes.push(commandChange(`install ${missing.join(", ")}`, [...APT_ENV, "sh", "-c", INSTALL, "apt-install", ...missing], [...APT_ENV, "apt-get", "purge", "-y", "-q", "--", ...missing]));
+        changes.push(
+          commandChange(
+            `install ${missing.join(", ")}`,
+            [...APT_ENV, "sh", "-c", INSTALL, "apt-install", ...missing],
+            [...APT_ENV, "apt-get", "purge", "-y", "-q", "--", ...missing],
+          ),
+        );
     } else {
       const present = names(a).filter((p) => installed.has(p));
       if (present.length)
-        changes.push(commandChange(`remove ${present.join(", ")}`, [...APT_ENV, "apt-get", "remove", "-y", "-q", "--", ...present], [...APT_ENV, "sh", "-c", INSTALL, "apt-install", ...present]));
+        changes.push(
+          commandChange(
+            `remove ${present.join(", ")}`,
+            [...APT_ENV, "apt-get", "remove", "-y", "-q", "--", ...present],
+            [...APT_ENV, "sh", "-c", INSTALL, "apt-install", ...present],
+          ),
+        );
     }
     return a.update_cache && changes.length === 1 ? [] : changes;
   },
@@ -67,7 +79,9 @@ export default defineModule({
     probes: (a: AptArgs) => ({ packages: query(a) }),
     check(a: AptArgs, facts: { packages: CommandOutput }) {
       const installed = installedPackages(facts.packages);
-      return names(a).filter((p) => installed.has(p) !== (a.state === "present")).map((p) => `${p} is ${a.state === "present" ? "not installed" : "still installed"}`);
+      return names(a)
+        .filter((p) => installed.has(p) !== (a.state === "present"))
+        .map((p) => `${p} is ${a.state === "present" ? "not installed" : "still installed"}`);
     },
   },
 });

@@ -99,7 +99,10 @@ function parseLinks(ip: CommandOutput): Link[] {
   if (ip.code !== 0 || !ip.stdout.trim()) return [];
   const raw = JSON.parse(ip.stdout) as { ifname: string; mtu: number; master?: string; operstate?: string; addr_info?: { family: string; local: string }[] }[];
   return raw.map((l) => ({
-    ifname: l.ifname, mtu: l.mtu, master: l.master, operstate: l.operstate,
+    ifname: l.ifname,
+    mtu: l.mtu,
+    master: l.master,
+    operstate: l.operstate,
     addresses: (l.addr_info ?? []).filter((i) => i.family === "inet").map((i) => i.local),
   }));
 }
@@ -112,7 +115,9 @@ function underlays(a: GretapBondArgs, links: Link[]): { nics: Map<string, Link>;
   for (const t of a.tunnels) {
     const nic = owner(t.local);
     if (!nic) {
-      problems.push(`tunnels.${t.name}.local: ${t.local} is not an address of this host (it has ${links.flatMap((l) => l.addresses.map((x) => `${x} on ${l.ifname}`)).join(", ") || "none"}). Use this host's own underlay address; remote is the far end's.`);
+      problems.push(
+        `tunnels.${t.name}.local: ${t.local} is not an address of this host (it has ${links.flatMap((l) => l.addresses.map((x) => `${x} on ${l.ifname}`)).join(", ") || "none"}). Use this host's own underlay address; remote is the far end's.`,
+      );
       continue;
     }
     if (t.dev && t.dev !== nic.ifname) problems.push(`tunnels.${t.name}: local ${t.local} is on ${nic.ifname}, not on dev ${t.dev}`);
@@ -142,9 +147,12 @@ function argProblems(a: GretapBondArgs): string[] {
   if (a.role === "bond") {
     const target = a.arp_ip_target!;
     if (a.arp_validate === "none")
-      problems.push("arp_validate: none is what made the seed's bond ping-pong (a backup tunnel counts as up from the far end's stray traffic, both ends can settle on different tunnels and keep crossing). Use all (the default)");
+      problems.push(
+        "arp_validate: none is what made the seed's bond ping-pong (a backup tunnel counts as up from the far end's stray traffic, both ends can settle on different tunnels and keep crossing). Use all (the default)",
+      );
     if (target === addressOnly(a.address)) problems.push(`arp_ip_target: ${target} is the bond's own address; use the far end's address`);
-    else if (!inSubnet(subnetOf(a.address), target)) problems.push(`arp_ip_target: ${target} is outside ${a.address}; ARP probes only reach the far end of the tunnels on the bond's subnet`);
+    else if (!inSubnet(subnetOf(a.address), target))
+      problems.push(`arp_ip_target: ${target} is outside ${a.address}; ARP probes only reach the far end of the tunnels on the bond's subnet`);
     if (a.primary && !names.includes(a.primary)) problems.push(`primary: ${a.primary} is not one of the tunnels (${names.join(", ")})`);
   } else {
     for (const key of ["arp_ip_target", "primary", "primary_reselect"] as const)
@@ -172,8 +180,16 @@ function configuredElsewhere(a: GretapBondArgs, interfaces: string | null, dir: 
   const path = configPath(a);
   const entries = dir?.entries ?? {};
   const blocks = parseInterfaces(interfaces);
-  const files: [string, string | null][] = [[INTERFACES, interfaces], ...blocks.flatMap((b) =>
-    b.kind === "source" ? sourcedFiles(b, INTERFACES, dirOf(path), Object.keys(entries)).files.filter((f) => f !== path).map((f): [string, string] => [f, entries[baseOf(f)]]) : [])];
+  const files: [string, string | null][] = [
+    [INTERFACES, interfaces],
+    ...blocks.flatMap((b) =>
+      b.kind === "source"
+        ? sourcedFiles(b, INTERFACES, dirOf(path), Object.keys(entries))
+            .files.filter((f) => f !== path)
+            .map((f): [string, string] => [f, entries[baseOf(f)]])
+        : [],
+    ),
+  ];
   for (const [file, text] of files)
     for (const b of parseInterfaces(text)) {
       const named = namesOf(b).filter((n) => names.has(n));
@@ -249,7 +265,10 @@ export function parseArpMonitor(text: string): { interval: number | null; missed
   return {
     interval: num(value("ARP Polling Interval \\(ms\\)")),
     missedMax: num(value("ARP Missed Max")),
-    targets: (value("ARP IP target/s \\(n\\.n\\.n\\.n form\\)") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    targets: (value("ARP IP target/s \\(n\\.n\\.n\\.n form\\)") ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
   };
 }
 
@@ -277,7 +296,10 @@ export function verifyProblems(a: GretapBondArgs, f: VerifyFacts): string[] {
   if (a.role === "bridge") {
     if (f.stp?.content == null) return [...problems, `${dev} is not a bridge`];
     if (f.stp.content.trim() !== "0") problems.push(`${dev} runs STP (stp_state ${f.stp.content.trim()}); the tunnels would be blocked while it converges`);
-    const ports = links.filter((l) => l.master === dev).map((l) => l.ifname).sort();
+    const ports = links
+      .filter((l) => l.master === dev)
+      .map((l) => l.ifname)
+      .sort();
     if (ports.join(",") !== want.join(",")) problems.push(`${dev} ports are {${ports.join(", ")}}, want {${want.join(", ")}}`);
     for (const t of a.tunnels) {
       const port = links.find((l) => l.ifname === t.name);
@@ -310,7 +332,8 @@ export function verifyProblems(a: GretapBondArgs, f: VerifyFacts): string[] {
 
 export default defineModule({
   name: "gretap_bond",
-  description: "gretap tunnels (one per underlay link) to a fixed gateway: an active-backup bond with ARP monitoring on the Pi, a bridge on the gateway; rendered to /etc/network/interfaces.d, live after a reboot",
+  description:
+    "gretap tunnels (one per underlay link) to a fixed gateway: an active-backup bond with ARP monitoring on the Pi, a bridge on the gateway; rendered to /etc/network/interfaces.d, live after a reboot",
   schema: gretapBondSchema,
   hostFacts: [networkStackFact],
   facts: (a: GretapBondArgs) => ({
@@ -343,9 +366,10 @@ export default defineModule({
       if (taken) throw new PlanError(`${taken.ifname} already exists with address ${taken.addresses.join(", ")}, configured outside ${path}. Choose another name.`);
     }
     const mtu = tunnelMtu(nics.values());
-    const what = a.role === "bond"
-      ? `bond ${dev} (active-backup, ARP ${a.arp_ip_target}) over ${a.tunnels.map((t) => t.name).join(" + ")}`
-      : `bridge ${dev} of ${a.tunnels.map((t) => t.name).join(" + ")}`;
+    const what =
+      a.role === "bond"
+        ? `bond ${dev} (active-backup, ARP ${a.arp_ip_target}) over ${a.tunnels.map((t) => t.name).join(" + ")}`
+        : `bridge ${dev} of ${a.tunnels.map((t) => t.name).join(" + ")}`;
     const write = fileChange(facts.config, renderConfig(a, mtu), { reboot: true, mode: "0644", summary: `configure ${what}, MTU ${mtu}, in ${path}` });
     if (write.length || context.rebootPending) return write;
     const live = verifyProblems(a, facts);
@@ -356,16 +380,16 @@ export default defineModule({
       const dev = deviceName(a);
       return a.role === "bond"
         ? {
-          // first: the bond may need a few seconds after boot to find the far end
-          ping: { command: ["ping", "-n", "-c", "3", "-i", "0.5", "-w", "40", "-I", dev, a.arp_ip_target!] },
-          ip: { command: ["ip", "-j", "addr"] },
-          bonding: { file: `/proc/net/bonding/${dev}` },
-          arpValidate: { file: `/sys/class/net/${dev}/bonding/arp_validate` },
-        }
+            // first: the bond may need a few seconds after boot to find the far end
+            ping: { command: ["ping", "-n", "-c", "3", "-i", "0.5", "-w", "40", "-I", dev, a.arp_ip_target!] },
+            ip: { command: ["ip", "-j", "addr"] },
+            bonding: { file: `/proc/net/bonding/${dev}` },
+            arpValidate: { file: `/sys/class/net/${dev}/bonding/arp_validate` },
+          }
         : {
-          ip: { command: ["ip", "-j", "addr"] },
-          stp: { file: `/sys/class/net/${dev}/bridge/stp_state` },
-        };
+            ip: { command: ["ip", "-j", "addr"] },
+            stp: { file: `/sys/class/net/${dev}/bridge/stp_state` },
+          };
     },
     check: (a: GretapBondArgs, facts: VerifyFacts) => verifyProblems(a, facts),
   },

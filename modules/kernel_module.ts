@@ -30,7 +30,10 @@ export function optionsLine(a: KernelModuleArgs): string {
 export function optionsContent(a: KernelModuleArgs, current: string | null): string {
   const ours = new Set(Object.keys(a.options ?? {}));
   const existing = lines(current);
-  const isOptions = (l: string) => { const [keyword, module] = l.trim().split(/\s+/); return keyword === "options" && module === a.name; };
+  const isOptions = (l: string) => {
+    const [keyword, module] = l.trim().split(/\s+/);
+    return keyword === "options" && module === a.name;
+  };
   const first = existing.findIndex(isOptions);
   const kept = existing.flatMap((l, i) => {
     if (!isOptions(l)) return [l];
@@ -66,11 +69,13 @@ export function staleParameters(a: KernelModuleArgs, params: DirState, optionsCo
   let unreadable = false;
   for (const [key, value] of Object.entries(a.options ?? {})) {
     const loaded = params.entries?.[key];
-    if (loaded === undefined || loaded.trim() === "") { unreadable = true; continue; }
+    if (loaded === undefined || loaded.trim() === "") {
+      unreadable = true;
+      continue;
+    }
     const want = value === true ? "1" : value === false ? "0" : String(value);
     const have = loaded.trim();
-    if (have !== want && have.split(" ")[0] !== want && !(want === "1" && have === "Y") && !(want === "0" && have === "N"))
-      stale.push(`${key}=${have} (want ${want})`);
+    if (have !== want && have.split(" ")[0] !== want && !(want === "1" && have === "Y") && !(want === "0" && have === "N")) stale.push(`${key}=${have} (want ${want})`);
   }
   if (unreadable && (optionsConf.mtime ?? 0) > bootTime) stale.push("options written after the module was loaded");
   return stale;
@@ -114,7 +119,12 @@ export default defineModule({
         if (stale.length) changes.push({ kind: "pending", summary: `reboot needed: ${a.name} is loaded with other options (${stale.join(", ")})`, reboot: true });
       }
     }
-    if (a.persist) changes.push(...fileChange(facts.persisted, persistContent(a, facts.persisted.content), { summary: `${a.state === "present" ? "load" : "stop loading"} ${a.name} at boot (${persistFile(a)})` }));
+    if (a.persist)
+      changes.push(
+        ...fileChange(facts.persisted, persistContent(a, facts.persisted.content), {
+          summary: `${a.state === "present" ? "load" : "stop loading"} ${a.name} at boot (${persistFile(a)})`,
+        }),
+      );
     if (a.state === "present" && !loaded) changes.push({ ...commandChange(`load ${a.name} (modprobe)`, ["modprobe", a.name], ["modprobe", "-r", a.name]), undoDisruptive: true });
     if (a.state === "absent" && loaded) changes.push(commandChange(`unload ${a.name}`, ["modprobe", "-r", a.name], ["modprobe", a.name]));
     return changes;

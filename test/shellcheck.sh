@@ -9,7 +9,7 @@ command -v shellcheck >/dev/null || { echo "shellcheck is not installed (bash te
 with_shebang=(.ci/run) without=()
 while IFS= read -r -d '' f; do
   if [ "$(head -c 2 "$f")" = "#!" ]; then with_shebang+=("$f"); else without+=("$f"); fi
-done < <(find . \( -path ./node_modules -o -path ./dist -o -path ./.git \) -prune -o -name '*.sh' -type f -print0 | sort -z)
+done < <(find . \( -path ./node_modules -o -path ./dist -o -path ./.git -o -path ./.cache \) -prune -o -name '*.sh' -type f -print0 | sort -z)
 status=0
 shellcheck "${with_shebang[@]}" || status=1
 [ ${#without[@]} -eq 0 ] || shellcheck --shell=sh "${without[@]}" || status=1

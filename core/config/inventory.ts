@@ -85,7 +85,9 @@ function buildInventory(source: YamlSource, doc: Record<string, GroupDoc>, baseD
     if (!members.has(name)) members.set(name, new Set());
     for (const [host, vars] of Object.entries(group?.hosts ?? {})) {
       if (vars?.address === undefined && !ownVars.get(host)?.address && !isHostAddress(host))
-        throw new ConfigError(`${source.keyPosition([...path, "hosts"], host)}: inventory: host ${quote(host)} has no address and its name is not a host name or IP address. Set address: for it.`);
+        throw new ConfigError(
+          `${source.keyPosition([...path, "hosts"], host)}: inventory: host ${quote(host)} has no address and its name is not a host name or IP address. Set address: for it.`,
+        );
       members.get(name)!.add(host);
       ownVars.set(host, { ...ownVars.get(host), ...vars });
       (hostGroups.get(host) ?? hostGroups.set(host, new Set()).get(host)!).add(name);
@@ -97,8 +99,7 @@ function buildInventory(source: YamlSource, doc: Record<string, GroupDoc>, baseD
   };
   for (const [name, group] of Object.entries(doc)) visit(name, group, name === "all" ? 0 : 1, [name]);
 
-  for (const name of hostGroups.keys())
-    if (groupVars.has(name)) throw new ConfigError(`${source.file}: ${quote(name)} is both a host and a group. Rename one of them.`);
+  for (const name of hostGroups.keys()) if (groupVars.has(name)) throw new ConfigError(`${source.file}: ${quote(name)} is both a host and a group. Rename one of them.`);
   const hosts = new Map<string, InventoryHost>();
   for (const [name, groups] of hostGroups) {
     const all = new Set<string>(["all"]);
@@ -110,18 +111,21 @@ function buildInventory(source: YamlSource, doc: Record<string, GroupDoc>, baseD
     groups.forEach(addWithParents);
     const ordered = [...all].sort((a, b) => depthOf(groupVars, a) - depthOf(groupVars, b) || a.localeCompare(b));
     const vars = Object.assign({}, ...ordered.map((g) => groupVars.get(g)?.vars ?? {}), ownVars.get(name));
-    for (const key of ["identity_file", "known_hosts_file"])
-      if (typeof vars[key] === "string") vars[key] = resolvePath(vars[key] as string, baseDir);
+    for (const key of ["identity_file", "known_hosts_file"]) if (typeof vars[key] === "string") vars[key] = resolvePath(vars[key] as string, baseDir);
     hosts.set(name, { name, groups: ordered, vars });
   }
   const groups = new Map<string, string[]>();
-  for (const g of groupVars.keys()) groups.set(g, [...hosts.values()].filter((h) => h.groups.includes(g)).map((h) => h.name));
+  for (const g of groupVars.keys())
+    groups.set(
+      g,
+      [...hosts.values()].filter((h) => h.groups.includes(g)).map((h) => h.name),
+    );
   groups.set("all", [...hosts.keys()]);
   return { file: source.file, hosts, groups };
 }
 
 function depthOf(groups: Map<string, { depth: number }>, name: string): number {
-  return name === "all" ? -1 : groups.get(name)?.depth ?? 0;
+  return name === "all" ? -1 : (groups.get(name)?.depth ?? 0);
 }
 
 function isAncestor(parents: Map<string, Set<string>>, group: string, candidate: string): boolean {
@@ -140,7 +144,10 @@ function resolvePath(path: string, baseDir: string): string {
  */
 export function selectHosts(inventory: Inventory, pattern: string): string[] {
   const order = [...inventory.hosts.keys()];
-  const terms = expandFiles(pattern).split(/[:,]/).map((t) => t.trim()).filter(Boolean);
+  const terms = expandFiles(pattern)
+    .split(/[:,]/)
+    .map((t) => t.trim())
+    .filter(Boolean);
   // "!x" alone means every host but x, as in Ansible.
   let selected = new Set<string>(terms[0]?.startsWith("!") ? order : []);
   for (const term of terms) {
@@ -154,14 +161,17 @@ export function selectHosts(inventory: Inventory, pattern: string): string[] {
 }
 
 function expandFiles(pattern: string): string {
-  return pattern.split(/[:,]/).map((term) => {
-    if (!term.startsWith("@")) return term;
-    try {
-      return readFileSync(term.slice(1), "utf8").split(/\s+/).filter(Boolean).join(",");
-    } catch {
-      throw new ConfigError(`--limit ${quote(term)}: cannot read ${quote(term.slice(1))}. Give an existing retry file.`);
-    }
-  }).join(",");
+  return pattern
+    .split(/[:,]/)
+    .map((term) => {
+      if (!term.startsWith("@")) return term;
+      try {
+        return readFileSync(term.slice(1), "utf8").split(/\s+/).filter(Boolean).join(",");
+      } catch {
+        throw new ConfigError(`--limit ${quote(term)}: cannot read ${quote(term.slice(1))}. Give an existing retry file.`);
+      }
+    })
+    .join(",");
 }
 
 function matchTerm(inventory: Inventory, term: string): string[] {
@@ -182,7 +192,10 @@ export function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${source}$`, "su");
 }
 
-export interface TargetOptions { acceptNewHostKeys: boolean; knownHostsFile?: string }
+export interface TargetOptions {
+  acceptNewHostKeys: boolean;
+  knownHostsFile?: string;
+}
 
 export function connectionTarget(host: InventoryHost, options: TargetOptions): ConnectionTarget {
   const v = host.vars;

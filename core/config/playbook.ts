@@ -58,7 +58,10 @@ const taskSchema = {
       type: "object",
       minProperties: 1,
       additionalProperties: {
-        anyOf: [{ type: "string", minLength: 1 }, { type: "array", minItems: 1, items: { type: "string", minLength: 1 } }],
+        anyOf: [
+          { type: "string", minLength: 1 },
+          { type: "array", minItems: 1, items: { type: "string", minLength: 1 } },
+        ],
       },
     },
   },
@@ -91,7 +94,9 @@ export function loadPlaybook(file: string, decrypted: Decrypted = new Map()): Pl
   const source = YamlSource.load(file, "a playbook", { decrypted });
   const doc = source.toJS();
   if (!Array.isArray(doc))
-    throw new ConfigError(`${source.position([])}: playbook: ${doc === null || doc === undefined ? "the file is empty" : `must be a list of plays (got ${quote(doc)})`}. Start each play with "- hosts: PATTERN".`);
+    throw new ConfigError(
+      `${source.position([])}: playbook: ${doc === null || doc === undefined ? "the file is empty" : `must be a list of plays (got ${quote(doc)})`}. Start each play with "- hosts: PATTERN".`,
+    );
   const validate = compile(playbookSchema);
   if (!validate(doc)) throw source.schemaError(validate.errors ?? [], [], "playbook");
   const plays = (doc as Record<string, unknown>[]).map((play, i) => readPlay(play, [i]));
@@ -99,8 +104,7 @@ export function loadPlaybook(file: string, decrypted: Decrypted = new Map()): Pl
 }
 
 function readPlay(play: Record<string, unknown>, path: Path): Play {
-  const tasks = (list: unknown, key: string) =>
-    ((list as Record<string, unknown>[] | undefined) ?? []).map((t, i) => readTask(t, [...path, key, i]));
+  const tasks = (list: unknown, key: string) => ((list as Record<string, unknown>[] | undefined) ?? []).map((t, i) => readTask(t, [...path, key, i]));
   return {
     name: (play.name as string) ?? (play.hosts as string),
     hosts: play.hosts as string,
@@ -118,13 +122,13 @@ function readPlay(play: Record<string, unknown>, path: Path): Play {
 
 function readTask(task: Record<string, unknown>, path: Path): Task {
   const moduleKeys = Object.keys(task).filter((k) => !(TASK_KEYWORDS as readonly string[]).includes(k));
-  const notify = task.notify === undefined ? [] : [task.notify].flat() as string[];
+  const notify = task.notify === undefined ? [] : ([task.notify].flat() as string[]);
   const one = moduleKeys.length === 1 && moduleKeys[0] !== "";
   return {
     name: (task.name as string) ?? (one ? moduleKeys[0] : `#${Number(path[path.length - 1]) + 1}`),
     module: one ? moduleKeys[0] : "",
     moduleKeys,
-    rawArgs: one ? task[moduleKeys[0]] ?? {} : undefined,
+    rawArgs: one ? (task[moduleKeys[0]] ?? {}) : undefined,
     tags: (task.tags as string[]) ?? [],
     notify,
     diff: (task.diff as boolean) ?? true,
@@ -146,7 +150,9 @@ export function checkModules(playbook: Playbook, registry: Registry): void {
       if (keys.length > 1)
         throw new ConfigError(`${at}: task ${quote(task.name)} names several modules (${keys.map((k) => quote(k)).join(", ")}). A task runs exactly one module; split it.`);
       if (!registry.has(task.module))
-        throw new ConfigError(`${playbook.source.keyPosition(task.path, task.module)}: task ${quote(task.name)}: unknown module ${quote(task.module)}.${registry.suggest(task.module)} Known modules: ${registry.names().join(", ")}.`);
+        throw new ConfigError(
+          `${playbook.source.keyPosition(task.path, task.module)}: task ${quote(task.name)}: unknown module ${quote(task.module)}.${registry.suggest(task.module)} Known modules: ${registry.names().join(", ")}.`,
+        );
       registry.validator(task.module); // a plugin's broken schema is reported before any host is contacted
       checkConditions(playbook, task, registry);
       try {
@@ -156,7 +162,9 @@ export function checkModules(playbook: Playbook, registry: Registry): void {
       }
       for (const handler of task.notify)
         if (!handlerNames.has(handler))
-          throw new ConfigError(`${playbook.source.position([...task.path, "notify"])}: task ${quote(task.name)}: notifies unknown handler ${quote(handler)}. Define it under handlers: or fix the name.`);
+          throw new ConfigError(
+            `${playbook.source.position([...task.path, "notify"])}: task ${quote(task.name)}: notifies unknown handler ${quote(handler)}. Define it under handlers: or fix the name.`,
+          );
     }
   }
 }
@@ -167,11 +175,12 @@ function checkConditions(playbook: Playbook, task: Task, registry: Registry): vo
   for (const [name, values] of Object.entries(task.when)) {
     const fact = facts.get(name);
     const at = playbook.source.keyPosition([...task.path, "when"], name);
-    if (!fact)
-      throw new ConfigError(`${at}: task "${task.name}": when: names unknown host fact "${name}". Known host facts: ${[...facts.keys()].join(", ") || "none"}.`);
+    if (!fact) throw new ConfigError(`${at}: task "${task.name}": when: names unknown host fact "${name}". Known host facts: ${[...facts.keys()].join(", ") || "none"}.`);
     values.forEach((value, i) => {
       if (!fact.values.includes(value))
-        throw new ConfigError(`${playbook.source.position([...task.path, "when", name, i])}: task "${task.name}": when: ${name} is never "${value}". Use one of: ${fact.values.join(", ")}.`);
+        throw new ConfigError(
+          `${playbook.source.position([...task.path, "when", name, i])}: task "${task.name}": when: ${name} is never "${value}". Use one of: ${fact.values.join(", ")}.`,
+        );
     });
   }
 }
@@ -186,7 +195,14 @@ export function resolveArgs(playbook: Playbook, task: Task, vars: Record<string,
  * in everything about this task: the secret variables it uses and what it renders from them.
  * `decrypted` are the plaintexts of encrypted values (secret whatever their name).
  */
-export function resolveTask(playbook: Playbook, task: Task, vars: Record<string, unknown>, registry: Registry, host: string, decrypted: ReadonlySet<string> = new Set()): { args: unknown; secrets: string[] } {
+export function resolveTask(
+  playbook: Playbook,
+  task: Task,
+  vars: Record<string, unknown>,
+  registry: Registry,
+  host: string,
+  decrypted: ReadonlySet<string> = new Set(),
+): { args: unknown; secrets: string[] } {
   const argsPath = [...task.path, task.module];
   const taint = variableTaint(decrypted);
   let args: unknown;
@@ -198,7 +214,9 @@ export function resolveTask(playbook: Playbook, task: Task, vars: Record<string,
   const secrets = [...taint.values, ...taintedStrings(args, taint.paths)].filter((s) => s.length >= SHORTEST_MASKED);
   const validate = registry.validator(task.module);
   if (!validate(args))
-    throw playbook.source.schemaError(validate.errors ?? [], argsPath, `task ${quote(task.name)} > ${task.module}`, { hidden: secretPaths(registry.get(task.module), args, taint) });
+    throw playbook.source.schemaError(validate.errors ?? [], argsPath, `task ${quote(task.name)} > ${task.module}`, {
+      hidden: secretPaths(registry.get(task.module), args, taint),
+    });
   return { args, secrets };
 }
 
@@ -222,7 +240,11 @@ export function checkPlayTasks(playbook: Playbook, module: ModuleDefinition, tas
   const problems = callCheck(module, tasks[0].source, () => module.checkPlay!(tasks.map(({ host, task, args, when }) => ({ host, task, args, when }))));
   if (!problems.length) return;
   const masks = (text: string) => tasks.reduce((t, entry) => entry.mask(t), text);
-  throw argProblemsError(playbook, problems.map((p) => ({ ...p, task: tasks[p.index].source, host: tasks[p.index].host })), masks);
+  throw argProblemsError(
+    playbook,
+    problems.map((p) => ({ ...p, task: tasks[p.index].source, host: tasks[p.index].host })),
+    masks,
+  );
 }
 
 function callCheck<T>(module: ModuleDefinition, task: Task, check: () => T[]): T[] {
@@ -236,9 +258,16 @@ function callCheck<T>(module: ModuleDefinition, task: Task, check: () => T[]): T
 }
 
 function argProblemsError(playbook: Playbook, problems: (ArgProblem & { task: Task; host: string })[], mask: (text: string) => string): ConfigError {
-  return new ConfigError(problems.map(({ task, host, path, message }) => {
-    const at = playbook.source.position([...task.path, task.module, ...path]);
-    const where = path.map((p) => (typeof p === "number" ? `[${p}]` : p)).join(".").replace(/\.\[/g, "[");
-    return mask(`${at}: task ${quote(task.name)} > ${task.module}${where ? ` > ${where}` : ""} (host ${host}): ${message}`);
-  }).join("\n"));
+  return new ConfigError(
+    problems
+      .map(({ task, host, path, message }) => {
+        const at = playbook.source.position([...task.path, task.module, ...path]);
+        const where = path
+          .map((p) => (typeof p === "number" ? `[${p}]` : p))
+          .join(".")
+          .replace(/\.\[/g, "[");
+        return mask(`${at}: task ${quote(task.name)} > ${task.module}${where ? ` > ${where}` : ""} (host ${host}): ${message}`);
+      })
+      .join("\n"),
+  );
 }

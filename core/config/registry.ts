@@ -23,7 +23,12 @@ export class Registry {
 
   /** A plugin's export: a module object, a list of them, or { modules: [...] }; anything else is refused, saying what it is. */
   registerExport(exported: unknown, origin: string): void {
-    const what = (v: unknown) => (v === undefined ? "nothing" : v !== null && typeof v === "object" && !Array.isArray(v) ? "an object" : `${typeof v === "string" || typeof v === "number" || typeof v === "boolean" || typeof v === "bigint" ? `a ${typeof v} ` : ""}${quote(v)}`);
+    const what = (v: unknown) =>
+      v === undefined
+        ? "nothing"
+        : v !== null && typeof v === "object" && !Array.isArray(v)
+          ? "an object"
+          : `${typeof v === "string" || typeof v === "number" || typeof v === "boolean" || typeof v === "bigint" ? `a ${typeof v} ` : ""}${quote(v)}`;
     let list: unknown[];
     if (Array.isArray(exported)) list = exported;
     else if (exported !== null && typeof exported === "object" && "modules" in exported) {
@@ -96,7 +101,9 @@ export class Registry {
 
   suggest(name: string): string {
     if (name.length > 64) return ""; // the edit distance is quadratic
-    const best = this.names().map((n) => [n, distance(n, name)] as const).sort((a, b) => a[1] - b[1])[0];
+    const best = this.names()
+      .map((n) => [n, distance(n, name)] as const)
+      .sort((a, b) => a[1] - b[1])[0];
     return best && best[1] <= Math.max(2, name.length / 3) ? ` Did you mean "${best[0]}"?` : "";
   }
 }
@@ -152,9 +159,7 @@ function synchronous(module: ModuleDefinition, origin: string): ModuleDefinition
 function distance(a: string, b: string): number {
   const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
   for (let j = 1; j <= b.length; j++) d[0][j] = j;
-  for (let i = 1; i <= a.length; i++)
-    for (let j = 1; j <= b.length; j++)
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+  for (let i = 1; i <= a.length; i++) for (let j = 1; j <= b.length; j++) d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
   return d[a.length][b.length];
 }
 

@@ -14,19 +14,23 @@ export const MASK = "********";
 // NetworkManager keyfiles (nm-settings-keyfile(5): psk, wep-key0..3, leap-password, and
 // 802-1x's password, password-raw, pin, private-key-password and the phase2-/cert variants;
 // a WireGuard private-key or preshared-key; every key of [vpn-secrets]).
-const SECRET_LINES = /^(\s*#?\s*(?:wpa-psk|wpa-password|psk|password|password-raw|sae_password|private_key_passwd|private_key2_passwd|pin|wep_key[0-3]|wep-key[0-3]|wpa_passphrase|leap-password|(?:phase2-)?(?:private-key|ca-cert|client-cert)-password|private-key|preshared-key|mka-cak)\s*[= ]\s*)(.+)$/gim;
+const SECRET_LINES =
+  /^(\s*#?\s*(?:wpa-psk|wpa-password|psk|password|password-raw|sae_password|private_key_passwd|private_key2_passwd|pin|wep_key[0-3]|wep-key[0-3]|wpa_passphrase|leap-password|(?:phase2-)?(?:private-key|ca-cert|client-cert)-password|private-key|preshared-key|mka-cak)\s*[= ]\s*)(.+)$/gim;
 /** Keyfile groups whose every value is secret. */
 const SECRET_GROUPS = new Set(["vpn-secrets"]);
 
 /** Every `key=value` of a keyfile group that holds only secrets ([vpn-secrets]) masked. */
 function maskSecretGroups(text: string): string {
   let secret = false;
-  return text.split("\n").map((line) => {
-    const header = /^\s*\[([^\]]*)\]\s*$/.exec(line);
-    if (header) secret = SECRET_GROUPS.has(header[1]);
-    else if (secret) return line.replace(/^(\s*[^#=][^=]*=\s*).+$/, `$1${MASK}`);
-    return line;
-  }).join("\n");
+  return text
+    .split("\n")
+    .map((line) => {
+      const header = /^\s*\[([^\]]*)\]\s*$/.exec(line);
+      if (header) secret = SECRET_GROUPS.has(header[1]);
+      else if (secret) return line.replace(/^(\s*[^#=][^=]*=\s*).+$/, `$1${MASK}`);
+      return line;
+    })
+    .join("\n");
 }
 
 /** A key whose value is secret whatever module it belongs to (bond's wpa_psk, any psk, password…). */
@@ -56,13 +60,22 @@ export function maskReplaced(before: string, maskedAfter: string): string {
   const allSecret = (line: string | undefined) => line !== undefined && line.includes(MASK) && !line.split(MASK).join("").trim();
   const shapes = [...new Set(after.filter((l) => l.includes(MASK) && !allSecret(l)))].map((line) => ({
     line,
-    shape: new RegExp(`^${line.split(MASK).map((part) => part.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&")).join(".+")}$`, "s"),
+    shape: new RegExp(
+      `^${line
+        .split(MASK)
+        .map((part) => part.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&"))
+        .join(".+")}$`,
+      "s",
+    ),
   }));
-  return before.split("\n").map((line, i) => {
-    if (line.includes(MASK)) return line;
-    if (allSecret(after[i])) return after[i];
-    return shapes.find((s) => s.shape.test(line))?.line ?? line;
-  }).join("\n");
+  return before
+    .split("\n")
+    .map((line, i) => {
+      if (line.includes(MASK)) return line;
+      if (allSecret(after[i])) return after[i];
+      return shapes.find((s) => s.shape.test(line))?.line ?? line;
+    })
+    .join("\n");
 }
 
 /** The values a module declares secret in these (valid) args; a module that throws has a bug. */
@@ -73,8 +86,7 @@ export function secretsOf(module: ModuleDefinition, args: unknown, task: string)
   } catch (error) {
     throw new ModuleBug(`module "${module.name}" failed to list the secrets of task ${task}: ${messageOf(error)}`, { cause: error });
   }
-  if (!Array.isArray(values) || values.some((v) => typeof v !== "string"))
-    throw new ModuleBug(`module "${module.name}": secrets() must return a list of strings (task ${task})`);
+  if (!Array.isArray(values) || values.some((v) => typeof v !== "string")) throw new ModuleBug(`module "${module.name}": secrets() must return a list of strings (task ${task})`);
   return values;
 }
 
@@ -86,8 +98,7 @@ export function secretsOf(module: ModuleDefinition, args: unknown, task: string)
 export function secretStrings(value: unknown, named: boolean, known: ReadonlySet<string>): string[] {
   if (typeof value === "string") return value && (named || known.has(value)) ? [value] : [];
   if (typeof value === "number" || typeof value === "bigint") return named ? [String(value)] : [];
-  if (value && typeof value === "object")
-    return Object.entries(value).flatMap(([k, v]) => secretStrings(v, named || isSecretKey(k), known));
+  if (value && typeof value === "object") return Object.entries(value).flatMap(([k, v]) => secretStrings(v, named || isSecretKey(k), known));
   return [];
 }
 
@@ -130,12 +141,18 @@ export function taintedStrings(args: unknown, paths: (string | number)[][]): str
  * names (asked leniently: invalid args may make it throw), every value templated from a
  * secret variable (`taint`) and every value that contains a secret string.
  */
-export function secretPaths(module: ModuleDefinition | undefined, args: unknown, taint?: { paths: (string | number)[][]; values: Iterable<string> }): (path: (string | number)[]) => boolean {
+export function secretPaths(
+  module: ModuleDefinition | undefined,
+  args: unknown,
+  taint?: { paths: (string | number)[][]; values: Iterable<string> },
+): (path: (string | number)[]) => boolean {
   let declared: string[] = [];
   try {
     const values = module?.secrets?.(args);
     if (Array.isArray(values)) declared = values.filter((v): v is string => typeof v === "string" && v.length > 0);
-  } catch { /* invalid args: secret-named keys still hide their values */ }
+  } catch {
+    /* invalid args: secret-named keys still hide their values */
+  }
   const secrets = [...declared, ...(taint ? [...taint.values, ...taintedStrings(args, taint.paths)] : [])].filter((s) => s.length > 0);
   return (path) => {
     if (path.some(isSecretKey)) return true;

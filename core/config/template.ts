@@ -9,13 +9,20 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*$/;
 const STATEMENT = /\{%[\s\S]*?%\}|\{#[\s\S]*?#\}/;
 
 export class TemplateError extends Error {
-  constructor(message: string, readonly path: TemplatePath, readonly inKey = false) {
+  constructor(
+    message: string,
+    readonly path: TemplatePath,
+    readonly inKey = false,
+  ) {
     super(message);
   }
 }
 
 export class UndefinedVariable extends TemplateError {
-  constructor(readonly variable: string, path: TemplatePath) {
+  constructor(
+    readonly variable: string,
+    path: TemplatePath,
+  ) {
     super(`undefined variable ${quote(variable)}`, path);
   }
 }
@@ -31,11 +38,11 @@ function unsupported(snippet: string, path: TemplatePath, why: string, inKey = f
 function why(inner: string): string {
   if (!inner) return "an empty expression";
   if (inner.includes("|")) return "filters are not supported";
-  if (inner.includes("{{")) return "a \"{{\" without its \"}}\"";
+  if (inner.includes("{{")) return 'a "{{" without its "}}"';
   if (/[()]/.test(inner)) return "calls are not supported";
   if (/['"]/.test(inner)) return "literals are not supported";
   if (/[-+*/%<>=!~]/.test(inner) || /\s(and|or|not|if|else|in|is)\s/.test(` ${inner} `)) return "expressions are not supported";
-  if (/\[/.test(inner)) return "write a.b, not a[\"b\"]";
+  if (/\[/.test(inner)) return 'write a.b, not a["b"]';
   return "";
 }
 
@@ -48,7 +55,7 @@ function parse(text: string, path: TemplatePath, inKey = false): (string | { nam
   for (let open = text.indexOf("{{"); open !== -1; open = text.indexOf("{{", from)) {
     if (open > from) parts.push(text.slice(from, open));
     const close = text.indexOf("}}", open + 2);
-    if (close === -1) throw unsupported(text.slice(open), path, "a \"{{\" without its \"}}\"", inKey);
+    if (close === -1) throw unsupported(text.slice(open), path, 'a "{{" without its "}}"', inKey);
     const inner = text.slice(open + 2, close).trim();
     if (!NAME.test(inner)) throw unsupported(text.slice(open, close + 2), path, why(inner), inKey);
     parts.push({ name: inner });
@@ -98,21 +105,26 @@ export function render(value: unknown, vars: Record<string, unknown>, path: Temp
       if (taint?.isSecret(name, v)) secret = true;
       return v;
     };
-    const rendered = parts.length === 1 && typeof parts[0] === "object"
-      ? resolve(parts[0].name)
-      : parts.map((part) => {
-        if (typeof part === "string") return part;
-        const v = resolve(part.name);
-        return typeof v === "object" ? JSON.stringify(v) : String(v);
-      }).join("");
+    const rendered =
+      parts.length === 1 && typeof parts[0] === "object"
+        ? resolve(parts[0].name)
+        : parts
+            .map((part) => {
+              if (typeof part === "string") return part;
+              const v = resolve(part.name);
+              return typeof v === "object" ? JSON.stringify(v) : String(v);
+            })
+            .join("");
     if (secret) taint!.paths.push(path);
     return rendered;
   }
   if (Array.isArray(value)) return value.map((v, i) => render(v, vars, [...path, i], taint));
   if (value && typeof value === "object")
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => {
-      if (k.includes("{{") || STATEMENT.test(k)) throw unsupported(k, [...path, k], "templates in keys are not supported", true);
-      return [k, render(v, vars, [...path, k], taint)];
-    }));
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => {
+        if (k.includes("{{") || STATEMENT.test(k)) throw unsupported(k, [...path, k], "templates in keys are not supported", true);
+        return [k, render(v, vars, [...path, k], taint)];
+      }),
+    );
   return value;
 }

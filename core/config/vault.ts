@@ -40,7 +40,8 @@ export function ageSettings(inventory: YamlSource, inventoryFile: string): AgeSe
     const value = vars[name];
     if (value === undefined) return undefined;
     const at = inventory.position(["all", "vars", name]);
-    if (typeof value !== "string" || !value.trim()) throw new ConfigError(`${at}: inventory > all.vars.${name}: must be a file path. Write e.g. ${name}: ${DEFAULT_IDENTITY_FILE}.`);
+    if (typeof value !== "string" || !value.trim())
+      throw new ConfigError(`${at}: inventory > all.vars.${name}: must be a file path. Write e.g. ${name}: ${DEFAULT_IDENTITY_FILE}.`);
     return { path: resolvePath(value, dirname(resolve(inventoryFile))), at };
   };
   return { inventory: inventory.file, identityFile: setting("age_identity_file"), recipientsFile: setting("age_recipients_file") };
@@ -59,7 +60,9 @@ export async function parseIdentities(text: string, where: string): Promise<stri
     if (!line || line.startsWith("#")) continue;
     // the line is a private key: never quoted, not even when it is malformed
     if (!/^AGE-SECRET-KEY-/.test(line) || !(await isIdentity(line)))
-      throw new ConfigError(`${where}: line ${i + 1} is not an age identity (a line AGE-SECRET-KEY-1…; plugin and SSH keys are not supported). Use a file made by \`provision secret keygen\` or age-keygen.`);
+      throw new ConfigError(
+        `${where}: line ${i + 1} is not an age identity (a line AGE-SECRET-KEY-1…; plugin and SSH keys are not supported). Use a file made by \`provision secret keygen\` or age-keygen.`,
+      );
     identities.push(line);
   }
   if (!identities.length) throw new ConfigError(`${where}: holds no age identity (a line AGE-SECRET-KEY-1…). Use a file made by \`provision secret keygen\` or age-keygen.`);
@@ -98,7 +101,9 @@ export async function decryptSealed(sealed: Sealed, keys: Keys | undefined): Pro
   try {
     file = armor.decode(sealed.armored);
   } catch {
-    throw new ConfigError(`${sealed.at}: not an age-encrypted value. Paste the whole block \`provision secret encrypt\` printed, from -----BEGIN AGE ENCRYPTED FILE----- to -----END AGE ENCRYPTED FILE-----, as a literal block (${AGE_TAG} |).`);
+    throw new ConfigError(
+      `${sealed.at}: not an age-encrypted value. Paste the whole block \`provision secret encrypt\` printed, from -----BEGIN AGE ENCRYPTED FILE----- to -----END AGE ENCRYPTED FILE-----, as a literal block (${AGE_TAG} |).`,
+    );
   }
   const decrypter = new Decrypter();
   keys.identities.forEach((identity) => decrypter.addIdentity(identity));
@@ -106,7 +111,9 @@ export async function decryptSealed(sealed: Sealed, keys: Keys | undefined): Pro
     return await decrypter.decrypt(file, "text");
   } catch (error) {
     if (/no identity matched/.test((error as Error).message))
-      throw new ConfigError(`${sealed.at}: cannot decrypt: it was encrypted for another key than the one in ${keys.from}. Use the key it was encrypted for (age_identity_file or ${IDENTITY_ENV}), or encrypt the value again with \`provision secret encrypt\`.`);
+      throw new ConfigError(
+        `${sealed.at}: cannot decrypt: it was encrypted for another key than the one in ${keys.from}. Use the key it was encrypted for (age_identity_file or ${IDENTITY_ENV}), or encrypt the value again with \`provision secret encrypt\`.`,
+      );
     throw new ConfigError(`${sealed.at}: cannot decrypt: the encrypted value is damaged (${(error as Error).message}). Encrypt the value again with \`provision secret encrypt\`.`);
   }
 }
@@ -141,14 +148,19 @@ function clearTextWarning(source: YamlSource): string[] {
   const found = source.clearSecrets(isSecretKey);
   if (!found.length) return [];
   const more = found.length > 1 ? ` (and ${found.length - 1} more in this file)` : "";
-  return [`${found[0].at}: ${quote(found[0].key)} is a secret in clear text${more}. Encrypt it: \`provision secret edit ${source.file}\` and tag the value ${ENCRYPT_TAG}, or paste what \`provision secret encrypt\` prints.`];
+  return [
+    `${found[0].at}: ${quote(found[0].key)} is a secret in clear text${more}. Encrypt it: \`provision secret edit ${source.file}\` and tag the value ${ENCRYPT_TAG}, or paste what \`provision secret encrypt\` prints.`,
+  ];
 }
 
 // ---- encrypting ----------------------------------------------------------------------
 
 /** age recipients (age1…) of a recipients file's text: one a line, comments (#) and blank lines ignored. */
 export function parseRecipients(text: string, where: string): string[] {
-  const recipients = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  const recipients = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"));
   for (const recipient of recipients) checkRecipient(recipient, where);
   if (!recipients.length) throw new ConfigError(`${where}: holds no age recipient (a line age1…). Add the public key of every admin (\`provision secret keygen\` prints it).`);
   return recipients;
@@ -188,7 +200,10 @@ export async function encryptText(plaintext: string, recipients: string[]): Prom
 /** A value ready for YAML: `!age |` and the armored lines indented by `indent` spaces. */
 export function ageBlock(armored: string, indent: number): string {
   const pad = " ".repeat(indent);
-  return `${AGE_TAG} |\n${sealedKey(armored).split("\n").map((l) => pad + l).join("\n")}\n`;
+  return `${AGE_TAG} |\n${sealedKey(armored)
+    .split("\n")
+    .map((l) => pad + l)
+    .join("\n")}\n`;
 }
 
 /** A new identity file's text (as age-keygen writes it) and its recipient. */
@@ -200,7 +215,16 @@ export async function newIdentity(): Promise<{ text: string; recipient: string }
 
 // ---- editing -------------------------------------------------------------------------
 
-interface Span { tagStart: number; tagEnd: number; valueStart: number; valueEnd: number; value: string; at: string; flow: boolean; lineIndent: number }
+interface Span {
+  tagStart: number;
+  tagEnd: number;
+  valueStart: number;
+  valueEnd: number;
+  value: string;
+  at: string;
+  flow: boolean;
+  lineIndent: number;
+}
 
 /** Every value tagged `tag` in `text`, with the text spans of its tag and value. */
 function taggedSpans(text: string, file: string, tag: string): Span[] {
@@ -220,13 +244,23 @@ function taggedSpans(text: string, file: string, tag: string): Span[] {
     Node(key, node, path) {
       if (node.tag !== tag || !node.range) return;
       const at = position(node.range[0]);
-      if (!isScalar(node) || typeof node.value !== "string") throw new ConfigError(`${at}: ${tag} takes a text value, not ${isCollection(node) ? "a mapping or list" : "this value"}. Tag each secret value on its own.`);
+      if (!isScalar(node) || typeof node.value !== "string")
+        throw new ConfigError(`${at}: ${tag} takes a text value, not ${isCollection(node) ? "a mapping or list" : "this value"}. Tag each secret value on its own.`);
       if (key === "key") throw new ConfigError(`${at}: ${tag} on a key: tag the value instead.`);
       const tagStart = text.lastIndexOf(tag, node.range[0]);
       const lineStart = text.lastIndexOf("\n", tagStart) + 1;
       // the indentation of the innermost block collection on the tag's line ("  - psk: " → 4)
       const lineIndent = /^[ ]*(?:-[ ]+)*/.exec(text.slice(lineStart, tagStart))![0].length;
-      spans.push({ tagStart, tagEnd: tagStart + tag.length, valueStart: node.range[0], valueEnd: node.range[1], value: node.value, at, flow: path.some((p) => isCollection(p) && p.flow), lineIndent });
+      spans.push({
+        tagStart,
+        tagEnd: tagStart + tag.length,
+        valueStart: node.range[0],
+        valueEnd: node.range[1],
+        value: node.value,
+        at,
+        flow: path.some((p) => isCollection(p) && p.flow),
+        lineIndent,
+      });
     },
   });
   return spans;
@@ -283,14 +317,25 @@ export async function reveal(text: string, file: string, keys: Keys | undefined)
 export async function seal(text: string, file: string, recipients: string[], originals: Map<string, string>): Promise<string> {
   const spans = taggedSpans(text, file, ENCRYPT_TAG);
   const armored = new Map<Span, string>();
-  for (const span of spans) armored.set(span, originals.get(span.value) ?? await encryptText(span.value, recipients));
-  const sealed = splice(text, spans, (s) => s.flow
-    ? { tag: AGE_TAG, value: JSON.stringify(sealedKey(armored.get(s)!) + "\n"), block: false }
-    : { tag: AGE_TAG, value: ageBlock(armored.get(s)!, s.lineIndent + 2).slice(AGE_TAG.length + 1, -1), block: true });
+  for (const span of spans) armored.set(span, originals.get(span.value) ?? (await encryptText(span.value, recipients)));
+  const sealed = splice(text, spans, (s) =>
+    s.flow
+      ? { tag: AGE_TAG, value: JSON.stringify(sealedKey(armored.get(s)!) + "\n"), block: false }
+      : { tag: AGE_TAG, value: ageBlock(armored.get(s)!, s.lineIndent + 2).slice(AGE_TAG.length + 1, -1), block: true },
+  );
   // what the files mean, encrypted values as their plaintexts (an !age value pasted in the editor as itself)
   const plaintextOf = new Map([...armored].map(([span, a]) => [sealedKey(a), span.value]));
   const meaning = (t: string, resolveAge: (armored: string) => string, resolveEncrypt: (s: string) => string) =>
-    JSON.stringify(parseDocument(t, { merge: true, uniqueKeys: false, customTags: [{ tag: AGE_TAG, resolve: resolveAge }, { tag: ENCRYPT_TAG, resolve: resolveEncrypt }] }).toJS({ maxAliasCount: -1 }));
+    JSON.stringify(
+      parseDocument(t, {
+        merge: true,
+        uniqueKeys: false,
+        customTags: [
+          { tag: AGE_TAG, resolve: resolveAge },
+          { tag: ENCRYPT_TAG, resolve: resolveEncrypt },
+        ],
+      }).toJS({ maxAliasCount: -1 }),
+    );
   const asItself = (a: string) => `\0${sealedKey(a)}`;
   if (meaning(sealed, (a) => plaintextOf.get(sealedKey(a)) ?? asItself(a), asItself) !== meaning(text, asItself, (p) => p))
     throw new Error(`${file}: the encrypted text does not read back as the edited one (a bug: nothing was written)`);

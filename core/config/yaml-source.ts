@@ -18,7 +18,10 @@ export const AGE_TAG = "!age";
 
 /** An encrypted value not yet decrypted: its armored text and where it is. */
 export class Sealed {
-  constructor(readonly armored: string, readonly at: string) {}
+  constructor(
+    readonly armored: string,
+    readonly at: string,
+  ) {}
 }
 
 /** Plaintexts of encrypted values, by their armored text (see sealedKey). */
@@ -26,7 +29,11 @@ export type Decrypted = ReadonlyMap<string, string>;
 
 /** The armored text as a map key: the same ciphertext however it was indented or ended. */
 export function sealedKey(armored: string): string {
-  return armored.split(/\r?\n/).map((l) => l.trim()).filter(Boolean).join("\n");
+  return armored
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join("\n");
 }
 
 export interface LoadOptions {
@@ -45,7 +52,11 @@ export class YamlSource {
   /** The plaintexts of the !age values (secret whatever they are called). */
   readonly secrets: string[] = [];
 
-  private constructor(readonly file: string, readonly doc: Document.Parsed, private readonly lines: LineCounter) {}
+  private constructor(
+    readonly file: string,
+    readonly doc: Document.Parsed,
+    private readonly lines: LineCounter,
+  ) {}
 
   /** `kind` names the file in messages: "a playbook", "an inventory". */
   static load(file: string, kind = "a YAML file", options: LoadOptions = {}): YamlSource {
@@ -86,13 +97,17 @@ export class YamlSource {
         if (node.tag !== AGE_TAG) return;
         const at = this.positionOfOffset(node.range?.[0] ?? 0);
         if (!isScalar(node) || typeof node.value !== "string")
-          throw new ConfigError(`${at}: ${AGE_TAG} takes the encrypted text, not ${isCollection(node) ? "a mapping or list" : "this value"}. Write the block that \`provision secret encrypt\` prints.`);
+          throw new ConfigError(
+            `${at}: ${AGE_TAG} takes the encrypted text, not ${isCollection(node) ? "a mapping or list" : "this value"}. Write the block that \`provision secret encrypt\` prints.`,
+          );
         const sealed = new Sealed(node.value, at);
         this.sealed.push(sealed);
         if (!decrypted) return void (node.value = sealed);
         const plaintext = decrypted.get(sealedKey(node.value));
         if (plaintext === undefined)
-          throw new ConfigError(`${at}: an encrypted value (${AGE_TAG}), but no age identity was loaded to decrypt it. Set age_identity_file under the inventory's all: vars:, or the environment variable PROVISION_AGE_IDENTITY.`);
+          throw new ConfigError(
+            `${at}: an encrypted value (${AGE_TAG}), but no age identity was loaded to decrypt it. Set age_identity_file under the inventory's all: vars:, or the environment variable PROVISION_AGE_IDENTITY.`,
+          );
         node.value = plaintext;
         this.secrets.push(plaintext);
       },
@@ -205,7 +220,10 @@ export class YamlSource {
       if (node.anchor) anchors.set(node.anchor, node);
       if (isAlias(node)) {
         const target = anchors.get(node.source);
-        if (!target) throw new ConfigError(`${at(node)}: invalid YAML: undefined alias *${shorten(node.source)}. Define the anchor &${shorten(node.source)} before this use, or fix the name.`);
+        if (!target)
+          throw new ConfigError(
+            `${at(node)}: invalid YAML: undefined alias *${shorten(node.source)}. Define the anchor &${shorten(node.source)} before this use, or fix the name.`,
+          );
         this.targets.set(node, target);
         expanded += size(node, new Set());
         if (expanded > MAX_ALIAS_EXPANSION)
@@ -287,10 +305,13 @@ function keyId(key: unknown): string | undefined {
 
 function pointerToPath(pointer: string): Path {
   if (!pointer) return [];
-  return pointer.slice(1).split("/").map((p) => {
-    const key = p.replace(/~1/g, "/").replace(/~0/g, "~");
-    return /^\d+$/.test(key) ? Number(key) : key;
-  });
+  return pointer
+    .slice(1)
+    .split("/")
+    .map((p) => {
+      const key = p.replace(/~1/g, "/").replace(/~0/g, "~");
+      return /^\d+$/.test(key) ? Number(key) : key;
+    });
 }
 
 function displayPath(file: string): string {
@@ -301,26 +322,41 @@ function displayPath(file: string): string {
 function describePath(path: Path, key?: string): string {
   const parts = [...path, ...(key !== undefined ? [key] : [])];
   if (!parts.length) return "";
-  return " > " + parts.map((p) => (typeof p === "number" ? `[${p}]` : shorten(p))).join(".").replace(/\.\[/g, "[");
+  return (
+    " > " +
+    parts
+      .map((p) => (typeof p === "number" ? `[${p}]` : shorten(p)))
+      .join(".")
+      .replace(/\.\[/g, "[")
+  );
 }
 
 /** ajv reports every branch of a oneOf/anyOf; keep the most specific errors. */
 function pickErrors(errors: ErrorObject[]): ErrorObject[] {
   const specific = errors.filter((e) => !["anyOf", "oneOf", "if", "propertyNames"].includes(e.keyword));
   // Of a oneOf's branches, a "wrong type" error is noise where another error fits the value's type.
-  const chosen = (specific.length ? specific : errors).filter((e) =>
-    e.keyword !== "type" || !specific.some((o) => o !== e && o.keyword !== "type" && o.instancePath === e.instancePath));
+  const chosen = (specific.length ? specific : errors).filter(
+    (e) => e.keyword !== "type" || !specific.some((o) => o !== e && o.keyword !== "type" && o.instancePath === e.instancePath),
+  );
   const seen = new Set<string>();
-  return chosen.filter((e) => {
-    const id = `${e.instancePath}|${e.keyword}|${JSON.stringify(e.params)}|${(e as { propertyName?: string }).propertyName}`;
-    if (seen.has(id)) return false;
-    seen.add(id);
-    return true;
-  }).slice(0, 5);
+  return chosen
+    .filter((e) => {
+      const id = `${e.instancePath}|${e.keyword}|${JSON.stringify(e.params)}|${(e as { propertyName?: string }).propertyName}`;
+      if (seen.has(id)) return false;
+      seen.add(id);
+      return true;
+    })
+    .slice(0, 5);
 }
 
 const TYPE_NAMES: Record<string, string> = {
-  object: "an object", array: "a list", string: "a string", integer: "an integer", number: "a number", boolean: "a boolean", null: "null",
+  object: "an object",
+  array: "a list",
+  string: "a string",
+  integer: "an integer",
+  number: "a number",
+  boolean: "a boolean",
+  null: "null",
 };
 
 /** "object,null" → "an object or null". */

@@ -27,11 +27,22 @@ export interface Entry {
   revision: number;
 }
 
-export interface Acked { stream: string; seq: number; duplicate: boolean }
+export interface Acked {
+  stream: string;
+  seq: number;
+  duplicate: boolean;
+}
 
-export interface Message { subject: string; data: Uint8Array; seq: number; time: Date }
+export interface Message {
+  subject: string;
+  data: Uint8Array;
+  seq: number;
+  time: Date;
+}
 
-export interface Stoppable { stop(): Promise<void> }
+export interface Stoppable {
+  stop(): Promise<void>;
+}
 
 export type BrokerEvent = { type: "disconnected" | "reconnecting" | "reconnected" | "error" | "closed"; detail?: string };
 

@@ -36,20 +36,25 @@ export interface OpenedBundle extends BundleContent {
 type Payload = { device: string; version: number; rollout?: string; issued: string; expires: string; playbook: unknown; secrets: string | null };
 type Envelope = { format: string; key: string; payload: string; signature: string };
 
-export type RefusalReason =
-  | "malformed" | "unsigned" | "unknown-key" | "tampered" | "foreign" | "expired" | "older" | "replayed" | "undecryptable";
+export type RefusalReason = "malformed" | "unsigned" | "unknown-key" | "tampered" | "foreign" | "expired" | "older" | "replayed" | "undecryptable";
 
 /** The device will not apply this bundle; `reason` is for reports, the message for people. Never holds a secret. */
 export class BundleRefused extends Error {
   override name = "BundleRefused";
-  constructor(readonly reason: RefusalReason, message: string) {
+  constructor(
+    readonly reason: RefusalReason,
+    message: string,
+  ) {
     super(message);
   }
 }
 
 // --- keys ---------------------------------------------------------------------------------
 
-export interface FleetSigningKey { privatePem: string; publicPem: string }
+export interface FleetSigningKey {
+  privatePem: string;
+  publicPem: string;
+}
 
 export function createFleetSigningKey(): FleetSigningKey {
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
@@ -62,10 +67,19 @@ export function createFleetSigningKey(): FleetSigningKey {
 /** A short, stable id of a public key: what a device names when a bundle was signed by another. */
 export function keyId(publicKey: KeyObject | string): string {
   const key = typeof publicKey === "string" ? createPublicKey(publicKey) : publicKey;
-  return "ed25519:" + createHash("sha256").update(key.export({ type: "spki", format: "der" })).digest("base64url").slice(0, 16);
+  return (
+    "ed25519:" +
+    createHash("sha256")
+      .update(key.export({ type: "spki", format: "der" }))
+      .digest("base64url")
+      .slice(0, 16)
+  );
 }
 
-export interface DeviceKey { identity: string; recipient: string }
+export interface DeviceKey {
+  identity: string;
+  recipient: string;
+}
 
 /** A device's age key: the identity stays on the device (0600), the recipient goes to the controller. */
 export async function createDeviceKey(): Promise<DeviceKey> {
@@ -91,8 +105,13 @@ export async function sealBundle(
     secrets = armor.encode(await e.encrypt(JSON.stringify(values)));
   }
   const payload: Payload = {
-    device: content.device, version: content.version, ...(content.rollout ? { rollout: content.rollout } : {}),
-    issued: issued.toISOString(), expires: opts.expires.toISOString(), playbook, secrets,
+    device: content.device,
+    version: content.version,
+    ...(content.rollout ? { rollout: content.rollout } : {}),
+    issued: issued.toISOString(),
+    expires: opts.expires.toISOString(),
+    playbook,
+    secrets,
   };
   const bytes = Buffer.from(JSON.stringify(payload));
   const privateKey = createPrivateKey(opts.signingKey);
@@ -161,15 +180,13 @@ export interface OpenOptions {
 export async function openBundle(bytes: Uint8Array, opts: OpenOptions): Promise<OpenedBundle> {
   const envelope = parseEnvelope(bytes);
   const trusted = createPublicKey(opts.verifyKey);
-  if (envelope.key !== keyId(trusted))
-    throw new BundleRefused("unknown-key", `the bundle is signed by key ${envelope.key}, not by this fleet's key ${keyId(trusted)}`);
+  if (envelope.key !== keyId(trusted)) throw new BundleRefused("unknown-key", `the bundle is signed by key ${envelope.key}, not by this fleet's key ${keyId(trusted)}`);
   const payloadBytes = Buffer.from(envelope.payload, "base64");
   const signature = Buffer.from(envelope.signature, "base64");
   if (!verify(null, signedBytes(payloadBytes), trusted, signature))
     throw new BundleRefused("tampered", "the bundle's signature does not match its content: it was changed after it was signed");
   const payload = parsePayload(payloadBytes);
-  if (payload.device !== opts.device)
-    throw new BundleRefused("foreign", `the bundle is for device "${payload.device}", not for this device ("${opts.device}")`);
+  if (payload.device !== opts.device) throw new BundleRefused("foreign", `the bundle is for device "${payload.device}", not for this device ("${opts.device}")`);
   const now = opts.now ?? new Date();
   const expires = new Date(payload.expires);
   if (!(expires > now)) throw new BundleRefused("expired", `the bundle (version ${payload.version}) expired at ${payload.expires}`);
@@ -189,8 +206,12 @@ export async function openBundle(bytes: Uint8Array, opts: OpenOptions): Promise<
     if (!Array.isArray(values)) throw new BundleRefused("malformed", "the bundle's encrypted part is not a list of values");
   }
   return {
-    device: payload.device, version: payload.version, ...(payload.rollout ? { rollout: payload.rollout } : {}),
-    issued: new Date(payload.issued), expires, key: envelope.key,
+    device: payload.device,
+    version: payload.version,
+    ...(payload.rollout ? { rollout: payload.rollout } : {}),
+    issued: new Date(payload.issued),
+    expires,
+    key: envelope.key,
     playbook: restoreSecrets(payload.playbook, values),
   };
 }
@@ -206,8 +227,7 @@ function parseEnvelope(bytes: Uint8Array): Envelope {
   const e = raw as Partial<Envelope>;
   if (e.format !== BUNDLE_FORMAT) throw new BundleRefused("malformed", `the bundle's format is ${JSON.stringify(e.format ?? null)}, not "${BUNDLE_FORMAT}"`);
   if (typeof e.payload !== "string") throw new BundleRefused("malformed", "the bundle has no payload");
-  if (typeof e.signature !== "string" || !e.signature || typeof e.key !== "string")
-    throw new BundleRefused("unsigned", "the bundle carries no signature");
+  if (typeof e.signature !== "string" || !e.signature || typeof e.key !== "string") throw new BundleRefused("unsigned", "the bundle carries no signature");
   return e as Envelope;
 }
 
@@ -218,8 +238,14 @@ function parsePayload(bytes: Buffer): Payload {
   } catch {
     throw new BundleRefused("malformed", "the signed payload is not JSON");
   }
-  if (typeof p.device !== "string" || !Number.isSafeInteger(p.version) || typeof p.expires !== "string" || typeof p.issued !== "string"
-    || !(p.secrets === null || typeof p.secrets === "string") || Number.isNaN(Date.parse(p.expires)))
+  if (
+    typeof p.device !== "string" ||
+    !Number.isSafeInteger(p.version) ||
+    typeof p.expires !== "string" ||
+    typeof p.issued !== "string" ||
+    !(p.secrets === null || typeof p.secrets === "string") ||
+    Number.isNaN(Date.parse(p.expires))
+  )
     throw new BundleRefused("malformed", "the signed payload lacks device, version, issue or expiry time, or secrets");
   return p as Payload;
 }

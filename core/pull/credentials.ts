@@ -53,14 +53,23 @@ export function systemAccountJwt(a: FleetAuthority): Promise<string> {
 
 /** The fleet account: JetStream enabled, the device signing key with its template, the revocations. */
 export function accountJwt(a: FleetAuthority): Promise<string> {
-  return encodeAccount(`${a.name}-fleet`, keyOf(a.accountSeed), {
-    limits: { ...UNLIMITED, ...UNLIMITED_JETSTREAM },
-    signing_keys: [{
-      kind: "user_scope", key: publicKeyOf(a.deviceSignerSeed), role: DEVICE_ROLE,
-      template: { pub: { allow: [...DEVICE_PERMISSIONS.pub.allow] }, sub: { allow: [...DEVICE_PERMISSIONS.sub.allow] } },
-    }],
-    revocations: { ...a.revocations },
-  }, { signer: keyOf(a.operatorSeed) });
+  return encodeAccount(
+    `${a.name}-fleet`,
+    keyOf(a.accountSeed),
+    {
+      limits: { ...UNLIMITED, ...UNLIMITED_JETSTREAM },
+      signing_keys: [
+        {
+          kind: "user_scope",
+          key: publicKeyOf(a.deviceSignerSeed),
+          role: DEVICE_ROLE,
+          template: { pub: { allow: [...DEVICE_PERMISSIONS.pub.allow] }, sub: { allow: [...DEVICE_PERMISSIONS.sub.allow] } },
+        },
+      ],
+      revocations: { ...a.revocations },
+    },
+    { signer: keyOf(a.operatorSeed) },
+  );
 }
 
 export interface IssuedUser {
@@ -72,9 +81,17 @@ export interface IssuedUser {
 
 async function issue(name: string, issuerAccount: KeyPair, signer: KeyPair | undefined, scoped: boolean, expiresAt?: Date): Promise<IssuedUser> {
   const user = createUser();
-  const jwt = await encodeUser(name, user, signer ? issuerAccount.getPublicKey() : issuerAccount, {}, {
-    ...(signer ? { signer } : {}), scopedUser: scoped, ...(expiresAt ? { exp: Math.floor(expiresAt.getTime() / 1000) } : {}),
-  });
+  const jwt = await encodeUser(
+    name,
+    user,
+    signer ? issuerAccount.getPublicKey() : issuerAccount,
+    {},
+    {
+      ...(signer ? { signer } : {}),
+      scopedUser: scoped,
+      ...(expiresAt ? { exp: Math.floor(expiresAt.getTime() / 1000) } : {}),
+    },
+  );
   return { creds: new TextDecoder().decode(fmtCreds(jwt, user)), publicKey: user.getPublicKey(), jwt };
 }
 

@@ -73,7 +73,12 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
     }
     const result = await opts.apply(bundle);
     emit({ type: "result", version: bundle.version, ...result });
-    const body: ResultReport = { version: bundle.version, outcome: result.outcome, ...(bundle.rollout ? { rollout: bundle.rollout } : {}), ...(result.detail ? { detail: result.detail } : {}) };
+    const body: ResultReport = {
+      version: bundle.version,
+      outcome: result.outcome,
+      ...(bundle.rollout ? { rollout: bundle.rollout } : {}),
+      ...(result.detail ? { detail: result.detail } : {}),
+    };
     // the message id makes a retried report of the same result a duplicate, not a second result
     await report("result", body as unknown as Record<string, unknown>, `${device.name}-${bundle.version}-result`);
   };

@@ -6,8 +6,16 @@ import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient, type 
 import { Kvm, type KV } from "@nats-io/kv";
 import { messageOf } from "../errors.js";
 import {
-  backoffDelay, DEFAULT_BACKOFF, type Acked, type Broker, type BrokerAdmin, type BrokerEvent, type BrokerOptions,
-  type Entry, type Message, type Stoppable,
+  backoffDelay,
+  DEFAULT_BACKOFF,
+  type Acked,
+  type Broker,
+  type BrokerAdmin,
+  type BrokerEvent,
+  type BrokerOptions,
+  type Entry,
+  type Message,
+  type Stoppable,
 } from "./broker.js";
 
 const DEFAULT_TIMEOUT_MS = 5_000;
@@ -44,7 +52,9 @@ export async function connectNats(opts: BrokerOptions & { waitForFirstConnect?: 
       maxPingOut: 3,
     });
     const broker = new NatsBroker(nc, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
-    broker.onEvent((e) => { if (e.type === "reconnected") attempt = 0; });
+    broker.onEvent((e) => {
+      if (e.type === "reconnected") attempt = 0;
+    });
     return broker;
   } catch (error) {
     throw new BrokerError(`cannot connect to any of ${opts.servers.join(", ")}: ${messageOf(error)}`, { cause: error });
@@ -56,7 +66,10 @@ export class NatsBroker implements Broker, BrokerAdmin {
   private readonly kvs = new Map<string, Promise<KV>>();
   private readonly listeners: ((e: BrokerEvent) => void)[] = [];
 
-  constructor(readonly nc: NatsConnection, private readonly timeoutMs: number) {
+  constructor(
+    readonly nc: NatsConnection,
+    private readonly timeoutMs: number,
+  ) {
     this.js = jetstream(nc, { timeout: timeoutMs });
     void this.followStatus();
   }
@@ -141,7 +154,9 @@ export class NatsBroker implements Broker, BrokerAdmin {
       });
     };
     const sub = this.nc.subscribe(`$KV.${bucket}.${key}`, { callback: () => read(true) });
-    this.onEvent((e) => { if (e.type === "reconnected") read(false); });
+    this.onEvent((e) => {
+      if (e.type === "reconnected") read(false);
+    });
     const poll = setInterval(() => read(false), WATCH_POLL_MS * (0.75 + Math.random() / 2));
     poll.unref();
     await this.nc.flush();
@@ -179,7 +194,12 @@ export class NatsBroker implements Broker, BrokerAdmin {
         const done = (async () => {
           for await (const m of messages) await onMessage({ subject: m.subject, data: m.data, seq: m.seq, time: m.time });
         })();
-        return { stop: async () => { await messages.close(); await done; } };
+        return {
+          stop: async () => {
+            await messages.close();
+            await done;
+          },
+        };
       } catch (error) {
         if (Date.now() > deadline) throw new BrokerError(`cannot read stream ${stream}: ${messageOf(error)}`, { cause: error });
         this.emit({ type: "error", detail: `reading stream ${stream} (attempt ${attempt + 1}): ${messageOf(error)}` });
@@ -217,7 +237,10 @@ export class NatsBroker implements Broker, BrokerAdmin {
     } catch (error) {
       if (!/stream not found/i.test(messageOf(error))) throw error;
       await jsm.streams.add({
-        name, subjects, num_replicas: opts.replicas, allow_direct: true,
+        name,
+        subjects,
+        num_replicas: opts.replicas,
+        allow_direct: true,
         max_age: opts.maxAgeMs ? opts.maxAgeMs * 1_000_000 : 0,
         max_msgs_per_subject: opts.maxMsgsPerSubject ?? -1,
       });
@@ -235,11 +258,16 @@ export class NatsBroker implements Broker, BrokerAdmin {
 
 function toEvent(s: Status): BrokerEvent | null {
   switch (s.type) {
-    case "disconnect": return { type: "disconnected", detail: s.server };
-    case "reconnecting": return { type: "reconnecting" };
-    case "reconnect": return { type: "reconnected", detail: s.server };
-    case "error": return { type: "error", detail: messageOf(s.error) };
-    default: return null;
+    case "disconnect":
+      return { type: "disconnected", detail: s.server };
+    case "reconnecting":
+      return { type: "reconnecting" };
+    case "reconnect":
+      return { type: "reconnected", detail: s.server };
+    case "error":
+      return { type: "error", detail: messageOf(s.error) };
+    default:
+      return null;
   }
 }
 

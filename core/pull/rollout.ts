@@ -8,9 +8,7 @@
 // offline can check that the rollout is still open before it applies).
 import { ConfigError, messageOf, quote } from "../errors.js";
 import type { Broker, Stoppable } from "./broker.js";
-import {
-  desiredKey, DESIRED_BUCKET, reportDevice, REPORTS_STREAM, rolloutControlKey, rolloutId, rolloutPlanKey, rolloutStateKey, ROLLOUTS_BUCKET,
-} from "./subjects.js";
+import { desiredKey, DESIRED_BUCKET, reportDevice, REPORTS_STREAM, rolloutControlKey, rolloutId, rolloutPlanKey, rolloutStateKey, ROLLOUTS_BUCKET } from "./subjects.js";
 
 export type Outcome = "applied" | "failed" | "reverted" | "timeout";
 export const BAD_OUTCOMES: readonly Outcome[] = ["failed", "reverted", "timeout"];
@@ -32,7 +30,11 @@ export interface RolloutPolicy {
 
 export const DEFAULT_POLICY: RolloutPolicy = { canary: 1, growth: 2, maxFailPercentage: 0, minReported: 1, timeoutMs: 15 * 60_000 };
 
-export interface DeviceResult { outcome: Outcome; at: number; detail?: string }
+export interface DeviceResult {
+  outcome: Outcome;
+  at: number;
+  detail?: string;
+}
 
 export interface RolloutState {
   id: string;
@@ -52,12 +54,15 @@ export interface RolloutState {
 }
 
 /** What devices may read about a rollout (KV rollouts/state.<id>). */
-export interface PublicRolloutState { id: string; version: number; status: Status; reason?: string; updated: number }
+export interface PublicRolloutState {
+  id: string;
+  version: number;
+  status: Status;
+  reason?: string;
+  updated: number;
+}
 
-export type Action =
-  | { type: "open"; wave: number; devices: string[] }
-  | { type: "aborted"; reason: string }
-  | { type: "done" };
+export type Action = { type: "open"; wave: number; devices: string[] } | { type: "aborted"; reason: string } | { type: "done" };
 
 // --- pure logic ---------------------------------------------------------------------------
 
@@ -101,7 +106,17 @@ export function startRollout(id: string, version: number, devices: readonly stri
   return { id: rolloutId(id), version, status: "open", policy, waves: planWaves(devices, policy), openedAt: [], results: {}, created: now, updated: now };
 }
 
-export interface Counts { total: number; opened: number; waiting: number; reported: number; applied: number; failed: number; reverted: number; timeout: number; bad: number }
+export interface Counts {
+  total: number;
+  opened: number;
+  waiting: number;
+  reported: number;
+  applied: number;
+  failed: number;
+  reverted: number;
+  timeout: number;
+  bad: number;
+}
 
 export function counts(state: RolloutState): Counts {
   const c: Counts = { total: 0, opened: 0, waiting: 0, reported: 0, applied: 0, failed: 0, reverted: 0, timeout: 0, bad: 0 };
@@ -121,8 +136,10 @@ export function abortReason(c: Counts, policy: RolloutPolicy): string | null {
   if (c.reported < policy.minReported || !c.bad) return null;
   const pct = (c.bad / c.reported) * 100;
   if (pct <= policy.maxFailPercentage) return null;
-  return `${c.bad} of ${c.reported} devices that reported failed, reverted or timed out ` +
-    `(${c.failed} failed, ${c.reverted} reverted, ${c.timeout} timed out: ${pct.toFixed(0)}% > max_fail_percentage ${policy.maxFailPercentage}%)`;
+  return (
+    `${c.bad} of ${c.reported} devices that reported failed, reverted or timed out ` +
+    `(${c.failed} failed, ${c.reverted} reverted, ${c.timeout} timed out: ${pct.toFixed(0)}% > max_fail_percentage ${policy.maxFailPercentage}%)`
+  );
 }
 
 /** A device's result; the first one counts (a late "applied" after a timeout does not undo it). */
@@ -156,19 +173,32 @@ export type Command = "pause" | "resume" | "abort";
 export function control(state: RolloutState, command: Command, now: number, reason?: string): RolloutState {
   if (state.status === "aborted" || state.status === "done") return state;
   switch (command) {
-    case "pause": return { ...state, status: "paused", reason: reason ?? "paused by request", updated: now };
-    case "resume": return state.status === "paused" ? { ...state, status: "open", reason: undefined, updated: now } : state;
-    case "abort": return { ...state, status: "aborted", reason: reason ?? "aborted by request", updated: now };
+    case "pause":
+      return { ...state, status: "paused", reason: reason ?? "paused by request", updated: now };
+    case "resume":
+      return state.status === "paused" ? { ...state, status: "open", reason: undefined, updated: now } : state;
+    case "abort":
+      return { ...state, status: "aborted", reason: reason ?? "aborted by request", updated: now };
   }
 }
 
-export const publicState = (s: RolloutState): PublicRolloutState =>
-  ({ id: s.id, version: s.version, status: s.status, ...(s.reason ? { reason: s.reason } : {}), updated: s.updated });
+export const publicState = (s: RolloutState): PublicRolloutState => ({
+  id: s.id,
+  version: s.version,
+  status: s.status,
+  ...(s.reason ? { reason: s.reason } : {}),
+  updated: s.updated,
+});
 
 // --- against the broker -------------------------------------------------------------------
 
 /** What an agent sends to reports.<device>.result after trying a bundle. */
-export interface ResultReport { rollout?: string; version: number; outcome: Outcome; detail?: string }
+export interface ResultReport {
+  rollout?: string;
+  version: number;
+  outcome: Outcome;
+  detail?: string;
+}
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -209,38 +239,54 @@ export async function runRollout(run: RolloutRun): Promise<RolloutState> {
     }
   };
   const openWave = async (devices: string[]): Promise<void> => {
-    for (let i = 0; i < devices.length; i += 64)
-      await Promise.all(devices.slice(i, i + 64).map(async (d) => broker.put(DESIRED_BUCKET, desiredKey(d), await run.bundle(d))));
+    for (let i = 0; i < devices.length; i += 64) await Promise.all(devices.slice(i, i + 64).map(async (d) => broker.put(DESIRED_BUCKET, desiredKey(d), await run.bundle(d))));
   };
 
   let dirty = !saved;
   const subscriptions: Stoppable[] = [];
   try {
-    subscriptions.push(await broker.consume(REPORTS_STREAM, "reports.*.result", (m) => {
-      const device = reportDevice(m.subject); // the server let only this device publish here
-      state.reportsSeq = m.seq;
-      dirty = true;
-      if (!device) return;
-      let report: ResultReport;
-      try {
-        report = JSON.parse(dec.decode(m.data));
-      } catch {
-        return;
-      }
-      if (report.version !== state.version || (report.rollout ?? state.id) !== state.id || !["applied", "failed", "reverted"].includes(report.outcome)) return;
-      state = recordResult(state, device, { outcome: report.outcome, at: now(), ...(report.detail ? { detail: String(report.detail).slice(0, 500) } : {}) });
-    }, state.reportsSeq ? { fromSeq: state.reportsSeq + 1 } : {}));
-    subscriptions.push(await broker.watch(ROLLOUTS_BUCKET, rolloutControlKey(state.id), (entry) => {
-      if (!entry || entry.revision <= (state.controlRevision ?? 0)) return;
-      try {
-        const { command, reason } = JSON.parse(dec.decode(entry.value)) as { command: Command; reason?: string };
-        if (["pause", "resume", "abort"].includes(command)) state = control(state, command, now(), reason);
-      } catch { /* not a command: ignored */ }
-      state.controlRevision = entry.revision;
-      dirty = true;
-    }));
+    subscriptions.push(
+      await broker.consume(
+        REPORTS_STREAM,
+        "reports.*.result",
+        (m) => {
+          const device = reportDevice(m.subject); // the server let only this device publish here
+          state.reportsSeq = m.seq;
+          dirty = true;
+          if (!device) return;
+          let report: ResultReport;
+          try {
+            report = JSON.parse(dec.decode(m.data));
+          } catch {
+            return;
+          }
+          if (report.version !== state.version || (report.rollout ?? state.id) !== state.id || !["applied", "failed", "reverted"].includes(report.outcome)) return;
+          state = recordResult(state, device, { outcome: report.outcome, at: now(), ...(report.detail ? { detail: String(report.detail).slice(0, 500) } : {}) });
+        },
+        state.reportsSeq ? { fromSeq: state.reportsSeq + 1 } : {},
+      ),
+    );
+    subscriptions.push(
+      await broker.watch(ROLLOUTS_BUCKET, rolloutControlKey(state.id), (entry) => {
+        if (!entry || entry.revision <= (state.controlRevision ?? 0)) return;
+        try {
+          const { command, reason } = JSON.parse(dec.decode(entry.value)) as { command: Command; reason?: string };
+          if (["pause", "resume", "abort"].includes(command)) state = control(state, command, now(), reason);
+        } catch {
+          /* not a command: ignored */
+        }
+        state.controlRevision = entry.revision;
+        dirty = true;
+      }),
+    );
     // A controller that stopped mid-wave: the opened waves' devices without a result get their bundle again (same version: no effect on those that have it).
-    if (saved) await openWave(state.waves.slice(0, state.openedAt.length).flat().filter((d) => !state.results[d]));
+    if (saved)
+      await openWave(
+        state.waves
+          .slice(0, state.openedAt.length)
+          .flat()
+          .filter((d) => !state.results[d]),
+      );
 
     for (;;) {
       const step = advance(state, now());

@@ -22,7 +22,7 @@ export function deviceName(name: string): string {
   if (!DEVICE_NAME.test(name))
     throw new ConfigError(
       `device name ${quote(name)} cannot be used in pull mode: it becomes a NATS subject token, so it must be ` +
-      `1-64 letters, digits, "-" or "_" starting with a letter or digit (no dots). Rename the host in the inventory.`,
+        `1-64 letters, digits, "-" or "_" starting with a letter or digit (no dots). Rename the host in the inventory.`,
     );
   return name;
 }
@@ -70,10 +70,6 @@ export const DEVICE_PERMISSIONS = {
     ],
   },
   sub: {
-    allow: [
-      "_INBOX_dev.{{name()}}.>",
-      `$KV.${DESIRED_BUCKET}.dev.{{name()}}`,
-      `$KV.${ROLLOUTS_BUCKET}.state.*`,
-    ],
+    allow: ["_INBOX_dev.{{name()}}.>", `$KV.${DESIRED_BUCKET}.dev.{{name()}}`, `$KV.${ROLLOUTS_BUCKET}.state.*`],
   },
 } as const;

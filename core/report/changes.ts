@@ -28,15 +28,9 @@ function symbol(change: Change | ShownChange): string {
 }
 
 export function unifiedDiff(path: string, before: string | null, after: string | null): string {
-  return createTwoFilesPatch(
-    before === null ? "/dev/null" : `a${path}`,
-    after === null ? "/dev/null" : `b${path}`,
-    before ?? "",
-    after ?? "",
-    undefined,
-    undefined,
-    { context: 3 },
-  ).replace(/^=+\n/m, "").replace(/^Index:.*\n/m, "");
+  return createTwoFilesPatch(before === null ? "/dev/null" : `a${path}`, after === null ? "/dev/null" : `b${path}`, before ?? "", after ?? "", undefined, undefined, { context: 3 })
+    .replace(/^=+\n/m, "")
+    .replace(/^Index:.*\n/m, "");
 }
 
 /** Render a change for output and reports, with secrets masked and diffs optional. */

@@ -58,7 +58,10 @@ function taskColumns(run: RunResult): Column[] {
       if (at(key) >= 0) return;
       const column = { key, name: task.name, handler: task.handler };
       if (i > 0) return void order.splice(at(keyed[i - 1].key) + 1, 0, column);
-      const next = keyed.slice(1).map((k) => at(k.key)).find((j) => j >= 0);
+      const next = keyed
+        .slice(1)
+        .map((k) => at(k.key))
+        .find((j) => j >= 0);
       order.splice(next ?? order.length, 0, column);
     });
   }
@@ -75,14 +78,24 @@ function cellState(run: RunResult, host: HostResult, task: TaskResult | undefine
 }
 
 function diffHtml(diff: string): string {
-  const lines = diff.replace(/\n$/, "").split("\n").map((line) => {
-    const cls = line.startsWith("+++") || line.startsWith("---") ? "dh"
-      : line.startsWith("@@") ? "dk"
-      : line.startsWith("+") ? "da"
-      : line.startsWith("-") ? "dd"
-      : line.startsWith("\\") ? "dn" : "dc";
-    return `<span class="${cls}">${escapeHtml(line)}</span>`;
-  });
+  const lines = diff
+    .replace(/\n$/, "")
+    .split("\n")
+    .map((line) => {
+      const cls =
+        line.startsWith("+++") || line.startsWith("---")
+          ? "dh"
+          : line.startsWith("@@")
+            ? "dk"
+            : line.startsWith("+")
+              ? "da"
+              : line.startsWith("-")
+                ? "dd"
+                : line.startsWith("\\")
+                  ? "dn"
+                  : "dc";
+      return `<span class="${cls}">${escapeHtml(line)}</span>`;
+    });
   return `<pre class="diff">${lines.join("")}</pre>`;
 }
 
@@ -94,7 +107,9 @@ function outcomeTag(change: ShownChange): string {
 }
 
 function changeHtml(change: ShownChange): string {
-  const parts = [`<li class="change"><div class="csum">${escapeHtml(change.summary)}${change.reboot ? ' <span class="tag">takes effect after reboot</span>' : ""}${outcomeTag(change)}</div>`];
+  const parts = [
+    `<li class="change"><div class="csum">${escapeHtml(change.summary)}${change.reboot ? ' <span class="tag">takes effect after reboot</span>' : ""}${outcomeTag(change)}</div>`,
+  ];
   if (change.path) parts.push(`<div class="meta">file <code>${escapeHtml(change.path)}</code></div>`);
   if (change.command) parts.push(`<div class="meta">command <code>${escapeHtml(change.command)}</code></div>`);
   if (change.diff) parts.push(diffHtml(change.diff));
@@ -104,7 +119,9 @@ function changeHtml(change: ShownChange): string {
 
 function detailHtml(run: RunResult, host: HostResult, column: Column, task: TaskResult | undefined, state: CellState): string {
   const out: string[] = [];
-  out.push(`<h2><span class="hn">${escapeHtml(host.host)}</span> <span class="sep">›</span> ${column.handler ? '<span class="tag">handler</span> ' : ""}${escapeHtml(column.name)}</h2>`);
+  out.push(
+    `<h2><span class="hn">${escapeHtml(host.host)}</span> <span class="sep">›</span> ${column.handler ? '<span class="tag">handler</span> ' : ""}${escapeHtml(column.name)}</h2>`,
+  );
   out.push(`<p class="meta"><span class="badge s-${state}">${escapeHtml(LABELS[state])}</span>`);
   if (task) out.push(` module <code>${escapeHtml(task.module)}</code>`);
   out.push(` · host ${escapeHtml(host.address)} · host ${escapeHtml(hostLabel(host))}</p>`);
@@ -118,9 +135,10 @@ function detailHtml(run: RunResult, host: HostResult, column: Column, task: Task
   if (task.changes.length) {
     const counts = outcomeCounts(task.changes);
     const verb = run.check ? "to make" : state === "rolled_back" ? "made, then rolled back" : "made";
-    const heading = counts.unknown || counts.not_applied
-      ? `${task.changes.length} change${task.changes.length === 1 ? "" : "s"}: ${describeOutcomes(counts)}`
-      : `${task.changes.length} change${task.changes.length === 1 ? "" : "s"} ${verb}`;
+    const heading =
+      counts.unknown || counts.not_applied
+        ? `${task.changes.length} change${task.changes.length === 1 ? "" : "s"}: ${describeOutcomes(counts)}`
+        : `${task.changes.length} change${task.changes.length === 1 ? "" : "s"} ${verb}`;
     out.push(`<h3>${escapeHtml(heading)}</h3><ul class="changes">${task.changes.map(changeHtml).join("")}</ul>`);
   } else out.push(`<p class="empty">Nothing to change: the host already matches.</p>`);
   if (task.notes.length) out.push(`<h3>Notes</h3><ul class="notes">${task.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join("")}</ul>`);
@@ -159,13 +177,21 @@ export function renderHtmlReport(run: RunResult): string {
       return `<td><button type="button" class="cell s-${state}${cause}" data-state="${state}" data-detail="${id}" data-host="${escapeHtml(host.host)}" data-task="${escapeHtml(column.name)}" title="${escapeHtml(`${host.host} › ${column.name}: ${label}`)}">${escapeHtml(label)}${count}</button></td>`;
     });
     if (!columns.length) cells.push(`<td class="empty">${escapeHtml(host.error ?? "no tasks")}</td>`);
-    return `<tr data-host="${escapeHtml(host.host)}" data-status="${host.status}"><th scope="row"><span class="hn">${escapeHtml(host.host)}</span><span class="addr">${escapeHtml(host.address)}</span>${Object.entries(host.facts ?? {}).map(([name, text]) => `<span class="addr" data-fact="${escapeHtml(name)}">${escapeHtml(`${name}: ${text}`)}</span>`).join("")}<span class="badge s-${hostStateClass(host.status)}">${escapeHtml(hostLabel(host))}</span></th>${cells.join("")}</tr>`;
+    return `<tr data-host="${escapeHtml(host.host)}" data-status="${host.status}"><th scope="row"><span class="hn">${escapeHtml(host.host)}</span><span class="addr">${escapeHtml(host.address)}</span>${Object.entries(
+      host.facts ?? {},
+    )
+      .map(([name, text]) => `<span class="addr" data-fact="${escapeHtml(name)}">${escapeHtml(`${name}: ${text}`)}</span>`)
+      .join("")}<span class="badge s-${hostStateClass(host.status)}">${escapeHtml(hostLabel(host))}</span></th>${cells.join("")}</tr>`;
   });
 
   const head = `<tr><th scope="col" class="corner">host</th>${columns.map((c) => `<th scope="col">${c.handler ? '<span class="tag">handler</span> ' : ""}${escapeHtml(c.name)}</th>`).join("")}${columns.length ? "" : "<th></th>"}</tr>`;
 
-  const hostCounts = countBy(run.hosts.map((h) => h.status)).map(([s, n]) => `<span class="badge s-${hostStateClass(s)}">${n} ${escapeHtml(HOST_LABELS[s])}</span>`).join(" ");
-  const cellCounts = countBy(cellStates).map(([s, n]) => `<span class="badge s-${s}">${n} ${escapeHtml(LABELS[s])}</span>`).join(" ");
+  const hostCounts = countBy(run.hosts.map((h) => h.status))
+    .map(([s, n]) => `<span class="badge s-${hostStateClass(s)}">${n} ${escapeHtml(HOST_LABELS[s])}</span>`)
+    .join(" ");
+  const cellCounts = countBy(cellStates)
+    .map(([s, n]) => `<span class="badge s-${s}">${n} ${escapeHtml(LABELS[s])}</span>`)
+    .join(" ");
 
   const summaryRows = run.hosts.map((host) => {
     const row = summaryRow(host);

@@ -34,7 +34,14 @@ export function renderChanges(run: RunResult, showDiff: boolean): string {
 function notableTransaction(host: HostResult): string | null {
   const tx = host.lastTransaction;
   if (!tx || (tx.state === "committed" && !tx.armed)) return null;
-  const what = { pending: "left pending (its controller stopped before committing; `provision rollback` restores it)", reverting: "being reverted by the host", reverted: "reverted by the host (not confirmed in time)", rolled_back: "rolled back", committed: "committed", unknown: "in an unknown state" }[tx.state];
+  const what = {
+    pending: "left pending (its controller stopped before committing; `provision rollback` restores it)",
+    reverting: "being reverted by the host",
+    reverted: "reverted by the host (not confirmed in time)",
+    rolled_back: "rolled back",
+    committed: "committed",
+    unknown: "in an unknown state",
+  }[tx.state];
   return `last transaction ${tx.id}: ${what}${tx.armed ? "; host-side revert still armed" : ""}`;
 }
 
@@ -58,7 +65,10 @@ export function outcomeCounts(changes: ShownChange[]): Record<Outcome, number> {
 
 /** "3 applied, 2 unknown, 1 not applied": only the outcomes that occur. */
 export function describeOutcomes(counts: Record<Outcome, number>): string {
-  return (["applied", "unknown", "not_applied"] as const).filter((o) => counts[o]).map((o) => `${counts[o]} ${OUTCOME_WORDS[o]}`).join(", ");
+  return (["applied", "unknown", "not_applied"] as const)
+    .filter((o) => counts[o])
+    .map((o) => `${counts[o]} ${OUTCOME_WORDS[o]}`)
+    .join(", ");
 }
 
 const OUTCOME_WORDS: Record<Outcome, string> = { applied: "applied", unknown: "unknown", not_applied: "not applied" };
@@ -75,7 +85,10 @@ function hostOutcomes(host: HostResult): Record<Outcome, number> {
 }
 
 function indent(text: string, prefix: string): string {
-  return text.split("\n").map((l) => prefix + l).join("\n");
+  return text
+    .split("\n")
+    .map((l) => prefix + l)
+    .join("\n");
 }
 
 export function summaryRow(host: HostResult) {
@@ -95,18 +108,24 @@ export function renderSummary(run: RunResult): string {
   const header = ["HOST", "STATUS", "OK", run.check ? "TO CHANGE" : "CHANGED", "FAILED", "ROLLED BACK"];
   const rows = run.hosts.map(summaryRow).map((r) => [r.host, r.status, String(r.ok), String(r.changed), String(r.failed), r.rolledBack]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  ").trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join("  ")
+      .trimEnd();
   const totals = countBy(run.hosts.map((h) => h.status));
-  const totalLine = Object.entries(totals).map(([s, n]) => `${n} ${s.replace("_", " ")}`).join(", ");
-  const verdict = run.check
-    ? (totals.drift ? `${totals.drift} host(s) would change.` : "No changes.")
-    : "";
-  const halt = run.halted ? [
-    `ROLLOUT HALTED in play "${run.halted.play}": ${run.halted.reason}.`,
-    `  done: ${names(run, (h) => h.status === "ok" || h.status === "changed" || h.status === "drift")}`,
-    `  failed: ${names(run, (h) => ["failed", "rolled_back", "unreachable"].includes(h.status), true)}`,
-    `  never touched: ${run.halted.untouched.join(", ") || "none"}`,
-  ] : [];
+  const totalLine = Object.entries(totals)
+    .map(([s, n]) => `${n} ${s.replace("_", " ")}`)
+    .join(", ");
+  const verdict = run.check ? (totals.drift ? `${totals.drift} host(s) would change.` : "No changes.") : "";
+  const halt = run.halted
+    ? [
+        `ROLLOUT HALTED in play "${run.halted.play}": ${run.halted.reason}.`,
+        `  done: ${names(run, (h) => h.status === "ok" || h.status === "changed" || h.status === "drift")}`,
+        `  failed: ${names(run, (h) => ["failed", "rolled_back", "unreachable"].includes(h.status), true)}`,
+        `  never touched: ${run.halted.untouched.join(", ") || "none"}`,
+      ]
+    : [];
   const outcomes = outcomeCounts(run.hosts.flatMap((h) => h.tasks.flatMap((t) => t.changes)));
   // every change confirmed is the usual case; anything else is said
   const changesLine = !run.check && (outcomes.unknown || outcomes.not_applied) ? [`changes: ${describeOutcomes(outcomes)}.`] : [];

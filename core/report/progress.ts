@@ -7,19 +7,32 @@ import type { PreparedPlay } from "../run/run.js";
 /** One progress line for one event of one host. */
 export function describeEvent(event: HostEvent): string {
   switch (event.type) {
-    case "connecting": return "connecting";
-    case "gathering": return event.locking ? "locking and gathering facts" : "gathering facts";
-    case "lock_taken_over": return event.detail;
-    case "unarmed_no_systemd": return "cannot arm (the host does not run systemd): its changes take effect only at a reboot; going on unarmed";
-    case "arming": return `arming host-side revert before the first change (${event.timeoutSeconds}s unless renewed and confirmed)`;
-    case "change": return `${event.task}: ${event.mask(event.change.summary)}`;
-    case "connection_lost": return `${event.step}: ${event.error}; reconnecting for up to ${event.budgetSeconds}s`;
-    case "reconnected": return `reconnected after ${event.afterSeconds}s; retrying: ${event.step}`;
-    case "transport": return event.message;
-    case "verifying": return "verifying";
-    case "failed": return `failed: ${event.mask(event.reason)}; rolling back`;
-    case "rolling_back_as_host": return "rolling back the way the host reverts: files, safe undo commands, a reboot";
-    case "awaiting_host_revert": return `waiting for the host to revert and answer at ${event.address}`;
+    case "connecting":
+      return "connecting";
+    case "gathering":
+      return event.locking ? "locking and gathering facts" : "gathering facts";
+    case "lock_taken_over":
+      return event.detail;
+    case "unarmed_no_systemd":
+      return "cannot arm (the host does not run systemd): its changes take effect only at a reboot; going on unarmed";
+    case "arming":
+      return `arming host-side revert before the first change (${event.timeoutSeconds}s unless renewed and confirmed)`;
+    case "change":
+      return `${event.task}: ${event.mask(event.change.summary)}`;
+    case "connection_lost":
+      return `${event.step}: ${event.error}; reconnecting for up to ${event.budgetSeconds}s`;
+    case "reconnected":
+      return `reconnected after ${event.afterSeconds}s; retrying: ${event.step}`;
+    case "transport":
+      return event.message;
+    case "verifying":
+      return "verifying";
+    case "failed":
+      return `failed: ${event.mask(event.reason)}; rolling back`;
+    case "rolling_back_as_host":
+      return "rolling back the way the host reverts: files, safe undo commands, a reboot";
+    case "awaiting_host_revert":
+      return `waiting for the host to revert and answer at ${event.address}`;
   }
 }
 

@@ -5,25 +5,35 @@ import { lastTransactionProbe, lockHolder, parseLastTransaction, restoreLast, Tr
 import { ConfigError, UsageError, messageOf, quote } from "../errors.js";
 
 /** Where the hosts are, and how to reach them. */
-export interface AdminOptions extends TargetOptions { transport: TransportFactory }
+export interface AdminOptions extends TargetOptions {
+  transport: TransportFactory;
+}
 
-interface HostLine { host: string; cells: string[]; failed: boolean }
+interface HostLine {
+  host: string;
+  cells: string[];
+  failed: boolean;
+}
 
 async function eachHost(inventory: Inventory, limit: string | undefined, options: AdminOptions, act: (c: Transport) => Promise<string[]>): Promise<HostLine[]> {
   const names = limit ? selectHosts(inventory, limit) : [...inventory.hosts.keys()];
   if (!names.length)
-    throw new ConfigError(limit ? `no hosts matched --limit ${quote(limit)} in ${inventory.file}. Check the pattern.` : `no hosts matched: the inventory ${inventory.file} has no hosts.`);
-  return Promise.all(names.map(async (name) => {
-    const connection = options.transport(connectionTarget(inventory.hosts.get(name)!, options));
-    try {
-      await connection.connect();
-      return { host: name, cells: await act(connection), failed: false };
-    } catch (error) {
-      return { host: name, cells: [`error: ${messageOf(error).replace(`${name}: `, "")}`], failed: true };
-    } finally {
-      connection.close();
-    }
-  }));
+    throw new ConfigError(
+      limit ? `no hosts matched --limit ${quote(limit)} in ${inventory.file}. Check the pattern.` : `no hosts matched: the inventory ${inventory.file} has no hosts.`,
+    );
+  return Promise.all(
+    names.map(async (name) => {
+      const connection = options.transport(connectionTarget(inventory.hosts.get(name)!, options));
+      try {
+        await connection.connect();
+        return { host: name, cells: await act(connection), failed: false };
+      } catch (error) {
+        return { host: name, cells: [`error: ${messageOf(error).replace(`${name}: `, "")}`], failed: true };
+      } finally {
+        connection.close();
+      }
+    }),
+  );
 }
 
 function table(header: string[], lines: HostLine[]): string {

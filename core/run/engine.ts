@@ -70,9 +70,7 @@ function unmetCondition(instance: TaskInstance, facts: Record<string, unknown>):
 }
 
 /** Plan tasks in order; later tasks see the files earlier tasks will write. */
-export function planTasks(
-  tasks: TaskInstance[], handlers: TaskInstance[], gathered: Gathered, host: string, notified = new Set<string>(),
-): Planned[] {
+export function planTasks(tasks: TaskInstance[], handlers: TaskInstance[], gathered: Gathered, host: string, notified = new Set<string>()): Planned[] {
   const overlay = new Map<string, string | null>();
   const facts = parseHostFacts(hostFactsOf([...tasks, ...handlers]), gathered);
   const context: PlanContext = { host, hostFacts: gathered.hostFacts, facts, rebootPending: false, rebootReasons: [] };
@@ -86,7 +84,7 @@ export function planTasks(
     try {
       changes = instance.module.plan(instance.args, taskFacts as never, { ...context, rebootReasons: [...context.rebootReasons] });
       // a task with changes gets its say from verify after the apply
-      notes = changes.length ? [] : instance.module.notes?.(instance.args, taskFacts as never, context) ?? [];
+      notes = changes.length ? [] : (instance.module.notes?.(instance.args, taskFacts as never, context) ?? []);
     } catch (error) {
       if (error instanceof PlanError) throw new HostError(host, `task "${instance.task.name}": ${error.message}`);
       throw new ModuleBug(`module ${instance.module.name} failed to plan task "${instance.task.name}": ${messageOf(error)}`, { cause: error });
@@ -108,12 +106,14 @@ export function planTasks(
 
 /** Probe results as earlier tasks will leave them: a file's content, a folder's listing (files created or removed in it). */
 function withOverlay(facts: Record<string, ProbeResult>, overlay: Map<string, string | null>): Record<string, ProbeResult> {
-  return Object.fromEntries(Object.entries(facts).map(([name, result]) => {
-    const file = result as FileState;
-    if ("content" in file && overlay.has(file.path)) return [name, { ...file, content: overlay.get(file.path)! }];
-    if ("entries" in result) return [name, dirWithOverlay(result, overlay)];
-    return [name, result];
-  }));
+  return Object.fromEntries(
+    Object.entries(facts).map(([name, result]) => {
+      const file = result as FileState;
+      if ("content" in file && overlay.has(file.path)) return [name, { ...file, content: overlay.get(file.path)! }];
+      if ("entries" in result) return [name, dirWithOverlay(result, overlay)];
+      return [name, result];
+    }),
+  );
 }
 
 function dirWithOverlay(dir: DirState, overlay: Map<string, string | null>): DirState {
@@ -133,8 +133,7 @@ function checkChange(instance: TaskInstance, change: Change): void {
   const where = `module ${instance.module.name} (task "${instance.task.name}")`;
   if (change.kind === "file" && (!change.path.startsWith("/") || /[\0-\x1f]/.test(change.path)))
     throw new ModuleBug(`${where} planned a write to an invalid path ${JSON.stringify(change.path)}`);
-  if (change.kind === "command" && (!Array.isArray(change.argv) || !change.argv.length))
-    throw new ModuleBug(`${where} planned a command without argv`);
+  if (change.kind === "command" && (!Array.isArray(change.argv) || !change.argv.length)) throw new ModuleBug(`${where} planned a command without argv`);
 }
 
 function allProbes(instances: TaskInstance[], pick: (i: TaskInstance) => Record<string, Probe>): Probe[] {
@@ -210,7 +209,10 @@ class HostRun {
   /** What became of each change sent (a change not in here was never sent: not applied). */
   readonly outcomes = new Map<Change, Outcome>();
 
-  constructor(readonly work: HostWork, readonly options: RunOptions) {
+  constructor(
+    readonly work: HostWork,
+    readonly options: RunOptions,
+  ) {
     this.connection = options.transport(work.target);
     this.tx = new Transaction(this.connection, options.runId);
     this.expectedAddress = work.target.address;
@@ -342,7 +344,8 @@ class HostRun {
     const started = Date.now();
     const giveUp = this.reconnectBudget();
     const budgetSeconds = Math.floor((giveUp - started) / 1000);
-    if (budgetSeconds < 1) throw new StrandedError(this.work.name, `${this.reason(cause)}; no time left to reconnect before the confirm deadline: the host reverts the run by itself`);
+    if (budgetSeconds < 1)
+      throw new StrandedError(this.work.name, `${this.reason(cause)}; no time left to reconnect before the confirm deadline: the host reverts the run by itself`);
     this.options.emit({ type: "connection_lost", step: what, error: this.reason(cause), budgetSeconds });
     for (let delay = 1000; ; delay = Math.min(delay * 2, 10_000)) {
       if (Date.now() + delay > giveUp) {
@@ -432,7 +435,9 @@ class HostRun {
         await c.connect();
         if (await this.tx.revertedAndBooted()) return true;
         c.close();
-      } catch { /* not back yet */ }
+      } catch {
+        /* not back yet */
+      }
       await sleep(3000);
     }
     return false;
@@ -525,7 +530,7 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     }
     if (!(error instanceof StrandedError)) failure = messageOf(error);
     else if (!run.tx.armed) return finish("unreachable", messageOf(error));
-    else return finish(...await hostReverted(run, error));
+    else return finish(...(await hostReverted(run, error)));
   }
 
   options.emit({ type: "failed", reason: failure!, mask: maskAll(all) });
@@ -538,7 +543,7 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     return finish("rolled_back", failure);
   } catch (error) {
     // cut off during the rollback of an armed run: the host finishes it by itself
-    if (run.tx.armed) return finish(...await hostReverted(run, error as Error));
+    if (run.tx.armed) return finish(...(await hostReverted(run, error as Error)));
     return finish("failed", `${failure}; rollback failed: ${messageOf(error)}`);
   }
 }
@@ -569,7 +574,10 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
     if (!batch.length && !then.length) return [];
     for (const { task, change } of batch) options.emit({ type: "change", task: planned[task].instance.task.name, change, mask: planned[task].instance.mask });
     try {
-      return await run.applyBatch(batch.map((b) => b.change), then);
+      return await run.applyBatch(
+        batch.map((b) => b.change),
+        then,
+      );
     } catch (error) {
       // a step's failure is its change's task's; arming, renewal or the connection the batch's first task's
       const change = error instanceof ChangeFailed ? error.change : batch[0]?.change;
@@ -607,7 +615,13 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
         const rest = planned.slice(i + 1).map((p) => p.instance);
         const notified = new Set(planned.slice(0, i + 1).flatMap((p) => (p.changes.length ? p.instance.task.notify : [])));
         const gathered = await gatherFor(run.connection, [...rest, ...work.handlers]);
-        const replanned = planTasks(rest.filter((t) => !t.handler), work.handlers, gathered, work.name, notified);
+        const replanned = planTasks(
+          rest.filter((t) => !t.handler),
+          work.handlers,
+          gathered,
+          work.name,
+          notified,
+        );
         planned = [...planned.slice(0, i + 1), ...replanned];
         result.tasks = [...result.tasks.slice(0, i + 1), ...replanned.map((p) => taskResult(p))];
       }
@@ -629,24 +643,31 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
     result.tasks[i].status = "failed";
     result.tasks[i].problems.push(messageOf(error.cause));
     if (error.cause instanceof StrandedError) throw error.cause;
-    for (const later of result.tasks.slice(i + 1)) if (later.changes.length) {
-      later.status = "skipped";
-      later.notes.push(NOT_APPLIED_EARLIER_FAILED);
-    }
+    for (const later of result.tasks.slice(i + 1))
+      if (later.changes.length) {
+        later.status = "skipped";
+        later.notes.push(NOT_APPLIED_EARLIER_FAILED);
+      }
     return `task "${planned[i].instance.task.name}": ${messageOf(error.cause)}`;
   }
 }
 
 /** A change of the batch failed (the cause says how). */
 class ChangeFailed extends Error {
-  constructor(readonly change: Change, override readonly cause: unknown) {
+  constructor(
+    readonly change: Change,
+    override readonly cause: unknown,
+  ) {
     super(messageOf(cause));
   }
 }
 
 /** Applying task `task` failed. */
 class TaskFailed extends Error {
-  constructor(readonly task: number, override readonly cause: unknown) {
+  constructor(
+    readonly task: number,
+    override readonly cause: unknown,
+  ) {
     super(messageOf(cause));
   }
 }
@@ -668,7 +689,14 @@ function verification(run: HostRun, planned: Planned[], liveAt: Map<TaskInstance
     if (waitsForReboot) waiting.push(i);
     else if (p.changes.length || run.rebootCount > 0) verify.push(i);
   });
-  return { verify, waiting, probes: allProbes(verify.map((i) => planned[i].instance), (t) => t.module.verify!.probes(t.args)) };
+  return {
+    verify,
+    waiting,
+    probes: allProbes(
+      verify.map((i) => planned[i].instance),
+      (t) => t.module.verify!.probes(t.args),
+    ),
+  };
 }
 
 function judge(planned: Planned[], result: HostResult, checks: Verification, gathered: () => Gathered, options: RunOptions): string | null {

@@ -52,20 +52,30 @@ function runInPlace(argv: string[]): string {
 /** The batched shell script: one section per probe, framed by a random marker. */
 export function gatherScript(probes: Probe[], marker: string): string {
   return [
-    `_marker='${marker}' _nl='\n'`, `set --`, `echo "$_marker host"`, HOST_FACTS,
+    `_marker='${marker}' _nl='\n'`,
+    `set --`,
+    `echo "$_marker host"`,
+    HOST_FACTS,
     ...probes.map(probeScript),
     `${mark("stat")}; [ $# -eq 0 ] || stat -L -c '%a %U:%G %Y %n' -- "$@" 2>/dev/null`,
-    mark("end"), "",
+    mark("end"),
+    "",
   ].join("\n");
 }
 
-interface Section { tag: string; content: string }
+interface Section {
+  tag: string;
+  content: string;
+}
 
 function sections(stdout: string, marker: string): Section[] {
-  return `\n${stdout}`.split(`\n${marker} `).slice(1).map((part) => {
-    const eol = part.indexOf("\n");
-    return eol < 0 ? { tag: part, content: "" } : { tag: part.slice(0, eol), content: part.slice(eol + 1) };
-  });
+  return `\n${stdout}`
+    .split(`\n${marker} `)
+    .slice(1)
+    .map((part) => {
+      const eol = part.indexOf("\n");
+      return eol < 0 ? { tag: part, content: "" } : { tag: part.slice(0, eol), content: part.slice(eol + 1) };
+    });
 }
 
 function fileMetadata(statOutput: string): Map<string, { mode: string; owner: string; mtime: number }> {

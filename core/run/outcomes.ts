@@ -6,7 +6,11 @@ import type { Step } from "../transport/batch.js";
 import type { Outcome, TaskResult } from "./results.js";
 
 /** A change's steps in its batch: its first and last (a change without steps: the step before it). */
-export interface Span { change: Change; first?: Step; last?: Step }
+export interface Span {
+  change: Change;
+  first?: Step;
+  last?: Step;
+}
 
 /**
  * Outcomes for a batch whose first `finished` steps the host confirmed: a change whose

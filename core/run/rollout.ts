@@ -20,7 +20,8 @@ export function batches<T>(hosts: T[], serial: Serial, where = "serial"): T[][] 
   const specs = Array.isArray(serial) ? serial : [serial];
   if (!specs.length) return [hosts];
   const result: T[][] = [];
-  let i = 0, s = 0;
+  let i = 0,
+    s = 0;
   while (i < hosts.length) {
     const size = batchSize(specs[Math.min(s++, specs.length - 1)], hosts.length, where);
     result.push(hosts.slice(i, i + size));

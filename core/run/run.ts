@@ -59,7 +59,7 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
   const prepared: PreparedPlay[] = [];
   for (const playbook of playbooks) {
     // plaintexts of values encrypted at rest: secret whatever they are called
-    const decrypted = new Set([...inventory.secrets ?? [], ...playbook.source?.secrets ?? []]);
+    const decrypted = new Set([...(inventory.secrets ?? []), ...(playbook.source?.secrets ?? [])]);
     for (const play of playbook.plays) {
       const names = selectHosts(inventory, play.hosts).filter((h) => !limited || limited.has(h));
       const hosts = names.map((name) => {
@@ -84,7 +84,15 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
       checkAcrossHosts(playbook, hosts);
       if (play.serial !== undefined) batches(names, play.serial, `${playbook.source.position([...play.path, "serial"])}: play "${play.name}"`);
       const disruptive = play.tasks.filter((t) => wanted(t, settings) && registry.get(t.module).disruptive).map((t) => t.name);
-      prepared.push({ name: play.name, pattern: play.hosts, hosts, disruptive, serial: play.serial, maxFailPercentage: play.maxFailPercentage, anyErrorsFatal: play.anyErrorsFatal });
+      prepared.push({
+        name: play.name,
+        pattern: play.hosts,
+        hosts,
+        disruptive,
+        serial: play.serial,
+        maxFailPercentage: play.maxFailPercentage,
+        anyErrorsFatal: play.anyErrorsFatal,
+      });
     }
   }
   return prepared;
@@ -95,7 +103,8 @@ function checkAcrossHosts(playbook: Playbook, hosts: HostWork[]): void {
   const byModule = new Map<TaskInstance["module"], Parameters<typeof checkPlayTasks>[2]>();
   for (const host of hosts)
     for (const i of host.tasks)
-      if (i.module.checkPlay) byModule.set(i.module, [...(byModule.get(i.module) ?? []), { host: host.name, task: i.task.name, args: i.args, when: i.task.when, source: i.task, mask: i.mask }]);
+      if (i.module.checkPlay)
+        byModule.set(i.module, [...(byModule.get(i.module) ?? []), { host: host.name, task: i.task.name, args: i.args, when: i.task.when, source: i.task, mask: i.mask }]);
   for (const [module, tasks] of byModule) checkPlayTasks(playbook, module, tasks);
 }
 
@@ -107,8 +116,9 @@ function checkAcrossHosts(playbook: Playbook, hosts: HostWork[]): void {
 export function unmatchedHosts(inventory: Inventory, plays: PreparedPlay[], limit?: string): string[] {
   if (!inventory.hosts.size) return [`no hosts matched: the inventory ${inventory.file} has no hosts. Add hosts under a group's hosts:.`];
   if (limit && !selectHosts(inventory, limit).length) return [`no hosts matched --limit ${quote(limit)} in ${inventory.file}. Check the pattern.`];
-  return plays.filter((p) => !p.hosts.length).map((p) =>
-    `no hosts matched ${quote(p.pattern ?? "all")}${limit ? ` within --limit ${quote(limit)}` : ""}: play ${quote(p.name)} is skipped. Check its hosts: line.`);
+  return plays
+    .filter((p) => !p.hosts.length)
+    .map((p) => `no hosts matched ${quote(p.pattern ?? "all")}${limit ? ` within --limit ${quote(limit)}` : ""}: play ${quote(p.name)} is skipped. Check its hosts: line.`);
 }
 
 export const failedStates = new Set(["failed", "rolled_back", "unreachable"]);
@@ -150,7 +160,14 @@ export async function execute(plays: PreparedPlay[], settings: RunSettings, tran
       const failed = batch.filter((h) => failedStates.has(byHost.get(h.name)!.status)).length;
       const reason = haltReason(failed, batch.length, play);
       if (reason) {
-        halted = { play: play.name, reason, untouched: groups.slice(index + 1).flat().map((h) => h.name) };
+        halted = {
+          play: play.name,
+          reason,
+          untouched: groups
+            .slice(index + 1)
+            .flat()
+            .map((h) => h.name),
+        };
         break;
       }
     }

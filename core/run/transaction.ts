@@ -314,9 +314,16 @@ fi
 printf '%s %s %s\\n' "$id" "$state" "$armed"
 if [ -e "$base/lock" ]; then lock=; read -r lock 2>/dev/null < "$base/lock"; printf 'lock %s\\n' "$lock"; fi`;
 
-export interface LastTransaction { id: string; state: TransactionState | "unknown"; armed: boolean }
+export interface LastTransaction {
+  id: string;
+  state: TransactionState | "unknown";
+  armed: boolean;
+}
 /** The host's record as one probe reads it: its last transaction and who holds its lock. */
-export interface HostRecord { last: LastTransaction | null; lock: string | null }
+export interface HostRecord {
+  last: LastTransaction | null;
+  lock: string | null;
+}
 
 /** The command probe that reports the host's last transaction and lock (see parseHostRecord). */
 export const lastTransactionProbe = { command: script(LAST, STATE_DIR) };
@@ -339,7 +346,12 @@ export function parseLastTransaction(stdout: string): LastTransaction | null {
 export const LOCK_LEASE_SECONDS = 600;
 
 /** What the host says about a lock it refused to give. */
-export interface LockRefusal { holder: string; ageSeconds: number; holderState: string; armedRun: string | null }
+export interface LockRefusal {
+  holder: string;
+  ageSeconds: number;
+  holderState: string;
+  armedRun: string | null;
+}
 
 export function parseLockRefusal(stdout: string): LockRefusal {
   const [holder = "", age = "0", state = "none", armed = "-"] = stdout.split("\n");
@@ -388,7 +400,10 @@ export class Transaction {
   /** Set when this run took over a stale lock: what it took over and why. */
   tookOver?: string;
 
-  constructor(private readonly connection: Transport, readonly id: string) {
+  constructor(
+    private readonly connection: Transport,
+    readonly id: string,
+  ) {
     this.lockInfo = `controller=${hostname()} pid=${process.pid} since=${new Date().toISOString()} run=${id}`;
   }
 
@@ -417,15 +432,18 @@ export class Transaction {
       const refusal = parseLockRefusal(results[0].stdout);
       const reason = staleLockReason(refusal, { hostname: hostname(), pidAlive, leaseSeconds: LOCK_LEASE_SECONDS });
       if (reason === null) {
-        const armed = refusal.armedRun && refusal.holder.endsWith(`run=${refusal.armedRun}`)
-          ? `; its run is armed: the host reverts it by itself unless that controller confirms, and then releases the lock` : "";
+        const armed =
+          refusal.armedRun && refusal.holder.endsWith(`run=${refusal.armedRun}`)
+            ? `; its run is armed: the host reverts it by itself unless that controller confirms, and then releases the lock`
+            : "";
         throw new HostError(this.host, `locked by another run (${refusal.holder})${armed}. Wait for it to finish; if that controller is dead, rerun with --break-lock`);
       }
       results = await take("takeover", refusal.holder);
       if (results[0].code === 0) this.tookOver = `took over a stale lock of ${refusal.holder || "(empty)"}: ${reason}`;
     }
     const [r, ...rest] = results;
-    if (r.code === 3) throw new HostError(this.host, `locked by another run (${parseLockRefusal(r.stdout).holder}). Wait for it to finish; if that controller is dead, rerun with --break-lock`);
+    if (r.code === 3)
+      throw new HostError(this.host, `locked by another run (${parseLockRefusal(r.stdout).holder}). Wait for it to finish; if that controller is dead, rerun with --break-lock`);
     if (r.code !== 0) throw new HostError(this.host, `cannot take the lock in ${STATE_DIR}: ${r.stderr.trim()}`);
     if (rest.length < andThen.length) throw stepFailure(this.host, andThen[rest.length - 1], rest.at(-1)!);
     return rest;
@@ -514,17 +532,23 @@ export class Transaction {
    * A host that cannot be armed (no systemd) fails the step with ARM_NO_SYSTEMD.
    */
   armSteps(timeoutSeconds: number): Step[] {
-    return [...this.beginSteps(), {
-      what: "arm the host-side revert",
-      argv: script(ARM, STATE_DIR, this.id, String(timeoutSeconds), REVERT_PROGRAM_INPUT.size),
-      stdin: REVERT_PROGRAM_INPUT.stdin,
-      done: () => (this.armed = true),
-    }];
+    return [
+      ...this.beginSteps(),
+      {
+        what: "arm the host-side revert",
+        argv: script(ARM, STATE_DIR, this.id, String(timeoutSeconds), REVERT_PROGRAM_INPUT.size),
+        stdin: REVERT_PROGRAM_INPUT.stdin,
+        done: () => (this.armed = true),
+      },
+    ];
   }
 
   /** Why arming failed, for the run's error (exit ARM_NO_SYSTEMD: the host does not run systemd). */
   armFailure(r: ExecResult): HostError {
-    return new HostError(this.host, `cannot arm the host-side revert (${r.stderr.trim() || `exit ${r.code}`}); refusing a disruptive change. Set confirm_timeout: 0 to run it unguarded`);
+    return new HostError(
+      this.host,
+      `cannot arm the host-side revert (${r.stderr.trim() || `exit ${r.code}`}); refusing a disruptive change. Set confirm_timeout: 0 to run it unguarded`,
+    );
   }
 
   /** Roll back an armed run the way the host would: restore, safe undos, reboot (started detached). */

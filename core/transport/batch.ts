@@ -45,10 +45,12 @@ export function parseBatchOutput(steps: Step[], output: ExecResult, marker: stri
     if (tag === "out") stdout.set(Number(i), eol < 0 ? "" : part.slice(eol + 1));
     if (tag === "rc") codes.set(Number(i), Number(code));
   }
-  const stderr = new Map(split(output.stderr).map((part) => {
-    const eol = part.indexOf("\n");
-    return [Number(part.slice(0, eol < 0 ? undefined : eol).split(" ")[1]), eol < 0 ? "" : part.slice(eol + 1)] as const;
-  }));
+  const stderr = new Map(
+    split(output.stderr).map((part) => {
+      const eol = part.indexOf("\n");
+      return [Number(part.slice(0, eol < 0 ? undefined : eol).split(" ")[1]), eol < 0 ? "" : part.slice(eol + 1)] as const;
+    }),
+  );
   const results: ExecResult[] = [];
   for (let i = 0; i < steps.length && codes.has(i); i++) {
     results.push({ code: codes.get(i)!, stdout: stdout.get(i) ?? "", stderr: stderr.get(i) ?? "" });
@@ -68,13 +70,21 @@ export async function runBatch(connection: Transport, steps: Step[]): Promise<Ex
   const results = parseBatchOutput(steps, output, marker);
   const failed = results.length > 0 && results.at(-1)!.code !== 0;
   if (!failed && !output.stdout.includes(`${marker} end`))
-    throw new BatchCut(connection.target.name, `the host stopped the batch at "${steps[results.length]?.what ?? "its end"}" (exit ${output.code}${lastWords(output.stderr, marker)})`, results);
+    throw new BatchCut(
+      connection.target.name,
+      `the host stopped the batch at "${steps[results.length]?.what ?? "its end"}" (exit ${output.code}${lastWords(output.stderr, marker)})`,
+      results,
+    );
   return results;
 }
 
 /** The batch ended without a failed step and before its end: `results` are the steps that finished. */
 export class BatchCut extends HostError {
-  constructor(host: string, message: string, readonly results: ExecResult[]) {
+  constructor(
+    host: string,
+    message: string,
+    readonly results: ExecResult[],
+  ) {
     super(host, message);
   }
 }
@@ -86,7 +96,12 @@ export function stepFailure(host: string, step: Step, r: ExecResult): StepFailed
 }
 
 export class StepFailed extends HostError {
-  constructor(host: string, message: string, readonly step: Step, readonly result: ExecResult) {
+  constructor(
+    host: string,
+    message: string,
+    readonly step: Step,
+    readonly result: ExecResult,
+  ) {
     super(host, message);
   }
 }
@@ -101,6 +116,9 @@ export async function runSteps(connection: Transport, steps: Step[]): Promise<Ex
 }
 
 function lastWords(stderr: string, marker: string): string {
-  const line = stderr.split("\n").filter((l) => l.trim() && !l.startsWith(marker)).pop();
+  const line = stderr
+    .split("\n")
+    .filter((l) => l.trim() && !l.startsWith(marker))
+    .pop();
   return line ? `: ${line.slice(0, 300)}` : "";
 }

@@ -3,7 +3,12 @@ import { createHmac } from "node:crypto";
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 
-interface Entry { patterns: string[]; keyType: string; key: string; revoked: boolean }
+interface Entry {
+  patterns: string[];
+  keyType: string;
+  key: string;
+  revoked: boolean;
+}
 
 /** Name used for a host in known_hosts: "addr" on port 22, "[addr]:port" otherwise. */
 export function knownHostsName(address: string, port: number): string {
@@ -34,7 +39,14 @@ function matchesPattern(pattern: string, name: string): boolean {
     const [, , salt, hash] = pattern.split("|");
     return createHmac("sha1", Buffer.from(salt, "base64")).update(name).digest("base64") === hash;
   }
-  const regex = new RegExp("^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".") + "$");
+  const regex = new RegExp(
+    "^" +
+      pattern
+        .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+        .replace(/\*/g, ".*")
+        .replace(/\?/g, ".") +
+      "$",
+  );
   return regex.test(name);
 }
 
@@ -75,7 +87,8 @@ export function hostKeyVerifier(policy: HostKeyPolicy, address: string, port: nu
     }
     if (known.some((e) => !e.revoked && e.key === key)) return true;
     if (known.some((e) => !e.revoked)) {
-      rejection = `HOST KEY MISMATCH for ${name}: the ${type} key it offered is not the one in ${policy.file}. ` +
+      rejection =
+        `HOST KEY MISMATCH for ${name}: the ${type} key it offered is not the one in ${policy.file}. ` +
         `If the host was reinstalled, remove its old line (ssh-keygen -R '${name}' -f ${policy.file}); otherwise suspect an attack`;
       return false;
     }

@@ -23,13 +23,15 @@ export interface LocalOptions {
   prefix?: string[];
 }
 
-
 export class LocalTransport implements Transport {
   private open = false;
   readonly originalAddress: string;
   private readonly prefix: string[];
 
-  constructor(public target: ConnectionTarget, options: LocalOptions = {}) {
+  constructor(
+    public target: ConnectionTarget,
+    options: LocalOptions = {},
+  ) {
     this.originalAddress = target.address;
     this.prefix = options.prefix ?? (process.getuid?.() === 0 ? [] : ["sudo", "-n", "--"]);
   }

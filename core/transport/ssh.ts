@@ -121,4 +121,3 @@ function describeConnectError(error: unknown, target: ConnectionTarget): string 
   if (e.level === "client-authentication") return `authentication as ${target.user} failed (check user and identity_file)`;
   return e.message;
 }
-

@@ -16,7 +16,11 @@ export interface ConnectionTarget {
   hostKeys: HostKeyPolicy;
 }
 
-export interface ExecResult { code: number; stdout: string; stderr: string }
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 export interface RebootOptions {
   /** Where the host answers after the reboot. */

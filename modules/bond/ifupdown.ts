@@ -40,27 +40,33 @@ export function renderBond(a: BondArgs): string[] {
   const wifi = new Map(wifiSlaves(a));
   const slaveStanzas = a.slaves.map((s) => {
     const o = a.slave_options?.[s] ?? {};
-    return stanza([`auto ${s}`, `iface ${s} inet manual`], [
-      ["wireless-power", o.wireless_power],
-      ["wpa-conf", wifi.has(s) ? wpaConfPath(s) : o.wpa_conf],
-    ]);
+    return stanza(
+      [`auto ${s}`, `iface ${s} inet manual`],
+      [
+        ["wireless-power", o.wireless_power],
+        ["wpa-conf", wifi.has(s) ? wpaConfPath(s) : o.wpa_conf],
+      ],
+    );
   });
-  const bond = stanza([`auto ${a.name}`, `iface ${a.name} inet ${a.method}`], [
-    ["address", a.method === "static" ? a.address : undefined],
-    ["gateway", a.method === "static" ? a.gateway : undefined],
-    ["dns-nameservers", a.dns_nameservers?.join(" ")],
-    ["bond-slaves", a.slaves.join(" ")],
-    ["bond-mode", modeName(a.mode)],
-    ["bond-primary", a.primary],
-    ["bond-primary-reselect", a.primary_reselect],
-    ["bond-fail-over-mac", a.fail_over_mac],
-    ["bond-miimon", effectiveMiimon(a)],
-    ["bond-arp-interval", a.arp_interval],
-    ["bond-arp-ip-target", a.arp_ip_target?.join(",")],
-    ["bond-arp-validate", a.arp_validate],
-    ["bond-updelay", a.updelay],
-    ["bond-downdelay", a.downdelay],
-  ]);
+  const bond = stanza(
+    [`auto ${a.name}`, `iface ${a.name} inet ${a.method}`],
+    [
+      ["address", a.method === "static" ? a.address : undefined],
+      ["gateway", a.method === "static" ? a.gateway : undefined],
+      ["dns-nameservers", a.dns_nameservers?.join(" ")],
+      ["bond-slaves", a.slaves.join(" ")],
+      ["bond-mode", modeName(a.mode)],
+      ["bond-primary", a.primary],
+      ["bond-primary-reselect", a.primary_reselect],
+      ["bond-fail-over-mac", a.fail_over_mac],
+      ["bond-miimon", effectiveMiimon(a)],
+      ["bond-arp-interval", a.arp_interval],
+      ["bond-arp-ip-target", a.arp_ip_target?.join(",")],
+      ["bond-arp-validate", a.arp_validate],
+      ["bond-updelay", a.updelay],
+      ["bond-downdelay", a.downdelay],
+    ],
+  );
   return [marker(a), ...[...slaveStanzas, bond].flatMap((s, i) => (i ? ["", ...s] : s))];
 }
 
@@ -75,20 +81,28 @@ function checkShared(a: BondArgs, blocks: Block[], file: string, ownedHere: bool
     if (b.kind === "mapping") {
       const mapped = [...owned].filter((n) => mappingMatches(b.names, n));
       if (mapped.length)
-        throw new PlanError(`${at}: a mapping stanza (mapping ${b.names.join(" ")}) maps ${mapped.join(", ")}: provision cannot tell which stanza ifupdown will use. Remove ${mapped.join(", ")} from the mapping (or ${mapped.length > 1 ? "them" : "it"} from the bond), then run again`);
+        throw new PlanError(
+          `${at}: a mapping stanza (mapping ${b.names.join(" ")}) maps ${mapped.join(", ")}: provision cannot tell which stanza ifupdown will use. Remove ${mapped.join(", ")} from the mapping (or ${mapped.length > 1 ? "them" : "it"} from the bond), then run again`,
+        );
     }
     if (!ownedHere) {
       const named = namesOf(b).filter((n) => owned.has(n));
       if (named.length)
-        throw new PlanError(`${at}: ${named.join(", ")} ${named.length > 1 ? "are" : "is"} configured here too (${sourcedBy ? `sourced by ${sourcedBy}` : "a file ifupdown reads"}): ifupdown would read both. Remove ${named.join(", ")} from ${file} (provision writes ${named.length > 1 ? "their" : "its"} stanza in ${a.path}), then run again`);
+        throw new PlanError(
+          `${at}: ${named.join(", ")} ${named.length > 1 ? "are" : "is"} configured here too (${sourcedBy ? `sourced by ${sourcedBy}` : "a file ifupdown reads"}): ifupdown would read both. Remove ${named.join(", ")} from ${file} (provision writes ${named.length > 1 ? "their" : "its"} stanza in ${a.path}), then run again`,
+        );
     }
     if (b.kind !== "iface" || owned.has(b.names[0])) continue;
     for (const [key, ...values] of b.options) {
       const taken = TAKES.has(key) ? values.filter((v) => a.slaves.includes(v)) : [];
       if (taken.length)
-        throw new PlanError(`${at}: ${b.names[0]}'s stanza also takes ${taken.join(", ")} (${key}): two owners for one interface. Remove ${taken.join(", ")} from ${b.names[0]} or from the bond, then run again`);
+        throw new PlanError(
+          `${at}: ${b.names[0]}'s stanza also takes ${taken.join(", ")} (${key}): two owners for one interface. Remove ${taken.join(", ")} from ${b.names[0]} or from the bond, then run again`,
+        );
       if ((key === "bond-master" || key === "bond_master") && values[0] === a.name)
-        throw new PlanError(`${at}: ${b.names[0]} names ${a.name} as its bond-master but is not one of its slaves (${a.slaves.join(", ")}). Add it to slaves or remove its bond-master line, then run again`);
+        throw new PlanError(
+          `${at}: ${b.names[0]} names ${a.name} as its bond-master but is not one of its slaves (${a.slaves.join(", ")}). Add it to slaves or remove its bond-master line, then run again`,
+        );
     }
   }
 }
@@ -99,7 +113,9 @@ function checkSourced(a: BondArgs, blocks: Block[], file: string, dir: string, e
     if (b.kind !== "source") continue;
     const { files, elsewhere } = sourcedFiles(b, file, dir, Object.keys(entries));
     if (elsewhere)
-      throw new PlanError(`${file}:${b.line}: "${b.keyword} ${b.pattern}" reads files outside ${dir}, which provision does not read: it cannot tell whether they configure ${[a.name, ...a.slaves].join(", ")}. Move them into ${dir}, then run again`);
+      throw new PlanError(
+        `${file}:${b.line}: "${b.keyword} ${b.pattern}" reads files outside ${dir}, which provision does not read: it cannot tell whether they configure ${[a.name, ...a.slaves].join(", ")}. Move them into ${dir}, then run again`,
+      );
     for (const sourced of files) {
       if (seen.has(sourced)) continue;
       seen.add(sourced);
@@ -188,14 +204,22 @@ export function renderInterfaces(a: BondArgs, current: string | null = null): st
 export function planIfupdown(a: BondArgs, facts: Facts): Change[] {
   const wpa = wifiSlaves(a).flatMap(([slave, w]) =>
     fileChange(facts[`wpa:${slave}`] as FileState, renderWpaSupplicant(w, `# Managed by provision (bond module): Wi-Fi of ${slave} in ${a.name}`), {
-      summary: `write ${slave}'s Wi-Fi settings to ${wpaConfPath(slave)} (0600)`, mode: "0600", reboot: true,
-    }));
+      summary: `write ${slave}'s Wi-Fi settings to ${wpaConfPath(slave)} (0600)`,
+      mode: "0600",
+      reboot: true,
+    }),
+  );
   const { text: desired, replaced } = editInterfaces(a, facts.interfaces.content, facts.interfacesDir);
   if (facts.interfaces.content === desired) return wpa;
-  const keepOriginal = facts.original.content === null && facts.interfaces.content !== null
-    ? fileChange(facts.original, facts.interfaces.content, { summary: `save the original as ${a.backup_path}`, mode: facts.interfaces.mode })
-    : [];
+  const keepOriginal =
+    facts.original.content === null && facts.interfaces.content !== null
+      ? fileChange(facts.original, facts.interfaces.content, { summary: `save the original as ${a.backup_path}`, mode: facts.interfaces.mode })
+      : [];
   const replaces = replaced.length ? ` (replaces the stanzas of ${replaced.join(", ")})` : "";
-  const [write] = fileChange(facts.interfaces, desired, { reboot: true, summary: `configure ${a.name} (${modeName(a.mode)}: ${a.slaves.join(" + ")}) in ${a.path}${replaces}`, mode: "0644" });
+  const [write] = fileChange(facts.interfaces, desired, {
+    reboot: true,
+    summary: `configure ${a.name} (${modeName(a.mode)}: ${a.slaves.join(" + ")}) in ${a.path}${replaces}`,
+    mode: "0644",
+  });
   return [...wpa, ...keepOriginal, { ...write, address: bondAddress(a) }];
 }

@@ -33,7 +33,8 @@ const stackOf = (context: PlanContext) => context.facts[networkStackFact.name] a
 type Facts = {
   bonding: FileState;
   address: CommandOutput;
-} & RadioFacts & Record<string, FileState | DirState | CommandOutput>;
+} & RadioFacts &
+  Record<string, FileState | DirState | CommandOutput>;
 
 function wirelessOf(a: BondArgs, facts: Facts): string[] {
   return a.slaves.filter((s) => (facts[`phy:${s}`] as FileState | undefined)?.content);
@@ -42,26 +43,27 @@ function wirelessOf(a: BondArgs, facts: Facts): string[] {
 /** Refuse what the host or the args cannot give before anything is written. */
 function checkPlan(a: BondArgs, stack: Stack, facts: Facts, network: NetworkStack | undefined): void {
   if (!RENDERERS[stack])
-    throw new PlanError(`this host's network is run by ${STACK_NAMES[stack]}; the bond module renders for ifupdown, NetworkManager and systemd-networkd. Install one of them or set stack: to the one that should own ${a.name}`);
+    throw new PlanError(
+      `this host's network is run by ${STACK_NAMES[stack]}; the bond module renders for ifupdown, NetworkManager and systemd-networkd. Install one of them or set stack: to the one that should own ${a.name}`,
+    );
   const wifi = new Set(wifiSlaves(a).map(([s]) => s));
   if (wifi.size && modeName(a.mode) !== "active-backup")
     throw new PlanError(`${[...wifi].join(", ")} is Wi-Fi: a Wi-Fi station can only be a slave of an active-backup bond (it sends with its own MAC), not ${modeName(a.mode)}`);
   const unset = wirelessOf(a, facts).filter((s) => !wifi.has(s) && !(stack === "ifupdown" && a.slave_options?.[s]?.wpa_conf));
-  if (unset.length)
-    throw new PlanError(`${unset.join(", ")} is a Wi-Fi interface: give its network in slave_options.${unset[0]} (ssid, psk, country)`);
+  if (unset.length) throw new PlanError(`${unset.join(", ")} is a Wi-Fi interface: give its network in slave_options.${unset[0]} (ssid, psk, country)`);
   const foreign = [a.name, ...a.slaves].filter((i) => network?.owners[i] && network.owners[i] !== stack);
   if (foreign.length)
-    throw new PlanError(`${foreign.map((i) => `${i} is managed by ${STACK_NAMES[network!.owners[i]]}`).join(", ")}, but the bond is rendered for ${STACK_NAMES[stack]}: release ${foreign.length > 1 ? "them" : "it"} from that stack or set stack:`);
+    throw new PlanError(
+      `${foreign.map((i) => `${i} is managed by ${STACK_NAMES[network!.owners[i]]}`).join(", ")}, but the bond is rendered for ${STACK_NAMES[stack]}: release ${foreign.length > 1 ? "them" : "it"} from that stack or set stack:`,
+    );
 }
 
 /** What `iw dev link` and `iw dev station dump` (wifi-link.sh) say is wrong with a station's link to `ssid`. */
 export function wifiProblems(slave: string, ssid: string, output: string): string[] {
   const [link, dump = ""] = output.split("--- station dump");
   const associated = iwLinkSsid(link);
-  if (associated !== ssid)
-    return [`${slave} not associated to SSID "${ssid}" (${associated ? `associated to "${associated}"` : link.trim().split("\n")[0] || "no link"})`];
-  if (!/authorized:\s*yes/.test(dump))
-    return [`${slave} not associated to SSID "${ssid}": the access point never authorized it (the WPA handshake did not complete: wrong PSK?)`];
+  if (associated !== ssid) return [`${slave} not associated to SSID "${ssid}" (${associated ? `associated to "${associated}"` : link.trim().split("\n")[0] || "no link"})`];
+  if (!/authorized:\s*yes/.test(dump)) return [`${slave} not associated to SSID "${ssid}": the access point never authorized it (the WPA handshake did not complete: wrong PSK?)`];
   return [];
 }
 
@@ -73,7 +75,8 @@ function liveProblems(a: BondArgs, facts: Facts): string[] {
 
 export default defineModule({
   name: "bond",
-  description: "A Linux bond (active-backup over Ethernet and Wi-Fi, …) with one static address, rendered for ifupdown, NetworkManager or systemd-networkd as the host runs; audited and verified from /proc/net/bonding",
+  description:
+    "A Linux bond (active-backup over Ethernet and Wi-Fi, …) with one static address, rendered for ifupdown, NetworkManager or systemd-networkd as the host runs; audited and verified from /proc/net/bonding",
   schema: bondSchema,
   hostFacts: [networkStackFact],
   check: argProblems,
@@ -94,7 +97,9 @@ export default defineModule({
     const network = stackOf(context);
     const stack = chosenStack(a.stack, network);
     checkPlan(a, stack, facts, network);
-    const country = wifiSlaves(a).map(([, w]) => w.country).find(Boolean);
+    const country = wifiSlaves(a)
+      .map(([, w]) => w.country)
+      .find(Boolean);
     const changes = [...(wifiSlaves(a).length ? radioChanges(country, facts) : []), ...RENDERERS[stack]!.plan(a, facts as never)];
     // with a reboot already pending (an earlier task wrote what the bond runs from), the kernel's view is not due yet
     if (changes.length || context.rebootPending) return changes;
@@ -114,7 +119,7 @@ export default defineModule({
       const notes: string[] = [];
       const wifi = wifiSlaves(a).flatMap(([slave, w]) => {
         const link = facts[`link:${slave}`];
-        if (link.code === 127) return notes.push(`iw is not installed: ${slave}'s association to "${w.ssid}" was judged by its MII status only`), [];
+        if (link.code === 127) return (notes.push(`iw is not installed: ${slave}'s association to "${w.ssid}" was judged by its MII status only`), []);
         return wifiProblems(slave, w.ssid, link.stdout);
       });
       const problems = [

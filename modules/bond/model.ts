@@ -63,7 +63,13 @@ export const bondSchema = {
   properties: {
     name: { type: "string", pattern: IFNAME, default: "bond0" },
     stack: { type: "string", enum: ["auto", ...RENDERABLE_STACKS], default: "auto" },
-    mode: { oneOf: [{ type: "string", enum: [...MODES] }, { type: "integer", minimum: 0, maximum: 6 }], default: "active-backup" },
+    mode: {
+      oneOf: [
+        { type: "string", enum: [...MODES] },
+        { type: "integer", minimum: 0, maximum: 6 },
+      ],
+      default: "active-backup",
+    },
     slaves: { type: "array", minItems: 1, uniqueItems: true, items: { type: "string", pattern: IFNAME } },
     primary: { type: "string", pattern: IFNAME },
     primary_reselect: { type: "string", enum: ["always", "better", "failure"] },
@@ -133,7 +139,10 @@ export function argProblems(a: BondArgs): ArgProblem[] {
   if (a.primary !== undefined && !a.slaves.includes(a.primary))
     add(["primary"], `${a.primary} is not one of the slaves (${a.slaves.join(", ")}). Use one of them, or add it to slaves.`);
   else if (a.primary !== undefined && !MODES_WITH_PRIMARY.includes(modeName(a.mode)))
-    add(["primary"], `only ${MODES_WITH_PRIMARY.join(", ")} bonds have a primary (mode is ${modeName(a.mode)}): NetworkManager refuses such a profile and ifenslave ignores it. Remove primary, or change mode.`);
+    add(
+      ["primary"],
+      `only ${MODES_WITH_PRIMARY.join(", ")} bonds have a primary (mode is ${modeName(a.mode)}): NetworkManager refuses such a profile and ifenslave ignores it. Remove primary, or change mode.`,
+    );
   for (const slave of Object.keys(a.slave_options ?? {}))
     if (!a.slaves.includes(slave)) add(["slave_options", slave], `${slave} is not one of the slaves (${a.slaves.join(", ")}). Add it to slaves, or remove its options.`);
   if (a.method === "dhcp") {
@@ -154,7 +163,10 @@ function addressProblemsOf(a: BondArgs): ArgProblem[] {
   else if (maskBits !== undefined && prefix !== undefined && Number(prefix) !== maskBits)
     add(["netmask"], `${a.netmask} is /${maskBits}, but address says /${prefix}. Remove netmask (the prefix in address is enough).`);
   if (prefix === undefined && a.netmask === undefined) {
-    add(["address"], `${ip} has no prefix length, and each network stack assumes another (ifupdown the address class's, NetworkManager /24, systemd-networkd /32: no route to the gateway). Write it with one, e.g. ${ip}/24 (or give netmask:).`);
+    add(
+      ["address"],
+      `${ip} has no prefix length, and each network stack assumes another (ifupdown the address class's, NetworkManager /24, systemd-networkd /32: no route to the gateway). Write it with one, e.g. ${ip}/24 (or give netmask:).`,
+    );
     return problems;
   }
   if (maskBits === null) return problems;
@@ -169,7 +181,11 @@ function addressProblemsOf(a: BondArgs): ArgProblem[] {
     const g = a.gateway;
     if (g === ip) add(["gateway"], `${g} is the bond's own address; the gateway is the router's address on ${cidr}. Use the router's address.`);
     else if (specialUse(g)) add(["gateway"], `${g} is ${specialUse(g)}, not a router's address. Use the router's address on ${cidr}.`);
-    else if (!inSubnet(subnet, g)) add(["gateway"], `${g} is outside the bond's subnet ${cidr} (from address ${a.address}${a.netmask ? ` and netmask ${a.netmask}` : ""}): no stack reaches it on-link. Use the router's address on ${cidr}, or fix the prefix.`);
+    else if (!inSubnet(subnet, g))
+      add(
+        ["gateway"],
+        `${g} is outside the bond's subnet ${cidr} (from address ${a.address}${a.netmask ? ` and netmask ${a.netmask}` : ""}): no stack reaches it on-link. Use the router's address on ${cidr}, or fix the prefix.`,
+      );
     else if (subnetRole(subnet, g)) add(["gateway"], `${g} is ${subnetRole(subnet, g)}, not a router's address. Use the router's address on ${cidr}.`);
   }
   a.arp_ip_target?.forEach((t, i) => {
@@ -194,7 +210,11 @@ export function playProblems(tasks: PlayTask<BondArgs>[]): PlayProblem[] {
     else if (first !== undefined && clashes(tasks[first], t)) {
       const other = tasks[first];
       const whose = other.host === t.host ? `task "${other.task}" on this host` : `host ${other.host}${other.task === t.task ? "" : ` (task "${other.task}")`}`;
-      problems.push({ index, path: ["address"], message: `${ip} is also the address of ${whose}: two hosts would answer one address. Give each its own (e.g. its own bond_address in the inventory).` });
+      problems.push({
+        index,
+        path: ["address"],
+        message: `${ip} is also the address of ${whose}: two hosts would answer one address. Give each its own (e.g. its own bond_address in the inventory).`,
+      });
     }
     for (const earlier of tasks.slice(0, index)) {
       if (earlier.host !== t.host || !mayRunTogether(earlier.when, t.when)) continue;
@@ -204,7 +224,11 @@ export function playProblems(tasks: PlayTask<BondArgs>[]): PlayProblem[] {
       if (!clash) continue;
       const [path, n] = clash;
       const role = n === earlier.args.name ? "the bond" : "a slave";
-      problems.push({ index, path, message: `${n} is already ${role} of task "${earlier.task}" (bond ${earlier.args.name}) on this host: the two tasks would take it from each other on every run. Configure each interface in one task.` });
+      problems.push({
+        index,
+        path,
+        message: `${n} is already ${role} of task "${earlier.task}" (bond ${earlier.args.name}) on this host: the two tasks would take it from each other on every run. Configure each interface in one task.`,
+      });
     }
   });
   return problems;
@@ -222,7 +246,7 @@ export function bondAddress(a: BondArgs): string | undefined {
 
 /** Bonding options with the defaults the module stands for (miimon 100 unless ARP monitoring). */
 export function effectiveMiimon(a: BondArgs): number | undefined {
-  return a.arp_interval ? undefined : a.miimon ?? 100;
+  return a.arp_interval ? undefined : (a.miimon ?? 100);
 }
 
 export function modeName(mode: Mode | number): Mode {
@@ -279,8 +303,7 @@ export function bondProblems(a: BondArgs, status: BondStatus): string[] {
   if (a.primary && MODES_WITH_PRIMARY.includes(mode)) {
     if (status.primary !== a.primary) problems.push(`primary slave is ${status.primary ?? "None"}, want ${a.primary}`);
     const primaryUp = status.slaves.some((s) => s.name === a.primary && s.miiStatus === "up");
-    if (mode === "active-backup" && primaryUp && status.activeSlave !== a.primary)
-      problems.push(`currently active slave is ${status.activeSlave ?? "None"}, want ${a.primary}`);
+    if (mode === "active-backup" && primaryUp && status.activeSlave !== a.primary) problems.push(`currently active slave is ${status.activeSlave ?? "None"}, want ${a.primary}`);
   }
   if (a.fail_over_mac && mode === "active-backup" && (status.failOverMac ?? "none") !== a.fail_over_mac)
     problems.push(`fail_over_mac is ${status.failOverMac ?? "none"}, want ${a.fail_over_mac}`);
@@ -294,4 +317,3 @@ export function addressProblems(a: BondArgs, ip: CommandOutput): string[] {
   const addresses = (JSON.parse(ip.stdout || "[]") as { addr_info?: { local: string }[] }[]).flatMap((l) => l.addr_info ?? []).map((i) => i.local);
   return addresses.includes(want) ? [] : [`${a.name} does not have address ${want} (has ${addresses.join(", ") || "none"})`];
 }
-

@@ -33,46 +33,67 @@ export const networkdProbes = (a: BondArgs) => ({
   ...Object.fromEntries(OTHER_DIRS.map((dir) => [`networkd:${dir}`, { dir }])),
   networkdMasked: { command: ["find", ...NETWORKD_DIRS, "-maxdepth", "1", "-lname", "/dev/null"] },
   ...Object.fromEntries([a.name, ...a.slaves].map((i) => [`mac:${i}`, { file: `/sys/class/net/${i}/address` }])),
-  ...Object.fromEntries(wifiSlaves(a).flatMap(([slave]) => [
-    [`wpaConf:${slave}`, { file: wpaSupplicantConf(slave) }],
-    [`wpaUnit:${slave}`, { file: `${WANTS}/${wpaUnit(slave)}` }],
-  ])),
+  ...Object.fromEntries(
+    wifiSlaves(a).flatMap(([slave]) => [
+      [`wpaConf:${slave}`, { file: wpaSupplicantConf(slave) }],
+      [`wpaUnit:${slave}`, { file: `${WANTS}/${wpaUnit(slave)}` }],
+    ]),
+  ),
 });
 type Facts = { networkd: DirState; networkdMasked: CommandOutput } & Record<string, FileState & DirState>;
 
 function unitFile(sections: [string, [string, string | number | undefined][]][]): string {
-  return [OWN_HEADER, ...sections.map(([name, keys]) =>
-    [`[${name}]`, ...keys.filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`)].join("\n"))].join("\n\n") + "\n";
+  return [OWN_HEADER, ...sections.map(([name, keys]) => [`[${name}]`, ...keys.filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`)].join("\n"))].join("\n\n") + "\n";
 }
 
 const ms = (value: number | undefined) => (value === undefined ? undefined : `${value}ms`);
 
 export function renderNetdev(a: BondArgs): string {
   return unitFile([
-    ["NetDev", [["Name", a.name], ["Kind", "bond"]]],
-    ["Bond", [
-      ["Mode", modeName(a.mode)],
-      ["MIIMonitorSec", ms(effectiveMiimon(a) ?? 0)],
-      ["PrimaryReselectPolicy", a.primary_reselect],
-      ["FailOverMACPolicy", a.fail_over_mac],
-      ["UpDelaySec", ms(a.updelay)],
-      ["DownDelaySec", ms(a.downdelay)],
-      ["ARPIntervalSec", ms(a.arp_interval)],
-      ["ARPIPTargets", a.arp_ip_target?.join(" ")],
-      ["ARPValidate", a.arp_validate],
-    ]],
+    [
+      "NetDev",
+      [
+        ["Name", a.name],
+        ["Kind", "bond"],
+      ],
+    ],
+    [
+      "Bond",
+      [
+        ["Mode", modeName(a.mode)],
+        ["MIIMonitorSec", ms(effectiveMiimon(a) ?? 0)],
+        ["PrimaryReselectPolicy", a.primary_reselect],
+        ["FailOverMACPolicy", a.fail_over_mac],
+        ["UpDelaySec", ms(a.updelay)],
+        ["DownDelaySec", ms(a.downdelay)],
+        ["ARPIntervalSec", ms(a.arp_interval)],
+        ["ARPIPTargets", a.arp_ip_target?.join(" ")],
+        ["ARPValidate", a.arp_validate],
+      ],
+    ],
   ]);
 }
 
 export function renderBondNetwork(a: BondArgs): string {
-  const network: [string, string | undefined][] = a.method === "dhcp"
-    ? [["DHCP", "ipv4"]]
-    : [["Address", a.address], ["Gateway", a.gateway], ...(a.dns_nameservers ?? []).map((d): [string, string] => ["DNS", d])];
-  return unitFile([["Match", [["Name", a.name]]], ["Network", [...network, ["LinkLocalAddressing", "no"]]]]);
+  const network: [string, string | undefined][] =
+    a.method === "dhcp" ? [["DHCP", "ipv4"]] : [["Address", a.address], ["Gateway", a.gateway], ...(a.dns_nameservers ?? []).map((d): [string, string] => ["DNS", d])];
+  return unitFile([
+    ["Match", [["Name", a.name]]],
+    ["Network", [...network, ["LinkLocalAddressing", "no"]]],
+  ]);
 }
 
 export function renderSlaveNetwork(a: BondArgs, slave: string): string {
-  return unitFile([["Match", [["Name", slave]]], ["Network", [["Bond", a.name], ["PrimarySlave", slave === a.primary ? "true" : undefined]]]]);
+  return unitFile([
+    ["Match", [["Name", slave]]],
+    [
+      "Network",
+      [
+        ["Bond", a.name],
+        ["PrimarySlave", slave === a.primary ? "true" : undefined],
+      ],
+    ],
+  ]);
 }
 
 /** The links our files configure, as [Match] sees them (the bond may take any slave's MAC). */
@@ -119,7 +140,8 @@ function competitors(a: BondArgs, facts: Facts, own: Map<string, string>, former
     const mask = `${NETWORKD_DIR}/${file.name}`;
     return fileChange({ path: mask, content: null }, "", {
       summary: `mask ${file.path} with an empty ${mask} (${why}, and networkd reads it before provision's ${file.name.endsWith(".netdev") ? ownNetdev : "files"}${file.name.includes("netplan") ? "; netplan generates it at every boot" : ""})`,
-      mode: "0644", reboot: true,
+      mode: "0644",
+      reboot: true,
     });
   });
 }
@@ -142,13 +164,17 @@ export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
   const files = [...own].flatMap(([name, content]) => {
     const isBond = name === `${ownName(a)}.network`;
     const [change] = fileChange({ path: `${NETWORKD_DIR}/${name}`, content: existing[name] ?? null }, content, {
-      summary: `${existing[name] === undefined ? "create" : "update"} ${NETWORKD_DIR}/${name}`, mode: "0644", reboot: true,
+      summary: `${existing[name] === undefined ? "create" : "update"} ${NETWORKD_DIR}/${name}`,
+      mode: "0644",
+      reboot: true,
     });
     return change ? [{ ...change, address: isBond ? bondAddress(a) : undefined }] : [];
   });
   const wifi = wifiSlaves(a).flatMap(([slave, w]) => [
     ...fileChange(facts[`wpaConf:${slave}`], renderWpaSupplicant(w, `# Managed by provision (bond module): Wi-Fi of ${slave} in ${a.name}`), {
-      summary: `write ${slave}'s Wi-Fi settings to ${wpaSupplicantConf(slave)} (0600)`, mode: "0600", reboot: true,
+      summary: `write ${slave}'s Wi-Fi settings to ${wpaSupplicantConf(slave)} (0600)`,
+      mode: "0600",
+      reboot: true,
     }),
     ...(facts[`wpaUnit:${slave}`].content === null
       ? [commandChange(`enable ${wpaUnit(slave)}`, ["systemctl", "enable", wpaUnit(slave)], ["systemctl", "disable", wpaUnit(slave)], true)]

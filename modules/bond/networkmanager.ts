@@ -28,17 +28,22 @@ export function profileUuid(id: string): string {
 }
 
 function defined(keys: Record<string, string | string[] | number | undefined>): Record<string, string | string[]> {
-  return Object.fromEntries(Object.entries(keys).filter(([, v]) => v !== undefined).map(([k, v]) => [k, Array.isArray(v) ? v : String(v)]));
+  return Object.fromEntries(
+    Object.entries(keys)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => [k, Array.isArray(v) ? v : String(v)]),
+  );
 }
 
 export function bondProfile(a: BondArgs): Keyfile {
-  const ipv4 = a.method === "dhcp"
-    ? { method: "auto" }
-    : defined({
-      method: "manual",
-      address1: a.gateway ? `${a.address},${a.gateway}` : a.address,
-      dns: a.dns_nameservers?.length ? a.dns_nameservers : undefined,
-    });
+  const ipv4 =
+    a.method === "dhcp"
+      ? { method: "auto" }
+      : defined({
+          method: "manual",
+          address1: a.gateway ? `${a.address},${a.gateway}` : a.address,
+          dns: a.dns_nameservers?.length ? a.dns_nameservers : undefined,
+        });
   return {
     connection: { id: a.name, uuid: profileUuid(a.name), type: "bond", "interface-name": a.name, autoconnect: "true", "autoconnect-slaves": "1" },
     bond: defined({
@@ -62,8 +67,13 @@ export function portProfile(a: BondArgs, slave: string): Keyfile {
   const id = portId(a, slave);
   const wifi = new Map(wifiSlaves(a)).get(slave);
   const connection = {
-    id, uuid: profileUuid(id), type: wifi ? "wifi" : "ethernet", "interface-name": slave,
-    master: a.name, "slave-type": "bond", autoconnect: "true",
+    id,
+    uuid: profileUuid(id),
+    type: wifi ? "wifi" : "ethernet",
+    "interface-name": slave,
+    master: a.name,
+    "slave-type": "bond",
+    autoconnect: "true",
   };
   if (!wifi) return { connection, ethernet: {} };
   const power = a.slave_options?.[slave]?.wireless_power;
@@ -114,9 +124,12 @@ export function planNetworkManager(a: BondArgs, facts: Facts): Change[] {
 function formerPorts(a: BondArgs, existing: Record<string, string>, own: Set<string>): Change[] {
   return Object.entries(existing)
     .filter(([name]) => name.startsWith(`${a.name}-port-`) && name.endsWith(".nmconnection") && !own.has(name))
-    .flatMap(([name, text]) => fileChange({ path: `${NM_DIR}/${name}`, content: text }, null, {
-      summary: `remove the NetworkManager profile ${name.slice(0, -".nmconnection".length)} (no longer a port of ${a.name})`, reboot: true,
-    }));
+    .flatMap(([name, text]) =>
+      fileChange({ path: `${NM_DIR}/${name}`, content: text }, null, {
+        summary: `remove the NetworkManager profile ${name.slice(0, -".nmconnection".length)} (no longer a port of ${a.name})`,
+        reboot: true,
+      }),
+    );
 }
 
 function competingInEtc(a: BondArgs, existing: Record<string, string>, own: Set<string>): Change[] {
@@ -126,7 +139,8 @@ function competingInEtc(a: BondArgs, existing: Record<string, string>, own: Set<
     if (!profile || !competes(profile, a) || !autoconnects(profile)) return [];
     const id = profile.get("connection", "id") ?? name;
     return fileChange({ path: `${NM_DIR}/${name}`, content: text }, withKey(text, "connection", "autoconnect", "false"), {
-      summary: `stop profile "${id}" from taking ${profile.get("connection", "interface-name") ?? `a ${profile.get("connection", "type")} device`} (autoconnect=false)`, reboot: true,
+      summary: `stop profile "${id}" from taking ${profile.get("connection", "interface-name") ?? `a ${profile.get("connection", "type")} device`} (autoconnect=false)`,
+      reboot: true,
     });
   });
 }
@@ -145,10 +159,15 @@ function competingInRun(a: BondArgs, facts: Facts): Change[] {
     if (!profile || !name.startsWith("netplan-") || !name.endsWith(".nmconnection") || !competes(profile, a) || !autoconnects(profile)) continue;
     const uuid = (profile.get("connection", "uuid") as string | undefined) ?? "";
     const ifname = (profile.get("connection", "interface-name") as string | undefined) ?? "";
-    const from = Object.keys(sources).filter((file) => file.endsWith(".yaml") &&
-      ((uuid && file.includes(uuid)) || (ifname && new RegExp(`(^|[^A-Za-z0-9_.-])${ifname.replace(/\./g, "\\.")}([^A-Za-z0-9_.-]|$)`, "m").test(sources[file]))));
+    const from = Object.keys(sources).filter(
+      (file) =>
+        file.endsWith(".yaml") &&
+        ((uuid && file.includes(uuid)) || (ifname && new RegExp(`(^|[^A-Za-z0-9_.-])${ifname.replace(/\./g, "\\.")}([^A-Za-z0-9_.-]|$)`, "m").test(sources[file]))),
+    );
     if (!from.length)
-      throw new PlanError(`netplan's NetworkManager profile ${NM_RUN_DIR}/${name} competes for ${ifname || "a slave"}, and no file in ${NETPLAN_DIR} names it. Remove its netplan source, then run again`);
+      throw new PlanError(
+        `netplan's NetworkManager profile ${NM_RUN_DIR}/${name} competes for ${ifname || "a slave"}, and no file in ${NETPLAN_DIR} names it. Remove its netplan source, then run again`,
+      );
     for (const file of from) reasons.set(file, `its profile ${profile.get("connection", "id") ?? name} competes for ${ifname || "a slave"}`);
   }
   return [...reasons].flatMap(([file, why]) => moveAside(`${NETPLAN_DIR}/${file}`, sources[file], why));

@@ -15,16 +15,15 @@ import { healthVerdict, liveProbes, liveProblems, parseHealth, uplinkDown, type 
 
 export { PATHS, multiwanSchema, type MultiwanArgs, type Uplink } from "./schema.js";
 export { AGENT, UNIT, renderConfig, renderIptables, renderNft, renderSysctl } from "./render.js";
-export {
-  desiredRules, firewallProblems, healthVerdict, liveProblems, parseHealth, routeProblems, ruleProblems, type UplinkHealth,
-} from "./verify.js";
+export { desiredRules, firewallProblems, healthVerdict, liveProblems, parseHealth, routeProblems, ruleProblems, type UplinkHealth } from "./verify.js";
 
 export default defineModule({
   name: "multiwan",
   description: "Route over several uplinks: weighted multipath, per-connection marks (nftables or iptables), and a health agent that withdraws dead uplinks",
   schema: multiwanSchema,
   disruptive: true,
-  facts: (a: MultiwanArgs) => ({ ...liveProbes(a), ...Object.fromEntries(Object.entries(PATHS).map(([k, path]) => [k, { file: path }])) }) as Record<string, { file: string } | { command: string[] }>,
+  facts: (a: MultiwanArgs) =>
+    ({ ...liveProbes(a), ...Object.fromEntries(Object.entries(PATHS).map(([k, path]) => [k, { file: path }])) }) as Record<string, { file: string } | { command: string[] }>,
   plan: planChanges,
   /** An audit of a router that runs as configured still says which uplinks are dead right now. */
   notes(a: MultiwanArgs, facts: PlanFacts): string[] {

@@ -24,8 +24,14 @@ function validate(a: MultiwanArgs): void {
     const dup = values.find((v, i) => values.indexOf(v) !== i);
     if (dup) throw new PlanError(`two uplinks have the ${what} ${dup}`);
   };
-  unique(a.uplinks.map((u) => u.name), "name");
-  unique(a.uplinks.map((u) => u.interface), "interface");
+  unique(
+    a.uplinks.map((u) => u.name),
+    "name",
+  );
+  unique(
+    a.uplinks.map((u) => u.interface),
+    "interface",
+  );
   const missing = a.uplinks.find((u) => !targetsOf(a, u).length);
   if (missing) throw new PlanError(`uplink ${missing.name} has nothing to ping: set check.targets (or its check_targets) to addresses on the internet that answer ping`);
   if ((a.check.required_up ?? 0) > a.uplinks.length) throw new PlanError(`check.required_up is ${a.check.required_up} but there are only ${a.uplinks.length} uplinks`);
@@ -49,14 +55,26 @@ function fileChanges(a: MultiwanArgs, facts: PlanFacts): Change[] {
 /** (Re)start the agent; its undo needs what the host ran before, read from the facts now. */
 function activation(a: MultiwanArgs, facts: PlanFacts, summary: string): Change {
   const old = parseSysctls(facts.sysctls);
-  const restoreSysctls = Object.keys(SYSCTLS).filter((k) => old[k] !== undefined && old[k] !== SYSCTLS[k]).map((k) => `${k}=${old[k]}`);
+  const restoreSysctls = Object.keys(SYSCTLS)
+    .filter((k) => old[k] !== undefined && old[k] !== SYSCTLS[k])
+    .map((k) => `${k}=${old[k]}`);
   const was = (out: CommandOutput, state: string) => (out.stdout.trim() === state ? "1" : "0");
   return {
     kind: "command",
     summary,
     argv: ["sh", "-c", ACTIVATE],
-    undo: ["sh", "-c", UNDO_ACTIVATE, "provision", was(facts.active, "active"), was(facts.enabled, "enabled"),
-      String(a.priority_base), String(a.table_base), String(tableOf(a, a.uplinks.length - 1)), ...restoreSysctls],
+    undo: [
+      "sh",
+      "-c",
+      UNDO_ACTIVATE,
+      "provision",
+      was(facts.active, "active"),
+      was(facts.enabled, "enabled"),
+      String(a.priority_base),
+      String(a.table_base),
+      String(tableOf(a, a.uplinks.length - 1)),
+      ...restoreSysctls,
+    ],
     disruptive: true,
   };
 }

@@ -2,8 +2,21 @@
 // nftables or iptables, the sysctls, the systemd unit, and the agent itself (agent.sh).
 import { quote, readShellAsset } from "../../core/module-api.js";
 import {
-  IPT_CHAINS, IPT_TAG, MARK_MASK, NFT_TABLE, PATHS, SYSCTLS, balancedPriority, hex, markOf, rulePriorityOf, rulesetPath, tableOf, targetsOf,
-  type MultiwanArgs, type Uplink,
+  IPT_CHAINS,
+  IPT_TAG,
+  MARK_MASK,
+  NFT_TABLE,
+  PATHS,
+  SYSCTLS,
+  balancedPriority,
+  hex,
+  markOf,
+  rulePriorityOf,
+  rulesetPath,
+  tableOf,
+  targetsOf,
+  type MultiwanArgs,
+  type Uplink,
 } from "./schema.js";
 
 /** How often the agent re-reads gateways and repairs its rules and routes, besides on every change. */
@@ -42,11 +55,13 @@ export function firewallRules(a: MultiwanArgs): Record<string, FirewallRule[]> {
       nft: `ct mark & ${m} == 0 oifname ${quoted(u)} ${setMark(i).nft}`,
       iptables: { match: `-o ${u.interface} -m connmark --mark 0x0/${m}`, target: setMark(i).iptables },
     })),
-    nat: a.uplinks.filter((u) => u.masquerade).map((u) => ({
-      comment: `${u.name}: masquerade`,
-      nft: `oifname ${quoted(u)} masquerade`,
-      iptables: { match: `-o ${u.interface}`, target: "MASQUERADE" },
-    })),
+    nat: a.uplinks
+      .filter((u) => u.masquerade)
+      .map((u) => ({
+        comment: `${u.name}: masquerade`,
+        nft: `oifname ${quoted(u)} masquerade`,
+        iptables: { match: `-o ${u.interface}`, target: "MASQUERADE" },
+      })),
   };
 }
 
@@ -58,12 +73,9 @@ const CHAIN_HOOKS: Record<string, string> = {
 };
 
 export function renderNft(a: MultiwanArgs): string {
-  const chains = Object.entries(firewallRules(a)).map(([chain, rules]) => [
-    `\tchain ${chain} {`,
-    `\t\t${CHAIN_HOOKS[chain]}; policy accept;`,
-    ...rules.map((r) => `\t\t${r.nft} comment ${JSON.stringify(r.comment)}`),
-    "\t}",
-  ].join("\n"));
+  const chains = Object.entries(firewallRules(a)).map(([chain, rules]) =>
+    [`\tchain ${chain} {`, `\t\t${CHAIN_HOOKS[chain]}; policy accept;`, ...rules.map((r) => `\t\t${r.nft} comment ${JSON.stringify(r.comment)}`), "\t}"].join("\n"),
+  );
   // declare, delete, define: one atomic transaction that also replaces an older version
   return [
     "#!/usr/sbin/nft -f",

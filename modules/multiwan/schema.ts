@@ -69,7 +69,9 @@ export const multiwanSchema = {
   required: ["uplinks"],
   properties: {
     uplinks: {
-      type: "array", minItems: 2, maxItems: 8,
+      type: "array",
+      minItems: 2,
+      maxItems: 8,
       items: {
         type: "object",
         additionalProperties: false,

@@ -3,13 +3,43 @@
 import type { CommandOutput, Verdict } from "../../core/module-api.js";
 import { firewallRules } from "./render.js";
 import {
-  IPT_CHAINS, IPT_TAG, MARK_MASK, NFT_TABLE, SERVICE, SYSCTLS, balancedPriority, hex, markOf, rulePriorityOf, tableOf, targetsOf,
-  type MultiwanArgs, type Uplink,
+  IPT_CHAINS,
+  IPT_TAG,
+  MARK_MASK,
+  NFT_TABLE,
+  SERVICE,
+  SYSCTLS,
+  balancedPriority,
+  hex,
+  markOf,
+  rulePriorityOf,
+  tableOf,
+  targetsOf,
+  type MultiwanArgs,
+  type Uplink,
 } from "./schema.js";
 
-export interface IpRule { priority: number; table?: string; fwmark?: string; fwmask?: string; suppress_prefixlen?: number; src?: string }
-export interface IpRoute { dst: string; table?: string; gateway?: string; dev?: string; nexthops?: { gateway?: string; dev: string; weight?: number }[] }
-export interface UplinkHealth { name: string; state: string; checks: number; nexthop: string }
+export interface IpRule {
+  priority: number;
+  table?: string;
+  fwmark?: string;
+  fwmask?: string;
+  suppress_prefixlen?: number;
+  src?: string;
+}
+export interface IpRoute {
+  dst: string;
+  table?: string;
+  gateway?: string;
+  dev?: string;
+  nexthops?: { gateway?: string; dev: string; weight?: number }[];
+}
+export interface UplinkHealth {
+  name: string;
+  state: string;
+  checks: number;
+  nexthop: string;
+}
 
 export const describeRule = (r: IpRule) =>
   `${r.priority}: ${r.fwmark ? `fwmark ${r.fwmark}${r.fwmask ? `/${r.fwmask}` : ""} ` : ""}lookup ${r.table}${r.suppress_prefixlen !== undefined ? ` suppress_prefixlength ${r.suppress_prefixlen}` : ""}`;
@@ -25,7 +55,11 @@ export function desiredRules(a: MultiwanArgs): string[] {
 export const inRange = (a: MultiwanArgs, priority: number) => priority >= a.priority_base && priority < a.priority_base + 100;
 export const parseJson = <T>(out: CommandOutput): T | null => {
   if (out.code !== 0) return null;
-  try { return JSON.parse(out.stdout) as T; } catch { return null; }
+  try {
+    return JSON.parse(out.stdout) as T;
+  } catch {
+    return null;
+  }
 };
 
 export function ruleProblems(a: MultiwanArgs, ipRule: CommandOutput): string[] {
@@ -38,10 +72,13 @@ export function ruleProblems(a: MultiwanArgs, ipRule: CommandOutput): string[] {
 }
 
 export function parseHealth(text: string | null): UplinkHealth[] {
-  return (text ?? "").split("\n").filter(Boolean).map((line) => {
-    const [name, state, checks, , ...hop] = line.split(" ");
-    return { name, state, checks: Number(checks), nexthop: hop.join(" ") };
-  });
+  return (text ?? "")
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => {
+      const [name, state, checks, , ...hop] = line.split(" ");
+      return { name, state, checks: Number(checks), nexthop: hop.join(" ") };
+    });
 }
 
 export function routeProblems(a: MultiwanArgs, routes: CommandOutput, health: UplinkHealth[]): string[] {
@@ -51,13 +88,16 @@ export function routeProblems(a: MultiwanArgs, routes: CommandOutput, health: Up
   a.uplinks.forEach((u, i) => {
     const route = defaultIn(tableOf(a, i));
     const known = u.gateway || health.find((h) => h.name === u.name)?.nexthop;
-    if (!route) { if (known) problems.push(`table ${tableOf(a, i)} (${u.name}) has no default route`); return; }
+    if (!route) {
+      if (known) problems.push(`table ${tableOf(a, i)} (${u.name}) has no default route`);
+      return;
+    }
     if (route.dev !== u.interface || (u.gateway && route.gateway !== u.gateway))
       problems.push(`table ${tableOf(a, i)} (${u.name}) routes via ${route.gateway ?? "-"} dev ${route.dev}, want ${u.gateway ?? "its gateway"} dev ${u.interface}`);
   });
   if (!health.length) return problems;
   const balanced = defaultIn(a.table_base);
-  const hops = balanced ? balanced.nexthops ?? [{ gateway: balanced.gateway, dev: balanced.dev! }] : [];
+  const hops = balanced ? (balanced.nexthops ?? [{ gateway: balanced.gateway, dev: balanced.dev! }]) : [];
   for (const u of a.uplinks) {
     const up = health.find((h) => h.name === u.name)?.state === "up";
     const hop = hops.find((h) => h.dev === u.interface);
@@ -119,11 +159,19 @@ export function firewallProblems(a: MultiwanArgs, out: CommandOutput): string[] 
 }
 
 export function parseSysctls(out: CommandOutput): Record<string, string> {
-  return Object.fromEntries(out.stdout.split("\n").map((l) => /^(\S+)\s*=\s*(.*)$/.exec(l.trim())).filter((m) => m !== null).map((m) => [m![1], m![2]]));
+  return Object.fromEntries(
+    out.stdout
+      .split("\n")
+      .map((l) => /^(\S+)\s*=\s*(.*)$/.exec(l.trim()))
+      .filter((m) => m !== null)
+      .map((m) => [m![1], m![2]]),
+  );
 }
 
 function sysctlProblems(live: Record<string, string>): string[] {
-  return Object.entries(SYSCTLS).filter(([k, v]) => live[k] !== v).map(([k, v]) => `${k} is ${live[k] ?? "unset"}, want ${v}`);
+  return Object.entries(SYSCTLS)
+    .filter(([k, v]) => live[k] !== v)
+    .map(([k, v]) => `${k} is ${live[k] ?? "unset"}, want ${v}`);
 }
 
 export const uplinkDown = (a: MultiwanArgs, u: Uplink) => `uplink ${u.name} (${u.interface}) is down: no answer from ${targetsOf(a, u).join(" or ")} through it`;

@@ -4,9 +4,7 @@
 // byte (comments, order, what NetworkManager added) stays as it was.
 
 export type KeyfileLine =
-  | { kind: "comment"; text: string }
-  | { kind: "group"; text: string; group: string }
-  | { kind: "entry"; text: string; group: string; key: string; raw: string };
+  { kind: "comment"; text: string } | { kind: "group"; text: string; group: string } | { kind: "entry"; text: string; group: string; key: string; raw: string };
 
 export interface KeyfileDocument {
   lines: KeyfileLine[];
@@ -17,7 +15,10 @@ export interface KeyfileDocument {
 /** A line GLib refuses: NetworkManager then ignores the whole file. */
 export class KeyfileSyntaxError extends Error {
   override name = "KeyfileSyntaxError";
-  constructor(readonly line: number, message: string) {
+  constructor(
+    readonly line: number,
+    message: string,
+  ) {
     super(`line ${line}: ${message}`);
   }
 }

@@ -17,7 +17,11 @@ export type Block =
   /** Comments, blank lines and anything else: kept as it is. */
   | { kind: "other"; lines: string[]; line: number };
 
-interface Logical { text: string; lines: string[]; line: number }
+interface Logical {
+  text: string;
+  lines: string[];
+  line: number;
+}
 
 /** Physical lines joined where one ends in a backslash (interfaces(5)). */
 function logicalLines(text: string): Logical[] {
@@ -93,7 +97,10 @@ function globToRegExp(glob: string): RegExp {
       const end = glob.indexOf("]", i + 2);
       if (end < 0) re += "\\[";
       else {
-        const set = glob.slice(i + 1, end).replace(/^!/, "^").replace(/\\/g, "\\\\");
+        const set = glob
+          .slice(i + 1, end)
+          .replace(/^!/, "^")
+          .replace(/\\/g, "\\\\");
         re += `[${set}]`;
         i = end;
       }

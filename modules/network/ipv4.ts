@@ -27,12 +27,12 @@ export function subnetOf(cidr: string): Subnet {
   return { address, bits: Number(bits), network, broadcast: (network | (~mask >>> 0)) >>> 0 };
 }
 
-export const inSubnet = (s: Subnet, ip: string) => ((ipNumber(ip) & maskOf(s.bits)) >>> 0) === s.network;
+export const inSubnet = (s: Subnet, ip: string) => (ipNumber(ip) & maskOf(s.bits)) >>> 0 === s.network;
 
 /** What an address is when it cannot be a host's unicast address, else null. */
 export function specialUse(ip: string): string | null {
   const first = Number(ip.split(".")[0]);
-  if (first === 0) return "in 0.0.0.0/8 (\"this network\")";
+  if (first === 0) return 'in 0.0.0.0/8 ("this network")';
   if (first === 127) return "a loopback address (127.0.0.0/8)";
   if (first >= 224 && first <= 239) return "a multicast address (224.0.0.0/4)";
   if (first >= 240) return ip === "255.255.255.255" ? "the limited broadcast address" : "a reserved address (240.0.0.0/4)";

@@ -5,8 +5,18 @@
 // setting (timestamp). Two profiles are the same when NetworkManager would load the same
 // settings from them; an edit changes only the keys whose meaning differs, in place.
 import {
-  KeyfileSyntaxError, escapeList, escapeString, parseBoolean, parseDocument, parseInteger, rawValues, unescapeList, unescapeString,
-  writeDocument, type KeyfileDocument, type KeyfileLine,
+  KeyfileSyntaxError,
+  escapeList,
+  escapeString,
+  parseBoolean,
+  parseDocument,
+  parseInteger,
+  rawValues,
+  unescapeList,
+  unescapeString,
+  writeDocument,
+  type KeyfileDocument,
+  type KeyfileLine,
 } from "./gkeyfile.js";
 
 /** What provision renders: group → key → value (a list for list properties), before escaping. */
@@ -26,7 +36,11 @@ const KEY_ALIASES: Record<string, string> = {
 };
 
 type Kind = "string" | "boolean" | "integer" | "list" | "ssid" | "mac" | "ignored";
-interface Property { kind: Kind; absent?: unknown; names?: string[] }
+interface Property {
+  kind: Kind;
+  absent?: unknown;
+  names?: string[];
+}
 
 const bool = (absent: boolean): Property => ({ kind: "boolean", absent });
 const int = (absent: number): Property => ({ kind: "integer", absent });
@@ -36,11 +50,27 @@ const list: Property = { kind: "list", absent: [] };
 const named = (absent: number, names: string[]): Property => ({ kind: "integer", absent, names });
 
 const IP_COMMON: Record<string, Property> = {
-  method: str("auto"), dns: list, "dns-search": list, "dns-options": list, "dns-priority": int(0),
-  "ignore-auto-dns": bool(false), "ignore-auto-routes": bool(false), "never-default": bool(false), "may-fail": bool(true),
-  "route-metric": int(-1), "route-table": int(0), "dhcp-send-hostname": bool(true), "dhcp-hostname": str(), "dhcp-timeout": int(0),
-  "required-timeout": int(-1), "dhcp-iaid": str(), "dhcp-hostname-flags": int(0), "auto-route-ext-gw": int(-1), "replace-local-rule": int(-1),
-  "dhcp-dscp": str(), gateway: str(),
+  method: str("auto"),
+  dns: list,
+  "dns-search": list,
+  "dns-options": list,
+  "dns-priority": int(0),
+  "ignore-auto-dns": bool(false),
+  "ignore-auto-routes": bool(false),
+  "never-default": bool(false),
+  "may-fail": bool(true),
+  "route-metric": int(-1),
+  "route-table": int(0),
+  "dhcp-send-hostname": bool(true),
+  "dhcp-hostname": str(),
+  "dhcp-timeout": int(0),
+  "required-timeout": int(-1),
+  "dhcp-iaid": str(),
+  "dhcp-hostname-flags": int(0),
+  "auto-route-ext-gw": int(-1),
+  "replace-local-rule": int(-1),
+  "dhcp-dscp": str(),
+  gateway: str(),
 };
 
 /**
@@ -51,32 +81,88 @@ const IP_COMMON: Record<string, Property> = {
 const PROPERTIES: Record<string, Record<string, Property>> = {
   connection: {
     timestamp: { kind: "ignored" }, // when it was last active: state, not configuration
-    autoconnect: bool(true), "autoconnect-priority": int(0), "autoconnect-retries": int(-1), "autoconnect-slaves": int(-1),
-    "read-only": bool(false), "multi-connect": int(0), "auth-retries": int(-1), "wait-device-timeout": int(-1),
-    "wait-activation-delay": int(-1), mdns: int(-1), llmnr: int(-1), "dns-over-tls": int(-1), lldp: int(-1), metered: int(0),
-    "mptcp-flags": int(0), "gateway-ping-timeout": int(0), permissions: list, secondaries: list, zone: str(), "stable-id": str(),
-    "mud-url": str(), "down-on-poweroff": int(-1),
+    autoconnect: bool(true),
+    "autoconnect-priority": int(0),
+    "autoconnect-retries": int(-1),
+    "autoconnect-slaves": int(-1),
+    "read-only": bool(false),
+    "multi-connect": int(0),
+    "auth-retries": int(-1),
+    "wait-device-timeout": int(-1),
+    "wait-activation-delay": int(-1),
+    mdns: int(-1),
+    llmnr: int(-1),
+    "dns-over-tls": int(-1),
+    lldp: int(-1),
+    metered: int(0),
+    "mptcp-flags": int(0),
+    "gateway-ping-timeout": int(0),
+    permissions: list,
+    secondaries: list,
+    zone: str(),
+    "stable-id": str(),
+    "mud-url": str(),
+    "down-on-poweroff": int(-1),
   },
   ipv4: { ...IP_COMMON, "link-local": int(0), "dhcp-client-id": str(), "dhcp-fqdn": str(), "dad-timeout": int(-1), "dhcp-vendor-class-identifier": str() },
   ipv6: {
-    ...IP_COMMON, "ip6-privacy": int(-1), "ra-timeout": int(0), mtu: int(0), token: str(), "dhcp-duid": str(),
+    ...IP_COMMON,
+    "ip6-privacy": int(-1),
+    "ra-timeout": int(0),
+    mtu: int(0),
+    token: str(),
+    "dhcp-duid": str(),
     // a keyfile without addr-gen-mode is read as eui64 (the default of profiles made before 1.40)
     "addr-gen-mode": named(0, ["eui64", "stable-privacy", "default-or-eui64", "default"]),
   },
   ethernet: {
-    mtu: int(0), "auto-negotiate": bool(false), speed: int(0), duplex: str(), "wake-on-lan": int(1), "wake-on-lan-password": str(),
-    "mac-address": { kind: "mac", absent: "" }, "cloned-mac-address": { kind: "mac", absent: "" }, "mac-address-blacklist": list,
-    "accept-all-mac-addresses": int(-1), port: str(), "generate-mac-address-mask": str(), "s390-nettype": str(), "s390-subchannels": list,
+    mtu: int(0),
+    "auto-negotiate": bool(false),
+    speed: int(0),
+    duplex: str(),
+    "wake-on-lan": int(1),
+    "wake-on-lan-password": str(),
+    "mac-address": { kind: "mac", absent: "" },
+    "cloned-mac-address": { kind: "mac", absent: "" },
+    "mac-address-blacklist": list,
+    "accept-all-mac-addresses": int(-1),
+    port: str(),
+    "generate-mac-address-mask": str(),
+    "s390-nettype": str(),
+    "s390-subchannels": list,
   },
   wifi: {
-    ssid: { kind: "ssid", absent: "" }, mode: str("infrastructure"), hidden: bool(false), powersave: int(0), mtu: int(0), band: str(),
-    channel: int(0), "wake-on-wlan": int(1), "ap-isolation": int(-1), "mac-address": { kind: "mac", absent: "" },
-    "cloned-mac-address": { kind: "mac", absent: "" }, "mac-address-blacklist": list, "seen-bssids": { kind: "ignored" },
-    bssid: { kind: "mac", absent: "" }, "mac-address-randomization": int(0), "generate-mac-address-mask": str(),
+    ssid: { kind: "ssid", absent: "" },
+    mode: str("infrastructure"),
+    hidden: bool(false),
+    powersave: int(0),
+    mtu: int(0),
+    band: str(),
+    channel: int(0),
+    "wake-on-wlan": int(1),
+    "ap-isolation": int(-1),
+    "mac-address": { kind: "mac", absent: "" },
+    "cloned-mac-address": { kind: "mac", absent: "" },
+    "mac-address-blacklist": list,
+    "seen-bssids": { kind: "ignored" },
+    bssid: { kind: "mac", absent: "" },
+    "mac-address-randomization": int(0),
+    "generate-mac-address-mask": str(),
   },
   "wifi-security": {
-    psk: str(), "psk-flags": int(0), pmf: int(0), fils: int(0), "wps-method": int(0), proto: list, pairwise: list, group: list,
-    "auth-alg": str(), "wep-key-flags": int(0), "wep-tx-keyidx": int(0), "leap-password-flags": int(0), "leap-username": str(),
+    psk: str(),
+    "psk-flags": int(0),
+    pmf: int(0),
+    fils: int(0),
+    "wps-method": int(0),
+    proto: list,
+    pairwise: list,
+    group: list,
+    "auth-alg": str(),
+    "wep-key-flags": int(0),
+    "wep-tx-keyidx": int(0),
+    "leap-password-flags": int(0),
+    "leap-username": str(),
   },
   proxy: { method: int(0), "browser-only": bool(false), "pac-url": str(), "pac-script": str() },
   bond: {}, // options: see BOND_OPTIONS
@@ -85,18 +171,33 @@ const PROPERTIES: Record<string, Record<string, Property>> = {
 /** NetworkManager's bond options with their defaults (nm-setting-bond.c); enums by name or number. */
 const BOND_OPTIONS: Record<string, Property> = {
   mode: named(0, ["balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb"]),
-  miimon: int(100), updelay: int(0), downdelay: int(0), arp_interval: int(0), arp_ip_target: str(), primary: str(),
+  miimon: int(100),
+  updelay: int(0),
+  downdelay: int(0),
+  arp_interval: int(0),
+  arp_ip_target: str(),
+  primary: str(),
   arp_validate: named(0, ["none", "active", "backup", "all", "filter", "filter_active", "filter_backup"]),
   primary_reselect: named(0, ["always", "better", "failure"]),
   fail_over_mac: named(0, ["none", "active", "follow"]),
-  use_carrier: int(1), num_grat_arp: int(1), num_unsol_na: int(1), resend_igmp: int(1), all_slaves_active: int(0), min_links: int(0),
-  packets_per_slave: int(1), tlb_dynamic_lb: int(1), lp_interval: int(1), peer_notif_delay: int(0),
-  xmit_hash_policy: str("layer2"), lacp_rate: named(0, ["slow", "fast"]), ad_select: named(0, ["stable", "bandwidth", "count"]),
+  use_carrier: int(1),
+  num_grat_arp: int(1),
+  num_unsol_na: int(1),
+  resend_igmp: int(1),
+  all_slaves_active: int(0),
+  min_links: int(0),
+  packets_per_slave: int(1),
+  tlb_dynamic_lb: int(1),
+  lp_interval: int(1),
+  peer_notif_delay: int(0),
+  xmit_hash_policy: str("layer2"),
+  lacp_rate: named(0, ["slow", "fast"]),
+  ad_select: named(0, ["stable", "bandwidth", "count"]),
   arp_all_targets: named(0, ["any", "all"]),
 };
 
 const canonicalGroup = (group: string) => GROUP_ALIASES[group] ?? group;
-const canonicalKey = (group: string, key: string) => (group === "connection" ? KEY_ALIASES[key] ?? key : key);
+const canonicalKey = (group: string, key: string) => (group === "connection" ? (KEY_ALIASES[key] ?? key) : key);
 
 function propertyOf(group: string, key: string): Property | undefined {
   if (group === "bond") return BOND_OPTIONS[key];
@@ -104,7 +205,10 @@ function propertyOf(group: string, key: string): Property | undefined {
 }
 
 /** One setting as NetworkManager holds it, and the raw keys it was read from. */
-interface Meaning { value: string; keys: string[] }
+interface Meaning {
+  value: string;
+  keys: string[];
+}
 /** group → meaning key → what it means. Keys at their default, ignored keys and empty groups are left out. */
 export type KeyfileMeaning = Map<string, Map<string, Meaning>>;
 
@@ -119,18 +223,24 @@ function decode(group: string, key: string, raw: string): string | undefined {
 
 function decodeAs(property: Property | undefined, raw: string): unknown {
   switch (property?.kind ?? "string") {
-    case "boolean": return parseBoolean(raw) ?? undefined;
+    case "boolean":
+      return parseBoolean(raw) ?? undefined;
     case "integer": {
       const n = parseInteger(raw);
       if (n !== null) return n;
       const index = property!.names?.indexOf(raw.trim()) ?? -1;
       return index >= 0 ? index : undefined;
     }
-    case "list": return unescapeList(raw) ?? undefined;
-    case "ssid": return decodeSsid(raw);
-    case "mac": return unescapeString(raw)?.trim().toUpperCase() ?? undefined;
-    case "ignored": return undefined;
-    default: return unescapeString(raw) ?? undefined;
+    case "list":
+      return unescapeList(raw) ?? undefined;
+    case "ssid":
+      return decodeSsid(raw);
+    case "mac":
+      return unescapeString(raw)?.trim().toUpperCase() ?? undefined;
+    case "ignored":
+      return undefined;
+    default:
+      return unescapeString(raw) ?? undefined;
   }
 }
 
@@ -139,7 +249,10 @@ function decodeSsid(raw: string): string | undefined {
   const text = unescapeString(raw);
   if (text === null) return undefined;
   if (/^\s*\d{1,3}\s*;(\s*\d{1,3}\s*;)*\s*$/.test(text)) {
-    const bytes = text.split(";").filter((b) => b.trim() !== "").map(Number);
+    const bytes = text
+      .split(";")
+      .filter((b) => b.trim() !== "")
+      .map(Number);
     if (bytes.every((b) => b <= 255)) return Buffer.from(bytes).toString("latin1");
   }
   return text.replace(/\\;/g, ";");
@@ -168,7 +281,8 @@ export function keyfileMeaning(doc: KeyfileDocument | string): KeyfileMeaning {
       const decoded = decode(group, key, value);
       const earlier = settings.get(key);
       if (decoded === undefined) {
-        if (!earlier) settings.set(key, { value: "", keys: [rawKey] }); // kept for editing, dropped below
+        if (!earlier)
+          settings.set(key, { value: "", keys: [rawKey] }); // kept for editing, dropped below
         else earlier.keys.push(rawKey);
         continue;
       }
@@ -188,17 +302,22 @@ export function keyfileMeaning(doc: KeyfileDocument | string): KeyfileMeaning {
  * the gateway from `gateway=` or else the first address that names one.
  */
 function readAddresses(group: "ipv4" | "ipv6", keys: Map<string, string>, settings: Map<string, Meaning>): void {
-  const entries = [...keys].filter(([k]) => ADDRESS_KEY.test(k))
+  const entries = [...keys]
+    .filter(([k]) => ADDRESS_KEY.test(k))
     .map(([k, v]) => ({ key: k, n: Number(/\d+$/.exec(k)?.[0] ?? 0), text: unescapeString(v) ?? "" }))
     .sort((a, b) => a.n - b.n || a.key.localeCompare(b.key));
   const addresses: string[] = [];
   let gateway: string | undefined;
-  for (const e of entries) for (const item of e.text.split(";").map((s) => s.trim()).filter(Boolean)) {
-    const [address, gw] = item.split(",").map((s) => s.trim());
-    const [ip, prefix] = address.split("/");
-    addresses.push(`${ip.toLowerCase()}/${prefix ?? (group === "ipv4" ? "24" : "64")}`);
-    if (gw && gateway === undefined) gateway = gw.toLowerCase();
-  }
+  for (const e of entries)
+    for (const item of e.text
+      .split(";")
+      .map((s) => s.trim())
+      .filter(Boolean)) {
+      const [address, gw] = item.split(",").map((s) => s.trim());
+      const [ip, prefix] = address.split("/");
+      addresses.push(`${ip.toLowerCase()}/${prefix ?? (group === "ipv4" ? "24" : "64")}`);
+      if (gw && gateway === undefined) gateway = gw.toLowerCase();
+    }
   const explicit = keys.get("gateway");
   if (explicit !== undefined) gateway = unescapeString(explicit)?.trim().toLowerCase() ?? gateway;
   const addressKeys = entries.map((e) => e.key);
@@ -216,7 +335,8 @@ function sameMeanings(a: KeyfileMeaning, b: KeyfileMeaning): boolean {
 function differingKeys(a: KeyfileMeaning, b: KeyfileMeaning): [string, string][] {
   const out: [string, string][] = [];
   for (const group of new Set([...a.keys(), ...b.keys()])) {
-    const ka = a.get(group) ?? new Map(), kb = b.get(group) ?? new Map();
+    const ka = a.get(group) ?? new Map(),
+      kb = b.get(group) ?? new Map();
     for (const key of new Set([...ka.keys(), ...kb.keys()])) if (ka.get(key)?.value !== kb.get(key)?.value) out.push([group, key]);
   }
   return out;
@@ -262,8 +382,11 @@ function encode(group: string, key: string, value: string | string[]): string {
 }
 
 export function renderKeyfile(file: Keyfile): string {
-  return Object.entries(file).map(([group, keys]) =>
-    [`[${group}]`, ...Object.entries(keys).map(([k, v]) => `${k}=${encode(group, k, v)}`)].join("\n")).join("\n\n") + "\n";
+  return (
+    Object.entries(file)
+      .map(([group, keys]) => [`[${group}]`, ...Object.entries(keys).map(([k, v]) => `${k}=${encode(group, k, v)}`)].join("\n"))
+      .join("\n\n") + "\n"
+  );
 }
 
 /**
@@ -299,7 +422,9 @@ export function reconcileKeyfile(existing: string | null, desired: Keyfile): str
 
 /** Raw keys of a meaning key that are present but mean nothing (refused values, defaults). */
 function rawKeysOf(doc: KeyfileDocument, group: string, key: string): string[] {
-  return doc.lines.filter((l): l is Extract<KeyfileLine, { kind: "entry" }> => l.kind === "entry" && canonicalGroup(l.group) === group && meaningKeyOf(group, l.key) === key).map((l) => l.key);
+  return doc.lines
+    .filter((l): l is Extract<KeyfileLine, { kind: "entry" }> => l.kind === "entry" && canonicalGroup(l.group) === group && meaningKeyOf(group, l.key) === key)
+    .map((l) => l.key);
 }
 
 function meaningKeyOf(group: string, rawKey: string): string {
@@ -307,17 +432,28 @@ function meaningKeyOf(group: string, rawKey: string): string {
   return canonicalKey(group, rawKey);
 }
 
-interface WantedLine { group: string; meaningKey: string; key: string; text: string }
+interface WantedLine {
+  group: string;
+  meaningKey: string;
+  key: string;
+  text: string;
+}
 
 function desiredLines(desired: Keyfile): WantedLine[] {
-  return Object.entries(desired).flatMap(([rawGroup, keys]) => Object.entries(keys).flatMap(([key, value]) => {
-    const group = canonicalGroup(rawGroup);
-    const text = `${key}=${encode(rawGroup, key, value)}`;
-    const meaningKey = meaningKeyOf(group, key);
-    // an address line carries the gateway too
-    if (meaningKey === "addresses") return [{ group, meaningKey, key, text }, { group, meaningKey: "gateway", key, text }];
-    return [{ group, meaningKey, key, text }];
-  }));
+  return Object.entries(desired).flatMap(([rawGroup, keys]) =>
+    Object.entries(keys).flatMap(([key, value]) => {
+      const group = canonicalGroup(rawGroup);
+      const text = `${key}=${encode(rawGroup, key, value)}`;
+      const meaningKey = meaningKeyOf(group, key);
+      // an address line carries the gateway too
+      if (meaningKey === "addresses")
+        return [
+          { group, meaningKey, key, text },
+          { group, meaningKey: "gateway", key, text },
+        ];
+      return [{ group, meaningKey, key, text }];
+    }),
+  );
 }
 
 /** Remove the lines of `oldKeys` in `group` and put `lines` where the first of them stood (else at the end of the group). */
@@ -363,7 +499,8 @@ export function withKey(text: string, group: string, key: string, value: string)
     throw error;
   }
   const wanted = canonicalKey(canonicalGroup(group), key);
-  const matches = doc.lines.map((l, i) => [l, i] as const)
+  const matches = doc.lines
+    .map((l, i) => [l, i] as const)
     .filter(([l]) => l.kind === "entry" && canonicalGroup(l.group) === canonicalGroup(group) && canonicalKey(canonicalGroup(group), l.key) === wanted);
   const line = `${key}=${encode(group, key, value)}`;
   if (matches.length) {
@@ -378,7 +515,6 @@ export function withKey(text: string, group: string, key: string, value: string)
 /** group → key → value as g_key_file_get_string reads it (the raw text where GLib refuses it); duplicates merged as GLib does. */
 export function parseKeyfile(text: string): Record<string, Record<string, string>> {
   const out: Record<string, Record<string, string>> = {};
-  for (const [group, keys] of rawValues(parseDocument(text)))
-    out[group] = Object.fromEntries([...keys].map(([k, v]) => [k, unescapeString(v) ?? v]));
+  for (const [group, keys] of rawValues(parseDocument(text))) out[group] = Object.fromEntries([...keys].map(([k, v]) => [k, unescapeString(v) ?? v]));
   return out;
 }

@@ -79,8 +79,22 @@ export interface Link {
 }
 
 /** Keys of [Match] that describe the host or the hardware, which a plan cannot evaluate. */
-const UNKNOWABLE = new Set(["Driver", "Path", "Property", "Host", "Virtualization", "KernelCommandLine", "KernelVersion", "Architecture",
-  "Firmware", "Credential", "PermanentMACAddress", "WLANInterfaceType", "SSID", "BSSID"]);
+const UNKNOWABLE = new Set([
+  "Driver",
+  "Path",
+  "Property",
+  "Host",
+  "Virtualization",
+  "KernelCommandLine",
+  "KernelVersion",
+  "Architecture",
+  "Firmware",
+  "Credential",
+  "PermanentMACAddress",
+  "WLANInterfaceType",
+  "SSID",
+  "BSSID",
+]);
 
 /**
  * Whether a .network's [Match] picks this link. Name=, OriginalName= (taken to be the same
@@ -92,7 +106,8 @@ export function matchesLink(text: string, link: Link): boolean {
   const match = assignments(parseUnit(text), "Match");
   const lists = new Map<string, string[]>();
   for (const [key, value] of match) {
-    if (value === "") lists.set(key, []); // an empty assignment resets the list
+    if (value === "")
+      lists.set(key, []); // an empty assignment resets the list
     else lists.set(key, [...(lists.get(key) ?? []), ...patternsOf(value)]);
   }
   const set = [...lists].filter(([, v]) => v.length);
@@ -100,12 +115,10 @@ export function matchesLink(text: string, link: Link): boolean {
   let identified = false;
   for (const [key, patterns] of set) {
     if (UNKNOWABLE.has(key)) continue;
-    const value = key === "Name" || key === "OriginalName" ? [link.name] : key === "Type" ? [link.type] : key === "Kind" ? [link.kind ?? ""]
-      : key === "MACAddress" ? link.macs : null;
+    const value =
+      key === "Name" || key === "OriginalName" ? [link.name] : key === "Type" ? [link.type] : key === "Kind" ? [link.kind ?? ""] : key === "MACAddress" ? link.macs : null;
     if (value === null) continue;
-    const ok = key === "MACAddress"
-      ? patterns.some((p) => link.macs.some((m) => m.toLowerCase() === p.toLowerCase()))
-      : value.some((v) => conditionTest(patterns, v));
+    const ok = key === "MACAddress" ? patterns.some((p) => link.macs.some((m) => m.toLowerCase() === p.toLowerCase())) : value.some((v) => conditionTest(patterns, v));
     if (!ok) return false;
     if (patterns.some((p) => !p.startsWith("!"))) identified = true;
   }
@@ -115,7 +128,10 @@ export function matchesLink(text: string, link: Link): boolean {
 /** Words of a list value; a leading `!` negates the whole assignment (kept on each word, as networkd stores it). */
 function patternsOf(value: string): string[] {
   const invert = value.startsWith("!");
-  const words = (invert ? value.slice(1) : value).split(/\s+/).filter(Boolean).map((w) => w.replace(/^"(.*)"$/, "$1"));
+  const words = (invert ? value.slice(1) : value)
+    .split(/\s+/)
+    .filter(Boolean)
+    .map((w) => w.replace(/^"(.*)"$/, "$1"));
   return words.map((w) => (invert ? `!${w}` : w));
 }
 
@@ -163,8 +179,18 @@ export function fnmatch(pattern: string, text: string): boolean {
 }
 
 const CLASSES: Record<string, RegExp> = {
-  alpha: /[A-Za-z]/, digit: /[0-9]/, alnum: /[A-Za-z0-9]/, upper: /[A-Z]/, lower: /[a-z]/, space: /\s/, xdigit: /[0-9A-Fa-f]/,
-  punct: /[!-/:-@[-`{-~]/, print: /[ -~]/, graph: /[!-~]/, cntrl: /[\x00-\x1f\x7f]/, blank: /[ \t]/,
+  alpha: /[A-Za-z]/,
+  digit: /[0-9]/,
+  alnum: /[A-Za-z0-9]/,
+  upper: /[A-Z]/,
+  lower: /[a-z]/,
+  space: /\s/,
+  xdigit: /[0-9A-Fa-f]/,
+  punct: /[!-/:-@[-`{-~]/,
+  print: /[ -~]/,
+  graph: /[!-~]/,
+  cntrl: /[\x00-\x1f\x7f]/,
+  blank: /[ \t]/,
 };
 
 /** The bracket expression starting at `start`, or null when it has no closing `]`. */
@@ -207,10 +233,14 @@ function bracketAt(pattern: string, start: number): { test(c: string): boolean; 
 
 /** The name a .netdev creates ([NetDev] Name=, the last assignment). */
 export function netdevName(text: string): string | undefined {
-  return assignments(parseUnit(text), "NetDev").filter(([k]) => k === "Name").pop()?.[1];
+  return assignments(parseUnit(text), "NetDev")
+    .filter(([k]) => k === "Name")
+    .pop()?.[1];
 }
 
 /** The value of the last `key=` in `[section]`. */
 export function unitValue(text: string, section: string, key: string): string | undefined {
-  return assignments(parseUnit(text), section).filter(([k]) => k === key).pop()?.[1];
+  return assignments(parseUnit(text), section)
+    .filter(([k]) => k === key)
+    .pop()?.[1];
 }

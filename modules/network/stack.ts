@@ -54,11 +54,11 @@ export function parseNetworkStack(output: string): NetworkStack {
   }
   const ifupdownInterfaces = installed.ifup ? stanzaInterfaces(config) : [];
   const owners: Record<string, Stack> = {};
-  const claim = (name: string, stack: Stack) => { if (name !== "lo" && !owners[name]) owners[name] = stack; };
-  if (services.NetworkManager === "active")
-    for (const [device, state] of Object.entries(nmDevices)) if (!NM_NOT_OWNED.has(state)) claim(device, "networkmanager");
-  if (services["systemd-networkd"] === "active")
-    for (const [link, setup] of Object.entries(networkdLinks)) if (!NETWORKD_NOT_OWNED.has(setup)) claim(link, "networkd");
+  const claim = (name: string, stack: Stack) => {
+    if (name !== "lo" && !owners[name]) owners[name] = stack;
+  };
+  if (services.NetworkManager === "active") for (const [device, state] of Object.entries(nmDevices)) if (!NM_NOT_OWNED.has(state)) claim(device, "networkmanager");
+  if (services["systemd-networkd"] === "active") for (const [link, setup] of Object.entries(networkdLinks)) if (!NETWORKD_NOT_OWNED.has(setup)) claim(link, "networkd");
   for (const name of ifupdownInterfaces) claim(name, "ifupdown");
   return { stack: hostStack(services, installed, owners, defaultRoute), nmVersion, services, installed, defaultRoute, owners, ifupdownInterfaces };
 }
@@ -92,8 +92,7 @@ function splitOnce(text: string, separator: string): [string, string?] {
 export function describeStack(s: NetworkStack): string {
   const name = s.stack === "networkmanager" && s.nmVersion ? `NetworkManager ${s.nmVersion}` : STACK_NAMES[s.stack];
   const owned = Object.entries(s.owners).map(([iface, stack]) => (stack === s.stack ? iface : `${iface}: ${STACK_NAMES[stack]}`));
-  const others = (["NetworkManager", "systemd-networkd", "dhcpcd"] as const)
-    .filter((service) => service !== STACK_NAMES[s.stack] && s.services[service] === "active");
+  const others = (["NetworkManager", "systemd-networkd", "dhcpcd"] as const).filter((service) => service !== STACK_NAMES[s.stack] && s.services[service] === "active");
   return [`${name}${owned.length ? ` (${owned.join(", ")})` : ""}`, ...others.map((o) => `${o} also running`)].join("; ");
 }
 

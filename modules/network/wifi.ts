@@ -22,9 +22,7 @@ export const isHexKey = (psk: string) => /^[0-9A-Fa-f]{64}$/.test(psk);
 
 /** wpa_supplicant.conf(5) for one network; the file must be 0600 (it holds the PSK). */
 export function renderWpaSupplicant(w: WifiSettings, header: string): string {
-  const secret = w.key_mgmt === "SAE"
-    ? [`\tsae_password="${w.psk}"`, "\tieee80211w=2"]
-    : [`\tpsk=${isHexKey(w.psk) ? w.psk : `"${w.psk}"`}`];
+  const secret = w.key_mgmt === "SAE" ? [`\tsae_password="${w.psk}"`, "\tieee80211w=2"] : [`\tpsk=${isHexKey(w.psk) ? w.psk : `"${w.psk}"`}`];
   return [
     header,
     "ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev",
@@ -59,19 +57,29 @@ export type RadioFacts = { regdom: FileState; nmState: FileState; rfkill: DirSta
 export function radioChanges(country: string | undefined, facts: RadioFacts): Change[] {
   const changes: Change[] = [];
   if (country)
-    changes.push(...fileChange(facts.regdom, `# Managed by provision: the Wi-Fi regulatory domain\noptions cfg80211 ieee80211_regdom=${country}\n`, {
-      summary: `set the Wi-Fi country to ${country} (${REGDOM_CONF})`, mode: "0644", reboot: true,
-    }));
+    changes.push(
+      ...fileChange(facts.regdom, `# Managed by provision: the Wi-Fi regulatory domain\noptions cfg80211 ieee80211_regdom=${country}\n`, {
+        summary: `set the Wi-Fi country to ${country} (${REGDOM_CONF})`,
+        mode: "0644",
+        reboot: true,
+      }),
+    );
   const nm = facts.nmState.content;
   if (nm !== null && /^\s*WirelessEnabled\s*=\s*false\s*$/m.test(nm))
-    changes.push(...fileChange(facts.nmState, nm.replace(/^(\s*WirelessEnabled\s*=\s*)false(\s*)$/m, "$1true$2"), {
-      summary: "switch the Wi-Fi radio on in NetworkManager (WirelessEnabled=true)", reboot: true,
-    }));
+    changes.push(
+      ...fileChange(facts.nmState, nm.replace(/^(\s*WirelessEnabled\s*=\s*)false(\s*)$/m, "$1true$2"), {
+        summary: "switch the Wi-Fi radio on in NetworkManager (WirelessEnabled=true)",
+        reboot: true,
+      }),
+    );
   for (const [name, state] of Object.entries(facts.rfkill.entries ?? {}))
     if (name.endsWith(":wlan") && state.trim() === "1")
-      changes.push(...fileChange({ path: `${RFKILL_STATE_DIR}/${name}`, content: state }, "0\n", {
-        summary: `unblock the Wi-Fi radio at boot (${RFKILL_STATE_DIR}/${name})`, reboot: true,
-      }));
+      changes.push(
+        ...fileChange({ path: `${RFKILL_STATE_DIR}/${name}`, content: state }, "0\n", {
+          summary: `unblock the Wi-Fi radio at boot (${RFKILL_STATE_DIR}/${name})`,
+          reboot: true,
+        }),
+      );
   return changes;
 }
 

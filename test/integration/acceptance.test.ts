@@ -25,17 +25,21 @@ const cat = async (h: TestHost, path: string) => {
   const r = await fleet.exec(h, ["cat", path]);
   return r.code === 0 ? r.stdout : null;
 };
-const sha = async (h: TestHost, paths: string[]) => (await fleet.exec(h, ["sh", "-c", 'for f; do if [ -e "$f" ]; then sha256sum "$f"; stat -c "%a %U:%G" "$f"; else echo "absent $f"; fi; done', "-", ...paths])).stdout;
+const sha = async (h: TestHost, paths: string[]) =>
+  (await fleet.exec(h, ["sh", "-c", 'for f; do if [ -e "$f" ]; then sha256sum "$f"; stat -c "%a %U:%G" "$f"; else echo "absent $f"; fi; done', "-", ...paths])).stdout;
 const dpkgStatus = async (h: TestHost, pkg: string) => (await fleet.exec(h, ["dpkg-query", "-W", "-f", "${Status}", pkg])).stdout;
 
 function writeInventory(file: string, hosts: TestHost[], extra: Record<string, Record<string, unknown>> = {}, vars: Record<string, unknown> = {}) {
   const entries = Object.fromEntries(hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }]));
-  writeFileSync(file, stringify({
-    all: {
-      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress, ...WIFI_VARS, ...vars },
-      children: { pis: { hosts: { ...entries, ...extra } } },
-    },
-  }));
+  writeFileSync(
+    file,
+    stringify({
+      all: {
+        vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress, ...WIFI_VARS, ...vars },
+        children: { pis: { hosts: { ...entries, ...extra } } },
+      },
+    }),
+  );
   return file;
 }
 
@@ -71,7 +75,10 @@ test("eth0+wlan0 playbook: first run changes, second run changes nothing, --chec
   assert.equal(report.hosts[0].host, h.name);
   assert.equal(report.hosts[0].status, "changed");
   assert.ok(report.hosts[0].tasks.some((t: { changes: { diff?: string }[] }) => t.changes.some((c) => c.diff?.includes("+auto bond0"))));
-  assert.ok(report.hosts[0].tasks.some((t: { notes: string[] }) => t.notes.some((n) => n.includes("after a reboot"))), "unverified until a reboot, and says so");
+  assert.ok(
+    report.hosts[0].tasks.some((t: { notes: string[] }) => t.notes.some((n) => n.includes("after a reboot"))),
+    "unverified until a reboot, and says so",
+  );
 
   // These hosts run on a kernel without bonding: the files are as desired, the kernel's view is not.
   const files = ["/etc/network/interfaces", "/etc/dhcpcd.conf", "/etc/wpa_supplicant/provision-wlan0.conf"];
@@ -149,7 +156,10 @@ test("a malformed inventory or playbook stops before any SSH connection, naming 
     assert.match(r2.stderr, /bad-schema\.yaml:6:15: inventory > all\.hosts\.pi9\.become: must be a boolean \(got "sometimes"\)/);
 
     const goodInventory = join(dir, "canary.yaml");
-    writeFileSync(goodInventory, `all:\n  vars: { bond_address: 10.0.0.2/24, bond_gateway: 10.0.0.1, wifi_ssid: home, wifi_psk: home-passphrase, wifi_country: DE }\n  children:\n    pis:\n      hosts:\n${target.replace(/^ {4}/, "        ")}`);
+    writeFileSync(
+      goodInventory,
+      `all:\n  vars: { bond_address: 10.0.0.2/24, bond_gateway: 10.0.0.1, wifi_ssid: home, wifi_psk: home-passphrase, wifi_country: DE }\n  children:\n    pis:\n      hosts:\n${target.replace(/^ {4}/, "        ")}`,
+    );
     const badPlaybook = join(dir, "bad-playbook.yaml");
     writeFileSync(badPlaybook, readFileSync(WLAN, "utf8").replace("mode: active-backup\n        slaves", "mode: lacp\n        slaves"));
     const r3 = await cli("--inventory", goodInventory, badPlaybook);
@@ -165,7 +175,10 @@ test("a malformed inventory or playbook stops before any SSH connection, naming 
 test("an injection attempt in an interface name or address is rejected before any host is touched", async () => {
   const h = host(2);
   const evil = '"; touch /tmp/pwned';
-  for (const [key, args] of [["slaves", { slaves: ["eth0", evil], address: "10.0.0.2/24" }], ["address", { slaves: ["eth0"], address: evil }]] as const) {
+  for (const [key, args] of [
+    ["slaves", { slaves: ["eth0", evil], address: "10.0.0.2/24" }],
+    ["address", { slaves: ["eth0"], address: evil }],
+  ] as const) {
     const pb = join(dir, `inject-${key}.yaml`);
     writeFileSync(pb, stringify([{ hosts: "pis", tasks: [{ bond: args }] }]));
     const r = await cli("--inventory", inventory, "--limit", h.name, pb);
@@ -174,7 +187,10 @@ test("an injection attempt in an interface name or address is rejected before an
   }
   // A value that is allowed through (a file's content) travels as data, never as shell text.
   const pb = join(dir, "inject-motd.yaml");
-  writeFileSync(pb, `- hosts: pis\n  plugins: [${join(repoRoot, "test/fixtures/provision-plugin-motd")}]\n  tasks:\n    - motd:\n        message: "\\"; touch /tmp/pwned; echo '$(touch /tmp/pwned)'"\n`);
+  writeFileSync(
+    pb,
+    `- hosts: pis\n  plugins: [${join(repoRoot, "test/fixtures/provision-plugin-motd")}]\n  tasks:\n    - motd:\n        message: "\\"; touch /tmp/pwned; echo '$(touch /tmp/pwned)'"\n`,
+  );
   const r = await cli("--inventory", inventory, "--limit", h.name, pb);
   assert.equal(r.code, 0, r.output);
   assert.equal(await cat(h, "/etc/motd"), `"; touch /tmp/pwned; echo '$(touch /tmp/pwned)'\n`);
@@ -182,7 +198,9 @@ test("an injection attempt in an interface name or address is rejected before an
 });
 
 test("one unreachable host is reported; the others complete", async () => {
-  const inv = writeInventory(join(dir, "with-dead.yaml"), [host(3)], { "dead-pi": { address: fleet.unusedAddress, bond_address: `${fleet.unusedAddress}/24`, connect_timeout: 3 } });
+  const inv = writeInventory(join(dir, "with-dead.yaml"), [host(3)], {
+    "dead-pi": { address: fleet.unusedAddress, bond_address: `${fleet.unusedAddress}/24`, connect_timeout: 3 },
+  });
   const r = await cli("--inventory", inv, "--skip-tags", "kernel", ETH1);
   assert.equal(r.code, 1, r.output);
   const rows = summary(r.stdout);
@@ -203,10 +221,17 @@ test("host keys are verified: unknown keys are refused unless accepted, changed 
   const accepted = await cli("--inventory", inventory, "--limit", h.name, "--known-hosts", empty, "--accept-new-host-keys");
   assert.equal(accepted.code, 0, accepted.output);
   const recorded = readFileSync(empty, "utf8");
-  assert.ok(readFileSync(fleet.knownHostsFile, "utf8").split("\n").some((l) => l && recorded.includes(l.split(" ")[2])), "the real key was recorded");
+  assert.ok(
+    readFileSync(fleet.knownHostsFile, "utf8")
+      .split("\n")
+      .some((l) => l && recorded.includes(l.split(" ")[2])),
+    "the real key was recorded",
+  );
 
   const forged = join(dir, "known_hosts_forged");
-  const other = readFileSync(fleet.knownHostsFile, "utf8").split("\n").find((l) => l && !l.startsWith(`${h.address} `))!;
+  const other = readFileSync(fleet.knownHostsFile, "utf8")
+    .split("\n")
+    .find((l) => l && !l.startsWith(`${h.address} `))!;
   writeFileSync(forged, `${h.address} ${other.split(" ").slice(1).join(" ")}\n`);
   const mismatch = await cli("--inventory", inventory, "--limit", h.name, "--known-hosts", forged, "--accept-new-host-keys");
   assert.equal(mismatch.code, 1);
@@ -228,7 +253,10 @@ test("a plugin from a path and from an npm package uses the same API; a failed p
   const touched = ["/etc/motd", "/etc/dhcpcd.conf", "/etc/network/interfaces", "/etc/network/interfaces.orig"];
   const before = await sha(h, touched);
   const failing = join(pkgDir, "failing.yaml");
-  writeFileSync(failing, `- hosts: pis\n  plugins: [../site/node_modules/provision-plugin-motd]\n  tasks:\n${readFileSync(ETH1, "utf8").split("  tasks:\n")[1]}    - motd: { message: changed, require_file: /etc/provision-health-ok }\n`);
+  writeFileSync(
+    failing,
+    `- hosts: pis\n  plugins: [../site/node_modules/provision-plugin-motd]\n  tasks:\n${readFileSync(ETH1, "utf8").split("  tasks:\n")[1]}    - motd: { message: changed, require_file: /etc/provision-health-ok }\n`,
+  );
   const r = await cli("--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", failing);
   assert.equal(r.code, 1, r.output);
   assert.equal(summary(r.stdout)[h.name].status, "rolled back", r.stdout);
@@ -241,7 +269,10 @@ test("a plugin from a path and from an npm package uses the same API; a failed p
 test("secrets never reach diffs, logs or reports", async () => {
   const h = host(3);
   const pb = join(dir, "psk.yaml");
-  writeFileSync(pb, `- hosts: pis\n  vars: { psk: "Sup3r-secret-PSK" }\n  tasks:\n    - bond:\n        slaves: [eth0, wlan0]\n        address: "{{ bond_address }}"\n        slave_options:\n          wlan0: { ssid: home, psk: "{{ psk }}" }\n`);
+  writeFileSync(
+    pb,
+    `- hosts: pis\n  vars: { psk: "Sup3r-secret-PSK" }\n  tasks:\n    - bond:\n        slaves: [eth0, wlan0]\n        address: "{{ bond_address }}"\n        slave_options:\n          wlan0: { ssid: home, psk: "{{ psk }}" }\n`,
+  );
   const report = join(dir, "psk.json");
   const r = await cli("--inventory", inventory, "--limit", h.name, "--diff", "--verbose", "--report", report, pb);
   assert.equal(r.code, 0, r.output);
@@ -267,7 +298,11 @@ test("--help, --version and usage errors", async () => {
 
 test("a non-root user with become: true works through sudo; without it the host fails cleanly", async () => {
   const h = host(2);
-  const setup = await fleet.exec(h, ["sh", "-c", 'useradd -m -s /bin/sh pi && mkdir -p /home/pi/.ssh && cp /root/.ssh/authorized_keys /home/pi/.ssh/ && chown -R pi:pi /home/pi/.ssh && echo "pi ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/pi && chmod 440 /etc/sudoers.d/pi']);
+  const setup = await fleet.exec(h, [
+    "sh",
+    "-c",
+    'useradd -m -s /bin/sh pi && mkdir -p /home/pi/.ssh && cp /root/.ssh/authorized_keys /home/pi/.ssh/ && chown -R pi:pi /home/pi/.ssh && echo "pi ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/pi && chmod 440 /etc/sudoers.d/pi',
+  ]);
   assert.equal(setup.code, 0, setup.stderr);
   const pb = join(dir, "deny.yaml");
   writeFileSync(pb, "- hosts: pis\n  tasks:\n    - dhcpcd_deny: { interfaces: [eth9] }\n");

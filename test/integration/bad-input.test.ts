@@ -16,16 +16,22 @@ let host: TestHost;
 const cli = (...args: string[]) => provision(fleet.controllerArgv, args);
 
 /** Connections the host's sshd has accepted so far (its VERBOSE log names each). */
-const connections = () => readFileSync(join(fleet.dir, `${host.name}.log`), "utf8").split("\n").filter((l) => l.includes("Connection from")).length;
+const connections = () =>
+  readFileSync(join(fleet.dir, `${host.name}.log`), "utf8")
+    .split("\n")
+    .filter((l) => l.includes("Connection from")).length;
 
 function inventory(name: string, vars: Record<string, unknown>): string {
   const file = join(dir, name);
-  writeFileSync(file, stringify({
-    all: {
-      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, ...vars },
-      children: { pis: { hosts: { [host.name]: { address: host.address, bond_address: `${host.address}/24` } } } },
-    },
-  }));
+  writeFileSync(
+    file,
+    stringify({
+      all: {
+        vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, ...vars },
+        children: { pis: { hosts: { [host.name]: { address: host.address, bond_address: `${host.address}/24` } } } },
+      },
+    }),
+  );
   return file;
 }
 
@@ -42,7 +48,10 @@ after(async () => {
 
 test("a too-short or multi-line PSK from the inventory fails the bond task without being echoed, before any connection", async () => {
   const pb = join(dir, "bond-psk.yaml");
-  writeFileSync(pb, "- hosts: pis\n  tasks:\n    - name: Bond with Wi-Fi\n      bond:\n        slaves: [eth0, wlan0]\n        address: \"{{ bond_address }}\"\n        slave_options:\n          wlan0: { ssid: home, psk: \"{{ wifi_psk }}\" }\n");
+  writeFileSync(
+    pb,
+    '- hosts: pis\n  tasks:\n    - name: Bond with Wi-Fi\n      bond:\n        slaves: [eth0, wlan0]\n        address: "{{ bond_address }}"\n        slave_options:\n          wlan0: { ssid: home, psk: "{{ wifi_psk }}" }\n',
+  );
   const before = connections();
   for (const psk of ["Sh0rt!", "first-half-of-psk\nsecond-half-of-psk"]) {
     const r = await cli("--inventory", inventory("psk.yaml", { wifi_psk: psk }), "--report", join(dir, "psk.json"), pb);

@@ -16,8 +16,16 @@ import { repoRoot } from "../support/cache.js";
 import { provision, summary } from "./provision-cli.js";
 
 const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 // A task name that would break the page if it were not escaped.
 const MOTD_TASK = `Message <b>of</b> the "day" & health`;
 
@@ -37,23 +45,31 @@ before(async () => {
   // host3's health probe looks for a file that does not exist: its run fails and is rolled back.
   const hosts = Object.fromEntries(fleet.hosts.map((h, i) => [h.name, { address: h.address, health_file: i === 2 ? "/etc/provision-health-ok" : "/etc/hostname" }]));
   const inventory = join(dir, "inventory.yaml");
-  writeFileSync(inventory, stringify({
-    all: {
-      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile },
-      children: { pis: { hosts: { ...hosts, "dead-pi": { address: fleet.unusedAddress, connect_timeout: 3, health_file: "/etc/hostname" } } } },
-    },
-  }));
+  writeFileSync(
+    inventory,
+    stringify({
+      all: {
+        vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile },
+        children: { pis: { hosts: { ...hosts, "dead-pi": { address: fleet.unusedAddress, connect_timeout: 3, health_file: "/etc/hostname" } } } },
+      },
+    }),
+  );
   const playbook = join(dir, "site.yaml");
-  writeFileSync(playbook, stringify([{
-    name: "HTML report test",
-    hosts: "pis",
-    plugins: [join(repoRoot, "test/fixtures/provision-plugin-motd")],
-    tasks: [
-      { name: "Python is present", apt: { name: "python3" } },
-      { name: "Keep dhcpcd off the bond", dhcpcd_deny: { interfaces: ["eth0", "wlan0", "bond0"] } },
-      { name: MOTD_TASK, motd: { message: "provisioned <by> the HTML report test", require_file: "{{ health_file }}" } },
-    ],
-  }]));
+  writeFileSync(
+    playbook,
+    stringify([
+      {
+        name: "HTML report test",
+        hosts: "pis",
+        plugins: [join(repoRoot, "test/fixtures/provision-plugin-motd")],
+        tasks: [
+          { name: "Python is present", apt: { name: "python3" } },
+          { name: "Keep dhcpcd off the bond", dhcpcd_deny: { interfaces: ["eth0", "wlan0", "bond0"] } },
+          { name: MOTD_TASK, motd: { message: "provisioned <by> the HTML report test", require_file: "{{ health_file }}" } },
+        ],
+      },
+    ]),
+  );
 
   report = join(dir, "x.html");
   cliResult = await provision(fleet.controllerArgv, ["--inventory", inventory, "--report", report, "--retry-file", join(dir, "site.retry"), playbook]);
@@ -101,7 +117,10 @@ test("the grid has one row per host and the right state in every cell", async ()
   const hosts = await page.locator("#grid tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-host")));
   assert.deepEqual(hosts, ["host1", "host2", "host3", "dead-pi"]);
   const columns = await page.locator("#grid thead th").allInnerTexts();
-  assert.deepEqual(columns.map((c) => c.trim()), ["host", "Python is present", "Keep dhcpcd off the bond", MOTD_TASK]);
+  assert.deepEqual(
+    columns.map((c) => c.trim()),
+    ["host", "Python is present", "Keep dhcpcd off the bond", MOTD_TASK],
+  );
   assert.equal(await page.locator("#grid thead b").count(), 0, "the task name is text, not markup");
 
   assert.deepEqual(await states("host1"), ["ok", "changed", "changed"]);
@@ -112,7 +131,7 @@ test("the grid has one row per host and the right state in every cell", async ()
   const texts = await page.locator('#grid tbody tr[data-host="host3"] button.cell').allInnerTexts();
   assert.match(texts[1], /rolled back/);
   assert.match(texts[2], /failed · rolled back/, "the task that failed is told apart from those undone with it");
-  assert.match((await page.locator('#grid tbody tr[data-host="dead-pi"] button.cell').first().innerText()), /unreachable/);
+  assert.match(await page.locator('#grid tbody tr[data-host="dead-pi"] button.cell').first().innerText(), /unreachable/);
 });
 
 test("clicking a changed cell shows its change and the unified diff, coloured", async () => {
@@ -158,7 +177,18 @@ test("the rolled-back host's cell shows the failed probe; the unreachable one th
 
 test("a --check run: the rolled-back host shows what would change, the others are ok", async () => {
   const checkReport = join(dir, "check.html");
-  const r = await provision(fleet.controllerArgv, ["--inventory", join(dir, "inventory.yaml"), "--check", "--limit", "all:!dead-pi", "--report", checkReport, "--retry-file", join(dir, "check.retry"), join(dir, "site.yaml")]);
+  const r = await provision(fleet.controllerArgv, [
+    "--inventory",
+    join(dir, "inventory.yaml"),
+    "--check",
+    "--limit",
+    "all:!dead-pi",
+    "--report",
+    checkReport,
+    "--retry-file",
+    join(dir, "check.retry"),
+    join(dir, "site.yaml"),
+  ]);
   assert.equal(r.code, 2, r.output);
   const check = await context!.newPage();
   try {

@@ -5,7 +5,12 @@ import { run } from "../support/processes.js";
 
 export const CLI = join(repoRoot, "dist", "cli", "cli.js");
 
-export interface CliResult { code: number; stdout: string; stderr: string; output: string }
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  output: string;
+}
 
 export async function provision(inNamespace: (argv: string[]) => string[], args: string[]): Promise<CliResult> {
   const r = await run(inNamespace(["node", CLI, ...args]), { cwd: repoRoot });

@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { createDeviceKey, createFleetSigningKey, sealBundle, type DeviceKey } from "../../core/pull/bundle.js";
 import { accountJwt, createAuthority, issueController, issueDevice, issueSystemUser, revoke, type FleetAuthority } from "../../core/pull/credentials.js";
-import { deviceInbox, desiredKey, DESIRED_BUCKET, REPORTS_STREAM, ROLLOUTS_BUCKET } from "../../core/pull/subjects.js";
+import { deviceInbox, desiredKey, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
 import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
 import { startClient, type PullClient } from "../support/pull-clients.js";
 
@@ -26,15 +26,26 @@ const b64 = (v: Uint8Array | string) => Buffer.from(v).toString("base64");
 const text = (v: string) => Buffer.from(v, "base64").toString("utf8");
 const playbookFor = (device: string, version: number) => ({
   hosts: device,
-  tasks: [{ name: "wifi", wifi: { ssid: "lab", psk: PSK } }, { name: "marker", copy: { dest: "/etc/provision-version", content: `${version}` } }],
+  tasks: [
+    { name: "wifi", wifi: { ssid: "lab", psk: PSK } },
+    { name: "marker", copy: { dest: "/etc/provision-version", content: `${version}` } },
+  ],
 });
 
 async function bundle(device: string, version: number, opts: { rollout?: string; recipient?: string; issued?: Date; expires?: Date } = {}): Promise<string> {
   const d = devices.get(device);
-  return b64(await sealBundle({ device, version, ...(opts.rollout ? { rollout: opts.rollout } : {}), playbook: playbookFor(device, version) }, {
-    signingKey: fleet.privatePem, recipient: opts.recipient ?? d!.key.recipient, secrets: [PSK],
-    expires: opts.expires ?? new Date(Date.now() + 3_600_000), ...(opts.issued ? { issued: opts.issued } : {}),
-  }));
+  return b64(
+    await sealBundle(
+      { device, version, ...(opts.rollout ? { rollout: opts.rollout } : {}), playbook: playbookFor(device, version) },
+      {
+        signingKey: fleet.privatePem,
+        recipient: opts.recipient ?? d!.key.recipient,
+        secrets: [PSK],
+        expires: opts.expires ?? new Date(Date.now() + 3_600_000),
+        ...(opts.issued ? { issued: opts.issued } : {}),
+      },
+    ),
+  );
 }
 
 async function addDevice(name: string): Promise<Device> {
@@ -47,8 +58,7 @@ async function addDevice(name: string): Promise<Device> {
   return d;
 }
 
-const follow = (d: Device, outcome = "applied") =>
-  d.client.call("follow", { device: d.name, verifyKey: fleet.publicPem, identity: d.key.identity, outcome });
+const follow = (d: Device, outcome = "applied") => d.client.call("follow", { device: d.name, verifyKey: fleet.publicPem, identity: d.key.identity, outcome });
 const put = (device: string, value: string) => ctl.call("put", { bucket: DESIRED_BUCKET, key: desiredKey(device), value });
 
 before(async () => {
@@ -56,7 +66,15 @@ before(async () => {
   ctl = startClient(cluster.hubNs, "controller");
   await ctl.call("connect", { servers: cluster.servers, creds: (await issueController(authority)).creds, name: "controller" });
   // JetStream needs its meta leader before streams can be made: try until the cluster has one
-  await waitFor(() => ctl.call("setup", { replicas: 3 }).then(() => true, () => false), 30_000, "JetStream to accept R3 buckets and streams");
+  await waitFor(
+    () =>
+      ctl.call("setup", { replicas: 3 }).then(
+        () => true,
+        () => false,
+      ),
+    30_000,
+    "JetStream to accept R3 buckets and streams",
+  );
   await Promise.all(["pi1", "pi2", "d1", "d2", "d3", "d4", "d5", "d6"].map(addDevice));
   console.log(`pull cluster: 3 nodes, buckets, 8 devices up in ${Date.now() - t0} ms`);
 });
@@ -73,14 +91,23 @@ test("a device reads only its own desired state and publishes only its own repor
   const pi1 = devices.get("pi1")!.client;
   const own = await pi1.call("get", { bucket: DESIRED_BUCKET, key: desiredKey("pi1") });
   assert.equal(JSON.parse(text(own.value)).format, "provision-bundle/1");
-  await assert.rejects(pi1.call("get", { bucket: DESIRED_BUCKET, key: desiredKey("pi2") }), /Permissions Violation for Publish to "\$JS\.API\.DIRECT\.GET\.KV_desired\.\$KV\.desired\.dev\.pi2"/);
+  await assert.rejects(
+    pi1.call("get", { bucket: DESIRED_BUCKET, key: desiredKey("pi2") }),
+    /Permissions Violation for Publish to "\$JS\.API\.DIRECT\.GET\.KV_desired\.\$KV\.desired\.dev\.pi2"/,
+  );
 
   const ack = await pi1.call("publish", { subject: "reports.pi1.heartbeat", data: b64("{}") });
   assert.equal(ack.stream, REPORTS_STREAM);
   await assert.rejects(pi1.call("publish", { subject: "reports.pi2.result", data: b64('{"version":1,"outcome":"applied"}') }), /Permissions Violation/);
   // nor through the JetStream API: reading B's key by message get, a consumer on B's key, writing its own desired state
-  for (const subject of ["$JS.API.STREAM.MSG.GET.KV_desired", "$JS.API.CONSUMER.CREATE.KV_desired.x.$KV.desired.dev.pi2", "$JS.API.CONSUMER.CREATE.KV_desired",
-    "$KV.desired.dev.pi1", "$JS.API.DIRECT.GET.KV_rollouts.$KV.rollouts.plan.r1", "$JS.API.STREAM.INFO.KV_desired"])
+  for (const subject of [
+    "$JS.API.STREAM.MSG.GET.KV_desired",
+    "$JS.API.CONSUMER.CREATE.KV_desired.x.$KV.desired.dev.pi2",
+    "$JS.API.CONSUMER.CREATE.KV_desired",
+    "$KV.desired.dev.pi1",
+    "$JS.API.DIRECT.GET.KV_rollouts.$KV.rollouts.plan.r1",
+    "$JS.API.STREAM.INFO.KV_desired",
+  ])
     await assert.rejects(pi1.call("publish", { subject, data: b64("{}") }), /Permissions Violation/, subject);
   // a watch of B's key is refused by the server (no entry ever arrives)
   await pi1.call("watch", { bucket: DESIRED_BUCKET, key: desiredKey("pi2") }).catch(() => {});
@@ -99,7 +126,11 @@ test("a device applies its bundle with the secret decrypted, and refuses tampere
   const refused = async (value: string, reason: string) => {
     const before = pi1.client.events.length;
     await put("pi1", value);
-    const e = await pi1.client.waitEvent((e) => e.event === "device" && e.type === "refused" && e.reason === reason && pi1.client.events.indexOf(e) >= before, 5000, `a ${reason} refusal`);
+    const e = await pi1.client.waitEvent(
+      (e) => e.event === "device" && e.type === "refused" && e.reason === reason && pi1.client.events.indexOf(e) >= before,
+      5000,
+      `a ${reason} refusal`,
+    );
     assert.ok(!String(e.message).includes(PSK));
   };
   const good = JSON.parse(text(await bundle("pi1", 3)));
@@ -109,7 +140,15 @@ test("a device applies its bundle with the secret decrypted, and refuses tampere
   await refused(await bundle("pi1", 1), "older");
   await refused(b64(JSON.stringify({ ...good, signature: "" })), "unsigned");
   await refused(await bundle("pi1", 3, { issued: new Date(Date.now() - 7_200_000), expires: new Date(Date.now() - 3_600_000) }), "expired");
-  await refused(b64(await sealBundle({ device: "pi1", version: 3, playbook: {} }, { signingKey: createFleetSigningKey().privatePem, recipient: pi1.key.recipient, secrets: [], expires: new Date(Date.now() + 60_000) })), "unknown-key");
+  await refused(
+    b64(
+      await sealBundle(
+        { device: "pi1", version: 3, playbook: {} },
+        { signingKey: createFleetSigningKey().privatePem, recipient: pi1.key.recipient, secrets: [], expires: new Date(Date.now() + 60_000) },
+      ),
+    ),
+    "unknown-key",
+  );
   // the same version again (a replay, or a reconnect) is not applied twice
   await put("pi1", await bundle("pi1", 2));
   await new Promise((r) => setTimeout(r, 300));
@@ -117,7 +156,14 @@ test("a device applies its bundle with the secret decrypted, and refuses tampere
 
   const reports = await ctl.call("read", { stream: REPORTS_STREAM, filter: "reports.pi1.*" });
   const kinds = reports.map((m: any) => `${m.subject} ${JSON.parse(text(m.data)).reason ?? JSON.parse(text(m.data)).outcome ?? ""}`);
-  for (const r of ["reports.pi1.result applied", "reports.pi1.refused tampered", "reports.pi1.refused foreign", "reports.pi1.refused older", "reports.pi1.refused unsigned", "reports.pi1.refused expired"])
+  for (const r of [
+    "reports.pi1.result applied",
+    "reports.pi1.refused tampered",
+    "reports.pi1.refused foreign",
+    "reports.pi1.refused older",
+    "reports.pi1.refused unsigned",
+    "reports.pi1.refused expired",
+  ])
     assert.ok(kinds.includes(r), `${r} in ${kinds.join(", ")}`);
 });
 
@@ -132,8 +178,14 @@ test("a rollout: canary then waves to done; a reverted canary aborts it with the
   const t = Date.now();
   const done = await ctl.call("rollout", { id: "r1", version: 1, devices: fleet5, policy, bundles: await bundles(fleet5, 1, "r1") });
   assert.equal(done.status, "done", done.reason);
-  assert.deepEqual(done.waves.map((w: string[]) => w.length), [1, 1, 2, 1]);
-  assert.deepEqual(Object.values(done.results).map((r: any) => r.outcome), ["applied", "applied", "applied", "applied", "applied"]);
+  assert.deepEqual(
+    done.waves.map((w: string[]) => w.length),
+    [1, 1, 2, 1],
+  );
+  assert.deepEqual(
+    Object.values(done.results).map((r: any) => r.outcome),
+    ["applied", "applied", "applied", "applied", "applied"],
+  );
   console.log(`rollout of 5 devices in 4 waves: ${Date.now() - t} ms`);
 
   const bad = ["d6", ...fleet5];
@@ -163,7 +215,10 @@ test("a rollout: canary then waves to done; a reverted canary aborts it with the
   await ctl.waitEvent((e) => e.event === "progress" && e.status === "paused", 5000, "paused");
   await new Promise((r) => setTimeout(r, 700));
   const whilePaused = ctl.events.filter((e) => e.event === "progress" && e.status === "paused");
-  assert.ok(whilePaused.every((e) => e.waves <= 1), "no wave opened while paused");
+  assert.ok(
+    whilePaused.every((e) => e.waves <= 1),
+    "no wave opened while paused",
+  );
   await ctl.call("control", { id: "r3", command: "resume" });
   const resumed = await running;
   assert.equal(resumed.status, "done");
@@ -180,16 +235,43 @@ test("one cluster node killed: clients reconnect to another and go on", async ()
   await d1.client.waitEvent((e) => e.event === "broker" && e.type === "reconnected" && d1.client.events.indexOf(e) > before, 15_000, "a reconnect");
   assert.notEqual(await d1.client.call("server"), server);
   // the R3 stream and buckets keep working on two nodes (a new leader may take a moment)
-  await waitFor(() => d1.client.call("publish", { subject: "reports.d1.heartbeat", data: b64("{}") }).then(() => true, () => false), 15_000, "an acknowledged publish");
-  await waitFor(async () => { try { await put("d1", await bundle("d1", 4)); return true; } catch { return false; } }, 15_000, "the controller's put");
+  await waitFor(
+    () =>
+      d1.client.call("publish", { subject: "reports.d1.heartbeat", data: b64("{}") }).then(
+        () => true,
+        () => false,
+      ),
+    15_000,
+    "an acknowledged publish",
+  );
+  await waitFor(
+    async () => {
+      try {
+        await put("d1", await bundle("d1", 4));
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    15_000,
+    "the controller's put",
+  );
   await d1.client.waitEvent((e) => e.event === "apply" && e.version === 4, 15_000, "version 4 applied after the node died");
   // and a rollout runs to its end on the two nodes left
   const names = ["d1", "d3", "d4"];
   const bundles = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await bundle(n, 5, { rollout: "r4" })])));
-  const state = await ctl.call("rollout", { id: "r4", version: 5, devices: names, policy: { canary: 1, growth: 2, maxFailPercentage: 0, minReported: 1, timeoutMs: 10_000 }, bundles });
+  const state = await ctl.call("rollout", {
+    id: "r4",
+    version: 5,
+    devices: names,
+    policy: { canary: 1, growth: 2, maxFailPercentage: 0, minReported: 1, timeoutMs: 10_000 },
+    bundles,
+  });
   assert.equal(state.status, "done", state.reason);
   const retries = ctl.events.filter((e) => e.event === "broker" && /attempt/.test(e.detail ?? "")).length;
-  console.log(`node ${node.name} killed: d1 reconnected, applied a new bundle, and a 3-device rollout finished ${Date.now() - killedAt} ms later (${retries} consumer set-up retries)`);
+  console.log(
+    `node ${node.name} killed: d1 reconnected, applied a new bundle, and a 3-device rollout finished ${Date.now() - killedAt} ms later (${retries} consumer set-up retries)`,
+  );
 });
 
 test("revoking one device disconnects it and keeps it out; the others go on", async () => {
@@ -206,11 +288,25 @@ test("revoking one device disconnects it and keeps it out; the others go on", as
   await d2.client.waitEvent((e) => e.event === "broker" && /Revoked/i.test(e.detail ?? ""), 10_000, "the revocation");
   const again = startClient(cluster.hubNs, "d2-again");
   try {
-    await assert.rejects(again.call("connect", { servers: cluster.servers, creds: d2.creds, inboxPrefix: deviceInbox("d2"), name: "d2" }), /Authorization Violation|cannot connect/);
+    await assert.rejects(
+      again.call("connect", { servers: cluster.servers, creds: d2.creds, inboxPrefix: deviceInbox("d2"), name: "d2" }),
+      /Authorization Violation|cannot connect/,
+    );
   } finally {
     await again.close();
   }
-  await waitFor(() => devices.get("d3")!.client.call("publish", { subject: "reports.d3.heartbeat", data: b64("{}") }).then(() => true, () => false), 10_000, "d3 still publishing");
+  await waitFor(
+    () =>
+      devices
+        .get("d3")!
+        .client.call("publish", { subject: "reports.d3.heartbeat", data: b64("{}") })
+        .then(
+          () => true,
+          () => false,
+        ),
+    10_000,
+    "d3 still publishing",
+  );
 });
 
 test("the PSK is in no stored message in clear: not in the streams and buckets, not on the servers' disks", async () => {
@@ -228,7 +324,9 @@ test("the PSK is in no stored message in clear: not in the streams and buckets, 
       const inner = text(JSON.parse(body).payload ?? "");
       if (inner) payloads++;
       assert.ok(!inner.includes(PSK), `${m.subject} #${m.seq}'s signed payload holds the PSK`);
-    } catch { /* not a bundle */ }
+    } catch {
+      /* not a bundle */
+    }
   }
   assert.ok(payloads > 10, "bundles were looked into");
   // the files JetStream keeps, on every node: neither the PSK nor any base64 rendering of it
@@ -238,7 +336,10 @@ test("the PSK is in no stored message in clear: not in the streams and buckets, 
   const scan = (dir: string): void => {
     for (const f of readdirSync(dir)) {
       const p = join(dir, f);
-      if (statSync(p).isDirectory()) { scan(p); continue; }
+      if (statSync(p).isDirectory()) {
+        scan(p);
+        continue;
+      }
       files++;
       const data = readFileSync(p);
       for (const needle of needles) assert.equal(data.indexOf(needle), -1, `${p} holds the PSK`);

@@ -36,7 +36,10 @@ async function filesHolding(text: string): Promise<string[]> {
   return (await fleet.exec(host, ["stat", "-c", "%n %a %U", ...files])).stdout.trim().split("\n");
 }
 
-const connections = () => readFileSync(join(fleet.dir, `${host.name}.log`), "utf8").split("\n").filter((l) => l.includes("Connection from")).length;
+const connections = () =>
+  readFileSync(join(fleet.dir, `${host.name}.log`), "utf8")
+    .split("\n")
+    .filter((l) => l.includes("Connection from")).length;
 
 before(async () => {
   fleet = await startFleet({ count: 1, prefix: "sec" });
@@ -57,24 +60,27 @@ test("an encrypted PSK reaches the host only in 0600 files and nowhere in output
   assert.equal(block.code, 0, block.output);
   assert.ok(!block.output.includes(PSK));
   const inventory = join(dir, "pis.yaml");
-  writeFileSync(inventory, [
-    "all:",
-    "  vars:",
-    "    user: root",
-    `    identity_file: ${fleet.identityFile}`,
-    `    known_hosts_file: ${fleet.knownHostsFile}`,
-    "    age_identity_file: keys/fleet.key",
-    `    bond_gateway: ${fleet.bridgeAddress}`,
-    "  children:",
-    "    pis:",
-    "      vars:",
-    "        wifi_ssid: home-network",
-    `        wifi_psk: ${block.stdout.trimEnd()}`,
-    "        wifi_country: DE",
-    "      hosts:",
-    `        ${host.name}: { address: ${host.address}, bond_address: ${host.address}/24 }`,
-    "",
-  ].join("\n"));
+  writeFileSync(
+    inventory,
+    [
+      "all:",
+      "  vars:",
+      "    user: root",
+      `    identity_file: ${fleet.identityFile}`,
+      `    known_hosts_file: ${fleet.knownHostsFile}`,
+      "    age_identity_file: keys/fleet.key",
+      `    bond_gateway: ${fleet.bridgeAddress}`,
+      "  children:",
+      "    pis:",
+      "      vars:",
+      "        wifi_ssid: home-network",
+      `        wifi_psk: ${block.stdout.trimEnd()}`,
+      "        wifi_country: DE",
+      "      hosts:",
+      `        ${host.name}: { address: ${host.address}, bond_address: ${host.address}/24 }`,
+      "",
+    ].join("\n"),
+  );
 
   const report = join(dir, "first.json");
   const first = await cli(["--inventory", inventory, "--skip-tags", "kernel", "--diff", "--verbose", "--report", report, WLAN]);
@@ -105,7 +111,10 @@ test("an encrypted PSK reaches the host only in 0600 files and nowhere in output
   assert.deepEqual(await filesHolding(NEW_PSK), ["/etc/wpa_supplicant/provision-wlan0.conf 600 root"]);
   const old = await filesHolding(PSK);
   t.diagnostic(`the old PSK is kept in: ${old.join(", ") || "no file"}`);
-  assert.ok(old.every((line) => / 600 root$/.test(line)), `the old PSK, if kept (the run's backup), only in 0600 files: ${old.join(", ")}`);
+  assert.ok(
+    old.every((line) => / 600 root$/.test(line)),
+    `the old PSK, if kept (the run's backup), only in 0600 files: ${old.join(", ")}`,
+  );
   // the same encrypted PSK decrypts to the same file: a run writes nothing (sshd hosts have no bonding
   // kernel, so the bond itself stays pending: see acceptance.test.ts)
   const sha = async () => (await fleet.exec(host, ["sha256sum", "/etc/wpa_supplicant/provision-wlan0.conf"])).stdout;

@@ -11,12 +11,29 @@ import { isAlive, run, sh } from "../support/processes.js";
 import { startFleet, type TestFleet, type TestHost } from "../support/sshd-hosts.js";
 
 function ssh(fleet: TestFleet, host: TestHost, command: string, knownHosts = fleet.knownHostsFile) {
-  return run(fleet.controllerArgv([
-    "ssh", "-F", "/dev/null", "-i", fleet.identityFile,
-    "-o", `UserKnownHostsFile=${knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null",
-    "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-    "-p", String(host.port), `root@${host.address}`, command,
-  ]));
+  return run(
+    fleet.controllerArgv([
+      "ssh",
+      "-F",
+      "/dev/null",
+      "-i",
+      fleet.identityFile,
+      "-o",
+      `UserKnownHostsFile=${knownHosts}`,
+      "-o",
+      "GlobalKnownHostsFile=/dev/null",
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "ConnectTimeout=10",
+      "-p",
+      String(host.port),
+      `root@${host.address}`,
+      command,
+    ]),
+  );
 }
 
 test("sshd fleet: real OpenSSH hosts, isolated roots, real apt, clean stop", { timeout: 300_000 }, async () => {
@@ -25,17 +42,25 @@ test("sshd fleet: real OpenSSH hosts, isolated roots, real apt, clean stop", { t
   const namespaces = [fleet.controllerNs, ...fleet.hosts.map((h) => h.netns)];
   const pids = fleet.hosts.map((h) => h.pid);
   try {
-    assert.deepEqual(fleet.hosts.map((h) => h.name), ["host1", "host2", "host3"]);
-    assert.deepEqual(fleet.hosts.map((h) => h.address), ["10.88.0.11", "10.88.0.12", "10.88.0.13"]);
+    assert.deepEqual(
+      fleet.hosts.map((h) => h.name),
+      ["host1", "host2", "host3"],
+    );
+    assert.deepEqual(
+      fleet.hosts.map((h) => h.address),
+      ["10.88.0.11", "10.88.0.12", "10.88.0.13"],
+    );
     const listed = sh(["ip", "netns", "list"]).stdout;
     for (const ns of namespaces) assert.match(listed, new RegExp(`^${ns}\\b`, "m"));
 
     // Each host answers with its own name, over a connection whose host key is checked strictly.
-    await Promise.all(fleet.hosts.map(async (h) => {
-      const r = await ssh(fleet, h, "cat /etc/hostname; hostname");
-      assert.equal(r.code, 0, `${h.name}: ${r.stderr}`);
-      assert.equal(r.stdout, `${h.name}\n${h.name}\n`);
-    }));
+    await Promise.all(
+      fleet.hosts.map(async (h) => {
+        const r = await ssh(fleet, h, "cat /etc/hostname; hostname");
+        assert.equal(r.code, 0, `${h.name}: ${r.stderr}`);
+        assert.equal(r.stdout, `${h.name}\n${h.name}\n`);
+      }),
+    );
 
     // The host keys are per host and really checked: host2's key under host1's address is refused.
     const wrong = join(fleet.dir, "wrong_known_hosts");
@@ -90,8 +115,10 @@ test("sshd fleet: real OpenSSH hosts, isolated roots, real apt, clean stop", { t
     const inv = parse(readFileSync(inventoryPath, "utf8"));
     assert.deepEqual(inv.all.vars, { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, connect_timeout: 5 });
     assert.deepEqual(inv.all.children.pis.hosts, {
-      host1: { address: "10.88.0.11", port: 22 }, host2: { address: "10.88.0.12", port: 22 },
-      host3: { address: "10.88.0.13", port: 22 }, ghost: { address: fleet.unusedAddress, port: 22 },
+      host1: { address: "10.88.0.11", port: 22 },
+      host2: { address: "10.88.0.12", port: 22 },
+      host3: { address: "10.88.0.13", port: 22 },
+      ghost: { address: fleet.unusedAddress, port: 22 },
     });
   } finally {
     await fleet.stop();

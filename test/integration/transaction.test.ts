@@ -29,12 +29,15 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), "provision-transaction-"));
   removeOnCleanup(dir);
   inventory = join(dir, "hosts.yaml");
-  writeFileSync(inventory, stringify({
-    all: {
-      vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress, ...WIFI_VARS },
-      children: { pis: { hosts: Object.fromEntries(fleet.hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }])) } },
-    },
-  }));
+  writeFileSync(
+    inventory,
+    stringify({
+      all: {
+        vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress, ...WIFI_VARS },
+        children: { pis: { hosts: Object.fromEntries(fleet.hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }])) } },
+      },
+    }),
+  );
 });
 
 after(async () => {
@@ -90,7 +93,11 @@ test("a controller killed mid-batch, after the install's undo is on the host: th
   assert.equal((await fleet.exec(h, ["cat", `/var/lib/provision/runs/${last}/state`])).stdout, "pending\n", "the run is left pending, whatever step it was in");
   const undo = await fleet.exec(h, ["cat", `/var/lib/provision/runs/${last}/undo/0000-safe`]);
   assert.equal(undo.code, 0, "the undo is recorded as the run's first undo, safe to run before a reboot");
-  assert.deepEqual(undo.stdout.split("\0").filter(Boolean), ["env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=a", "apt-get", "purge", "-y", "-q", "--", "ifenslave"], "one argv, NUL-separated");
+  assert.deepEqual(
+    undo.stdout.split("\0").filter(Boolean),
+    ["env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=a", "apt-get", "purge", "-y", "-q", "--", "ifenslave"],
+    "one argv, NUL-separated",
+  );
   const lock = (await fleet.exec(h, ["cat", "/var/lib/provision/lock"])).stdout.trim();
   assert.match(lock, new RegExp(`^controller=${hostname()} pid=\\d+ since=\\S+ run=${last}$`), "the dead controller's lock is left");
 
@@ -115,12 +122,18 @@ test("a lock not renewed within its lease, or of an ended run, is taken over and
   const h = host(1);
   const pb = join(dir, "deny.yaml");
   writeFileSync(pb, "- hosts: pis\n  tasks:\n    - dhcpcd_deny: { interfaces: [eth5] }\n");
-  await sh(h, "mkdir -p /var/lib/provision && echo 'controller=elsewhere pid=123 since=2026-01-01T00:00:00Z run=old' > /var/lib/provision/lock && touch -d '1 hour ago' /var/lib/provision/lock");
+  await sh(
+    h,
+    "mkdir -p /var/lib/provision && echo 'controller=elsewhere pid=123 since=2026-01-01T00:00:00Z run=old' > /var/lib/provision/lock && touch -d '1 hour ago' /var/lib/provision/lock",
+  );
   const leased = await cli("--inventory", inventory, "--limit", h.name, pb);
   assert.equal(leased.code, 0, leased.output);
   assert.match(leased.stdout, /took over a stale lock of controller=elsewhere pid=123 .*: it was not renewed for \d+s \(lease 600s\)/);
 
-  await sh(h, "mkdir -p /var/lib/provision/runs/done && echo committed > /var/lib/provision/runs/done/state && echo 'controller=elsewhere pid=5 since=x run=done' > /var/lib/provision/lock");
+  await sh(
+    h,
+    "mkdir -p /var/lib/provision/runs/done && echo committed > /var/lib/provision/runs/done/state && echo 'controller=elsewhere pid=5 since=x run=done' > /var/lib/provision/lock",
+  );
   const ended = await cli("--inventory", inventory, "--limit", h.name, pb);
   assert.equal(ended.code, 0, ended.output);
   assert.match(ended.stdout, /took over a stale lock of controller=elsewhere pid=5 since=x run=done: its run done has ended \(committed\)/);
@@ -139,7 +152,10 @@ test("a lock not renewed within its lease, or of an ended run, is taken over and
 test("a failed step: the JSON report says which changes the host confirmed, which it never got, and the text counts them", async () => {
   const h = host(1);
   const pb = join(dir, "outcomes.yaml");
-  writeFileSync(pb, "- hosts: pis\n  tasks:\n    - name: deny eth8\n      dhcpcd_deny: { interfaces: [eth8] }\n    - name: no such package\n      apt: { name: provision-no-such-package }\n    - name: deny eth9\n      dhcpcd_deny: { interfaces: [eth9] }\n");
+  writeFileSync(
+    pb,
+    "- hosts: pis\n  tasks:\n    - name: deny eth8\n      dhcpcd_deny: { interfaces: [eth8] }\n    - name: no such package\n      apt: { name: provision-no-such-package }\n    - name: deny eth9\n      dhcpcd_deny: { interfaces: [eth9] }\n",
+  );
   const report = join(dir, "outcomes.json");
   const r = await cli("--inventory", inventory, "--limit", h.name, "--report", report, pb);
   assert.equal(r.code, 1, r.output);
@@ -148,11 +164,15 @@ test("a failed step: the JSON report says which changes the host confirmed, whic
   assert.equal(await fleet.exec(h, ["grep", "-q", "eth8", "/etc/dhcpcd.conf"]).then((x) => x.code), 1, "the applied change was rolled back");
   const tasks = JSON.parse(readFileSync(report, "utf8")).hosts[0].tasks as { name: string; status: string; changes: { outcome: string }[] }[];
   const outcomes = Object.fromEntries(tasks.map((t) => [t.name, [t.status, ...t.changes.map((c) => c.outcome)]]));
-  assert.deepEqual(outcomes, {
-    "deny eth8": ["changed", "applied"],
-    "no such package": ["failed", "not_applied"],
-    "deny eth9": ["skipped", "not_applied"],
-  }, r.stdout);
+  assert.deepEqual(
+    outcomes,
+    {
+      "deny eth8": ["changed", "applied"],
+      "no such package": ["failed", "not_applied"],
+      "deny eth9": ["skipped", "not_applied"],
+    },
+    r.stdout,
+  );
   assert.match(r.stdout, /task "no such package" \[apt\]: failed \(1 not applied\)/);
   assert.match(r.stdout, /^changes: 1 applied, 2 not applied\.$/m);
   const status = await cli("status", "--inventory", inventory, "--limit", h.name);
@@ -162,7 +182,9 @@ test("a failed step: the JSON report says which changes the host confirmed, whic
 test("a batch sent and never answered: every change of it is reported unknown, not made; status tells the host's truth", async () => {
   const h = host(0);
   const report = join(dir, "lost.json");
-  const r = await run(fleet.controllerArgv(["node", LOST_ANSWER_CLI, "--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", "--report", report, WLAN]), { cwd: repoRoot });
+  const r = await run(fleet.controllerArgv(["node", LOST_ANSWER_CLI, "--inventory", inventory, "--limit", h.name, "--skip-tags", "kernel", "--report", report, WLAN]), {
+    cwd: repoRoot,
+  });
   assert.equal(r.code, 1, r.stdout + r.stderr);
   const tasks = JSON.parse(readFileSync(report, "utf8")).hosts[0].tasks as { status: string; changes: { outcome: string }[] }[];
   const sent = tasks.filter((t) => t.changes.length);

@@ -22,13 +22,37 @@ after(async () => {
 
 function target() {
   const h = fleet.hosts[0];
-  return { name: h.name, address: h.address, port: h.port, user: "root", identityFile: fleet.identityFile, become: false, connectTimeoutSeconds: 10, hostKeys: { file: fleet.knownHostsFile, acceptNew: false } };
+  return {
+    name: h.name,
+    address: h.address,
+    port: h.port,
+    user: "root",
+    identityFile: fleet.identityFile,
+    become: false,
+    connectTimeoutSeconds: 10,
+    hostKeys: { file: fleet.knownHostsFile, acceptNew: false },
+  };
 }
 
 /** Enter the host as its sshd does: its mount, UTS, net and PID namespaces, chrooted to its root. */
 function enterHost(): string[] {
-  return ["nsenter", "--target", String(fleet.hosts[0].pid), "--mount", "--uts", "--net", "--pid", "--root", "--wd", "--",
-    "/usr/bin/env", "-i", `PATH=${HOST_PATH}`, "HOME=/root", "LANG=C.UTF-8"];
+  return [
+    "nsenter",
+    "--target",
+    String(fleet.hosts[0].pid),
+    "--mount",
+    "--uts",
+    "--net",
+    "--pid",
+    "--root",
+    "--wd",
+    "--",
+    "/usr/bin/env",
+    "-i",
+    `PATH=${HOST_PATH}`,
+    "HOME=/root",
+    "LANG=C.UTF-8",
+  ];
 }
 
 async function scenario(transport: "ssh" | "local", runId: string) {
@@ -51,7 +75,11 @@ for (const transport of ["ssh", "local"] as const) {
     assert.deepEqual(seen.after, { file: null, marker: null }, "the restore removed the new file and ran the undo");
     assert.deepEqual(seen.state, { id: runId, state: "rolled_back", armed: false });
     assert.equal(seen.unlocked, true);
-    const host = await fleet.exec(fleet.hosts[0], ["sh", "-c", "cat /var/lib/provision/last; test -e /var/lib/provision/lock && echo locked; test -e /etc/provision-transport-test.conf && echo file; true"]);
+    const host = await fleet.exec(fleet.hosts[0], [
+      "sh",
+      "-c",
+      "cat /var/lib/provision/last; test -e /var/lib/provision/lock && echo locked; test -e /etc/provision-transport-test.conf && echo file; true",
+    ]);
     assert.equal(host.stdout, `${runId}\n`, "the host's own record says so (and nothing is left locked or written)");
   });
 }

@@ -54,7 +54,8 @@ async function main(): Promise<number> {
     step(`On ${pi.name}: its network stack, /proc/net/bonding/bond0, the addresses${flavor.startsWith("rpios") ? ", nmcli device" : ""} and the Wi-Fi link`);
     const show = [
       "systemctl is-active NetworkManager systemd-networkd networking | paste -sd' ' | sed 's/^/NetworkManager, systemd-networkd, networking: /'",
-      "echo; cat /proc/net/bonding/bond0", "echo; ip -br addr show",
+      "echo; cat /proc/net/bonding/bond0",
+      "echo; ip -br addr show",
       ...(flavor.startsWith("rpios") ? ["echo; nmcli device"] : []),
       "echo; echo '$ iw dev wlan0 link'; iw dev wlan0 link",
     ];
@@ -69,7 +70,10 @@ async function main(): Promise<number> {
   }
 }
 
-main().then((code) => process.exit(code), (error) => {
-  console.error(error);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

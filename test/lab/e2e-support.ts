@@ -11,19 +11,27 @@ import { parseBondStatus, type BondStatus } from "../../modules/bond/model.js";
 
 export const GATEWAY = "10.77.0.1";
 
-
 /** An inventory for the lab's guests with the bond variables the seed playbooks need. */
 export function labInventory(lab: Lab, file: string, perHost: Record<string, Record<string, unknown>> = {}, vars: Record<string, unknown> = {}): string {
   const hosts = Object.fromEntries(lab.guests.map((g) => [g.name, { address: g.address, bond_address: `${g.address}/24`, ...perHost[g.name] }]));
-  writeFileSync(file, stringify({
-    all: {
-      vars: {
-        user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile, bond_gateway: GATEWAY,
-        wifi_ssid: LAB_WIFI.ssid, wifi_psk: LAB_WIFI.psk, wifi_country: "DE", ...vars,
+  writeFileSync(
+    file,
+    stringify({
+      all: {
+        vars: {
+          user: "root",
+          identity_file: lab.identityFile,
+          known_hosts_file: lab.knownHostsFile,
+          bond_gateway: GATEWAY,
+          wifi_ssid: LAB_WIFI.ssid,
+          wifi_psk: LAB_WIFI.psk,
+          wifi_country: "DE",
+          ...vars,
+        },
+        children: { pis: { hosts } },
       },
-      children: { pis: { hosts } },
-    },
-  }));
+    }),
+  );
   return file;
 }
 
@@ -39,7 +47,15 @@ export async function fileHashes(guest: Guest, paths: string[]): Promise<string>
   return r.stdout;
 }
 
-export const TOUCHED = ["/etc/network/interfaces", "/etc/network/interfaces.orig", "/etc/modules", "/etc/modprobe.d/bonding.conf", "/etc/dhcpcd.conf", "/etc/wpa_supplicant/provision-wlan0.conf", "/etc/modprobe.d/provision-wifi-country.conf"];
+export const TOUCHED = [
+  "/etc/network/interfaces",
+  "/etc/network/interfaces.orig",
+  "/etc/modules",
+  "/etc/modprobe.d/bonding.conf",
+  "/etc/dhcpcd.conf",
+  "/etc/wpa_supplicant/provision-wlan0.conf",
+  "/etc/modprobe.d/provision-wifi-country.conf",
+];
 
 /**
  * A lab for one test file: booted (timed) before its tests, with a temporary folder that
@@ -68,7 +84,9 @@ export async function timed<T>(label: string, fn: () => Promise<T>): Promise<T> 
 }
 
 export async function ourTimers(guest: Guest): Promise<string> {
-  const r = await guest.ssh("systemctl list-units --all --no-legend 'provision-revert*'; ls /etc/systemd/system | grep provision-revert; ls /var/lib/provision/armed 2>/dev/null; true");
+  const r = await guest.ssh(
+    "systemctl list-units --all --no-legend 'provision-revert*'; ls /etc/systemd/system | grep provision-revert; ls /var/lib/provision/armed 2>/dev/null; true",
+  );
   return r.stdout.trim();
 }
 

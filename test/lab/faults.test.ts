@@ -25,22 +25,26 @@ let roomyInventory: string;
 let before: string;
 const revertTimes: string[] = [];
 
-useLab("lab (1 guest, eth0 + real Wi-Fi wlan0, disk honours flushes)", () => startLab({ guests: 1, wifi: true, name: "lab-faults", diskCache: "writeback" }), async (booted, dir) => {
-  lab = booted;
-  pi = lab.guests[0];
-  inventory = labInventory(lab, join(dir, "faults.yaml"), {}, { confirm_timeout: CONFIRM });
-  roomyInventory = labInventory(lab, join(dir, "clean.yaml"), {}, { confirm_timeout: 180 });
-  before = await fileHashes(pi, TOUCHED);
-});
+useLab(
+  "lab (1 guest, eth0 + real Wi-Fi wlan0, disk honours flushes)",
+  () => startLab({ guests: 1, wifi: true, name: "lab-faults", diskCache: "writeback" }),
+  async (booted, dir) => {
+    lab = booted;
+    pi = lab.guests[0];
+    inventory = labInventory(lab, join(dir, "faults.yaml"), {}, { confirm_timeout: CONFIRM });
+    roomyInventory = labInventory(lab, join(dir, "clean.yaml"), {}, { confirm_timeout: 180 });
+    before = await fileHashes(pi, TOUCHED);
+  },
+);
 
 const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
 /** What the host's record shows once a change is on it: the point where the test kills the controller. */
 const RECORDED = {
-  "install ifenslave": "test -e \"runs/$(cat last)/undo/0000-safe\"",
-  "set bonding options": "grep -q /etc/modprobe.d/ \"runs/$(cat last)/manifest\"",
-  "configure bond0": "grep -q /etc/network/interfaces \"runs/$(cat last)/manifest\"",
-  "to dhcpcd": "grep -q /etc/dhcpcd.conf \"runs/$(cat last)/manifest\"",
+  "install ifenslave": 'test -e "runs/$(cat last)/undo/0000-safe"',
+  "set bonding options": 'grep -q /etc/modprobe.d/ "runs/$(cat last)/manifest"',
+  "configure bond0": 'grep -q /etc/network/interfaces "runs/$(cat last)/manifest"',
+  "to dhcpcd": 'grep -q /etc/dhcpcd.conf "runs/$(cat last)/manifest"',
 } as const;
 
 /**
@@ -71,7 +75,11 @@ async function dieAfter(point: keyof typeof RECORDED): Promise<{ output: string;
 }
 
 async function hostRecord(): Promise<string> {
-  return (await pi.ssh("cd /var/lib/provision && ls; for f in armed lock revert.sh runs/$(cat last)/manifest runs/$(cat last)/state; do [ -e $f ] && echo \"$f $(wc -c < $f)\"; done; ls runs/$(cat last)/undo 2>/dev/null; true")).stdout;
+  return (
+    await pi.ssh(
+      'cd /var/lib/provision && ls; for f in armed lock revert.sh runs/$(cat last)/manifest runs/$(cat last)/state; do [ -e $f ] && echo "$f $(wc -c < $f)"; done; ls runs/$(cat last)/undo 2>/dev/null; true',
+    )
+  ).stdout;
 }
 
 /** Fully as before the run: files byte-identical, ifenslave gone, nothing armed, no lock. */

@@ -15,9 +15,13 @@ let dir: string;
 const ETH1 = join(repoRoot, "playbooks/bond-eth0-eth1.yaml");
 const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 
-useLab("lab (3 guests, eth0 + eth1)", () => startLab({ guests: 3, secondNic: "eth1", name: "lab-fleet" }), (booted, folder) => {
-  [lab, dir] = [booted, folder];
-});
+useLab(
+  "lab (3 guests, eth0 + eth1)",
+  () => startLab({ guests: 3, secondNic: "eth1", name: "lab-fleet" }),
+  (booted, folder) => {
+    [lab, dir] = [booted, folder];
+  },
+);
 
 test("a fleet of 3 guests bonds eth0+eth1 in one run with --forks 3", async () => {
   // Two hosts get the bond; the third is kept for the revert tests below.

@@ -31,26 +31,38 @@ const tunnels = (me: number, peer: number, pinned = false) => [
 ];
 
 function writeInventory(file: string, piVars: Record<string, unknown> = {}): string {
-  writeFileSync(file, stringify({
-    all: {
-      vars: { user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile },
-      children: {
-        hubs: { hosts: { pi2: { address: hub.address, gretap_address: `${HUB_ADDRESS}/24`, gretap_tunnels: tunnels(2, 1, true) } } },
-        pis: { hosts: { pi1: { address: pi.address, gretap_address: "192.168.77.1/24", gretap_peer: HUB_ADDRESS, gretap_tunnels: tunnels(1, 2), ...piVars } } },
+  writeFileSync(
+    file,
+    stringify({
+      all: {
+        vars: { user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile },
+        children: {
+          hubs: { hosts: { pi2: { address: hub.address, gretap_address: `${HUB_ADDRESS}/24`, gretap_tunnels: tunnels(2, 1, true) } } },
+          pis: { hosts: { pi1: { address: pi.address, gretap_address: "192.168.77.1/24", gretap_peer: HUB_ADDRESS, gretap_tunnels: tunnels(1, 2), ...piVars } } },
+        },
       },
-    },
-  }));
+    }),
+  );
   return file;
 }
 
-useLab("lab (2 guests, eth1 on ula, eth2 on ulb)", () => startLab({
-  guests: 2, name: "lab-gre",
-  links: [{ bridge: "ula", address: (i) => `10.10.1.${i}/24` }, { bridge: "ulb", address: (i) => `10.10.2.${i}/24` }],
-}), (booted, folder) => {
-  [lab, dir] = [booted, folder];
-  [pi, hub] = lab.guests;
-  inventory = writeInventory(join(dir, "lab.yaml"));
-});
+useLab(
+  "lab (2 guests, eth1 on ula, eth2 on ulb)",
+  () =>
+    startLab({
+      guests: 2,
+      name: "lab-gre",
+      links: [
+        { bridge: "ula", address: (i) => `10.10.1.${i}/24` },
+        { bridge: "ulb", address: (i) => `10.10.2.${i}/24` },
+      ],
+    }),
+  (booted, folder) => {
+    [lab, dir] = [booted, folder];
+    [pi, hub] = lab.guests;
+    inventory = writeInventory(join(dir, "lab.yaml"));
+  },
+);
 
 /** Run a shell script in the guest in the background (own session), output to log; its PID. */
 async function background(g: Guest, script: string, log: string): Promise<number> {
@@ -77,12 +89,18 @@ function replies(log: string): { t: number; seq: number }[] {
 }
 /** Samples "time slave" from the in-guest monitor, as [time, slave]. */
 function samples(log: string): { t: number; slave: string }[] {
-  return log.trim().split("\n").map((l) => l.split(" ")).filter((p) => p.length >= 1 && p[0]).map(([t, slave]) => ({ t: Number(t), slave: slave ?? "" }));
+  return log
+    .trim()
+    .split("\n")
+    .map((l) => l.split(" "))
+    .filter((p) => p.length >= 1 && p[0])
+    .map(([t, slave]) => ({ t: Number(t), slave: slave ?? "" }));
 }
 /** Replies missing between guest times from and to (seq gaps), and the longest silence. */
 function lossBetween(r: { t: number; seq: number }[], from: number, to: number): { lost: number; gapS: number } {
   const inside = r.filter((x) => x.t >= from && x.t <= to);
-  let lost = 0, gapS = 0;
+  let lost = 0,
+    gapS = 0;
   for (let i = 1; i < inside.length; i++) {
     lost += inside[i].seq - inside[i - 1].seq - 1;
     gapS = Math.max(gapS, inside[i].t - inside[i - 1].t);
@@ -93,7 +111,8 @@ function lossBetween(r: { t: number; seq: number }[], from: number, to: number):
 test("apply: the hub bridges the tunnels, the Pi bonds them, both verified after reboot; a second run and --check change nothing", async () => {
   const boots = [await pi.bootId(), await hub.bootId()];
   const first = await timed("apply gretap-bond playbook (hub, then Pi: write, reboot, verify)", () =>
-    cli("--inventory", inventory, PLAYBOOK, "--diff", "--report", join(dir, "apply.json")));
+    cli("--inventory", inventory, PLAYBOOK, "--diff", "--report", join(dir, "apply.json")),
+  );
   assert.equal(first.code, 0, first.output);
   const rows = summary(first.stdout);
   assert.equal(rows.pi1.status, "changed", first.stdout);
@@ -103,9 +122,15 @@ test("apply: the hub bridges the tunnels, the Pi bonds them, both verified after
 
   const s = (await bondStatus(pi))!;
   assert.equal(s.mode, "active-backup");
-  assert.deepEqual(s.slaves.map((x) => x.name), ["gt1", "gt2"]);
+  assert.deepEqual(
+    s.slaves.map((x) => x.name),
+    ["gt1", "gt2"],
+  );
   assert.equal(s.activeSlave, "gt1");
-  assert.ok(s.slaves.every((x) => x.miiStatus === "up"), `both tunnels tested through the hub's bridge: ${JSON.stringify(s.slaves)}`);
+  assert.ok(
+    s.slaves.every((x) => x.miiStatus === "up"),
+    `both tunnels tested through the hub's bridge: ${JSON.stringify(s.slaves)}`,
+  );
   assert.equal((await pi.ssh("cat /sys/class/net/bond0/mtu /sys/class/net/bond0/bonding/arp_validate")).stdout, "1462\nall 3\n");
   assert.equal((await hub.ssh("ls /sys/class/net/br77/brif; cat /sys/class/net/br77/mtu")).stdout, "gt1\ngt2\n1462\n");
   const hubTunnels = (await hub.ssh("ip -d link show gt1; ip -d link show gt2")).stdout;
@@ -151,20 +176,32 @@ test("cutting gt1's underlay: failover to gt2 with bounded loss, stable for 60 s
     const changes = (xs: { slave: string }[]) => xs.filter((x, i) => i > 0 && x.slave !== xs[i - 1].slave).length;
     const result = {
       failoverDetectedS: +(firstGt2.t - cutAt).toFixed(2),
-      failoverLostPings: cut.lost, failoverOutageS: +cut.gapS.toFixed(2),
-      stableOnGt2S: +((cutWindow.at(-1)?.t ?? 0) - firstGt2.t).toFixed(1), samplesOnGt2: cutWindow.length,
-      activeChangesWhileCut: changes(cutWindow), lostWhileCut: steady.lost,
-      failbackS: +(firstBack.t - restoreAt).toFixed(2), failbackLostPings: back.lost,
-      activeChangesAfterFailback: changes(after), pingsSent: r.at(-1)!.seq, pingsReceived: r.length,
+      failoverLostPings: cut.lost,
+      failoverOutageS: +cut.gapS.toFixed(2),
+      stableOnGt2S: +((cutWindow.at(-1)?.t ?? 0) - firstGt2.t).toFixed(1),
+      samplesOnGt2: cutWindow.length,
+      activeChangesWhileCut: changes(cutWindow),
+      lostWhileCut: steady.lost,
+      failbackS: +(firstBack.t - restoreAt).toFixed(2),
+      failbackLostPings: back.lost,
+      activeChangesAfterFailback: changes(after),
+      pingsSent: r.at(-1)!.seq,
+      pingsReceived: r.length,
     };
     console.log(`gretap failover (ping every 0.1 s from pi1 to ${HUB_ADDRESS} across bond0): ${JSON.stringify(result)}`);
     assert.ok(cutWindow.length >= 60, `sampled at least every second on gt2 (got ${cutWindow.length} samples)`);
     assert.ok(result.stableOnGt2S >= 59, `stayed on gt2 for ${result.stableOnGt2S} s`);
-    assert.ok(cutWindow.every((x) => x.slave === "gt2"), "no ping-pong: gt2 stays active while gt1's underlay is cut");
+    assert.ok(
+      cutWindow.every((x) => x.slave === "gt2"),
+      "no ping-pong: gt2 stays active while gt1's underlay is cut",
+    );
     assert.ok(cut.lost <= 20, `failover lost ${cut.lost} pings (bound: 20 at 0.1 s = 2 s)`);
     assert.equal(steady.lost, 0, "no loss once failed over");
     assert.ok(result.failbackS <= 15, `failback to the primary within 15 s (took ${result.failbackS} s)`);
-    assert.ok(after.every((x) => x.slave === "gt1"), "stays on gt1 after failback");
+    assert.ok(
+      after.every((x) => x.slave === "gt1"),
+      "stays on gt1 after failback",
+    );
     assert.ok(back.lost <= 10, `failback lost ${back.lost} pings`);
   } finally {
     await pi.ssh(`kill ${pingPid} ${monitorPid} 2>/dev/null; true`);
@@ -189,7 +226,9 @@ test("stalls of the hub (what set off the seed's ping-pong) settle at once: back
     await pi.ssh(`kill ${monitorPid}`);
     const m = samples((await pi.ssh("cat /root/gretap-stall.log")).stdout);
     const quiet = m.filter((x) => x.t > settledAt + 5);
-    console.log(`hub stalls: ${m.filter((x, i) => i > 0 && x.slave !== m[i - 1].slave).length} active-slave changes during/after 3 pauses; ${quiet.length} samples after the last, all ${[...new Set(quiet.map((x) => x.slave))].join("/")}`);
+    console.log(
+      `hub stalls: ${m.filter((x, i) => i > 0 && x.slave !== m[i - 1].slave).length} active-slave changes during/after 3 pauses; ${quiet.length} samples after the last, all ${[...new Set(quiet.map((x) => x.slave))].join("/")}`,
+    );
     assert.ok(quiet.length > 50 && quiet.every((x) => x.slave === "gt1"), "stable on gt1 after the last pause (no ping-pong)");
     assert.match((await pi.ssh(`ping -c 3 -i 0.2 -W 2 ${HUB_ADDRESS}`)).stdout, /3 received/);
   } finally {
@@ -200,8 +239,15 @@ test("stalls of the hub (what set off the seed's ping-pong) settle at once: back
 
 /** Everything the kernel routes by, minus counters and the gretaps' random permanent MACs. */
 async function liveState(g: Guest): Promise<string> {
-  const json = async (cmd: string) => JSON.parse((await g.ssh(cmd)).stdout).map((o: unknown) => JSON.stringify(o)).sort().join("\n");
-  const bonding = (await g.ssh("cat /proc/net/bonding/bond0")).stdout.split("\n").filter((l) => !/^(Link Failure Count|Permanent HW addr):/.test(l)).join("\n");
+  const json = async (cmd: string) =>
+    JSON.parse((await g.ssh(cmd)).stdout)
+      .map((o: unknown) => JSON.stringify(o))
+      .sort()
+      .join("\n");
+  const bonding = (await g.ssh("cat /proc/net/bonding/bond0")).stdout
+    .split("\n")
+    .filter((l) => !/^(Link Failure Count|Permanent HW addr):/.test(l))
+    .join("\n");
   return [await json("ip -j link"), await json("ip -j addr"), await json("ip -j route show table all"), bonding].join("\n----\n");
 }
 
@@ -222,7 +268,8 @@ test("a bad change (arp_ip_target nobody answers) is rolled back: files byte-ide
   await sleep(3000);
   const liveAfter = await liveState(pi);
   if (liveAfter !== liveBefore) {
-    const a = liveBefore.split("\n"), b = liveAfter.split("\n");
+    const a = liveBefore.split("\n"),
+      b = liveAfter.split("\n");
     console.log(`live state differs:\n- ${a.filter((l) => !b.includes(l)).join("\n- ")}\n+ ${b.filter((l) => !a.includes(l)).join("\n+ ")}`);
   }
   assert.equal(liveAfter, liveBefore, "links, addresses, routes (all tables) and the bond as before the run");

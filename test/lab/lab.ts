@@ -125,9 +125,13 @@ export function qmp(socket: string, execute: string, args?: Record<string, unkno
         const message = JSON.parse(line) as { QMP?: unknown; return?: unknown; error?: { class: string; desc: string }; event?: string };
         if (message.event) continue;
         if (message.error) return finish(new Error(`QMP ${stage === "command" ? execute : "qmp_capabilities"}: ${message.error.class}: ${message.error.desc}`));
-        if (stage === "greeting" && message.QMP) { stage = "capabilities"; send({ execute: "qmp_capabilities" }); }
-        else if (stage === "capabilities" && "return" in message) { stage = "command"; send(args ? { execute, arguments: args } : { execute }); }
-        else if (stage === "command" && "return" in message) return finish(null, message.return);
+        if (stage === "greeting" && message.QMP) {
+          stage = "capabilities";
+          send({ execute: "qmp_capabilities" });
+        } else if (stage === "capabilities" && "return" in message) {
+          stage = "command";
+          send(args ? { execute, arguments: args } : { execute });
+        } else if (stage === "command" && "return" in message) return finish(null, message.return);
       }
     });
   });
@@ -208,7 +212,11 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
     stopped = true;
     while (stops.length) {
       const fn = stops.pop()!;
-      try { fn(); } catch (error) { console.error("lab stop:", error); }
+      try {
+        fn();
+      } catch (error) {
+        console.error("lab stop:", error);
+      }
     }
   };
 
@@ -230,9 +238,27 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
     stops.push(repo.stop);
 
     const sshBase = [
-      "ssh", "-F", "/dev/null", "-i", identityFile, "-o", "IdentitiesOnly=yes",
-      "-o", `UserKnownHostsFile=${knownHostsFile}`, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
-      "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR",
+      "ssh",
+      "-F",
+      "/dev/null",
+      "-i",
+      identityFile,
+      "-o",
+      "IdentitiesOnly=yes",
+      "-o",
+      `UserKnownHostsFile=${knownHostsFile}`,
+      "-o",
+      "GlobalKnownHostsFile=/dev/null",
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "ServerAliveInterval=5",
+      "-o",
+      "ServerAliveCountMax=3",
+      "-o",
+      "LogLevel=ERROR",
     ];
 
     const guests: Guest[] = [];
@@ -270,8 +296,12 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
       const consoleLog = join(dir, `${name}-console.log`);
       const qemuLog = join(dir, `${name}-qemu.log`);
       const append = [
-        "console=ttyS0", "net.ifnames=0", "quiet",
-        `provision.addr=${address}/24`, `provision.gw=${BRIDGE_ADDRESS}`, `provision.hostname=${name}`,
+        "console=ttyS0",
+        "net.ifnames=0",
+        "quiet",
+        `provision.addr=${address}/24`,
+        `provision.gw=${BRIDGE_ADDRESS}`,
+        `provision.hostname=${name}`,
         ...(linkAddresses.length ? [`provision.net=${linkAddresses.join(",")}`] : []),
         ...(wifi ? ["provision.air=1"] : []),
         // derived, not random: a guest restored from a snapshot keeps the one it booted with
@@ -279,15 +309,34 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         ...(opts.kernelArgs ?? []),
       ].join(" ");
       const argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nographic",
-        "-serial", `file:${consoleLog}`, "-monitor", "none",
-        "-kernel", kernelImage, "-initrd", join(images, "initrd.gz"), "-append", append,
-        "-drive", `file=${overlay},if=virtio,format=qcow2,cache=${diskCache}`,
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-smp",
+        "1",
+        "-nographic",
+        "-serial",
+        `file:${consoleLog}`,
+        "-monitor",
+        "none",
+        "-kernel",
+        kernelImage,
+        "-initrd",
+        join(images, "initrd.gz"),
+        "-append",
+        append,
+        "-drive",
+        `file=${overlay},if=virtio,format=qcow2,cache=${diskCache}`,
         ...taps.flatMap((_, n) => [
-          "-netdev", `tap,id=${netdevs[n]},ifname=${taps[n]},script=no,downscript=no`,
-          "-device", `virtio-net-pci,netdev=${netdevs[n]},romfile=,mac=${macs[n]}`,
+          "-netdev",
+          `tap,id=${netdevs[n]},ifname=${taps[n]},script=no,downscript=no`,
+          "-device",
+          `virtio-net-pci,netdev=${netdevs[n]},romfile=,mac=${macs[n]}`,
         ]),
-        "-qmp", `unix:${qmpSocket},server,nowait`,
+        "-qmp",
+        `unix:${qmpSocket},server,nowait`,
       ];
       // a snapshot fits a guest whose QEMU command line is the same apart from the lab's folder
       // and the disk's cache mode (not part of the saved state)
@@ -308,15 +357,19 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         stops.push(started.stop);
         qemu = started;
         exitInfo = undefined;
-        started.on("exit", (code, signal) => { if (qemu === started) exitInfo = `QEMU exited (${signal ?? code})`; });
+        started.on("exit", (code, signal) => {
+          if (qemu === started) exitInfo = `QEMU exited (${signal ?? code})`;
+        });
         if (!started.pid) throw new Error(`could not start QEMU for ${name}`);
         return started.pid;
       };
       launch(restoring);
       const ssh = (command: string, o: { timeoutMs?: number; connectTimeoutS?: number } = {}): Promise<SshResult> =>
         // a guest just booted under TCG on a busy machine can take seconds to accept: 15 s, not 5, before "failed"
-        run(inNamespace(ns.name, [...sshBase, "-o", `ConnectTimeout=${o.connectTimeoutS ?? 15}`, `root@${address}`, command]),
-          { timeout: o.timeoutMs ?? 120_000, killSignal: "SIGKILL" });
+        run(inNamespace(ns.name, [...sshBase, "-o", `ConnectTimeout=${o.connectTimeoutS ?? 15}`, `root@${address}`, command]), {
+          timeout: o.timeoutMs ?? 120_000,
+          killSignal: "SIGKILL",
+        });
       // polled while a guest boots: a short connect timeout, so a SYN lost before the guest's
       // network is up costs 2 s, not 5
       const bootId = async () => {
@@ -329,13 +382,27 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
           if (exitInfo) throw new Error(`${name}: ${exitInfo}; console: ${tail(consoleLog)}`);
           const id = await bootId();
           if (id && id !== o.notBootId) return id;
-          if (Date.now() > deadline) throw new Error(`${name}: SSH did not answer${o.notBootId ? " with a new boot id" : ""} within ${(o.timeoutMs ?? BOOT_TIMEOUT_MS) / 1000}s; console: ${tail(consoleLog)}`);
+          if (Date.now() > deadline)
+            throw new Error(
+              `${name}: SSH did not answer${o.notBootId ? " with a new boot id" : ""} within ${(o.timeoutMs ?? BOOT_TIMEOUT_MS) / 1000}s; console: ${tail(consoleLog)}`,
+            );
           await sleep(500);
         }
       };
       const guest: Guest = {
-        name, address, flavor, wifi, nics, pid: qemu!.pid!, qmpSocket, consoleLog, bootMs: 0, start: restoring ? "restored" : "cold",
-        ssh, bootId, waitForSsh,
+        name,
+        address,
+        flavor,
+        wifi,
+        nics,
+        pid: qemu!.pid!,
+        qmpSocket,
+        consoleLog,
+        bootMs: 0,
+        start: restoring ? "restored" : "cold",
+        ssh,
+        bootId,
+        waitForSsh,
         powerCut() {
           process.kill(qemu.pid!, "SIGKILL");
           qemu.stop(); // reaps nothing more: drops the cleanup entry of the dead QEMU
@@ -367,31 +434,42 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
     writeFileSync(knownHostsFile, knownHosts.join("\n") + "\n");
 
     const inventoryPath = join(dir, "inventory.yml");
-    writeFileSync(inventoryPath, [
-      "all:",
-      `  vars: { user: root, identity_file: ${identityFile}, known_hosts_file: ${knownHostsFile} }`,
-      "  children:",
-      "    pis:",
-      "      hosts:",
-      ...guests.map((g) => `        ${g.name}: { address: ${g.address}, port: 22 }`),
-      "",
-    ].join("\n"));
+    writeFileSync(
+      inventoryPath,
+      [
+        "all:",
+        `  vars: { user: root, identity_file: ${identityFile}, known_hosts_file: ${knownHostsFile} }`,
+        "  children:",
+        "    pis:",
+        "      hosts:",
+        ...guests.map((g) => `        ${g.name}: { address: ${g.address}, port: 22 }`),
+        "",
+      ].join("\n"),
+    );
 
     // guests boot in parallel; wait for SSH on each
-    await Promise.all(started.map(async (s) => {
-      try {
-        await s.guest.waitForSsh();
-      } catch (error) {
-        const qemuLog = existsSync(s.qemuLog) ? readFileSync(s.qemuLog, "utf8").trim() : "";
-        throw new Error(`${(error as Error).message}${qemuLog ? `\nQEMU: ${qemuLog}` : ""}`);
-      }
-      s.guest.bootMs = Date.now() - s.startedAt;
-      if (s.guest.start === "restored") await setClock(s.guest);
-      else if (s.snapshot) await saveSnapshot(s.guest, s.snapshot, join(dir, `${s.guest.name}.qcow2`));
-    }));
+    await Promise.all(
+      started.map(async (s) => {
+        try {
+          await s.guest.waitForSsh();
+        } catch (error) {
+          const qemuLog = existsSync(s.qemuLog) ? readFileSync(s.qemuLog, "utf8").trim() : "";
+          throw new Error(`${(error as Error).message}${qemuLog ? `\nQEMU: ${qemuLog}` : ""}`);
+        }
+        s.guest.bootMs = Date.now() - s.startedAt;
+        if (s.guest.start === "restored") await setClock(s.guest);
+        else if (s.snapshot) await saveSnapshot(s.guest, s.snapshot, join(dir, `${s.guest.name}.qcow2`));
+      }),
+    );
 
     return {
-      netns: ns.name, guests, identityFile, knownHostsFile, inventoryPath, dir, kernelVersion,
+      netns: ns.name,
+      guests,
+      identityFile,
+      knownHostsFile,
+      inventoryPath,
+      dir,
+      kernelVersion,
       controllerArgv: (argv) => inNamespace(ns.name, argv),
       stop,
     };
@@ -405,7 +483,10 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
 
 /** Where the snapshot of a guest started with this QEMU command line is kept (it may not exist yet). */
 function snapshotPath(argv: string[]): string {
-  const key = createHash("sha256").update(JSON.stringify([qemuVersion(), ...argv])).digest("hex").slice(0, 16);
+  const key = createHash("sha256")
+    .update(JSON.stringify([qemuVersion(), ...argv]))
+    .digest("hex")
+    .slice(0, 16);
   const dir = join(cacheDir(), "snapshots");
   mkdirSync(dir, { recursive: true });
   return join(dir, `${key}.qcow2`);

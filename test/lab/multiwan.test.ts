@@ -20,9 +20,16 @@ const PLAYBOOK = join(repoRoot, "playbooks/multiwan.yaml");
 const PROBE = join(repoRoot, "dist/test/lab/wan-probe.js");
 const PORT = "7000";
 const LAB_TEST_TIMEOUT_MS = 5 * 60_000;
-const FILES = ["/usr/local/sbin/provision-multiwan", "/etc/provision/multiwan.conf", "/etc/provision/multiwan.nft", "/etc/sysctl.d/90-provision-multiwan.conf", "/etc/systemd/system/provision-multiwan.service"];
+const FILES = [
+  "/usr/local/sbin/provision-multiwan",
+  "/etc/provision/multiwan.conf",
+  "/etc/provision/multiwan.nft",
+  "/etc/sysctl.d/90-provision-multiwan.conf",
+  "/etc/systemd/system/provision-multiwan.service",
+];
 /** Everything the module touches on the running host, as text without handles or counters. */
-const LIVE = "ip -4 rule; ip -4 route show table all; nft list ruleset; sysctl net.ipv4.ip_forward net.ipv4.fib_multipath_hash_policy net.ipv4.conf.all.rp_filter; systemctl is-active provision-multiwan; systemctl is-enabled provision-multiwan; true";
+const LIVE =
+  "ip -4 rule; ip -4 route show table all; nft list ruleset; sysctl net.ipv4.ip_forward net.ipv4.fib_multipath_hash_policy net.ipv4.conf.all.rp_filter; systemctl is-active provision-multiwan; systemctl is-enabled provision-multiwan; true";
 
 let lab: WanLab;
 let pi: Guest;
@@ -35,13 +42,18 @@ const cli = (...args: string[]) => provision(lab.controllerArgv, args);
 function writeInventory(file: string, gateways: string[]): string {
   const pi1 = {
     address: lab.guests[0].address,
-    uplink1_interface: UPLINKS[0].interface, uplink1_gateway: gateways[0],
-    uplink2_interface: UPLINKS[1].interface, uplink2_gateway: gateways[1],
+    uplink1_interface: UPLINKS[0].interface,
+    uplink1_gateway: gateways[0],
+    uplink2_interface: UPLINKS[1].interface,
+    uplink2_gateway: gateways[1],
     check_target: SERVER,
   };
-  writeFileSync(file, stringify({
-    all: { vars: { user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile }, children: { routers: { hosts: { pi1 } } } },
-  }));
+  writeFileSync(
+    file,
+    stringify({
+      all: { vars: { user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile }, children: { routers: { hosts: { pi1 } } } },
+    }),
+  );
   return file;
 }
 
@@ -68,7 +80,9 @@ async function split(count: number): Promise<Record<string, number>> {
 
 /** When traffic fails: the Pi's routing state and the test server's log, for the test output. */
 async function diagnose(why: string): Promise<void> {
-  const state = await pi.ssh("cat /run/provision-multiwan/status; ip -4 rule; ip -4 route show table all | grep -v 'table local'; nft list ruleset; sysctl net.ipv4.ip_forward; journalctl -u provision-multiwan -n 20 --no-pager");
+  const state = await pi.ssh(
+    "cat /run/provision-multiwan/status; ip -4 rule; ip -4 route show table all | grep -v 'table local'; nft list ruleset; sysctl net.ipv4.ip_forward; journalctl -u provision-multiwan -n 20 --no-pager",
+  );
   console.log(`diagnosis (${why}):\n${state.stdout}${state.stderr}\nserver log:\n${readFileSync(serverLog, "utf8")}`);
 }
 
@@ -88,14 +102,21 @@ function longConnection(seconds: number): { first: Promise<string>; result: Prom
     if (m) gotFirst(m[1]);
   });
   const result = new Promise<{ addresses: string[]; sent: number; answers: number; error: string | null }>((resolve) =>
-    child.on("close", () => { forget(); resolve(JSON.parse(out.trim().split("\n").pop()!)); }));
+    child.on("close", () => {
+      forget();
+      resolve(JSON.parse(out.trim().split("\n").pop()!));
+    }),
+  );
   return { first, result };
 }
 
 useLab("WAN lab (pi1 with two uplinks, 2 routers, server, LAN client)", startWanLab, async (booted, folder) => {
   [lab, dir] = [booted, folder];
   pi = lab.guests[0];
-  inventory = writeInventory(join(dir, "wan.yaml"), UPLINKS.map((u) => u.router));
+  inventory = writeInventory(
+    join(dir, "wan.yaml"),
+    UPLINKS.map((u) => u.router),
+  );
   serverLog = join(dir, "server.log");
   const logFd = openSync(serverLog, "w");
   const server = startDaemon("wan-probe server", lab.serverArgv(["node", PROBE, "server", PORT]), { stdio: ["ignore", logFd, logFd] });
@@ -155,18 +176,28 @@ test("weights 9:10 split new connections; a long connection keeps its uplink whi
   lab.setUplinkOutside(other, true);
   const recoveredMs = await untilHealth(UPLINKS[other].name, "up", restored);
 
-  const samples = (await watch).stdout.trim().split("\n").map((l) => JSON.parse(l) as { t: number; address: string | null });
+  const samples = (await watch).stdout
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { t: number; address: string | null });
   const duringCut = samples.filter((s) => s.t > cut && s.t < restored);
   const lastBad = Math.max(0, ...duringCut.filter((s) => s.address !== UPLINKS[carrying].pi).map((s) => s.t - cut));
   const settled = duringCut.filter((s) => s.t - cut > lastBad);
   const afterRecovery = samples.filter((s) => s.t > restored + recoveredMs + 1000);
-  console.log(`uplink ${UPLINKS[other].name} cut beyond its router: agent marked it down after ${detectedMs} ms; new LAN connections all on ${UPLINKS[carrying].name} from ${lastBad} ms after the cut (${settled.length} in a row until the restore); marked up ${recoveredMs} ms after the restore; ${afterRecovery.filter((s) => uplinkOf(s.address) === other).length} of ${afterRecovery.length} connections used it again after that`);
+  console.log(
+    `uplink ${UPLINKS[other].name} cut beyond its router: agent marked it down after ${detectedMs} ms; new LAN connections all on ${UPLINKS[carrying].name} from ${lastBad} ms after the cut (${settled.length} in a row until the restore); marked up ${recoveredMs} ms after the restore; ${afterRecovery.filter((s) => uplinkOf(s.address) === other).length} of ${afterRecovery.length} connections used it again after that`,
+  );
   assert.ok(lastBad < detectedMs + 2000, `connections still failed or used the dead uplink ${lastBad} ms after the cut (detected at ${detectedMs} ms)`);
   assert.ok(settled.length >= 10, "new connections kept working on the surviving uplink");
-  assert.ok(afterRecovery.some((s) => uplinkOf(s.address) === other), "new connections use the recovered uplink again");
+  assert.ok(
+    afterRecovery.some((s) => uplinkOf(s.address) === other),
+    "new connections use the recovered uplink again",
+  );
 
   const verdict = await long.result;
-  console.log(`long connection on ${UPLINKS[carrying].name}: ${verdict.answers}/${verdict.sent} lines answered, seen from ${verdict.addresses.join(", ")}, error: ${verdict.error ?? "none"}`);
+  console.log(
+    `long connection on ${UPLINKS[carrying].name}: ${verdict.answers}/${verdict.sent} lines answered, seen from ${verdict.addresses.join(", ")}, error: ${verdict.error ?? "none"}`,
+  );
   assert.deepEqual(verdict.addresses, [UPLINKS[carrying].pi], "the long connection stayed on its uplink for its whole life");
   assert.equal(verdict.error, null);
   assert.equal(verdict.answers, verdict.sent, "every line sent on the long connection was answered");
@@ -200,32 +231,40 @@ test("a failed verification rolls back: files byte-identical, live routing state
   assert.equal(await ourTimers(pi), "", "nothing left armed");
 });
 
-test("an uplink dead while the run applies: with check.required_up 1 the run goes on and says so, an audit says so too, and the uplink joins once it answers", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
-  const tolerant = join(dir, "required-up.yaml");
-  const text = readFileSync(PLAYBOOK, "utf8");
-  assert.ok(text.includes("          fail_after: 3\n") && text.includes("weight: 10"));
-  writeFileSync(tolerant, text.replace("          fail_after: 3\n", "          fail_after: 3\n          required_up: 1\n").replace("weight: 10", "weight: 5"));
-  lab.setUplinkOutside(1, false);
-  try {
-    const r = await timed("apply (weights 9:5) with isp2 dead beyond its router", () => cli("--inventory", inventory, tolerant));
-    assert.equal(r.code, 0, r.output);
-    assert.equal(summary(r.stdout).pi1.status, "changed", r.stdout);
-    assert.match(r.stdout, /note: uplink isp2 \(eth2\) is down: no answer from 198\.51\.100\.10 through it; it carries nothing until it answers \(1 of 2 uplinks required\)/);
-    const tally = await split(40);
-    assert.equal(tally[UPLINKS[0].pi], 40, `every new connection leaves through isp1: ${JSON.stringify(tally)}`);
-    const audit = await cli("--inventory", inventory, tolerant, "--check");
-    assert.equal(audit.code, 0, `running as configured is no drift: ${audit.output}`);
-    assert.match(audit.stdout, /note: uplink isp2 \(eth2\) is down: no answer from 198\.51\.100\.10 through it \(the health agent's last verdict\)/, "the audit still says isp2 is dead");
-  } finally {
-    lab.setUplinkOutside(1, true);
-  }
-  const back = await untilHealth("isp2", "up", Date.now());
-  console.log(`isp2 answered again: the agent marked it up after ${back} ms`);
-  const tally = await split(100);
-  assert.ok((tally[UPLINKS[1].pi] ?? 0) >= 15 && !tally.failed, `new connections use isp2 again (9:5): ${JSON.stringify(tally)}`);
-  const restored = await timed("back to the playbook's 9:10", () => cli("--inventory", inventory, PLAYBOOK));
-  assert.equal(restored.code, 0, restored.output);
-});
+test(
+  "an uplink dead while the run applies: with check.required_up 1 the run goes on and says so, an audit says so too, and the uplink joins once it answers",
+  { timeout: LAB_TEST_TIMEOUT_MS },
+  async () => {
+    const tolerant = join(dir, "required-up.yaml");
+    const text = readFileSync(PLAYBOOK, "utf8");
+    assert.ok(text.includes("          fail_after: 3\n") && text.includes("weight: 10"));
+    writeFileSync(tolerant, text.replace("          fail_after: 3\n", "          fail_after: 3\n          required_up: 1\n").replace("weight: 10", "weight: 5"));
+    lab.setUplinkOutside(1, false);
+    try {
+      const r = await timed("apply (weights 9:5) with isp2 dead beyond its router", () => cli("--inventory", inventory, tolerant));
+      assert.equal(r.code, 0, r.output);
+      assert.equal(summary(r.stdout).pi1.status, "changed", r.stdout);
+      assert.match(r.stdout, /note: uplink isp2 \(eth2\) is down: no answer from 198\.51\.100\.10 through it; it carries nothing until it answers \(1 of 2 uplinks required\)/);
+      const tally = await split(40);
+      assert.equal(tally[UPLINKS[0].pi], 40, `every new connection leaves through isp1: ${JSON.stringify(tally)}`);
+      const audit = await cli("--inventory", inventory, tolerant, "--check");
+      assert.equal(audit.code, 0, `running as configured is no drift: ${audit.output}`);
+      assert.match(
+        audit.stdout,
+        /note: uplink isp2 \(eth2\) is down: no answer from 198\.51\.100\.10 through it \(the health agent's last verdict\)/,
+        "the audit still says isp2 is dead",
+      );
+    } finally {
+      lab.setUplinkOutside(1, true);
+    }
+    const back = await untilHealth("isp2", "up", Date.now());
+    console.log(`isp2 answered again: the agent marked it up after ${back} ms`);
+    const tally = await split(100);
+    assert.ok((tally[UPLINKS[1].pi] ?? 0) >= 15 && !tally.failed, `new connections use isp2 again (9:5): ${JSON.stringify(tally)}`);
+    const restored = await timed("back to the playbook's 9:10", () => cli("--inventory", inventory, PLAYBOOK));
+    assert.equal(restored.code, 0, restored.output);
+  },
+);
 
 test("after a reboot the host comes up with the same live state", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const liveBefore = await live();
@@ -256,7 +295,10 @@ test("an uplink without a configured gateway follows its interface's default rou
   let followedMs = -1;
   while (Date.now() - changed < 15_000) {
     const [own, balanced] = (await pi.ssh("ip -4 route show table 202; echo '|'; ip -4 route show table 200")).stdout.split("|");
-    if (/via 10\.202\.0\.254 dev eth2/.test(own) && /nexthop via 10\.202\.0\.254 dev eth2 weight 10/.test(balanced)) { followedMs = Date.now() - changed; break; }
+    if (/via 10\.202\.0\.254 dev eth2/.test(own) && /nexthop via 10\.202\.0\.254 dev eth2 weight 10/.test(balanced)) {
+      followedMs = Date.now() - changed;
+      break;
+    }
     await sleep(200);
   }
   console.log(`isp2's gateway changed to 10.202.0.254: the agent's routes followed in ${followedMs} ms`);
@@ -270,13 +312,19 @@ test("an uplink without a configured gateway follows its interface's default rou
 
 test("iptables where that is what the host has: same marks and failover, and switching back leaves none of it", { timeout: LAB_TEST_TIMEOUT_MS }, async () => {
   const withIptables = join(dir, "iptables.yaml");
-  writeFileSync(withIptables, readFileSync(PLAYBOOK, "utf8")
-    .replace("name: nftables", "name: iptables")
-    .replace("      multiwan:\n", "      multiwan:\n        firewall: iptables\n"));
+  writeFileSync(
+    withIptables,
+    readFileSync(PLAYBOOK, "utf8").replace("name: nftables", "name: iptables").replace("      multiwan:\n", "      multiwan:\n        firewall: iptables\n"),
+  );
   const r = await timed("switch to iptables (apt install iptables, restart the agent)", () => cli("--inventory", inventory, withIptables));
   assert.equal(r.code, 0, r.output);
   const saved = (await pi.ssh("iptables-save")).stdout;
-  console.log(`iptables-save on the host:\n${saved.split("\n").filter((l) => /PROVISION_MW|^\*|^COMMIT/.test(l)).join("\n")}`);
+  console.log(
+    `iptables-save on the host:\n${saved
+      .split("\n")
+      .filter((l) => /PROVISION_MW|^\*|^COMMIT/.test(l))
+      .join("\n")}`,
+  );
   assert.match(saved, /-A PREROUTING -m comment --comment provision-multiwan -j PROVISION_MW_PRE/);
   assert.match(saved, /-A PROVISION_MW_POST -o eth1 -m connmark --mark 0x0\/0xff0000 -m comment --comment "isp1: mark new connections" -j CONNMARK --set-xmark 0x10000\/0xff0000/);
   assert.doesNotMatch((await pi.ssh("nft list tables")).stdout, /provision_multiwan/, "the nftables table is gone");

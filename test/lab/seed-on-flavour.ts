@@ -33,17 +33,18 @@ export interface SeedScenario {
 
 const PLAYBOOKS = { wlan0: "playbooks/bond-eth0-wlan0.yaml", eth1: "playbooks/bond-eth0-eth1.yaml" };
 const STACK_LINE: Record<Flavor, RegExp> = {
-  "debian12": /network_stack: ifupdown/,
+  debian12: /network_stack: ifupdown/,
   "rpios-bookworm": /network_stack: NetworkManager 1\.42\.\d+/,
   "rpios-trixie": /network_stack: NetworkManager 1\.52\.\d+/,
-  "networkd": /network_stack: systemd-networkd/,
+  networkd: /network_stack: systemd-networkd/,
 };
 
 const STACK_SERVICES = ["NetworkManager", "systemd-networkd", "networking"];
-const OWN_SERVICE: Record<Flavor, string> = { "debian12": "networking", "rpios-bookworm": "NetworkManager", "rpios-trixie": "NetworkManager", "networkd": "systemd-networkd" };
+const OWN_SERVICE: Record<Flavor, string> = { debian12: "networking", "rpios-bookworm": "NetworkManager", "rpios-trixie": "NetworkManager", networkd: "systemd-networkd" };
 
 /** Every configuration file a run may touch, hashed with mode and owner: equal text = byte-identical. */
-const STATE = "find /etc/network /etc/NetworkManager/system-connections /etc/systemd/network /etc/netplan /etc/wpa_supplicant /etc/modprobe.d /etc/modules /etc/dhcpcd.conf /var/lib/NetworkManager/NetworkManager.state /etc/systemd/system/multi-user.target.wants -xdev \\( -type f -o -type l \\) 2>/dev/null | sort | while read -r f; do printf '%s %s ' \"$(stat -c '%a %U:%G' \"$f\")\" \"$f\"; if [ -L \"$f\" ]; then readlink \"$f\"; else sha256sum < \"$f\"; fi; done";
+const STATE =
+  'find /etc/network /etc/NetworkManager/system-connections /etc/systemd/network /etc/netplan /etc/wpa_supplicant /etc/modprobe.d /etc/modules /etc/dhcpcd.conf /var/lib/NetworkManager/NetworkManager.state /etc/systemd/system/multi-user.target.wants -xdev \\( -type f -o -type l \\) 2>/dev/null | sort | while read -r f; do printf \'%s %s \' "$(stat -c \'%a %U:%G\' "$f")" "$f"; if [ -L "$f" ]; then readlink "$f"; else sha256sum < "$f"; fi; done';
 
 export function seedOnFlavour(s: SeedScenario): void {
   let lab: Lab;
@@ -54,13 +55,15 @@ export function seedOnFlavour(s: SeedScenario): void {
   const cli = (...args: string[]) => provision(lab.controllerArgv, args);
   const wifi = s.seed === "wlan0";
 
-  useLab(`lab (${s.flavor}, eth0 + ${wifi ? "real Wi-Fi wlan0" : "eth1"})`,
+  useLab(
+    `lab (${s.flavor}, eth0 + ${wifi ? "real Wi-Fi wlan0" : "eth1"})`,
     () => startLab({ guests: 1, flavor: s.flavor, wifi, secondNic: wifi ? undefined : "eth1", name: "lab-seed" }),
     (booted, folder) => {
       [lab, dir] = [booted, folder];
       pi = lab.guests[0];
       inventory = labInventory(lab, join(dir, "lab.yaml"));
-    });
+    },
+  );
 
   const configState = async () => (await pi.ssh(STATE, { timeoutMs: 60_000 })).stdout;
   // the active profiles as a set: nmcli lists them in activation order, which a reboot may change
@@ -68,8 +71,10 @@ export function seedOnFlavour(s: SeedScenario): void {
 
   test(`${s.flavor}: the guest runs its own stack only, on Debian's kernel, with nothing failed`, async () => {
     const states = (await pi.ssh(`systemctl is-active ${STACK_SERVICES.join(" ")}`)).stdout.trim().split("\n");
-    assert.deepEqual(Object.fromEntries(STACK_SERVICES.map((name, i) => [name, states[i]])),
-      Object.fromEntries(STACK_SERVICES.map((name) => [name, name === OWN_SERVICE[s.flavor] ? "active" : "inactive"])));
+    assert.deepEqual(
+      Object.fromEntries(STACK_SERVICES.map((name, i) => [name, states[i]])),
+      Object.fromEntries(STACK_SERVICES.map((name) => [name, name === OWN_SERVICE[s.flavor] ? "active" : "inactive"])),
+    );
     assert.match((await pi.ssh("uname -r")).stdout.trim(), /^6\.1\.0-\d+-amd64$/);
     assert.equal((await pi.ssh("systemctl --failed --no-legend --plain")).stdout.trim(), "", "no failed units");
   });
@@ -81,7 +86,7 @@ export function seedOnFlavour(s: SeedScenario): void {
     const psEvery = watchControllerArgs(LAB_WIFI.psk);
     const first = await timed(`${s.flavor}: apply the ${s.seed} seed (reboot, verify)`, () => cli("--inventory", inventory, playbook, "--diff", "--report", report));
     const psSeen = psEvery.stop();
-    assert.equal(first.code, 0, first.output + await diagnostics(pi));
+    assert.equal(first.code, 0, first.output + (await diagnostics(pi)));
     assert.equal(summary(first.stdout).pi1.status, "changed", first.stdout);
     assert.match(first.stdout, STACK_LINE[s.flavor], "the plan names the host's network stack");
     assert.notEqual(await pi.bootId(), bootBefore, "it rebooted");
@@ -98,10 +103,15 @@ export function seedOnFlavour(s: SeedScenario): void {
     assert.equal(status.primary, "eth0");
     assert.equal(status.activeSlave, "eth0");
     assert.equal(status.miiStatus, "up");
-    assert.ok(status.slaves.every((x) => x.miiStatus === "up"), JSON.stringify(status.slaves));
+    assert.ok(
+      status.slaves.every((x) => x.miiStatus === "up"),
+      JSON.stringify(status.slaves),
+    );
     assert.match((await pi.ssh("ip -4 -o addr show dev bond0")).stdout, new RegExp(`inet ${pi.address.replace(/\./g, "\\.")}/24`));
     assert.equal(await ourTimers(pi), "", "nothing left armed");
-    console.log(`${s.flavor}: bond up: ${JSON.stringify({ slaves: status.slaves.map((x) => x.name), primary: status.primary, active: status.activeSlave, failOverMac: status.failOverMac })}`);
+    console.log(
+      `${s.flavor}: bond up: ${JSON.stringify({ slaves: status.slaves.map((x) => x.name), primary: status.primary, active: status.activeSlave, failOverMac: status.failOverMac })}`,
+    );
 
     if (wifi) {
       const link = (await pi.ssh("iw dev wlan0 link")).stdout;
@@ -111,7 +121,14 @@ export function seedOnFlavour(s: SeedScenario): void {
       assert.ok(!first.output.includes(LAB_WIFI.psk), "not in the run's output");
       assert.ok(!readFileSync(report, "utf8").includes(LAB_WIFI.psk), "not in the report");
       assert.equal(psSeen, 0, "not in any process's arguments on the controller during the run");
-      const holders = (await pi.ssh(". /etc/provision-lab/wifi.env; grep -rlF -- \"$psk\" /etc /var/lib/provision /var/lib/NetworkManager 2>/dev/null | grep -v '^/etc/provision-lab/' | xargs -r stat -c '%a %U %n'")).stdout.trim().split("\n").filter(Boolean);
+      const holders = (
+        await pi.ssh(
+          ". /etc/provision-lab/wifi.env; grep -rlF -- \"$psk\" /etc /var/lib/provision /var/lib/NetworkManager 2>/dev/null | grep -v '^/etc/provision-lab/' | xargs -r stat -c '%a %U %n'",
+        )
+      ).stdout
+        .trim()
+        .split("\n")
+        .filter(Boolean);
       assert.ok(holders.length >= 1, "the host holds it somewhere (its stack needs it)");
       for (const h of holders) assert.match(h, /^600 root /, `every file holding the PSK is 0600 root: ${holders.join("; ")}`);
       assert.doesNotMatch((await pi.ssh("cat /etc/network/interfaces 2>/dev/null; true")).stdout, /wpa-psk/);
@@ -134,7 +151,9 @@ export function seedOnFlavour(s: SeedScenario): void {
   test(`${s.flavor}: pulling eth0's cable: ${s.seed} takes over, eth0 comes back as active`, async () => {
     const before = wifi ? await apCounters(pi) : undefined;
     const { lost, count, failoverMs, backMs } = await cablePull(lab, pi, s.seed);
-    console.log(`${s.flavor}: cable pull: failover to ${s.seed} seen after ${failoverMs} ms, back to eth0 after ${backMs} ms; ${lost} of ${count} pings lost (50 ms apart; bound ${s.lossBound})`);
+    console.log(
+      `${s.flavor}: cable pull: failover to ${s.seed} seen after ${failoverMs} ms, back to eth0 after ${backMs} ms; ${lost} of ${count} pings lost (50 ms apart; bound ${s.lossBound})`,
+    );
     assert.ok(failoverMs >= 0, `${s.seed} became the active slave`);
     assert.ok(backMs >= 0, "eth0 is the active slave again");
     assert.ok(lost <= s.lossBound, `lost ${lost} pings, bound ${s.lossBound}`);
@@ -168,8 +187,9 @@ export function seedOnFlavour(s: SeedScenario): void {
     const badInventory = wifi ? labInventory(lab, join(dir, "bad-psk.yaml"), {}, { wifi_psk: "not-the-lab-passphrase" }) : inventory;
     if (wifi) writeFileSync(bad, readFileSync(playbook, "utf8"));
     else writeFileSync(bad, readFileSync(playbook, "utf8").replace("slaves: [eth0, eth1]", "slaves: [eth0, eth7]"));
-    const r = await timed(`${s.flavor}: bad change (${wifi ? "wrong PSK" : "missing slave"}): apply, reboot, verify fails, restore, reboot`,
-      () => cli("--inventory", badInventory, bad, "--report", join(dir, "bad.json")));
+    const r = await timed(`${s.flavor}: bad change (${wifi ? "wrong PSK" : "missing slave"}): apply, reboot, verify fails, restore, reboot`, () =>
+      cli("--inventory", badInventory, bad, "--report", join(dir, "bad.json")),
+    );
     assert.equal(r.code, 1, r.output);
     assert.equal(summary(r.stdout).pi1.status, "rolled back", r.stdout);
     if (wifi) {
@@ -194,7 +214,9 @@ export function seedOnFlavour(s: SeedScenario): void {
       assert.equal(summary(r.stdout).pi1.status, "rolled back by host", r.stdout);
       await waitForHostRevert(pi, 10 * 60_000);
       const revertedAt = Number((await pi.ssh("cat /var/lib/provision/runs/$(cat /var/lib/provision/last)/reverted-at")).stdout.trim()) * 1000;
-      console.log(`${s.flavor}: cut off → provision's revert timer fired ${((revertedAt - cutAt) / 1000).toFixed(0)} s after the run began; reachable again after ${((Date.now() - cutAt) / 1000).toFixed(0)} s (confirm_timeout 60 s)`);
+      console.log(
+        `${s.flavor}: cut off → provision's revert timer fired ${((revertedAt - cutAt) / 1000).toFixed(0)} s after the run began; reachable again after ${((Date.now() - cutAt) / 1000).toFixed(0)} s (confirm_timeout 60 s)`,
+      );
       assert.equal(await configState(), before, "files byte-identical to before the run");
       assert.equal((await bondStatus(pi))?.activeSlave, "eth0", "back on the bond it had");
     });
@@ -208,13 +230,16 @@ export function seedOnFlavour(s: SeedScenario): void {
 // (allow-hotplug: boot does not wait for eth9, which the guest does not have) with its
 // comment, and a sourced file with a dummy interface that comes up at boot.
 const SENSOR_STANZA = "\n# Sensor LAN (the weather station): not the bond's, kept\nallow-hotplug eth9\niface eth9 inet static\n\taddress 10.9.0.2/24\n";
-const SENSOR_SOURCED = "# A dummy interface from a file the interfaces file sources\nauto dummy9\niface dummy9 inet static\n\taddress 10.9.9.1/24\n\tpre-up ip link add dummy9 type dummy\n\tpost-down ip link del dummy9\n";
+const SENSOR_SOURCED =
+  "# A dummy interface from a file the interfaces file sources\nauto dummy9\niface dummy9 inet static\n\taddress 10.9.9.1/24\n\tpre-up ip link add dummy9 type dummy\n\tpost-down ip link del dummy9\n";
 const SOURCED_PATH = "/etc/network/interfaces.d/sensor";
 
 /** Adds the sensor stanza and the sourced file; returns the interfaces file as it then is. */
 async function addSharedConfiguration(pi: Guest): Promise<string> {
   const b64 = (text: string) => Buffer.from(text).toString("base64");
-  const r = await pi.ssh(`echo ${b64(SENSOR_STANZA)} | base64 -d >> /etc/network/interfaces && mkdir -p /etc/network/interfaces.d && echo ${b64(SENSOR_SOURCED)} | base64 -d > ${SOURCED_PATH}`);
+  const r = await pi.ssh(
+    `echo ${b64(SENSOR_STANZA)} | base64 -d >> /etc/network/interfaces && mkdir -p /etc/network/interfaces.d && echo ${b64(SENSOR_SOURCED)} | base64 -d > ${SOURCED_PATH}`,
+  );
   assert.equal(r.code, 0, r.stderr);
   const before = (await pi.ssh("cat /etc/network/interfaces")).stdout;
   assert.match(before, /^source \/etc\/network\/interfaces\.d\/\*$/m, "the guest's file sources interfaces.d as Debian's does");
@@ -247,13 +272,17 @@ async function sharedKept(pi: Guest, before: string): Promise<string> {
 
 /** What the guest's stack said this boot, for a failed run's message. */
 async function diagnostics(pi: Guest): Promise<string> {
-  const r = await pi.ssh("journalctl -b --no-pager -u NetworkManager -u systemd-networkd -u networking -u 'wpa_supplicant*' | tail -40; cat /proc/net/bonding/bond0; iw dev wlan0 link", { timeoutMs: 30_000 });
+  const r = await pi.ssh(
+    "journalctl -b --no-pager -u NetworkManager -u systemd-networkd -u networking -u 'wpa_supplicant*' | tail -40; cat /proc/net/bonding/bond0; iw dev wlan0 link",
+    { timeoutMs: 30_000 },
+  );
   return `\n--- guest after the run ---\n${r.stdout}${r.stderr}`;
 }
 
 /** Pings every 50 ms while eth0's cable is pulled and plugged back; bond status polled over SSH. */
 async function cablePull(lab: Lab, pi: Guest, backup: string) {
-  const interval = 0.05, count = 240;
+  const interval = 0.05,
+    count = 240;
   const argv = lab.controllerArgv(["ping", "-n", "-i", String(interval), "-c", String(count), "-W", "1", pi.address]);
   const ping = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
@@ -289,6 +318,11 @@ function watchControllerArgs(secret: string): { stop(): number } {
       await sleep(200);
     }
   })();
-  return { stop: () => { running = false; void loop; return seen; } };
+  return {
+    stop: () => {
+      running = false;
+      void loop;
+      return seen;
+    },
+  };
 }
-

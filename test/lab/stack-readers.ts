@@ -20,17 +20,24 @@ const PROFILES = `${NM_DIR}/bond0.nmconnection ${NM_DIR}/bond0-port-eth0.nmconne
 
 /** Lines a unified diff in the CLI's output adds or removes (not its ---/+++ headers). */
 function diffLines(stdout: string): string[] {
-  return stdout.split("\n").map((l) => l.trim()).filter((l) => /^[-+](?![-+]{2} )/.test(l) && !/^[-+]{3}\s/.test(l));
+  return stdout
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => /^[-+](?![-+]{2} )/.test(l) && !/^[-+]{3}\s/.test(l));
 }
 
 export function nmcliRoundTrips(s: SeedSteps): void {
   test(`${s.flavor}: profiles touched with nmcli without changing what they mean (DNS added and removed, autoconnect-priority set and reset) audit clean: no rewrite, no reboot`, async () => {
     const pi = s.pi();
     const before = (await pi.ssh(`cat ${PROFILES}`)).stdout;
-    const touched = await pi.ssh([
-      "nmcli connection modify bond0 ipv4.dns 9.9.9.9", "nmcli connection modify bond0 -ipv4.dns 9.9.9.9",
-      "nmcli connection modify bond0-port-eth0 connection.autoconnect-priority 5", "nmcli connection modify bond0-port-eth0 connection.autoconnect-priority 0",
-    ].join(" && "));
+    const touched = await pi.ssh(
+      [
+        "nmcli connection modify bond0 ipv4.dns 9.9.9.9",
+        "nmcli connection modify bond0 -ipv4.dns 9.9.9.9",
+        "nmcli connection modify bond0-port-eth0 connection.autoconnect-priority 5",
+        "nmcli connection modify bond0-port-eth0 connection.autoconnect-priority 0",
+      ].join(" && "),
+    );
     assert.equal(touched.code, 0, touched.stderr);
     const rewritten = (await pi.ssh(`cat ${PROFILES}; sha256sum ${NM_DIR}/*`)).stdout;
     assert.notEqual(rewritten.split(`${NM_DIR}/`)[0], before, "NetworkManager rewrote the profiles its own way (timestamp, [proxy], key order)");
@@ -73,7 +80,10 @@ export function netplanInRun(s: SeedSteps): void {
   test(`${s.flavor}: a netplan-style .network generated into /run/systemd/network, read before provision's, is masked by a run and eth1 stays in the bond`, async () => {
     const pi = s.pi();
     const script = GENERATOR_SCRIPT.replace(/'/g, "'\\''");
-    const written = await pi.ssh(`mkdir -p /etc/systemd/system-generators && printf '%s' '${script}' > ${GENERATOR} && chmod 755 ${GENERATOR} && systemctl daemon-reload && cat ${GENERATED}`, { timeoutMs: 60_000 });
+    const written = await pi.ssh(
+      `mkdir -p /etc/systemd/system-generators && printf '%s' '${script}' > ${GENERATOR} && chmod 755 ${GENERATOR} && systemctl daemon-reload && cat ${GENERATED}`,
+      { timeoutMs: 60_000 },
+    );
     assert.equal(written.code, 0, written.stderr);
     assert.match(written.stdout, /Name=eth1/);
 

@@ -38,7 +38,8 @@ function plug(lab: Lab, ns: string, inner: string, cidr: string, bridge: string,
 
 export async function startWanLab(): Promise<WanLab> {
   const lab = await startLab({
-    guests: 1, name: "lab-wan",
+    guests: 1,
+    name: "lab-wan",
     links: UPLINKS.map((u, k) => ({ bridge: `wan${k + 1}`, address: () => `${u.pi}/24` })),
   });
   const extra: Array<() => void> = [];

@@ -14,7 +14,10 @@ const [mode, ...args] = process.argv.slice(2);
 function connectOnce(host: string, port: number, timeoutMs: number): Promise<string | null> {
   return new Promise((resolve) => {
     const socket = createConnection({ host, port });
-    const done = (address: string | null) => { socket.destroy(); resolve(address); };
+    const done = (address: string | null) => {
+      socket.destroy();
+      resolve(address);
+    };
     socket.setTimeout(timeoutMs, () => done(null));
     socket.on("error", () => done(null));
     let buffer = "";
@@ -38,7 +41,10 @@ async function split(host: string, port: number, count: number): Promise<void> {
 function long(host: string, port: number, seconds: number): void {
   const socket: Socket = createConnection({ host, port });
   const addresses = new Set<string>();
-  let answers = 0, sent = 0, error: string | null = null, buffer = "";
+  let answers = 0,
+    sent = 0,
+    error: string | null = null,
+    buffer = "";
   const finish = () => {
     clearInterval(ticker);
     // let the last answers arrive
@@ -57,9 +63,17 @@ function long(host: string, port: number, seconds: number): void {
       answers++;
     }
   });
-  socket.on("error", (e) => { error = e.message; });
-  socket.on("close", () => { if (!error) error = "closed by the peer"; });
-  const ticker = setInterval(() => { if (!socket.destroyed) { socket.write(`${sent++}\n`); } }, 100);
+  socket.on("error", (e) => {
+    error = e.message;
+  });
+  socket.on("close", () => {
+    if (!error) error = "closed by the peer";
+  });
+  const ticker = setInterval(() => {
+    if (!socket.destroyed) {
+      socket.write(`${sent++}\n`);
+    }
+  }, 100);
   setTimeout(finish, seconds * 1000);
 }
 
@@ -78,7 +92,9 @@ if (mode === "server") {
   process.on("uncaughtException", (error) => console.error(`server: ${error.stack}`));
   createServer((socket) => {
     const from = `${socket.remoteAddress?.replace(/^::ffff:/, "")}\n`;
-    socket.on("data", (d) => { for (const _ of String(d).split("\n").slice(1)) socket.write(from); });
+    socket.on("data", (d) => {
+      for (const _ of String(d).split("\n").slice(1)) socket.write(from);
+    });
     socket.on("error", () => socket.destroy());
   }).listen(Number(args[0]), () => console.log("listening"));
 } else if (mode === "split") await split(args[0], Number(args[1]), Number(args[2]));

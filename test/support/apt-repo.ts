@@ -21,8 +21,7 @@ export function buildAptRepo(): string {
       sh(["sh", "-c", 'cd "$1" && shift && apt-get download "$@"', "sh", dir, ...missing]);
     }
   }
-  if (!existsSync(join(dir, "Packages.gz")) || missing.length)
-    sh(["sh", "-c", 'cd "$1" && dpkg-scanpackages -m . /dev/null > Packages && gzip -kf Packages', "sh", dir]);
+  if (!existsSync(join(dir, "Packages.gz")) || missing.length) sh(["sh", "-c", 'cd "$1" && dpkg-scanpackages -m . /dev/null > Packages && gzip -kf Packages', "sh", dir]);
   return dir;
 }
 

@@ -10,14 +10,30 @@ class LostAnswer implements Transport {
 
   constructor(private readonly inner: Transport) {}
 
-  get target(): ConnectionTarget { return this.inner.target; }
-  get originalAddress(): string { return this.inner.originalAddress; }
-  get connected(): boolean { return this.inner.connected; }
-  connect(): Promise<void> { return this.inner.connect(); }
-  close(): void { this.inner.close(); }
-  moveTo(address: string): void { this.inner.moveTo(address); }
-  readFile(path: string): Promise<string | null> { return this.inner.readFile(path); }
-  rebootAndWait(options: RebootOptions): Promise<void> { return this.inner.rebootAndWait(options); }
+  get target(): ConnectionTarget {
+    return this.inner.target;
+  }
+  get originalAddress(): string {
+    return this.inner.originalAddress;
+  }
+  get connected(): boolean {
+    return this.inner.connected;
+  }
+  connect(): Promise<void> {
+    return this.inner.connect();
+  }
+  close(): void {
+    this.inner.close();
+  }
+  moveTo(address: string): void {
+    this.inner.moveTo(address);
+  }
+  readFile(path: string): Promise<string | null> {
+    return this.inner.readFile(path);
+  }
+  rebootAndWait(options: RebootOptions): Promise<void> {
+    return this.inner.rebootAndWait(options);
+  }
 
   async exec(argv: string[], stdin?: string): Promise<ExecResult> {
     if (this.lost) throw new LostConnection(this.target.name, "lost connection: injected by the test");

@@ -16,7 +16,14 @@ import { serverAuthConfig, type FleetAuthority } from "../../core/pull/credentia
 import { uniqueName } from "./netns.js";
 import { killPid, onCleanup, sh } from "./processes.js";
 
-export interface NatsNode { name: string; address: string; netns: string; dir: string; log: string; pid?: number }
+export interface NatsNode {
+  name: string;
+  address: string;
+  netns: string;
+  dir: string;
+  log: string;
+  pid?: number;
+}
 
 export interface NatsCluster {
   nodes: NatsNode[];
@@ -42,7 +49,11 @@ export async function startNatsCluster(opts: { authority: FleetAuthority; size?:
   const hubNs = `${id}-hub`;
   const dir = mkdtempSync(join(tmpdir(), `${id}-`));
   const nodes: NatsNode[] = Array.from({ length: size }, (_, i) => ({
-    name: `n${i + 1}`, address: `${SUBNET}.${11 + i}`, netns: `${id}-n${i + 1}`, dir: join(dir, `n${i + 1}`), log: join(dir, `n${i + 1}.log`),
+    name: `n${i + 1}`,
+    address: `${SUBNET}.${11 + i}`,
+    netns: `${id}-n${i + 1}`,
+    dir: join(dir, `n${i + 1}`),
+    log: join(dir, `n${i + 1}.log`),
   }));
   const namespaces = [hubNs, ...nodes.map((n) => n.netns)];
   const children = new Map<NatsNode, ChildProcess>();
@@ -57,25 +68,36 @@ export async function startNatsCluster(opts: { authority: FleetAuthority; size?:
   try {
     sh(["ip", "-batch", "-"], { input: namespaces.map((n) => `netns add ${n}\n`).join("") });
     sh(["ip", "-n", hubNs, "-batch", "-"], {
-      input: ["link set lo up", "link add br0 type bridge", `addr add ${SUBNET}.1/24 dev br0`, "link set br0 up",
-        ...nodes.flatMap((n, i) => [`link add vn${i + 1} type veth peer name eth0 netns ${n.netns}`, `link set vn${i + 1} master br0 up`])].join("\n") + "\n",
+      input:
+        [
+          "link set lo up",
+          "link add br0 type bridge",
+          `addr add ${SUBNET}.1/24 dev br0`,
+          "link set br0 up",
+          ...nodes.flatMap((n, i) => [`link add vn${i + 1} type veth peer name eth0 netns ${n.netns}`, `link set vn${i + 1} master br0 up`]),
+        ].join("\n") + "\n",
     });
-    for (const n of nodes)
-      sh(["ip", "-n", n.netns, "-batch", "-"], { input: ["link set lo up", `addr add ${n.address}/24 dev eth0`, "link set eth0 up"].join("\n") + "\n" });
+    for (const n of nodes) sh(["ip", "-n", n.netns, "-batch", "-"], { input: ["link set lo up", `addr add ${n.address}/24 dev eth0`, "link set eth0 up"].join("\n") + "\n" });
 
     for (const n of nodes) {
       mkdirSync(join(n.dir, "jwt"), { recursive: true });
-      writeFileSync(join(n.dir, "nats.conf"), [
-        `server_name: ${n.name}`,
-        `listen: ${n.address}:4222`,
-        `jetstream { store_dir: ${JSON.stringify(join(n.dir, "js"))}, max_memory_store: 64MB, max_file_store: 256MB }`,
-        `cluster {`,
-        `  name: pull-test`,
-        `  listen: ${n.address}:6222`,
-        `  routes: [${nodes.filter((o) => o !== n).map((o) => `nats-route://${o.address}:6222`).join(", ")}]`,
-        `}`,
-        await serverAuthConfig(opts.authority, join(n.dir, "jwt")),
-      ].join("\n"));
+      writeFileSync(
+        join(n.dir, "nats.conf"),
+        [
+          `server_name: ${n.name}`,
+          `listen: ${n.address}:4222`,
+          `jetstream { store_dir: ${JSON.stringify(join(n.dir, "js"))}, max_memory_store: 64MB, max_file_store: 256MB }`,
+          `cluster {`,
+          `  name: pull-test`,
+          `  listen: ${n.address}:6222`,
+          `  routes: [${nodes
+            .filter((o) => o !== n)
+            .map((o) => `nats-route://${o.address}:6222`)
+            .join(", ")}]`,
+          `}`,
+          await serverAuthConfig(opts.authority, join(n.dir, "jwt")),
+        ].join("\n"),
+      );
     }
     const start = async (n: NatsNode): Promise<void> => {
       writeFileSync(n.log, "");
@@ -86,8 +108,14 @@ export async function startNatsCluster(opts: { authority: FleetAuthority; size?:
     };
     await Promise.all(nodes.map(start));
     return {
-      nodes, servers: nodes.map((n) => `${n.address}:4222`), hubNs, dir,
-      kill: (n) => { killPid(n.pid, "SIGKILL"); n.pid = undefined; },
+      nodes,
+      servers: nodes.map((n) => `${n.address}:4222`),
+      hubNs,
+      dir,
+      kill: (n) => {
+        killPid(n.pid, "SIGKILL");
+        n.pid = undefined;
+      },
       start,
       stop: unregister,
     };

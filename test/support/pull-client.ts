@@ -24,7 +24,14 @@ const need = (): Broker & NatsBroker => {
 
 const ops: Record<string, (a: Args) => Promise<unknown>> = {
   async connect(a) {
-    broker = await connectNats({ servers: a.servers, credentials: a.creds, inboxPrefix: a.inboxPrefix, name: a.name, timeoutMs: a.timeoutMs ?? 3000, backoff: { baseMs: 100, capMs: 1000 } });
+    broker = await connectNats({
+      servers: a.servers,
+      credentials: a.creds,
+      inboxPrefix: a.inboxPrefix,
+      name: a.name,
+      timeoutMs: a.timeoutMs ?? 3000,
+      backoff: { baseMs: 100, capMs: 1000 },
+    });
     broker.onEvent((e) => send({ event: "broker", ...e }));
     return broker.server();
   },
@@ -58,22 +65,33 @@ const ops: Record<string, (a: Args) => Promise<unknown>> = {
   /** A simulated agent: follows its key, opens bundles for real, "applies" with a chosen outcome. */
   async follow(a) {
     let applied: number | undefined = a.appliedVersion;
-    stoppables.push(await followDesiredState(need(), { name: a.device, verifyKey: a.verifyKey, identity: a.identity }, {
-      appliedVersion: () => applied,
-      recheckMs: a.recheckMs ?? 300,
-      apply: async (bundle) => {
-        send({ event: "apply", version: bundle.version, playbook: bundle.playbook });
-        if (a.applyMs) await new Promise((r) => setTimeout(r, a.applyMs));
-        applied = bundle.version;
-        return { outcome: a.outcome ?? "applied", ...(a.outcome && a.outcome !== "applied" ? { detail: `simulated ${a.outcome}` } : {}) };
-      },
-      onEvent: (e) => send({ event: "device", ...e }),
-    }));
+    stoppables.push(
+      await followDesiredState(
+        need(),
+        { name: a.device, verifyKey: a.verifyKey, identity: a.identity },
+        {
+          appliedVersion: () => applied,
+          recheckMs: a.recheckMs ?? 300,
+          apply: async (bundle) => {
+            send({ event: "apply", version: bundle.version, playbook: bundle.playbook });
+            if (a.applyMs) await new Promise((r) => setTimeout(r, a.applyMs));
+            applied = bundle.version;
+            return { outcome: a.outcome ?? "applied", ...(a.outcome && a.outcome !== "applied" ? { detail: `simulated ${a.outcome}` } : {}) };
+          },
+          onEvent: (e) => send({ event: "device", ...e }),
+        },
+      ),
+    );
     return null;
   },
   async rollout(a) {
     const state = await runRollout({
-      broker: need(), id: a.id, version: a.version, devices: a.devices, policy: a.policy as RolloutPolicy, tickMs: a.tickMs ?? 50,
+      broker: need(),
+      id: a.id,
+      version: a.version,
+      devices: a.devices,
+      policy: a.policy as RolloutPolicy,
+      tickMs: a.tickMs ?? 50,
       bundle: (d) => bytes(a.bundles[d]),
       onProgress: (s, c) => send({ event: "progress", id: a.id, at: Date.now(), status: s.status, waves: s.openedAt.length, ...c }),
     });

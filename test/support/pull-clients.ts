@@ -31,15 +31,24 @@ export function startClient(netns: string, name: string): PullClient {
   child.stderr!.on("data", (d) => (stderr += d));
   createInterface({ input: child.stdout! }).on("line", (line) => {
     let msg: any;
-    try { msg = JSON.parse(line); } catch { stderr += `(stdout) ${line}\n`; return; }
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      stderr += `(stdout) ${line}\n`;
+      return;
+    }
     if (msg.event) {
       events.push(msg);
-      for (const w of waiters.filter((w) => w.match(msg))) { waiters.splice(waiters.indexOf(w), 1); w.resolve(msg); }
+      for (const w of waiters.filter((w) => w.match(msg))) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(msg);
+      }
       return;
     }
     const p = pending.get(msg.id);
     pending.delete(msg.id);
-    if (msg.ok) p?.resolve(msg.result); else p?.reject(new Error(`${name}: ${msg.error}${msg.stack ? `\n${msg.stack}` : ""}`));
+    if (msg.ok) p?.resolve(msg.result);
+    else p?.reject(new Error(`${name}: ${msg.error}${msg.stack ? `\n${msg.stack}` : ""}`));
   });
   child.on("exit", (code) => {
     for (const p of pending.values()) p.reject(new Error(`${name}: client exited (${code}): ${stderr.trim().slice(-2000)}`));
@@ -62,7 +71,13 @@ export function startClient(netns: string, name: string): PullClient {
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`${name}: no ${what} within ${ms} ms; events: ${JSON.stringify(events.slice(-10))}`)), ms);
-        waiters.push({ match, resolve: (e) => { clearTimeout(timer); resolve(e); } });
+        waiters.push({
+          match,
+          resolve: (e) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
+        });
       });
     },
     stderr: () => stderr,

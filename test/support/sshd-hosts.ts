@@ -24,11 +24,11 @@ import { inNamespace, uniqueName } from "./netns.js";
 import { isAlive, onCleanup, run, sh } from "./processes.js";
 
 export interface TestHost {
-  name: string;          // "host1".."hostN" (or `${prefix}${i}`)
-  address: string;       // e.g. 10.88.0.11 (inside the fleet's bridge subnet)
-  port: number;          // 22
-  netns: string;         // the host's own network namespace
-  pid: number;           // sshd's PID (as seen from here; PID 1 inside the host)
+  name: string; // "host1".."hostN" (or `${prefix}${i}`)
+  address: string; // e.g. 10.88.0.11 (inside the fleet's bridge subnet)
+  port: number; // 22
+  netns: string; // the host's own network namespace
+  pid: number; // sshd's PID (as seen from here; PID 1 inside the host)
 }
 
 export type ExecResult = { code: number; stdout: string; stderr: string };
@@ -121,7 +121,7 @@ type HostState = {
   work: string;
   merged: string;
   log: string;
-  child?: ChildProcess;      // `unshare` (ip netns exec execs it): sshd's parent
+  child?: ChildProcess; // `unshare` (ip netns exec execs it): sshd's parent
   exited?: Promise<void>;
 };
 
@@ -139,8 +139,7 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
   const base = baseRootfs();
   // Never adopt (and later delete) a namespace that someone else made under the same name.
   let id = uniqueName("sshf");
-  while (existsSync(`/run/netns/${id}-ctl`) || Array.from({ length: count }, (_, i) => `/run/netns/${id}-h${i + 1}`).some(existsSync))
-    id = uniqueName("sshf");
+  while (existsSync(`/run/netns/${id}-ctl`) || Array.from({ length: count }, (_, i) => `/run/netns/${id}-h${i + 1}`).some(existsSync)) id = uniqueName("sshf");
   const controllerNs = `${id}-ctl`;
   const bridgeAddress = `${subnet}.1`;
   const dir = mkdtempSync(join(tmpdir(), `${id}-`));
@@ -150,12 +149,12 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
 
   // --- teardown (synchronous, so it also runs from the exit hook) -------------------------
   const teardown = (): void => {
-    const pids = states.flatMap((s) => (s.child && s.child.exitCode === null && s.child.signalCode === null ? [s] : []))
+    const pids = states
+      .flatMap((s) => (s.child && s.child.exitCode === null && s.child.signalCode === null ? [s] : []))
       .flatMap((s) => [sshdPidIfChild(s), s.child!.pid!].filter((p): p is number => !!p));
     killAll(pids);
     apt?.stop();
-    if (namespaces.length)
-      sh(["ip", "-force", "-batch", "-"], { input: namespaces.map((n) => `netns delete ${n}\n`).join(""), allowFail: true });
+    if (namespaces.length) sh(["ip", "-force", "-batch", "-"], { input: namespaces.map((n) => `netns delete ${n}\n`).join(""), allowFail: true });
     rmSync(dir, { recursive: true, force: true });
   };
   const unregister = onCleanup(`sshd fleet ${id}`, teardown);
@@ -167,7 +166,12 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
       const live = states.filter((s) => s.child && s.child.exitCode === null && s.child.signalCode === null);
       for (const s of live) {
         const pid = sshdPidIfChild(s);
-        if (pid) try { process.kill(pid, "SIGTERM"); } catch { /* already gone */ }
+        if (pid)
+          try {
+            process.kill(pid, "SIGTERM");
+          } catch {
+            /* already gone */
+          }
       }
       await Promise.race([Promise.all(live.map((s) => s.exited)), delay(5000)]);
       unregister(); // kills stragglers by PID, stops the repo server, deletes the namespaces, removes dir
@@ -186,18 +190,22 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
     namespaces.push(...allNs); // before creating, so a half-done batch is still cleaned up
     sh(["ip", "-batch", "-"], { input: allNs.map((n) => `netns add ${n}\n`).join("") });
     sh(["ip", "-n", controllerNs, "-batch", "-"], {
-      input: [
-        "link set lo up",
-        "link add br0 type bridge",
-        `addr add ${bridgeAddress}/24 dev br0`,
-        "link set br0 up",
-        ...states.flatMap((s, i) => [`link add vh${i + 1} type veth peer name eth0 netns ${s.host.netns}`, `link set vh${i + 1} master br0 up`]),
-      ].join("\n") + "\n",
+      input:
+        [
+          "link set lo up",
+          "link add br0 type bridge",
+          `addr add ${bridgeAddress}/24 dev br0`,
+          "link set br0 up",
+          ...states.flatMap((s, i) => [`link add vh${i + 1} type veth peer name eth0 netns ${s.host.netns}`, `link set vh${i + 1} master br0 up`]),
+        ].join("\n") + "\n",
     });
     await mapLimit(states, 8, (s) =>
       run(["ip", "-n", s.host.netns, "-batch", "-"], {
         input: ["link set lo up", `addr add ${s.host.address}/24 dev eth0`, "link set eth0 up", `route add default via ${bridgeAddress}`].join("\n") + "\n",
-      }).then((r) => { if (r.code !== 0) throw new Error(`network of ${s.host.name}: ${r.stderr.trim()}`); }));
+      }).then((r) => {
+        if (r.code !== 0) throw new Error(`network of ${s.host.name}: ${r.stderr.trim()}`);
+      }),
+    );
     const tNet = Date.now();
 
     // --- apt repository on the bridge -----------------------------------------------------
@@ -226,9 +234,33 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
     const utmpGid = /^utmp:[^:]*:(\d+):/m.exec(readFileSync(join(base, "etc/group"), "utf8"))?.[1] ?? "0";
     for (const s of states) {
       const fd = openSync(s.log, "a");
-      const child = spawn("ip", ["netns", "exec", s.host.netns,
-        "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--propagation", "private",
-        "sh", "-c", START_SCRIPT, "sshd-host", s.merged, base, s.upper, s.work, s.host.name, utmpGid], { stdio: ["ignore", fd, fd] });
+      const child = spawn(
+        "ip",
+        [
+          "netns",
+          "exec",
+          s.host.netns,
+          "unshare",
+          "--mount",
+          "--pid",
+          "--uts",
+          "--fork",
+          "--kill-child",
+          "--propagation",
+          "private",
+          "sh",
+          "-c",
+          START_SCRIPT,
+          "sshd-host",
+          s.merged,
+          base,
+          s.upper,
+          s.work,
+          s.host.name,
+          utmpGid,
+        ],
+        { stdio: ["ignore", fd, fd] },
+      );
       closeSync(fd);
       s.child = child;
       s.exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -237,7 +269,11 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
       });
       child.once("error", (e) => failed?.(e));
     }
-    await Promise.all(states.map(async (s) => { s.host.pid = await childPid(s.child!); }));
+    await Promise.all(
+      states.map(async (s) => {
+        s.host.pid = await childPid(s.child!);
+      }),
+    );
     const tSpawn = Date.now();
 
     const targets = [...states.map((s) => `${s.host.address}:22`), `${bridgeAddress}:${APT_PORT}`];
@@ -250,17 +286,47 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
     }
     failed = undefined;
     const tReady = Date.now();
-    console.log(`sshd fleet ${id}: ${count} hosts ready in ${tReady - t0} ms ` +
-      `(network ${tNet - t0}, files+keys ${tKeys - tNet}, spawn ${tSpawn - tKeys}, until all answer ${tReady - tSpawn})`);
+    console.log(
+      `sshd fleet ${id}: ${count} hosts ready in ${tReady - t0} ms ` +
+        `(network ${tNet - t0}, files+keys ${tKeys - tNet}, spawn ${tSpawn - tKeys}, until all answer ${tReady - tSpawn})`,
+    );
 
     const hosts = states.map((s) => s.host);
     const fleet: TestFleet = {
-      hosts, controllerNs, bridgeAddress, aptRepoUrl: apt.url, identityFile, knownHostsFile,
-      aptSourcesLine: apt.sourcesLine, unusedAddress: `${subnet}.${UNUSED_OCTET}`, dir,
+      hosts,
+      controllerNs,
+      bridgeAddress,
+      aptRepoUrl: apt.url,
+      identityFile,
+      knownHostsFile,
+      aptSourcesLine: apt.sourcesLine,
+      unusedAddress: `${subnet}.${UNUSED_OCTET}`,
+      dir,
       exec(host, argv, input) {
         if (!hosts.includes(host)) throw new Error(`exec: ${host.name} is not in fleet ${id}`);
-        return run(["nsenter", "--target", String(host.pid), "--mount", "--uts", "--net", "--pid", "--root", "--wd", "--",
-          "/usr/bin/env", "-i", `PATH=${HOST_PATH}`, "HOME=/root", "USER=root", "LOGNAME=root", "LANG=C.UTF-8", ...argv], { input });
+        return run(
+          [
+            "nsenter",
+            "--target",
+            String(host.pid),
+            "--mount",
+            "--uts",
+            "--net",
+            "--pid",
+            "--root",
+            "--wd",
+            "--",
+            "/usr/bin/env",
+            "-i",
+            `PATH=${HOST_PATH}`,
+            "HOME=/root",
+            "USER=root",
+            "LOGNAME=root",
+            "LANG=C.UTF-8",
+            ...argv,
+          ],
+          { input },
+        );
       },
       controllerArgv: (argv) => inNamespace(controllerNs, argv),
       writeInventory(path, o = {}) {
@@ -312,17 +378,21 @@ function prepareUpper(base: string, s: HostState, o: { authorizedKey: string; ap
   chmodSync(join(upper, "root/.ssh"), 0o700);
   file("root/.ssh/authorized_keys", o.authorizedKey, 0o600);
   dir("etc/ssh/sshd_config.d", 0o755);
-  file("etc/ssh/sshd_config.d/10-test-host.conf",
+  file(
+    "etc/ssh/sshd_config.d/10-test-host.conf",
     "# lightweight test host (test/support/sshd-hosts.ts)\nPermitRootLogin prohibit-password\nHostKey /etc/ssh/ssh_host_ed25519_key\n" +
-    "# logs every session it starts (\"Starting session: command …\"): tests count them\nLogLevel VERBOSE\n");
+      '# logs every session it starts ("Starting session: command …"): tests count them\nLogLevel VERBOSE\n',
+  );
   dir("etc/apt", 0o755);
   file("etc/apt/sources.list", o.aptSourcesLine);
   file("etc/hostname", `${s.host.name}\n`);
   file("etc/hosts", `127.0.0.1\tlocalhost\n127.0.1.1\t${s.host.name}\n\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n`);
   dir("etc/network", 0o755);
-  file("etc/network/interfaces",
+  file(
+    "etc/network/interfaces",
     `# interfaces(5) file used by ifup(8) and ifdown(8)\n# Include files from /etc/network/interfaces.d:\nsource /etc/network/interfaces.d/*\n\n` +
-    `auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n    address ${s.host.address}/24\n    gateway ${o.bridgeAddress}\n`);
+      `auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n    address ${s.host.address}/24\n    gateway ${o.bridgeAddress}\n`,
+  );
   // The base holds the build machine's resolver, unreachable from the lab: no DNS here.
   file("etc/resolv.conf", "# test lab: no DNS\n");
   file("etc/dhcpcd.conf", "# dhcpcd.conf\nhostname\nclientid\npersistent\noption rapid_commit\nslaac private\n");
@@ -336,12 +406,21 @@ function sshdPidIfChild(s: HostState): number | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
     return ppid === s.child.pid ? pid : undefined;
-  } catch { return undefined; }
+  } catch {
+    return undefined;
+  }
 }
 
 /** SIGTERM all, wait up to 3 s, SIGKILL the rest, wait again. Synchronous (exit hook). */
 function killAll(pids: number[]): void {
-  const signal = (sig: NodeJS.Signals) => { for (const p of pids) try { process.kill(p, sig); } catch { /* gone */ } };
+  const signal = (sig: NodeJS.Signals) => {
+    for (const p of pids)
+      try {
+        process.kill(p, sig);
+      } catch {
+        /* gone */
+      }
+  };
   const waitGone = (ms: number) => {
     const end = Date.now() + ms;
     while (pids.some(isAlive) && Date.now() < end) sh(["sleep", "0.05"]);
@@ -363,7 +442,9 @@ async function childPid(child: ChildProcess): Promise<number> {
     try {
       const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim();
       if (kids) return Number(kids.split(/\s+/)[0]);
-    } catch { /* not there yet, or gone */ }
+    } catch {
+      /* not there yet, or gone */
+    }
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`sshd launcher ${pid} exited`);
     await delay(10);
   }
@@ -373,7 +454,12 @@ async function childPid(child: ChildProcess): Promise<number> {
 async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
-  const worker = async () => { while (next < items.length) { const i = next++; out[i] = await fn(items[i], i); } };
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return out;
 }
@@ -383,5 +469,9 @@ function delay(ms: number): Promise<void> {
 }
 
 function tail(path: string, lines = 20): string {
-  try { return readFileSync(path, "utf8").split("\n").slice(-lines).join("\n"); } catch { return "(no log)"; }
+  try {
+    return readFileSync(path, "utf8").split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
 }

@@ -12,7 +12,12 @@ import { Transaction, lastTransactionProbe } from "../../core/run/transaction.js
 export const SCENARIO_FILE = "/etc/provision-transport-test.conf";
 export const SCENARIO_MARKER = "/var/tmp/provision-transport-marker";
 
-interface Options { transport: "ssh" | "local"; target: ConnectionTarget; prefix?: string[]; runId: string }
+interface Options {
+  transport: "ssh" | "local";
+  target: ConnectionTarget;
+  prefix?: string[];
+  runId: string;
+}
 
 function open(o: Options): Transport {
   return o.transport === "ssh" ? new SshTransport(o.target) : new LocalTransport(o.target, { prefix: o.prefix });
@@ -38,7 +43,16 @@ async function scenario(o: Options): Promise<Record<string, unknown>> {
     const after = { file: await t.readFile(SCENARIO_FILE), marker: await t.readFile(SCENARIO_MARKER) };
     const state = await tx.state();
     await tx.unlock();
-    return { hostname: facts.hostFacts.hostname, fileBefore: (facts.results.get(JSON.stringify({ file: SCENARIO_FILE })) as { content: string | null }).content, written, marker, problems, after, state, unlocked: tx.unlocked };
+    return {
+      hostname: facts.hostFacts.hostname,
+      fileBefore: (facts.results.get(JSON.stringify({ file: SCENARIO_FILE })) as { content: string | null }).content,
+      written,
+      marker,
+      problems,
+      after,
+      state,
+      unlocked: tx.unlocked,
+    };
   } finally {
     t.close();
   }
@@ -46,5 +60,8 @@ async function scenario(o: Options): Promise<Record<string, unknown>> {
 
 scenario(JSON.parse(process.argv[2]) as Options).then(
   (r) => console.log(JSON.stringify(r)),
-  (e) => { console.error(e instanceof Error ? e.message : String(e)); process.exitCode = 1; },
+  (e) => {
+    console.error(e instanceof Error ? e.message : String(e));
+    process.exitCode = 1;
+  },
 );

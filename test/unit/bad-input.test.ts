@@ -36,7 +36,8 @@ function configError(fn: () => unknown, pattern: RegExp, check?: (message: strin
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "", stderr = "";
+    let stdout = "",
+      stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
     child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
@@ -46,14 +47,21 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
 /** A loopback TCP listener that counts connection attempts (a host provision must not contact). */
 async function connectionCounter(): Promise<{ port: number; count: () => number; close: () => Promise<void> }> {
   let connections = 0;
-  const server = createServer((socket) => { connections++; socket.destroy(); });
+  const server = createServer((socket) => {
+    connections++;
+    socket.destroy();
+  });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as { port: number }).port;
   return { port, count: () => connections, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 const motdLike = (extra: Partial<ModuleDefinition>): ModuleDefinition => ({
-  name: "fussy", description: "", schema: { type: "object", properties: { text: { type: "string" } } },
-  facts: () => ({}), plan: () => [], ...extra,
+  name: "fussy",
+  description: "",
+  schema: { type: "object", properties: { text: { type: "string" } } },
+  facts: () => ({}),
+  plan: () => [],
+  ...extra,
 });
 
 // 1. Output files that cannot be written
@@ -106,30 +114,50 @@ test("host patterns: * and ? are globs, every other character is literal", () =>
 // 3. YAML: aliases, merge keys, BOM, large mappings, large values
 
 test("an undefined alias and an alias bomb are errors at file:line:col, not stack traces", () => {
-  configError(() => loadInventory(write("alias.yaml", "all:\n  hosts:\n    pi1: *nope\n")), /alias\.yaml:3:10: invalid YAML: undefined alias \*nope\. Define the anchor &nope before this use/);
+  configError(
+    () => loadInventory(write("alias.yaml", "all:\n  hosts:\n    pi1: *nope\n")),
+    /alias\.yaml:3:10: invalid YAML: undefined alias \*nope\. Define the anchor &nope before this use/,
+  );
   const levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"];
-  for (let i = 1; i < 8; i++) levels.push(`l${i}: &${"a".repeat(i + 1)} [${Array(10).fill(`*${"a".repeat(i)}`).join(", ")}]`);
+  for (let i = 1; i < 8; i++)
+    levels.push(
+      `l${i}: &${"a".repeat(i + 1)} [${Array(10)
+        .fill(`*${"a".repeat(i)}`)
+        .join(", ")}]`,
+    );
   const started = Date.now();
-  configError(() => loadPlaybook(write("bomb.yaml", levels.join("\n") + "\n")), /bomb\.yaml:\d+:\d+: invalid YAML: aliases expand to more than 1000000 values here \(an alias bomb\?\)/);
+  configError(
+    () => loadPlaybook(write("bomb.yaml", levels.join("\n") + "\n")),
+    /bomb\.yaml:\d+:\d+: invalid YAML: aliases expand to more than 1000000 values here \(an alias bomb\?\)/,
+  );
   assert.ok(Date.now() - started < 5000, "refused quickly");
   configError(() => loadInventory(write("cycle.yaml", "all: &x\n  children:\n    g: *x\n")), /cycle\.yaml:3:8: invalid YAML: an alias refers to the value that contains it/);
 });
 
 test("YAML merge keys (<<: *defaults) work, with positions inside the merged values", () => {
-  const inv = loadInventory(write("merge.yaml", `all:
+  const inv = loadInventory(
+    write(
+      "merge.yaml",
+      `all:
   hosts:
     pi1: &pi { address: 10.0.0.1, user: pi, become: true }
     pi2:
       <<: *pi
       address: 10.0.0.2
-`));
+`,
+    ),
+  );
   assert.deepEqual(inv.hosts.get("pi2")!.vars, { address: "10.0.0.2", user: "pi", become: true });
   const many = Array.from({ length: 150 }, (_, i) => `    h${i}: { <<: *d, address: 10.0.1.${i} }`).join("\n");
   const big = loadInventory(write("merge-many.yaml", `all:\n  vars:\n    x: &d { user: pi }\n  hosts:\n${many}\n`));
   assert.equal(big.hosts.get("h149")!.vars.user, "pi", "more than 100 uses of one anchor are fine");
-  configError(() => loadInventory(write("merge-bad.yaml", "all:\n  hosts:\n    pi1: &pi { address: 10.0.0.1, become: sometimes }\n    pi2: { <<: *pi, address: 10.0.0.2 }\n")),
-    /merge-bad\.yaml:3:43: inventory > all\.hosts\.pi2\.become: must be a boolean \(got "sometimes"\)/);
-  const pb = loadPlaybook(write("merge-pb.yaml", "- hosts: all\n  vars:\n    common: &c { interfaces: [eth0] }\n  tasks:\n    - dhcpcd_deny: { <<: *c, path: /etc/dhcpcd.conf }\n"));
+  configError(
+    () => loadInventory(write("merge-bad.yaml", "all:\n  hosts:\n    pi1: &pi { address: 10.0.0.1, become: sometimes }\n    pi2: { <<: *pi, address: 10.0.0.2 }\n")),
+    /merge-bad\.yaml:3:43: inventory > all\.hosts\.pi2\.become: must be a boolean \(got "sometimes"\)/,
+  );
+  const pb = loadPlaybook(
+    write("merge-pb.yaml", "- hosts: all\n  vars:\n    common: &c { interfaces: [eth0] }\n  tasks:\n    - dhcpcd_deny: { <<: *c, path: /etc/dhcpcd.conf }\n"),
+  );
   assert.deepEqual(pb.plays[0].tasks[0].rawArgs, { interfaces: ["eth0"], path: "/etc/dhcpcd.conf" });
 });
 
@@ -139,7 +167,10 @@ test("a UTF-8 BOM at the start of a playbook or inventory is accepted; positions
   const pb = loadPlaybook(write("bom-pb.yaml", "\uFEFF- hosts: all\n  tasks:\n    - dhcpcd_deny: { interfaces: [eth0] }\n"));
   assert.equal(pb.plays[0].hosts, "all");
   configError(() => loadInventory(write("bom-top.yaml", "\uFEFFall: 7\n")), /bom-top\.yaml:1:6: inventory > all: must be an object or null \(got 7\)/);
-  configError(() => loadInventory(write("bom-bad.yaml", "\uFEFFall:\n  hosts:\n    pi1: { port: x }\n")), /bom-bad\.yaml:3:18: inventory > all\.hosts\.pi1\.port: must be an integer/);
+  configError(
+    () => loadInventory(write("bom-bad.yaml", "\uFEFFall:\n  hosts:\n    pi1: { port: x }\n")),
+    /bom-bad\.yaml:3:18: inventory > all\.hosts\.pi1\.port: must be an integer/,
+  );
 });
 
 test("a mapping of 100k keys loads in linear time; a duplicate key among them is named at file:line:col", () => {
@@ -150,9 +181,11 @@ test("a mapping of 100k keys loads in linear time; a duplicate key among them is
   assert.equal(inv.hosts.get("pi1")!.vars.k99999, 99999);
   assert.ok(took < 20_000, `took ${took} ms (the library's uniqueKeys check took ~162 s)`);
   started = Date.now();
-  configError(() => loadInventory(write("big-dup.yaml", `all:\n  vars:\n${keys}    k5: again\n`)),
-    /big-dup\.yaml:100003:5: invalid YAML: duplicate key "k5" \(first at line 8, column 5\)\. Remove one of them\./);
-  configError(() => YamlSource.parse("dup.yaml", "a: 1\nb: 2\n\"a\": 3\n"), /dup\.yaml:3:1: invalid YAML: duplicate key "a" \(first at line 1, column 1\)/);
+  configError(
+    () => loadInventory(write("big-dup.yaml", `all:\n  vars:\n${keys}    k5: again\n`)),
+    /big-dup\.yaml:100003:5: invalid YAML: duplicate key "k5" \(first at line 8, column 5\)\. Remove one of them\./,
+  );
+  configError(() => YamlSource.parse("dup.yaml", 'a: 1\nb: 2\n"a": 3\n'), /dup\.yaml:3:1: invalid YAML: duplicate key "a" \(first at line 1, column 1\)/);
   YamlSource.parse("ok.yaml", "a: 1\n'1': x\nb: { a: 2 }\nc: [ { a: 3 }, { a: 4 } ]\n"); // same key in different maps is fine
 });
 
@@ -162,12 +195,23 @@ test("a 5 MB value is never echoed whole in an error", () => {
     ["huge-inv.yaml", `all:\n  hosts:\n    pi1: { port: "${huge}" }\n`],
     ["huge-key.yaml", `all:\n  ? ${huge}\n  : 1\n`],
   ] as const)
-    configError(() => loadInventory(write(file, text)), /x…/, (m) => assert.ok(m.length < 600, `message of ${m.length} characters`));
+    configError(
+      () => loadInventory(write(file, text)),
+      /x…/,
+      (m) => assert.ok(m.length < 600, `message of ${m.length} characters`),
+    );
   const pb = write("huge-pb.yaml", `- hosts: all\n  tasks:\n    - name: "${huge}"\n      ? ${huge}\n      : {}\n`);
-  configError(() => checkModules(loadPlaybook(pb), registry()), /unknown module "x+…"/, (m) => assert.ok(m.length < 1000, `message of ${m.length} characters`));
+  configError(
+    () => checkModules(loadPlaybook(pb), registry()),
+    /unknown module "x+…"/,
+    (m) => assert.ok(m.length < 1000, `message of ${m.length} characters`),
+  );
   const tpl = write("huge-tpl.yaml", `- hosts: all\n  tasks:\n    - dhcpcd_deny: { interfaces: ["{{ ${huge} }}"] }\n`);
-  configError(() => prepare(loadInventory(write("one.yaml", "all:\n  hosts:\n    pi1:\n")), [loadPlaybook(tpl)], registry(), settings),
-    /undefined variable "x+…"/, (m) => assert.ok(m.length < 600));
+  configError(
+    () => prepare(loadInventory(write("one.yaml", "all:\n  hosts:\n    pi1:\n")), [loadPlaybook(tpl)], registry(), settings),
+    /undefined variable "x+…"/,
+    (m) => assert.ok(m.length < 600),
+  );
   assert.equal(shorten("abcdef", 4), "abc…");
   assert.equal(quote("a".repeat(100)), JSON.stringify("a".repeat(59) + "…"));
   assert.equal(quote({ a: 1, b: 2 }), "a mapping of 2 keys");
@@ -194,7 +238,11 @@ test("a plugin exporting something that is not a module object is refused, sayin
     [{ name: "nosecret", description: "", schema: {}, facts: () => ({}), plan: () => [], secrets: "psk" }, /secrets must be a function/],
   ];
   for (const [exported, message] of cases)
-    assert.throws(() => r.registerExport(exported, "plugin \"./p.js\""), (e: Error) => e instanceof ConfigError && message.test(e.message) && e.message.startsWith('plugin "./p.js"'), String(exported));
+    assert.throws(
+      () => r.registerExport(exported, 'plugin "./p.js"'),
+      (e: Error) => e instanceof ConfigError && message.test(e.message) && e.message.startsWith('plugin "./p.js"'),
+      String(exported),
+    );
   for (const [name, source, message] of [
     ["null.mjs", "export default null;\n", /plugin ".*null\.mjs": exports null/],
     ["number.mjs", "export default 42;\n", /exports a number 42/],
@@ -202,7 +250,11 @@ test("a plugin exporting something that is not a module object is refused, sayin
     ["named.mjs", "export const modules = [{ name: 'named_one', description: '', schema: {}, facts: () => ({}), plan: () => [] }];\n", null],
   ] as const) {
     const file = write(name, source);
-    if (message) await assert.rejects(() => r.loadPlugin(`./${name}`, dir), (e: Error) => e instanceof ConfigError && message.test(e.message));
+    if (message)
+      await assert.rejects(
+        () => r.loadPlugin(`./${name}`, dir),
+        (e: Error) => e instanceof ConfigError && message.test(e.message),
+      );
     else await r.loadPlugin(file, dir);
   }
   assert.ok(r.has("named_one"), "a module without a default export may export { modules }");
@@ -212,21 +264,55 @@ test("a module whose secrets() throws, or whose plan is not synchronous, is repo
   const inv = loadInventory(write("inv-one.yaml", "all:\n  hosts:\n    pi1:\n"));
   const pb = write("fussy.yaml", "- hosts: all\n  tasks:\n    - name: Use it\n      fussy: { text: hi }\n");
   const r = registry();
-  r.register(motdLike({ secrets: () => { throw new TypeError("cannot read properties of undefined (reading 'psk')"); } }), "plugin \"./fussy.js\"");
-  assert.throws(() => prepare(inv, [loadPlaybook(pb)], r, settings),
-    (e: Error) => e instanceof ModuleBug && /module "fussy" failed to list the secrets of task "Use it": cannot read properties/.test(e.message));
+  r.register(
+    motdLike({
+      secrets: () => {
+        throw new TypeError("cannot read properties of undefined (reading 'psk')");
+      },
+    }),
+    'plugin "./fussy.js"',
+  );
+  assert.throws(
+    () => prepare(inv, [loadPlaybook(pb)], r, settings),
+    (e: Error) => e instanceof ModuleBug && /module "fussy" failed to list the secrets of task "Use it": cannot read properties/.test(e.message),
+  );
 
-  assert.throws(() => registry().register(motdLike({ async plan() { return []; } } as never), "plugin \"./fussy.js\""),
-    (e: Error) => e instanceof ModuleBug && /module "fussy" \(plugin "\.\/fussy\.js"\): plan must be synchronous, but it is an async function/.test(e.message));
+  assert.throws(
+    () =>
+      registry().register(
+        motdLike({
+          async plan() {
+            return [];
+          },
+        } as never),
+        'plugin "./fussy.js"',
+      ),
+    (e: Error) => e instanceof ModuleBug && /module "fussy" \(plugin "\.\/fussy\.js"\): plan must be synchronous, but it is an async function/.test(e.message),
+  );
 
   const r2 = registry();
-  r2.register(motdLike({ plan: (() => Promise.reject(new Error("late"))) as never }), "plugin \"./fussy.js\"");
+  r2.register(motdLike({ plan: (() => Promise.reject(new Error("late"))) as never }), 'plugin "./fussy.js"');
   const [play] = prepare(inv, [loadPlaybook(pb)], r2, settings);
   const work = play.hosts[0];
-  assert.throws(() => planTasks(work.tasks, work.handlers, { hostFacts: { bootId: "b", bootTime: 0, systemd: true, hostname: "h" }, results: new Map() }, "pi1"),
-    (e: Error) => e instanceof ModuleBug && /module "fussy".*plan must be synchronous, but it returned a Promise/.test(e.message));
+  assert.throws(
+    () => planTasks(work.tasks, work.handlers, { hostFacts: { bootId: "b", bootTime: 0, systemd: true, hostname: "h" }, results: new Map() }, "pi1"),
+    (e: Error) => e instanceof ModuleBug && /module "fussy".*plan must be synchronous, but it returned a Promise/.test(e.message),
+  );
 
-  class ClassModule { name = "classy"; description = ""; schema = {}; facts() { return {}; } plan() { return this.helper(); } helper() { return []; } }
+  class ClassModule {
+    name = "classy";
+    description = "";
+    schema = {};
+    facts() {
+      return {};
+    }
+    plan() {
+      return this.helper();
+    }
+    helper() {
+      return [];
+    }
+  }
   const r3 = registry();
   r3.register(new ClassModule() as never, "plugin");
   assert.deepEqual(r3.get("classy").plan({}, {} as never, {} as never), [], "a class-based module keeps its methods and this");
@@ -236,7 +322,11 @@ test("a module whose secrets() throws, or whose plan is not synchronous, is repo
 
 test("templates look up own variables only: constructor, toString, __proto__ are undefined variables", () => {
   for (const name of ["constructor", "toString", "__proto__", "hasOwnProperty", "valueOf", "a.constructor", "list.length.x"])
-    assert.throws(() => render(`{{ ${name} }}`, { a: { b: 1 }, list: [1] }, ["x"]), (e: Error) => e instanceof UndefinedVariable && e.message === `undefined variable "${name}"`, name);
+    assert.throws(
+      () => render(`{{ ${name} }}`, { a: { b: 1 }, list: [1] }, ["x"]),
+      (e: Error) => e instanceof UndefinedVariable && e.message === `undefined variable "${name}"`,
+      name,
+    );
   assert.equal(render("{{ a.b }}", { a: { b: 1 } }), 1);
   assert.equal(render("x {{ a.b }} }} y", { a: { b: 1 } }), "x 1 }} y", "a lone }} is text");
   assert.equal(render("{{ list.0 }}", { list: ["eth0"] }), "eth0");
@@ -259,72 +349,117 @@ test("unsupported template syntax is an error naming file:line:col, never left a
   ];
   for (const [value, message] of cases) {
     const pb = write("tpl.yaml", `- hosts: all\n  tasks:\n    - name: deny\n      dhcpcd_deny:\n        interfaces:\n          - ${JSON.stringify(value)}\n`);
-    assert.throws(() => checkModules(loadPlaybook(pb), registry()), (e: Error) => {
-      assert.ok(e instanceof ConfigError, e.message);
-      assert.match(e.message, /tpl\.yaml:6:13: task "deny": unsupported template syntax /);
-      assert.match(e.message, message);
-      assert.match(e.message, /only \{\{ name \}\} and \{\{ a\.b \}\} are supported/);
-      return true;
-    }, value);
+    assert.throws(
+      () => checkModules(loadPlaybook(pb), registry()),
+      (e: Error) => {
+        assert.ok(e instanceof ConfigError, e.message);
+        assert.match(e.message, /tpl\.yaml:6:13: task "deny": unsupported template syntax /);
+        assert.match(e.message, message);
+        assert.match(e.message, /only \{\{ name \}\} and \{\{ a\.b \}\} are supported/);
+        return true;
+      },
+      value,
+    );
     assert.throws(() => render(value, { x: "eth0", a: 1, b: 2 }), UnsupportedTemplate, "render refuses it too");
   }
-  const key = write("tpl-key.yaml", "- hosts: all\n  tasks:\n    - name: bond\n      bond:\n        slaves: [eth0]\n        address: 10.0.0.2/24\n        slave_options:\n          \"{{ x }}\": { wpa_ssid: home }\n");
-  configError(() => checkModules(loadPlaybook(key), registry()), /tpl-key\.yaml:8:11: task "bond": unsupported template syntax "\{\{ x \}\}" \(templates in keys are not supported\)/);
+  const key = write(
+    "tpl-key.yaml",
+    '- hosts: all\n  tasks:\n    - name: bond\n      bond:\n        slaves: [eth0]\n        address: 10.0.0.2/24\n        slave_options:\n          "{{ x }}": { wpa_ssid: home }\n',
+  );
+  configError(
+    () => checkModules(loadPlaybook(key), registry()),
+    /tpl-key\.yaml:8:11: task "bond": unsupported template syntax "\{\{ x \}\}" \(templates in keys are not supported\)/,
+  );
   const empty = loadInventory(write("none.yaml", "pis:\n  hosts:\n"));
-  const unused = write("tpl-unused.yaml", "- hosts: nowhere\n  tasks:\n    - dhcpcd_deny: { interfaces: [\"{{ x | lower }}\"] }\n");
-  configError(() => checkModules(loadPlaybook(unused), registry()), /tpl-unused\.yaml:3:35: task "dhcpcd_deny": unsupported template syntax/, () => assert.ok(empty));
-  prepare(inv, [loadPlaybook(write("tpl-ok.yaml", "- hosts: all\n  tasks:\n    - dhcpcd_deny: { interfaces: [\"{{ x }}\"] }\n"))], registry(), settings);
+  const unused = write("tpl-unused.yaml", '- hosts: nowhere\n  tasks:\n    - dhcpcd_deny: { interfaces: ["{{ x | lower }}"] }\n');
+  configError(
+    () => checkModules(loadPlaybook(unused), registry()),
+    /tpl-unused\.yaml:3:35: task "dhcpcd_deny": unsupported template syntax/,
+    () => assert.ok(empty),
+  );
+  prepare(inv, [loadPlaybook(write("tpl-ok.yaml", '- hosts: all\n  tasks:\n    - dhcpcd_deny: { interfaces: ["{{ x }}"] }\n'))], registry(), settings);
 });
 
 // 6. Inventory names and addresses
 
 test("inventory host names and addresses have a schema: errors at file:line:col", () => {
   const cases: [string, RegExp][] = [
-    ["    pi1: { address: \"10.0.0.1\\nProxyCommand evil\" }\n", /:3:21: inventory > all\.hosts\.pi1\.address: must be a host name, an IPv4 or an IPv6 address \(got "10\.0\.0\.1\\nProxyCommand evil"\)\. Write e\.g\./],
-    ["    pi1: { address: \"\" }\n", /:3:21: inventory > all\.hosts\.pi1\.address: must be a host name, an IPv4 or an IPv6 address \(got ""\)/],
-    ["    pi1: { address: \"pi 1.local\" }\n", /address: must be a host name/],
+    [
+      '    pi1: { address: "10.0.0.1\\nProxyCommand evil" }\n',
+      /:3:21: inventory > all\.hosts\.pi1\.address: must be a host name, an IPv4 or an IPv6 address \(got "10\.0\.0\.1\\nProxyCommand evil"\)\. Write e\.g\./,
+    ],
+    ['    pi1: { address: "" }\n', /:3:21: inventory > all\.hosts\.pi1\.address: must be a host name, an IPv4 or an IPv6 address \(got ""\)/],
+    ['    pi1: { address: "pi 1.local" }\n', /address: must be a host name/],
     ["    pi1: { address: 10.0.0.256 }\n", /address: must be a host name/],
-    ["    pi1: { address: \"-oProxyCommand=x\" }\n", /address: must be a host name/],
-    ["    pi1: { address: \"\\u0007pi\" }\n", /address: must be a host name/],
-    ["    \"pi 1\": { address: 10.0.0.1 }\n", /:3:5: inventory > all\.hosts: name "pi 1": must be a name of letters, digits, '_', '-' and '\.'\. Rename it/],
-    ["    \"pi:1\": { address: 10.0.0.1 }\n", /:3:5: inventory > all\.hosts: name "pi:1": must be a name/],
-    ["    \"pi*\": { address: 10.0.0.1 }\n", /name "pi\*": must be a name/],
-    ["    \"\": { address: 10.0.0.1 }\n", /name "": must be a name/],
-    ["    \"pi\\n1\": { address: 10.0.0.1 }\n", /name "pi\\n1": must be a name/],
+    ['    pi1: { address: "-oProxyCommand=x" }\n', /address: must be a host name/],
+    ['    pi1: { address: "\\u0007pi" }\n', /address: must be a host name/],
+    ['    "pi 1": { address: 10.0.0.1 }\n', /:3:5: inventory > all\.hosts: name "pi 1": must be a name of letters, digits, '_', '-' and '\.'\. Rename it/],
+    ['    "pi:1": { address: 10.0.0.1 }\n', /:3:5: inventory > all\.hosts: name "pi:1": must be a name/],
+    ['    "pi*": { address: 10.0.0.1 }\n', /name "pi\*": must be a name/],
+    ['    "": { address: 10.0.0.1 }\n', /name "": must be a name/],
+    ['    "pi\\n1": { address: 10.0.0.1 }\n', /name "pi\\n1": must be a name/],
     ["    999.1.1.1:\n", /:3:5: inventory: host "999\.1\.1\.1" has no address and its name is not a host name or IP address\. Set address: for it\./],
-    ["    pi1: { identity_file: \"key\\nx\" }\n", /identity_file: must be one line of text without control characters/],
+    ['    pi1: { identity_file: "key\\nx" }\n', /identity_file: must be one line of text without control characters/],
   ];
   for (const [i, [host, message]] of cases.entries()) configError(() => loadInventory(write(`names-${i}.yaml`, `all:\n  hosts:\n${host}`)), message);
-  configError(() => loadInventory(write("group-name.yaml", "all:\n  children:\n    \"my group\":\n      hosts: { pi1: }\n")), /group-name\.yaml:3:5: inventory > all\.children: name "my group": must be a name/);
-  const ok = loadInventory(write("names-ok.yaml", "all:\n  hosts:\n    pi1: { address: 10.0.0.1 }\n    pi-2.local:\n    pi3: { address: \"fd00::3\" }\n    pi4: { address: \"fe80::4%eth0\" }\n    10.0.0.5:\n    pi_6: { address: pi6.example.com. }\n"));
+  configError(
+    () => loadInventory(write("group-name.yaml", 'all:\n  children:\n    "my group":\n      hosts: { pi1: }\n')),
+    /group-name\.yaml:3:5: inventory > all\.children: name "my group": must be a name/,
+  );
+  const ok = loadInventory(
+    write(
+      "names-ok.yaml",
+      'all:\n  hosts:\n    pi1: { address: 10.0.0.1 }\n    pi-2.local:\n    pi3: { address: "fd00::3" }\n    pi4: { address: "fe80::4%eth0" }\n    10.0.0.5:\n    pi_6: { address: pi6.example.com. }\n',
+    ),
+  );
   assert.deepEqual([...ok.hosts.keys()], ["pi1", "pi-2.local", "pi3", "pi4", "10.0.0.5", "pi_6"]);
 });
 
 // 7. Secrets in errors
 
 test("a schema error never prints a secret: bond's wpa_psk, any psk/password key, what secrets() declares", () => {
-  const inv = loadInventory(write("psk-inv.yaml", "all:\n  hosts:\n    pi1: { short_psk: \"abc12\", multi_psk: \"line-one-secret\\nline-two-secret\" }\n"));
+  const inv = loadInventory(write("psk-inv.yaml", 'all:\n  hosts:\n    pi1: { short_psk: "abc12", multi_psk: "line-one-secret\\nline-two-secret" }\n'));
   for (const psk of ["short_psk", "multi_psk"]) {
-    const pb = write("psk.yaml", `- hosts: all\n  tasks:\n    - bond:\n        slaves: [eth0, wlan0]\n        address: 10.0.0.2/24\n        slave_options:\n          wlan0: { ssid: home, psk: "{{ ${psk} }}" }\n`);
-    configError(() => prepare(inv, [loadPlaybook(pb)], registry(), settings),
+    const pb = write(
+      "psk.yaml",
+      `- hosts: all\n  tasks:\n    - bond:\n        slaves: [eth0, wlan0]\n        address: 10.0.0.2/24\n        slave_options:\n          wlan0: { ssid: home, psk: "{{ ${psk} }}" }\n`,
+    );
+    configError(
+      () => prepare(inv, [loadPlaybook(pb)], registry(), settings),
       /psk\.yaml:7:37: task "bond" > bond > slave_options\.wlan0\.psk: must match .* \(the value is secret: not shown\)/,
-      (m) => { for (const secret of ["abc12", "line-one-secret", "line-two-secret"]) assert.ok(!m.includes(secret), m); });
+      (m) => {
+        for (const secret of ["abc12", "line-one-secret", "line-two-secret"]) assert.ok(!m.includes(secret), m);
+      },
+    );
   }
   const r = registry();
-  r.register(motdLike({
-    name: "wifi",
-    schema: { type: "object", properties: { psk: { type: "string", minLength: 8 }, network: { type: "object", properties: { password: { type: "integer" }, code: { type: "string", enum: ["x"] } } } } },
-    secrets: (a: { network?: { code?: string } }) => [a.network!.code!],
-  }), "plugin");
+  r.register(
+    motdLike({
+      name: "wifi",
+      schema: {
+        type: "object",
+        properties: { psk: { type: "string", minLength: 8 }, network: { type: "object", properties: { password: { type: "integer" }, code: { type: "string", enum: ["x"] } } } },
+      },
+      secrets: (a: { network?: { code?: string } }) => [a.network!.code!],
+    }),
+    "plugin",
+  );
   const pb = write("wifi.yaml", "- hosts: all\n  tasks:\n    - wifi: { psk: tiny, network: { password: hunter2, code: s3cr3t-code } }\n");
-  configError(() => prepare(inv, [loadPlaybook(pb)], r, settings), /wifi > psk: must NOT have fewer than 8 characters \(the value is secret: not shown\)/, (m) => {
-    assert.match(m, /network\.password: must be an integer \(the value is secret: not shown\)/);
-    assert.match(m, /network\.code: must be one of x \(the value is secret: not shown\)/, "declared by secrets()");
-    for (const secret of ["tiny", "hunter2", "s3cr3t-code"]) assert.ok(!m.includes(secret), m);
-  });
+  configError(
+    () => prepare(inv, [loadPlaybook(pb)], r, settings),
+    /wifi > psk: must NOT have fewer than 8 characters \(the value is secret: not shown\)/,
+    (m) => {
+      assert.match(m, /network\.password: must be an integer \(the value is secret: not shown\)/);
+      assert.match(m, /network\.code: must be one of x \(the value is secret: not shown\)/, "declared by secrets()");
+      for (const secret of ["tiny", "hunter2", "s3cr3t-code"]) assert.ok(!m.includes(secret), m);
+    },
+  );
   const asMap = write("as-map.yaml", "site:\n  hosts: all\n  vars: { wifi_password: hunter2-in-a-map }\n  tasks: []\n");
-  configError(() => loadPlaybook(asMap), /as-map\.yaml:1:1: playbook: must be a list of plays \(got a mapping of 1 key\)\. Start each play with "- hosts: PATTERN"\./,
-    (m) => assert.ok(!m.includes("hunter2"), m));
+  configError(
+    () => loadPlaybook(asMap),
+    /as-map\.yaml:1:1: playbook: must be a list of plays \(got a mapping of 1 key\)\. Start each play with "- hosts: PATTERN"\./,
+    (m) => assert.ok(!m.includes("hunter2"), m),
+  );
   configError(() => loadPlaybook(write("empty.yaml", "# nothing\n")), /empty\.yaml:1:1: playbook: the file is empty/);
 });
 
@@ -333,15 +468,24 @@ test("a schema error never prints a secret: bond's wpa_psk, any psk/password key
 test("error wording: an integer, an object or null, names no module, when is not a module, one document", () => {
   configError(() => loadInventory(write("w-int.yaml", "all:\n  hosts:\n    pi1: { connect_timeout: soon }\n")), /must be an integer \(got "soon"\)\. Write an integer\./);
   configError(() => loadInventory(write("w-obj.yaml", "all:\n  hosts:\n    pi1: 7\n")), /all\.hosts\.pi1: must be an object or null \(got 7\)\. Write an object or null\./);
-  for (const [i, task] of ["- name: x\n      : {}\n", "- name: x\n      tags: [a]\n", "- { name: x, \"\": {} }\n"].entries())
-    configError(() => checkModules(loadPlaybook(write(`w-nomod-${i}.yaml`, `- hosts: all\n  tasks:\n    ${task}`)), registry()), /:3:7: task "x" names no module\. Add one/,
-      (m) => assert.doesNotMatch(m, /unknown module ""/));
-  configError(() => checkModules(loadPlaybook(write("w-two.yaml", "- hosts: all\n  tasks:\n    - { apt: {}, reboot: {} }\n")), registry()), /task "#1" names several modules \("apt", "reboot"\)/);
+  for (const [i, task] of ["- name: x\n      : {}\n", "- name: x\n      tags: [a]\n", '- { name: x, "": {} }\n'].entries())
+    configError(
+      () => checkModules(loadPlaybook(write(`w-nomod-${i}.yaml`, `- hosts: all\n  tasks:\n    ${task}`)), registry()),
+      /:3:7: task "x" names no module\. Add one/,
+      (m) => assert.doesNotMatch(m, /unknown module ""/),
+    );
+  configError(
+    () => checkModules(loadPlaybook(write("w-two.yaml", "- hosts: all\n  tasks:\n    - { apt: {}, reboot: {} }\n")), registry()),
+    /task "#1" names several modules \("apt", "reboot"\)/,
+  );
   const when = loadPlaybook(write("w-when.yaml", "- hosts: all\n  tasks:\n    - name: x\n      when: { network_stack: ifupdown }\n      dhcpcd_deny: { interfaces: [eth0] }\n"));
   checkModules(when, registry());
   assert.equal(when.plays[0].tasks[0].module, "dhcpcd_deny", "when: is a task keyword, not a second module");
-  configError(() => loadPlaybook(write("w-docs.yaml", "- hosts: all\n---\n- hosts: pis\n")), /w-docs\.yaml:2:1: invalid YAML: a playbook is one YAML document; remove the extra '---'\./,
-    (m) => assert.doesNotMatch(m, /parseAllDocuments/));
+  configError(
+    () => loadPlaybook(write("w-docs.yaml", "- hosts: all\n---\n- hosts: pis\n")),
+    /w-docs\.yaml:2:1: invalid YAML: a playbook is one YAML document; remove the extra '---'\./,
+    (m) => assert.doesNotMatch(m, /parseAllDocuments/),
+  );
   configError(() => loadInventory(write("w-docs-inv.yaml", "all: {}\n---\npis: {}\n")), /an inventory is one YAML document; remove the extra '---'/);
   configError(() => loadInventory(write("w-deep.yaml", "all: " + "[".repeat(5000) + "]".repeat(5000) + "\n")), /w-deep\.yaml:\d+:\d+: invalid YAML: nested too deeply/);
 });
@@ -386,9 +530,13 @@ test("no hosts matched: a warning for each play skipped; exit 1 when nothing at 
   assert.match(r.stderr, /warning: no hosts matched "piss": play "Bond" is skipped\. Check its hosts: line\./);
   assert.ok(!existsSync(join(dir, "nm-typo.retry")));
 
-  const regexPlays = write("nm-regex.yaml", "- hosts: \"pi[*\"\n  tasks: []\n- hosts: \"(pi+)?\"\n  tasks: []\n");
+  const regexPlays = write("nm-regex.yaml", '- hosts: "pi[*"\n  tasks: []\n- hosts: "(pi+)?"\n  tasks: []\n');
   const plays = prepare(loadInventory(inv), [loadPlaybook(regexPlays)], registry(), { ...settings, limit: "pi(1|2)*" });
-  assert.deepEqual(plays.map((p) => p.hosts.length), [0, 0], "patterns with regex characters match nothing, and do not crash");
+  assert.deepEqual(
+    plays.map((p) => p.hosts.length),
+    [0, 0],
+    "patterns with regex characters match nothing, and do not crash",
+  );
   r = await cli(["--inventory", inv, "--limit", "pi(1|2)*", regexPlays]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /warning: no hosts matched --limit "pi\(1\|2\)\*"/);

@@ -8,10 +8,33 @@ import { parseNetworkStack } from "../../modules/network/stack.js";
 import type { PlanContext } from "../../core/module-api.js";
 
 const IFUPDOWN_HOST = parseNetworkStack("service networking active\ninstalled ifup yes\ndefault-route eth0\nifupdown-config\nauto eth0\niface eth0 inet dhcp\n");
-export const contextOn = (network = IFUPDOWN_HOST): PlanContext => ({ host: "pi", hostFacts: { bootId: "x", bootTime: 1, systemd: true, hostname: "pi" }, facts: { network_stack: network }, rebootPending: false, rebootReasons: [] });
+export const contextOn = (network = IFUPDOWN_HOST): PlanContext => ({
+  host: "pi",
+  hostFacts: { bootId: "x", bootTime: 1, systemd: true, hostname: "pi" },
+  facts: { network_stack: network },
+  rebootPending: false,
+  rebootReasons: [],
+});
 
 const args = (over: Partial<BondArgs> = {}): BondArgs => {
-  const a = { name: "bond0", stack: "auto", mode: "active-backup", method: "static", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig", slaves: ["eth0", "eth1"], primary: "eth0", primary_reselect: "always", fail_over_mac: "active", miimon: 100, updelay: 200, downdelay: 0, address: "10.77.0.11/24", gateway: "10.77.0.1", ...over };
+  const a = {
+    name: "bond0",
+    stack: "auto",
+    mode: "active-backup",
+    method: "static",
+    path: "/etc/network/interfaces",
+    backup_path: "/etc/network/interfaces.orig",
+    slaves: ["eth0", "eth1"],
+    primary: "eth0",
+    primary_reselect: "always",
+    fail_over_mac: "active",
+    miimon: 100,
+    updelay: 200,
+    downdelay: 0,
+    address: "10.77.0.11/24",
+    gateway: "10.77.0.1",
+    ...over,
+  };
   assert.ok(compile(bond.schema)(a), "args must validate");
   return a as BondArgs;
 };
@@ -56,7 +79,19 @@ test("renders the interfaces file that came up right on Debian 12", () => {
   assert.match(text, /^auto eth1\niface eth1 inet manual\n/m);
   assert.doesNotMatch(text, /bond-master/, "slaves carry no bond options");
   const bondStanza = text.slice(text.indexOf("auto bond0"));
-  for (const line of ["iface bond0 inet static", "address 10.77.0.11/24", "gateway 10.77.0.1", "bond-slaves eth0 eth1", "bond-mode active-backup", "bond-primary eth0", "bond-primary-reselect always", "bond-fail-over-mac active", "bond-miimon 100", "bond-updelay 200", "bond-downdelay 0"])
+  for (const line of [
+    "iface bond0 inet static",
+    "address 10.77.0.11/24",
+    "gateway 10.77.0.1",
+    "bond-slaves eth0 eth1",
+    "bond-mode active-backup",
+    "bond-primary eth0",
+    "bond-primary-reselect always",
+    "bond-fail-over-mac active",
+    "bond-miimon 100",
+    "bond-updelay 200",
+    "bond-downdelay 0",
+  ])
     assert.ok(bondStanza.includes(line), `missing "${line}"`);
 });
 
@@ -85,15 +120,27 @@ test("parses /proc/net/bonding", () => {
   assert.equal(s.primaryReselect, "always");
   assert.equal(s.activeSlave, "eth0");
   assert.equal(s.miiStatus, "up");
-  assert.deepEqual(s.slaves.map((x) => [x.name, x.miiStatus, x.linkFailures]), [["eth0", "up", 1], ["wlan0", "up", 1]]);
+  assert.deepEqual(
+    s.slaves.map((x) => [x.name, x.miiStatus, x.linkFailures]),
+    [
+      ["eth0", "up", 1],
+      ["wlan0", "up", 1],
+    ],
+  );
 });
 
 test("a healthy bond has no problems; the one-slave bond the seed produced is caught", () => {
   const a = args({ slaves: ["eth0", "wlan0"] });
   assert.deepEqual(bondProblems(a, parseBondStatus(HEALTHY)), []);
   const problems = bondProblems(args(), parseBondStatus(ONE_SLAVE));
-  assert.ok(problems.some((p) => p.includes("slaves are {eth1}, want {eth0, eth1}")), problems.join("; "));
-  assert.ok(problems.some((p) => p.includes("primary slave is None")), problems.join("; "));
+  assert.ok(
+    problems.some((p) => p.includes("slaves are {eth1}, want {eth0, eth1}")),
+    problems.join("; "),
+  );
+  assert.ok(
+    problems.some((p) => p.includes("primary slave is None")),
+    problems.join("; "),
+  );
 });
 
 test("an active slave other than an up primary is a problem", () => {
@@ -104,12 +151,36 @@ test("an active slave other than an up primary is a problem", () => {
 test("plan saves the original once and then writes the bond", () => {
   const a = args();
   const stock = "auto lo\niface lo inet loopback\n";
-  const changes = bond.plan(a, { interfaces: { path: "/etc/network/interfaces", content: stock, mode: "0644" }, original: { path: "/etc/network/interfaces.orig", content: null } } as never, contextOn());
-  assert.deepEqual(changes.map((c) => c.kind === "file" && [c.path, c.before, c.reboot ?? false]), [["/etc/network/interfaces.orig", null, false], ["/etc/network/interfaces", stock, true]]);
-  const again = bond.plan(a, { interfaces: { path: "/etc/network/interfaces", content: "old", mode: "0644" }, original: { path: "/etc/network/interfaces.orig", content: stock } } as never, contextOn());
+  const changes = bond.plan(
+    a,
+    { interfaces: { path: "/etc/network/interfaces", content: stock, mode: "0644" }, original: { path: "/etc/network/interfaces.orig", content: null } } as never,
+    contextOn(),
+  );
+  assert.deepEqual(
+    changes.map((c) => c.kind === "file" && [c.path, c.before, c.reboot ?? false]),
+    [
+      ["/etc/network/interfaces.orig", null, false],
+      ["/etc/network/interfaces", stock, true],
+    ],
+  );
+  const again = bond.plan(
+    a,
+    { interfaces: { path: "/etc/network/interfaces", content: "old", mode: "0644" }, original: { path: "/etc/network/interfaces.orig", content: stock } } as never,
+    contextOn(),
+  );
   assert.equal(again.length, 1, "an existing .orig is never overwritten");
-  const running = { bonding: { path: "/proc/net/bonding/bond0", content: HEALTHY.replace(/wlan0/g, "eth1") }, address: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' } };
-  assert.deepEqual(bond.plan(a, { interfaces: { path: "/etc/network/interfaces", content: renderInterfaces(a) }, original: { path: "/etc/network/interfaces.orig", content: stock }, ...running } as never, contextOn()), []);
+  const running = {
+    bonding: { path: "/proc/net/bonding/bond0", content: HEALTHY.replace(/wlan0/g, "eth1") },
+    address: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' },
+  };
+  assert.deepEqual(
+    bond.plan(
+      a,
+      { interfaces: { path: "/etc/network/interfaces", content: renderInterfaces(a) }, original: { path: "/etc/network/interfaces.orig", content: stock }, ...running } as never,
+      contextOn(),
+    ),
+    [],
+  );
 });
 
 test("declares a Wi-Fi PSK as a secret", () => {

@@ -15,7 +15,10 @@ const { dir, write } = tempWriter("config");
 const registry = builtinRegistry;
 
 test("variable precedence: all < parent group < group < host", () => {
-  const inv = loadInventory(write("prec.yaml", `all:
+  const inv = loadInventory(
+    write(
+      "prec.yaml",
+      `all:
   vars: { a: all, b: all, c: all, d: all }
   children:
     site:
@@ -26,7 +29,9 @@ test("variable precedence: all < parent group < group < host", () => {
           hosts:
             pi1: { d: host, address: 10.0.0.1 }
             pi2:
-`));
+`,
+    ),
+  );
   assert.deepEqual(inv.hosts.get("pi1")!.vars, { a: "all", b: "site", c: "pis", d: "host", address: "10.0.0.1" });
   assert.equal(inv.hosts.get("pi2")!.vars.d, "pis");
   assert.deepEqual(selectHosts(inv, "site"), ["pi1", "pi2"]);
@@ -42,11 +47,14 @@ test("malformed inventory YAML names file:line:column", () => {
 
 test("inventory schema errors name file:line:column, what is wrong and the fix", () => {
   const file = write("schema.yaml", "all:\n  hosts:\n    pi1:\n      address: 10.0.0.1\n      port: twenty-two\n  chlidren: {}\n");
-  assert.throws(() => loadInventory(file), (e: Error) => {
-    assert.match(e.message, /schema\.yaml:5:13: inventory > all\.hosts\.pi1\.port: must be an integer \(got "twenty-two"\)\. Write an integer\./);
-    assert.match(e.message, /schema\.yaml:6:3: inventory > all\.chlidren: unknown key/);
-    return true;
-  });
+  assert.throws(
+    () => loadInventory(file),
+    (e: Error) => {
+      assert.match(e.message, /schema\.yaml:5:13: inventory > all\.hosts\.pi1\.port: must be an integer \(got "twenty-two"\)\. Write an integer\./);
+      assert.match(e.message, /schema\.yaml:6:3: inventory > all\.chlidren: unknown key/);
+      return true;
+    },
+  );
 });
 
 test("unknown modules get a suggestion and a position", () => {
@@ -56,16 +64,17 @@ test("unknown modules get a suggestion and a position", () => {
 
 test("task arguments are validated per host against the module schema, with positions", () => {
   const inv = write("inv.yaml", "all:\n  hosts:\n    pi1: { bond_mode: lacp }\n");
-  const pb = write("pb.yaml", "- hosts: all\n  tasks:\n    - name: bond0\n      bond:\n        slaves: [eth0]\n        mode: \"{{ bond_mode }}\"\n        address: 10.0.0.2/24\n");
-  assert.throws(() => prepare(loadInventory(inv), [loadPlaybook(pb)], registry(), settings),
-    /pb\.yaml:6:15: task "bond0" > bond > mode: must be one of balance-rr, active-backup, .* \(got "lacp"\)/);
+  const pb = write("pb.yaml", '- hosts: all\n  tasks:\n    - name: bond0\n      bond:\n        slaves: [eth0]\n        mode: "{{ bond_mode }}"\n        address: 10.0.0.2/24\n');
+  assert.throws(
+    () => prepare(loadInventory(inv), [loadPlaybook(pb)], registry(), settings),
+    /pb\.yaml:6:15: task "bond0" > bond > mode: must be one of balance-rr, active-backup, .* \(got "lacp"\)/,
+  );
 });
 
 test("an undefined variable is an error, not an empty string", () => {
   const inv = write("inv2.yaml", "all:\n  hosts:\n    pi1:\n");
-  const pb = write("pb2.yaml", "- hosts: all\n  tasks:\n    - bond:\n        slaves: [eth0]\n        address: \"{{ bond_address }}\"\n");
-  assert.throws(() => prepare(loadInventory(inv), [loadPlaybook(pb)], registry(), settings),
-    /pb2\.yaml:5:18: task "bond" \(host pi1\): undefined variable "bond_address"/);
+  const pb = write("pb2.yaml", '- hosts: all\n  tasks:\n    - bond:\n        slaves: [eth0]\n        address: "{{ bond_address }}"\n');
+  assert.throws(() => prepare(loadInventory(inv), [loadPlaybook(pb)], registry(), settings), /pb2\.yaml:5:18: task "bond" \(host pi1\): undefined variable "bond_address"/);
 });
 
 test("the shipped inventory and playbooks are valid", () => {
@@ -76,7 +85,10 @@ test("the shipped inventory and playbooks are valid", () => {
     const pb = loadPlaybook(join(repoRoot, "playbooks", name));
     checkModules(pb, registry());
     const plays = prepare(inv, [pb], registry(), settings);
-    assert.deepEqual(plays[0].hosts.map((h) => h.name), ["kitchen-pi", "garage-pi"]);
+    assert.deepEqual(
+      plays[0].hosts.map((h) => h.name),
+      ["kitchen-pi", "garage-pi"],
+    );
     assert.equal(plays[0].hosts[0].target.user, "pi");
     assert.equal(plays[0].hosts[0].target.become, true);
     assert.equal((plays[0].hosts[0].tasks[2].args as { address: string }).address, "192.168.1.20/24");
@@ -102,7 +114,10 @@ test("a plugin with a broken schema is refused before any host is contacted, nam
   const r = registry();
   r.register({ name: "broken", description: "x", schema: { type: "object", properties: { n: { type: "integerish" } } }, facts: () => ({}), plan: () => [] }, "plugin");
   const book = loadPlaybook(write("broken.yaml", "- hosts: all\n  tasks:\n    - name: Use it\n      broken: { n: 1 }\n"));
-  assert.throws(() => checkModules(book, r), (e: Error) => e instanceof ConfigError && /module "broken" has an invalid schema/.test(e.message));
+  assert.throws(
+    () => checkModules(book, r),
+    (e: Error) => e instanceof ConfigError && /module "broken" has an invalid schema/.test(e.message),
+  );
   checkModules(loadPlaybook(write("fine.yaml", "- hosts: all\n  tasks:\n    - name: Ping\n      reboot: {}\n")), r); // unused, it costs nothing
 });
 
@@ -114,11 +129,21 @@ test("when: names a host fact and values it can take, checked with file:line:col
   assert.equal(playbook.plays[0].tasks[0].module, "apt", "when is a keyword, not a second module");
 
   const unknownFact = write("when-fact.yaml", "- hosts: all\n  tasks:\n    - name: x\n      when: { network: ifupdown }\n      apt: { name: ifenslave }\n");
-  assert.throws(() => checkModules(loadPlaybook(unknownFact), registry()),
-    (e: Error) => e instanceof ConfigError && e.message.startsWith(`${unknownFact}:4:15: task "x": when: names unknown host fact "network". Known host facts: network_stack.`));
+  assert.throws(
+    () => checkModules(loadPlaybook(unknownFact), registry()),
+    (e: Error) => e instanceof ConfigError && e.message.startsWith(`${unknownFact}:4:15: task "x": when: names unknown host fact "network". Known host facts: network_stack.`),
+  );
   const badValue = write("when-value.yaml", "- hosts: all\n  tasks:\n    - name: x\n      when:\n        network_stack: [ifupdown, nm]\n      apt: { name: ifenslave }\n");
-  assert.throws(() => checkModules(loadPlaybook(badValue), registry()),
-    (e: Error) => e instanceof ConfigError && e.message.startsWith(`${badValue}:5:35: task "x": when: network_stack is never "nm". Use one of: ifupdown, networkmanager, networkd, dhcpcd, none.`));
+  assert.throws(
+    () => checkModules(loadPlaybook(badValue), registry()),
+    (e: Error) =>
+      e instanceof ConfigError &&
+      e.message.startsWith(`${badValue}:5:35: task "x": when: network_stack is never "nm". Use one of: ifupdown, networkmanager, networkd, dhcpcd, none.`),
+  );
   const notAMap = write("when-string.yaml", "- hosts: all\n  tasks:\n    - name: x\n      when: \"network_stack == 'ifupdown'\"\n      apt: { name: ifenslave }\n");
-  assert.throws(() => loadPlaybook(notAMap), (e: Error) => e instanceof ConfigError && e.message.includes(`${notAMap}:4:13`), "no string evaluation");
+  assert.throws(
+    () => loadPlaybook(notAMap),
+    (e: Error) => e instanceof ConfigError && e.message.includes(`${notAMap}:4:13`),
+    "no string evaluation",
+  );
 });

@@ -36,7 +36,10 @@ test("quote survives injection attempts when run by a real shell", () => {
 
 test("templates keep types for whole expressions and fail on undefined variables", () => {
   assert.deepEqual(render({ a: "{{ x }}", b: "ip {{ y.z }}/24" }, { x: [1, 2], y: { z: "10.0.0.1" } }), { a: [1, 2], b: "ip 10.0.0.1/24" });
-  assert.throws(() => render({ list: ["ok", "{{ missing }}"] }, {}), (e: Error & { path?: unknown[] }) => e.message === 'undefined variable "missing"' && JSON.stringify(e.path) === '["list",1]');
+  assert.throws(
+    () => render({ list: ["ok", "{{ missing }}"] }, {}),
+    (e: Error & { path?: unknown[] }) => e.message === 'undefined variable "missing"' && JSON.stringify(e.path) === '["list",1]',
+  );
 });
 
 /** Runs a gather script with every external command it may start wrapped to log its name. */
@@ -81,7 +84,18 @@ test("the batched gather script round-trips files, directories and commands thro
     const { stdout, started } = runGather(probes);
     const { hostFacts, results } = JSON.parse(stdout) as ReturnType<typeof parseGatherOutput>;
     const [file, missing, noNewline, empty, blankLines, listing, noDir, command, args, syntaxError, uname, trailing] = results as [
-      Required<FileState>, FileState, FileState, FileState, FileState, DirState, DirState, CommandOutput, CommandOutput, CommandOutput, CommandOutput, CommandOutput,
+      Required<FileState>,
+      FileState,
+      FileState,
+      FileState,
+      FileState,
+      DirState,
+      DirState,
+      CommandOutput,
+      CommandOutput,
+      CommandOutput,
+      CommandOutput,
+      CommandOutput,
     ];
     assert.equal(hostFacts.bootId, readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
     assert.equal(hostFacts.hostname, readFileSync("/proc/sys/kernel/hostname", "utf8").trim());
@@ -137,7 +151,8 @@ test("known_hosts: plain, hashed and [host]:port entries; mismatch and unknown a
       len.writeUInt32BE(t.length);
       return Buffer.concat([len, t, Buffer.from(body)]);
     };
-    const key = blob("ssh-ed25519", "key-one"), other = blob("ssh-ed25519", "key-two");
+    const key = blob("ssh-ed25519", "key-one"),
+      other = blob("ssh-ed25519", "key-two");
     const salt = randomBytes(20);
     const hashed = `|1|${salt.toString("base64")}|${createHmac("sha1", salt).update("10.0.0.5").digest("base64")}`;
     const file = join(dir, "known_hosts");
@@ -159,31 +174,86 @@ test("known_hosts: plain, hashed and [host]:port entries; mismatch and unknown a
 });
 
 test("planning threads file contents and reboot needs from task to task", () => {
-  const bondArgs = { name: "bond0", stack: "auto", mode: "active-backup", slaves: ["eth0", "eth1"], method: "static", address: "10.0.0.2/24", path: "/etc/network/interfaces", backup_path: "/etc/network/interfaces.orig" } satisfies BondArgs;
-  const instance = (module: ModuleDefinition, args: unknown, name: string): TaskInstance => ({ task: { name, module: module.name, rawArgs: args, tags: [], notify: [], diff: true, when: {}, path: [] }, module, args, handler: false, conditions: [], mask: (s) => s });
+  const bondArgs = {
+    name: "bond0",
+    stack: "auto",
+    mode: "active-backup",
+    slaves: ["eth0", "eth1"],
+    method: "static",
+    address: "10.0.0.2/24",
+    path: "/etc/network/interfaces",
+    backup_path: "/etc/network/interfaces.orig",
+  } satisfies BondArgs;
+  const instance = (module: ModuleDefinition, args: unknown, name: string): TaskInstance => ({
+    task: { name, module: module.name, rawArgs: args, tags: [], notify: [], diff: true, when: {}, path: [] },
+    module,
+    args,
+    handler: false,
+    conditions: [],
+    mask: (s) => s,
+  });
   const results = new Map<string, ProbeResult>([
     [JSON.stringify({ file: "/etc/network/interfaces" }), { path: "/etc/network/interfaces", content: "stock\n" }],
     [JSON.stringify({ file: "/etc/network/interfaces.orig" }), { path: "/etc/network/interfaces.orig", content: null }],
-    [JSON.stringify(networkStackFact.probe), { code: 0, stdout: "service networking active\ninstalled ifup yes\ndefault-route eth0\nifupdown-config\nauto eth0\niface eth0 inet dhcp\n" }],
+    [
+      JSON.stringify(networkStackFact.probe),
+      { code: 0, stdout: "service networking active\ninstalled ifup yes\ndefault-route eth0\nifupdown-config\nauto eth0\niface eth0 inet dhcp\n" },
+    ],
     [JSON.stringify({ file: "/proc/net/bonding/bond0" }), { path: "/proc/net/bonding/bond0", content: null }],
   ]);
   for (const probe of Object.values(bond.facts(bondArgs)) as Probe[])
-    if (!results.has(JSON.stringify(probe))) results.set(JSON.stringify(probe), "file" in probe ? { path: probe.file, content: null } : "dir" in probe ? { path: probe.dir, entries: null } : { code: 1, stdout: "" });
+    if (!results.has(JSON.stringify(probe)))
+      results.set(JSON.stringify(probe), "file" in probe ? { path: probe.file, content: null } : "dir" in probe ? { path: probe.dir, entries: null } : { code: 1, stdout: "" });
   const gathered = { hostFacts: { bootId: "b", bootTime: 0, systemd: true, hostname: "h" }, results };
-  const planned = planTasks([instance(bond, bondArgs, "bond"), instance(bond, bondArgs, "bond again"), instance(reboot, { when: "needed", timeout: 60 }, "reboot")], [], gathered, "h");
+  const planned = planTasks(
+    [instance(bond, bondArgs, "bond"), instance(bond, bondArgs, "bond again"), instance(reboot, { when: "needed", timeout: 60 }, "reboot")],
+    [],
+    gathered,
+    "h",
+  );
   assert.equal(planned[0].changes.length, 2);
   assert.deepEqual(planned[1].changes, [], "the second task sees the file the first will write");
   assert.equal(planned[2].changes[0]?.kind, "reboot", "the bond change needs a reboot");
   assert.equal(renderInterfaces(bondArgs).includes("bond-slaves eth0 eth1"), true);
-  assert.deepEqual(planned.map((p) => p.notes), [[], [], []]);
+  assert.deepEqual(
+    planned.map((p) => p.notes),
+    [[], [], []],
+  );
 
-  const noting = defineModule({ name: "noting", description: "notes", schema: {}, facts: () => ({ f: { file: "/etc/network/interfaces" } }), plan: () => [], notes: (_, f) => [`saw ${f.f.content?.trim()} with secret s3cret`] });
+  const noting = defineModule({
+    name: "noting",
+    description: "notes",
+    schema: {},
+    facts: () => ({ f: { file: "/etc/network/interfaces" } }),
+    plan: () => [],
+    notes: (_, f) => [`saw ${f.f.content?.trim()} with secret s3cret`],
+  });
   const mask = (s: string) => s.replaceAll("s3cret", "********");
   const [withNote] = planTasks([{ ...instance(noting, {}, "look"), mask }], [], gathered, "h");
   assert.deepEqual(withNote.notes, ["saw stock with secret s3cret"], "a module's notes are kept beside its changes, as data");
   const change = { kind: "file" as const, path: "/etc/x", before: null, after: "psk=s3cret\n", summary: "write s3cret" };
-  const shown = showHost({ host: "h", address: "h", status: "failed", error: "h: failed near s3cret", rebooted: false, notes: [], durationMs: 0,
-    tasks: [{ name: "look", module: "noting", handler: false, status: "failed", changes: [{ change, outcome: "unknown" }], diff: true, problems: ["saw s3cret"], notes: withNote.notes, mask }] });
+  const shown = showHost({
+    host: "h",
+    address: "h",
+    status: "failed",
+    error: "h: failed near s3cret",
+    rebooted: false,
+    notes: [],
+    durationMs: 0,
+    tasks: [
+      {
+        name: "look",
+        module: "noting",
+        handler: false,
+        status: "failed",
+        changes: [{ change, outcome: "unknown" }],
+        diff: true,
+        problems: ["saw s3cret"],
+        notes: withNote.notes,
+        mask,
+      },
+    ],
+  });
   const text = JSON.stringify(shown);
   assert.equal(text.includes("s3cret"), false, "masked once, where the data becomes text: summary, diff, problems, notes, the host's error");
   assert.deepEqual(shown.tasks[0].notes, ["saw stock with secret ********"]);

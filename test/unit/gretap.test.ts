@@ -10,18 +10,26 @@ const withDefaults = (raw: Record<string, unknown>): GretapBondArgs => {
   assert.ok(validate(a), `args must validate: ${JSON.stringify(validate.errors)}`);
   return a as unknown as GretapBondArgs;
 };
-const piArgs = (over: Record<string, unknown> = {}) => withDefaults({
-  address: "192.168.77.1/24",
-  arp_ip_target: "192.168.77.2",
-  tunnels: [{ name: "gt1", local: "10.10.1.1", remote: "10.10.1.2" }, { name: "gt2", local: "10.10.2.1", remote: "10.10.2.2" }],
-  ...over,
-});
-const hubArgs = (over: Record<string, unknown> = {}) => withDefaults({
-  role: "bridge",
-  address: "192.168.77.2/24",
-  tunnels: [{ name: "gt1", local: "10.10.1.2", remote: "10.10.1.1" }, { name: "gt2", local: "10.10.2.2", remote: "10.10.2.1" }],
-  ...over,
-});
+const piArgs = (over: Record<string, unknown> = {}) =>
+  withDefaults({
+    address: "192.168.77.1/24",
+    arp_ip_target: "192.168.77.2",
+    tunnels: [
+      { name: "gt1", local: "10.10.1.1", remote: "10.10.1.2" },
+      { name: "gt2", local: "10.10.2.1", remote: "10.10.2.2" },
+    ],
+    ...over,
+  });
+const hubArgs = (over: Record<string, unknown> = {}) =>
+  withDefaults({
+    role: "bridge",
+    address: "192.168.77.2/24",
+    tunnels: [
+      { name: "gt1", local: "10.10.1.2", remote: "10.10.1.1" },
+      { name: "gt2", local: "10.10.2.2", remote: "10.10.2.1" },
+    ],
+    ...over,
+  });
 
 // `ip -j addr` on the lab's pi1 after boot (IPv4 only, trimmed to the fields the module reads).
 const PI_IP = [
@@ -80,13 +88,21 @@ Permanent HW addr: b2:4c:e3:8d:bf:5b
 Slave queue ID: 0
 `;
 // The same bond 3 s after QMP set_link off on pi1's eth1 (gt1's underlay).
-const GT1_CUT = HEALTHY.replace("Currently Active Slave: gt1", "Currently Active Slave: gt2")
-  .replace("Slave Interface: gt1\nMII Status: up\nSpeed: Unknown\nDuplex: Unknown\nLink Failure Count: 1", "Slave Interface: gt1\nMII Status: down\nSpeed: Unknown\nDuplex: Unknown\nLink Failure Count: 2");
+const GT1_CUT = HEALTHY.replace("Currently Active Slave: gt1", "Currently Active Slave: gt2").replace(
+  "Slave Interface: gt1\nMII Status: up\nSpeed: Unknown\nDuplex: Unknown\nLink Failure Count: 1",
+  "Slave Interface: gt1\nMII Status: down\nSpeed: Unknown\nDuplex: Unknown\nLink Failure Count: 2",
+);
 const NO_PEER = HEALTHY.replace("Currently Active Slave: gt1", "Currently Active Slave: None").replaceAll("MII Status: up", "MII Status: down");
 
 const file = (path: string, content: string | null): FileState => ({ path, content });
 const DEBIAN_INTERFACES = "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n";
-const facts = (a: GretapBondArgs, links: unknown[] = BEFORE_IP, config: string | null = null, interfaces = DEBIAN_INTERFACES, bonding: string | null = config === null ? null : HEALTHY) => ({
+const facts = (
+  a: GretapBondArgs,
+  links: unknown[] = BEFORE_IP,
+  config: string | null = null,
+  interfaces = DEBIAN_INTERFACES,
+  bonding: string | null = config === null ? null : HEALTHY,
+) => ({
   ip: ip(links),
   interfaces: file("/etc/network/interfaces", interfaces),
   interfacesDir: { path: "/etc/network/interfaces.d", entries: {} },
@@ -98,7 +114,10 @@ const facts = (a: GretapBondArgs, links: unknown[] = BEFORE_IP, config: string |
 const context = { host: "pi1", hostFacts: { bootId: "x", bootTime: 1, systemd: true, hostname: "pi1" }, facts: {}, rebootPending: false, rebootReasons: [] };
 const plan = (a: GretapBondArgs, f = facts(a)) => gretap.plan(a, f, context);
 const planError = (a: GretapBondArgs, f: ReturnType<typeof facts>, re: RegExp) =>
-  assert.throws(() => plan(a, f), (e: unknown) => e instanceof PlanError && re.test(e.message));
+  assert.throws(
+    () => plan(a, f),
+    (e: unknown) => e instanceof PlanError && re.test(e.message),
+  );
 
 test("MTU: the smallest underlay minus 38 (20 IPv4 + 4 GRE + 14 inner Ethernet): 1462 over 1500", () => {
   assert.equal(GRETAP_OVERHEAD, 38);
@@ -111,7 +130,10 @@ test("MTU: the smallest underlay minus 38 (20 IPv4 + 4 GRE + 14 inner Ethernet):
 
 test("renders the Pi's bond: tunnels, options, then slaves, primary and MTU after enslaving", () => {
   const text = renderConfig(piArgs(), 1462);
-  const body = text.slice(text.indexOf("auto bond0")).split("\n").map((l) => l.trim());
+  const body = text
+    .slice(text.indexOf("auto bond0"))
+    .split("\n")
+    .map((l) => l.trim());
   assert.deepEqual(body, [
     "auto bond0",
     "iface bond0 inet static",
@@ -130,7 +152,20 @@ test("renders the Pi's bond: tunnels, options, then slaves, primary and MTU afte
     "",
   ]);
   assert.doesNotMatch(text, /miimon/, "MII monitoring cannot see a tunnel's far end");
-  const custom = renderConfig(piArgs({ name: "gtb", primary: "gt2", primary_reselect: "failure", arp_interval: 100, arp_missed_max: 5, tunnels: [{ name: "gt1", local: "10.10.1.1", remote: "10.10.1.2", dev: "eth1" }, { name: "gt2", local: "10.10.2.1", remote: "10.10.2.2" }] }), 1462);
+  const custom = renderConfig(
+    piArgs({
+      name: "gtb",
+      primary: "gt2",
+      primary_reselect: "failure",
+      arp_interval: 100,
+      arp_missed_max: 5,
+      tunnels: [
+        { name: "gt1", local: "10.10.1.1", remote: "10.10.1.2", dev: "eth1" },
+        { name: "gt2", local: "10.10.2.1", remote: "10.10.2.2" },
+      ],
+    }),
+    1462,
+  );
   assert.match(custom, /pre-up ip link add gt1 type gretap local 10\.10\.1\.1 remote 10\.10\.1\.2 dev eth1$/m);
   assert.match(custom, /arp_interval 100 arp_missed_max 5 /);
   assert.match(custom, /primary gt2 primary_reselect failure$/m);
@@ -138,7 +173,10 @@ test("renders the Pi's bond: tunnels, options, then slaves, primary and MTU afte
 
 test("renders the hub's bridge: no STP, ports brought up, MTU set", () => {
   const text = renderConfig(hubArgs(), 1462);
-  const body = text.slice(text.indexOf("auto br77")).split("\n").map((l) => l.trim());
+  const body = text
+    .slice(text.indexOf("auto br77"))
+    .split("\n")
+    .map((l) => l.trim());
   assert.deepEqual(body, [
     "auto br77",
     "iface br77 inet static",
@@ -179,13 +217,42 @@ test("plan: one file change (reboot, 0644) in interfaces.d; none when it is alre
 
 test("PlanErrors: local not on the host, remote on the host, no source line, taken names", () => {
   const a = piArgs();
-  planError(piArgs({ tunnels: [{ name: "gt1", local: "10.10.9.1", remote: "10.10.1.2" }, { name: "gt2", local: "10.10.2.1", remote: "10.10.2.2" }] }), facts(a),
-    /tunnels\.gt1\.local: 10\.10\.9\.1 is not an address of this host \(it has .*10\.10\.1\.1 on eth1/);
+  planError(
+    piArgs({
+      tunnels: [
+        { name: "gt1", local: "10.10.9.1", remote: "10.10.1.2" },
+        { name: "gt2", local: "10.10.2.1", remote: "10.10.2.2" },
+      ],
+    }),
+    facts(a),
+    /tunnels\.gt1\.local: 10\.10\.9\.1 is not an address of this host \(it has .*10\.10\.1\.1 on eth1/,
+  );
   // the seed's typo on fo-exit: local and remote both the gateway's own address
-  planError(piArgs({ tunnels: [{ name: "gt1", local: "10.10.1.1", remote: "10.10.1.2" }, { name: "gt2", local: "10.10.2.1", remote: "10.10.1.1" }] }), facts(a),
-    /tunnels\.gt2\.remote: 10\.10\.1\.1 is an address of this host \(on eth1\)/);
-  planError(a, facts(a, BEFORE_IP, null, "auto lo\niface lo inet loopback\n"), /does not read \/etc\/network\/interfaces\.d\/provision-bond0\. Add the line "source \/etc\/network\/interfaces\.d\/\*"/);
-  planError(piArgs({ tunnels: [{ name: "gt1", local: "10.10.1.1", remote: "10.10.1.2", dev: "eth2" }, { name: "gt2", local: "10.10.2.1", remote: "10.10.2.2" }] }), facts(a), /local 10\.10\.1\.1 is on eth1, not on dev eth2/);
+  planError(
+    piArgs({
+      tunnels: [
+        { name: "gt1", local: "10.10.1.1", remote: "10.10.1.2" },
+        { name: "gt2", local: "10.10.2.1", remote: "10.10.1.1" },
+      ],
+    }),
+    facts(a),
+    /tunnels\.gt2\.remote: 10\.10\.1\.1 is an address of this host \(on eth1\)/,
+  );
+  planError(
+    a,
+    facts(a, BEFORE_IP, null, "auto lo\niface lo inet loopback\n"),
+    /does not read \/etc\/network\/interfaces\.d\/provision-bond0\. Add the line "source \/etc\/network\/interfaces\.d\/\*"/,
+  );
+  planError(
+    piArgs({
+      tunnels: [
+        { name: "gt1", local: "10.10.1.1", remote: "10.10.1.2", dev: "eth2" },
+        { name: "gt2", local: "10.10.2.1", remote: "10.10.2.2" },
+      ],
+    }),
+    facts(a),
+    /local 10\.10\.1\.1 is on eth1, not on dev eth2/,
+  );
   const withBond = [...BEFORE_IP, { ifname: "bond0", mtu: 1500, operstate: "UP", addr_info: [{ family: "inet", local: "10.77.0.11", prefixlen: 24 }] }];
   planError(a, facts(a, withBond), /bond0 already exists with address 10\.77\.0\.11, configured outside/);
 });
@@ -196,8 +263,26 @@ test("PlanErrors from the args: arp_validate none (the seed's ping-pong), bad ta
   planError(piArgs({ arp_ip_target: "192.168.77.1" }), f, /arp_ip_target: 192\.168\.77\.1 is the bond's own address/);
   planError(piArgs({ arp_ip_target: "10.10.1.2" }), f, /arp_ip_target: 10\.10\.1\.2 is outside 192\.168\.77\.1\/24/);
   planError(piArgs({ primary: "gt9" }), f, /primary: gt9 is not one of the tunnels/);
-  planError(piArgs({ tunnels: [{ name: "gt1", local: "10.10.1.1", remote: "10.10.1.2" }, { name: "gt1", local: "10.10.2.1", remote: "10.10.2.2" }] }), f, /names must be distinct/);
-  planError(piArgs({ tunnels: [{ name: "gt1", local: "10.10.1.1", remote: "10.10.1.2" }, { name: "gt2", local: "10.10.1.1", remote: "10.10.1.2" }] }), f, /same local and remote/);
+  planError(
+    piArgs({
+      tunnels: [
+        { name: "gt1", local: "10.10.1.1", remote: "10.10.1.2" },
+        { name: "gt1", local: "10.10.2.1", remote: "10.10.2.2" },
+      ],
+    }),
+    f,
+    /names must be distinct/,
+  );
+  planError(
+    piArgs({
+      tunnels: [
+        { name: "gt1", local: "10.10.1.1", remote: "10.10.1.2" },
+        { name: "gt2", local: "10.10.1.1", remote: "10.10.1.2" },
+      ],
+    }),
+    f,
+    /same local and remote/,
+  );
   planError(hubArgs({ primary: "gt1" }), facts(hubArgs(), HUB_IP.slice(0, 3)), /primary: only for role bond/);
   assert.equal(validate({ address: "192.168.77.1/24", tunnels: piArgs().tunnels }), false, "role bond needs arp_ip_target");
   assert.equal(validate({ ...piArgs(), tunnels: [piArgs().tunnels[0]] }), false, "one tunnel is not redundancy");
@@ -217,13 +302,14 @@ test("parseArpMonitor reads what parseBondStatus does not", () => {
   assert.deepEqual(parseArpMonitor(HEALTHY), { interval: 200, missedMax: 3, targets: ["192.168.77.2"] });
 });
 
-const verifyPi = (a: GretapBondArgs, bonding: string | null, over: Record<string, unknown> = {}) => verifyProblems(a, {
-  ping: { code: 0, stdout: "" },
-  ip: ip(PI_IP),
-  bonding: file("/proc/net/bonding/bond0", bonding),
-  arpValidate: file("/sys/class/net/bond0/bonding/arp_validate", "all 3\n"),
-  ...over,
-});
+const verifyPi = (a: GretapBondArgs, bonding: string | null, over: Record<string, unknown> = {}) =>
+  verifyProblems(a, {
+    ping: { code: 0, stdout: "" },
+    ip: ip(PI_IP),
+    bonding: file("/proc/net/bonding/bond0", bonding),
+    arpValidate: file("/sys/class/net/bond0/bonding/arp_validate", "all 3\n"),
+    ...over,
+  });
 
 test("verify (Pi, hub = bridge): healthy lab text passes; a cut tunnel, no peer, a wrong target fail", () => {
   const a = piArgs();

@@ -7,7 +7,14 @@ import apt, { installedPackages } from "../../modules/apt.js";
 import reboot from "../../modules/reboot.js";
 import type { PlanContext } from "../../core/module-api.js";
 
-const context = (over: Partial<PlanContext> = {}): PlanContext => ({ host: "pi", hostFacts: { bootId: "x", bootTime: 1000, systemd: true, hostname: "pi" }, facts: {}, rebootPending: false, rebootReasons: [], ...over });
+const context = (over: Partial<PlanContext> = {}): PlanContext => ({
+  host: "pi",
+  hostFacts: { bootId: "x", bootTime: 1000, systemd: true, hostname: "pi" },
+  facts: {},
+  rebootPending: false,
+  rebootReasons: [],
+  ...over,
+});
 
 test("dhcpcd_deny merges into the existing line without duplicates", () => {
   assert.equal(withDenied("hostname\ndenyinterfaces wlan1 eth0\n", ["eth0", "wlan0", "bond0"]), "hostname\ndenyinterfaces wlan1 eth0 wlan0 bond0\n");
@@ -23,7 +30,13 @@ test("dhcpcd_deny is a no-op when one line already covers the interfaces", () =>
   assert.equal(change.kind === "file" && change.after, "denyinterfaces eth0 bond0\n");
 });
 
-const bonding: KernelModuleArgs = { name: "bonding", state: "present", persist: true, persist_file: "/etc/modules", options: { mode: "active-backup", primary: "eth0", miimon: 100 } };
+const bonding: KernelModuleArgs = {
+  name: "bonding",
+  state: "present",
+  persist: true,
+  persist_file: "/etc/modules",
+  options: { mode: "active-backup", primary: "eth0", miimon: 100 },
+};
 const file = (path: string, content: string | null, mtime = 500) => ({ path, content, mtime });
 
 test("kernel_module renders options and keeps other lines of /etc/modules", () => {
@@ -34,17 +47,20 @@ test("kernel_module renders options and keeps other lines of /etc/modules", () =
 });
 
 test("kernel_module loads a module that is not loaded, options first", () => {
-  const changes = kernelModule.plan(bonding, {
-    modules: file("/proc/modules", "virtio_net 1 0 - Live 0x0\n"),
-    persisted: file("/etc/modules", null),
-    options: file("/etc/modprobe.d/bonding.conf", null),
-    parameters: { path: "/sys/module/bonding/parameters", entries: null },
-  }, context());
-  assert.deepEqual(changes.map((c) => c.summary), [
-    "set bonding options in /etc/modprobe.d/bonding.conf",
-    "load bonding at boot (/etc/modules)",
-    "load bonding (modprobe)",
-  ]);
+  const changes = kernelModule.plan(
+    bonding,
+    {
+      modules: file("/proc/modules", "virtio_net 1 0 - Live 0x0\n"),
+      persisted: file("/etc/modules", null),
+      options: file("/etc/modprobe.d/bonding.conf", null),
+      parameters: { path: "/sys/module/bonding/parameters", entries: null },
+    },
+    context(),
+  );
+  assert.deepEqual(
+    changes.map((c) => c.summary),
+    ["set bonding options in /etc/modprobe.d/bonding.conf", "load bonding at boot (/etc/modules)", "load bonding (modprobe)"],
+  );
   assert.equal(changes[0].reboot, false, "not loaded yet: the options apply at modprobe");
   const load = changes[2] as { undo?: string[]; undoDisruptive?: boolean };
   assert.deepEqual(load.undo, ["modprobe", "-r", "bonding"]);

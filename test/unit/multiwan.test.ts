@@ -4,7 +4,21 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import multiwan, {
-  AGENT, UNIT, PATHS, desiredRules, renderIptables, firewallProblems, healthVerdict, liveProblems, multiwanSchema, parseHealth, renderConfig, renderNft, renderSysctl, routeProblems, ruleProblems,
+  AGENT,
+  UNIT,
+  PATHS,
+  desiredRules,
+  renderIptables,
+  firewallProblems,
+  healthVerdict,
+  liveProblems,
+  multiwanSchema,
+  parseHealth,
+  renderConfig,
+  renderNft,
+  renderSysctl,
+  routeProblems,
+  ruleProblems,
   type MultiwanArgs,
 } from "../../modules/multiwan/index.js";
 import { IPT_CHAINS, IPT_TAG, NFT_TABLE, SERVICE } from "../../modules/multiwan/schema.js";
@@ -33,8 +47,12 @@ const ok = (stdout: string): CommandOutput => ({ code: 0, stdout });
 const failed: CommandOutput = { code: 1, stdout: "" };
 
 // captured from the lab guest with the configuration above running
-const RULES = ok('[{"priority":0,"src":"all","table":"local"},{"priority":30000,"src":"all","table":"main","suppress_prefixlen":0},{"priority":30010,"src":"all","fwmark":"0x10000","fwmask":"0xff0000","table":"201"},{"priority":30011,"src":"all","fwmark":"0x20000","fwmask":"0xff0000","table":"202"},{"priority":30090,"src":"all","table":"200"},{"priority":32766,"src":"all","table":"main"},{"priority":32767,"src":"all","table":"default"}]');
-const ROUTES = ok('[{"dst":"default","table":"200","flags":[],"nexthops":[{"gateway":"10.201.0.1","dev":"eth1","weight":9,"flags":[]},{"gateway":"10.202.0.1","dev":"eth2","weight":10,"flags":[]}]},{"dst":"default","gateway":"10.201.0.1","dev":"eth1","table":"201","flags":[]},{"dst":"default","gateway":"10.202.0.1","dev":"eth2","table":"202","flags":[]},{"dst":"default","gateway":"10.77.0.1","dev":"eth0","flags":["onlink"]},{"dst":"10.77.0.0/24","dev":"eth0","protocol":"kernel","scope":"link","prefsrc":"10.77.0.11","flags":[]}]');
+const RULES = ok(
+  '[{"priority":0,"src":"all","table":"local"},{"priority":30000,"src":"all","table":"main","suppress_prefixlen":0},{"priority":30010,"src":"all","fwmark":"0x10000","fwmask":"0xff0000","table":"201"},{"priority":30011,"src":"all","fwmark":"0x20000","fwmask":"0xff0000","table":"202"},{"priority":30090,"src":"all","table":"200"},{"priority":32766,"src":"all","table":"main"},{"priority":32767,"src":"all","table":"default"}]',
+);
+const ROUTES = ok(
+  '[{"dst":"default","table":"200","flags":[],"nexthops":[{"gateway":"10.201.0.1","dev":"eth1","weight":9,"flags":[]},{"gateway":"10.202.0.1","dev":"eth2","weight":10,"flags":[]}]},{"dst":"default","gateway":"10.201.0.1","dev":"eth1","table":"201","flags":[]},{"dst":"default","gateway":"10.202.0.1","dev":"eth2","table":"202","flags":[]},{"dst":"default","gateway":"10.77.0.1","dev":"eth0","flags":["onlink"]},{"dst":"10.77.0.0/24","dev":"eth0","protocol":"kernel","scope":"link","prefsrc":"10.77.0.11","flags":[]}]',
+);
 const HEALTHY = parseHealth("isp1 up 9 1795527305 via 10.201.0.1 dev eth1\nisp2 up 9 1795527305 via 10.202.0.1 dev eth2\n");
 
 function nftListing(a: MultiwanArgs, drop?: string): CommandOutput {
@@ -52,21 +70,47 @@ function nftListing(a: MultiwanArgs, drop?: string): CommandOutput {
 }
 
 const live = {
-  rules: RULES, routes: ROUTES, firewall: nftListing(args),
-  active: ok("active\n"), enabled: ok("enabled\n"),
+  rules: RULES,
+  routes: ROUTES,
+  firewall: nftListing(args),
+  active: ok("active\n"),
+  enabled: ok("enabled\n"),
   sysctls: ok("net.ipv4.ip_forward = 1\nnet.ipv4.fib_multipath_hash_policy = 1\nnet.ipv4.conf.all.rp_filter = 2\n"),
 };
 
 test("schema defaults: weight 1, masquerade on, checks every second, 3 misses down, 3 answers up", () => {
-  const a = argsOf({ uplinks: [{ name: "a", interface: "eth1" }, { name: "b", interface: "ppp0" }], check: { targets: ["192.0.2.1"] } });
+  const a = argsOf({
+    uplinks: [
+      { name: "a", interface: "eth1" },
+      { name: "b", interface: "ppp0" },
+    ],
+    check: { targets: ["192.0.2.1"] },
+  });
   assert.equal(a.uplinks[0].weight, 1);
   assert.equal(a.uplinks[1].masquerade, true);
   assert.deepEqual({ ...a.check }, { targets: ["192.0.2.1"], interval: 1, timeout: 1, fail_after: 3, recover_after: 3, wait: 30 });
   assert.equal(a.priority_base, 30000);
   const validate = compile(multiwanSchema);
   assert.equal(validate({ uplinks: [{ name: "only", interface: "eth1" }] }), false, "one uplink is not multi-WAN");
-  assert.equal(validate({ uplinks: [{ name: "a b", interface: "eth1" }, { name: "c", interface: "eth2" }] }), false, "names become shell variable names");
-  assert.equal(validate({ uplinks: [{ name: "a", interface: "eth1;reboot" }, { name: "c", interface: "eth2" }] }), false);
+  assert.equal(
+    validate({
+      uplinks: [
+        { name: "a b", interface: "eth1" },
+        { name: "c", interface: "eth2" },
+      ],
+    }),
+    false,
+    "names become shell variable names",
+  );
+  assert.equal(
+    validate({
+      uplinks: [
+        { name: "a", interface: "eth1;reboot" },
+        { name: "c", interface: "eth2" },
+      ],
+    }),
+    false,
+  );
 });
 
 test("the rules: main without its default first, one fwmark rule per uplink, then the balanced table", () => {
@@ -146,8 +190,12 @@ test("nftables: the live table is compared chain by chain, by each rule's commen
 function facts(over: Partial<Record<string, unknown>> = {}) {
   const file = (path: string, content: string | null) => ({ path, content });
   const installed = {
-    agent: file(PATHS.agent, AGENT), config: file(PATHS.config, renderConfig(args)), nftRuleset: file(PATHS.nftRuleset, renderNft(args)), iptablesRuleset: file(PATHS.iptablesRuleset, null),
-    sysctl: file(PATHS.sysctl, renderSysctl()), unit: file(PATHS.unit, UNIT),
+    agent: file(PATHS.agent, AGENT),
+    config: file(PATHS.config, renderConfig(args)),
+    nftRuleset: file(PATHS.nftRuleset, renderNft(args)),
+    iptablesRuleset: file(PATHS.iptablesRuleset, null),
+    sysctl: file(PATHS.sysctl, renderSysctl()),
+    unit: file(PATHS.unit, UNIT),
     status: file(PATHS.status, "isp1 up 9 1795527305 via 10.201.0.1 dev eth1\nisp2 up 9 1795527305 via 10.202.0.1 dev eth2\n"),
   };
   return { ...live, ...installed, ...over } as never;
@@ -164,7 +212,12 @@ test("plan: nothing to do when files and live state match; live drift alone rest
 test("notes: an audit of a router running as configured still names the uplinks that are down right now", () => {
   const isp2Down = {
     status: { path: PATHS.status, content: "isp1 up 9 1795527305 via 10.201.0.1 dev eth1\nisp2 down 9 1795527305 via 10.202.0.1 dev eth2\n" },
-    routes: ok(ROUTES.stdout.replace('{"dst":"default","table":"200","flags":[],"nexthops":[{"gateway":"10.201.0.1","dev":"eth1","weight":9,"flags":[]},{"gateway":"10.202.0.1","dev":"eth2","weight":10,"flags":[]}]}', '{"dst":"default","gateway":"10.201.0.1","dev":"eth1","table":"200","flags":[]}')),
+    routes: ok(
+      ROUTES.stdout.replace(
+        '{"dst":"default","table":"200","flags":[],"nexthops":[{"gateway":"10.201.0.1","dev":"eth1","weight":9,"flags":[]},{"gateway":"10.202.0.1","dev":"eth2","weight":10,"flags":[]}]}',
+        '{"dst":"default","gateway":"10.201.0.1","dev":"eth1","table":"200","flags":[]}',
+      ),
+    ),
   };
   assert.notEqual(isp2Down.routes.stdout, ROUTES.stdout);
   assert.deepEqual(multiwan.plan(args, facts(isp2Down), context), [], "the agent withdrew isp2 as it should: no drift");
@@ -175,14 +228,24 @@ test("notes: an audit of a router running as configured still names the uplinks 
 
 test("plan on a fresh host: five files, then activation whose undo knows the old sysctls and service state", () => {
   const fresh = facts({
-    agent: { path: PATHS.agent, content: null }, config: { path: PATHS.config, content: null }, nftRuleset: { path: PATHS.nftRuleset, content: null },
-    sysctl: { path: PATHS.sysctl, content: null }, unit: { path: PATHS.unit, content: null }, status: { path: PATHS.status, content: null },
+    agent: { path: PATHS.agent, content: null },
+    config: { path: PATHS.config, content: null },
+    nftRuleset: { path: PATHS.nftRuleset, content: null },
+    sysctl: { path: PATHS.sysctl, content: null },
+    unit: { path: PATHS.unit, content: null },
+    status: { path: PATHS.status, content: null },
     rules: ok('[{"priority":0,"src":"all","table":"local"},{"priority":32766,"src":"all","table":"main"}]'),
-    routes: ok("[]"), firewall: failed, active: ok("inactive\n"), enabled: { code: 1, stdout: "" },
+    routes: ok("[]"),
+    firewall: failed,
+    active: ok("inactive\n"),
+    enabled: { code: 1, stdout: "" },
     sysctls: ok("net.ipv4.ip_forward = 0\nnet.ipv4.fib_multipath_hash_policy = 0\nnet.ipv4.conf.all.rp_filter = 2\n"),
   });
   const changes = multiwan.plan(args, fresh, context);
-  assert.deepEqual(changes.map((c) => c.kind === "file" ? c.path : c.kind), [PATHS.agent, PATHS.config, PATHS.nftRuleset, PATHS.sysctl, PATHS.unit, "command"]);
+  assert.deepEqual(
+    changes.map((c) => (c.kind === "file" ? c.path : c.kind)),
+    [PATHS.agent, PATHS.config, PATHS.nftRuleset, PATHS.sysctl, PATHS.unit, "command"],
+  );
   const activate = changes[5];
   assert.ok(activate.kind === "command" && activate.undo);
   assert.deepEqual(activate.undo.slice(4), ["0", "0", "30000", "200", "202", "net.ipv4.ip_forward=0", "net.ipv4.fib_multipath_hash_policy=0"]);
@@ -192,7 +255,10 @@ test("plan on a fresh host: five files, then activation whose undo knows the old
 test("plan refuses to take over someone else's rules or tables, and duplicate uplinks", () => {
   const fresh = { config: { path: PATHS.config, content: null } };
   const foreign = ok('[{"priority":30005,"src":"all","fwmark":"0x1","table":"100"}]');
-  assert.throws(() => multiwan.plan(args, facts({ ...fresh, rules: foreign }), context), (e: Error) => e instanceof PlanError && /30005: fwmark 0x1 lookup 100 \(choose another priority_base\)/.test(e.message));
+  assert.throws(
+    () => multiwan.plan(args, facts({ ...fresh, rules: foreign }), context),
+    (e: Error) => e instanceof PlanError && /30005: fwmark 0x1 lookup 100 \(choose another priority_base\)/.test(e.message),
+  );
   const taken = ok('[{"dst":"default","gateway":"192.168.1.1","dev":"eth0","table":"201"}]');
   assert.throws(() => multiwan.plan(args, facts({ ...fresh, rules: ok("[]"), routes: taken }), context), /table 201 \(choose another table_base\)/);
   const twice = { ...args, uplinks: [args.uplinks[0], { ...args.uplinks[1], interface: "eth1" }] };
@@ -209,7 +275,9 @@ test("verify: every uplink must answer through itself, and the state must be liv
   assert.ok(check(down).problems.includes("uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it"));
   assert.deepEqual(check({ ...live, health: ok("") }).problems.slice(0, 1), ["the health agent (provision-multiwan.service) reports nothing: it is not running"]);
   assert.deepEqual(liveProblems(args, { ...live, sysctls: ok("net.ipv4.ip_forward = 0\n") }, HEALTHY), [
-    "net.ipv4.ip_forward is 0, want 1", "net.ipv4.fib_multipath_hash_policy is unset, want 1", "net.ipv4.conf.all.rp_filter is unset, want 2",
+    "net.ipv4.ip_forward is 0, want 1",
+    "net.ipv4.fib_multipath_hash_policy is unset, want 1",
+    "net.ipv4.conf.all.rp_filter is unset, want 2",
   ]);
 });
 
@@ -218,12 +286,16 @@ test("verify with check.required_up: a dead uplink is a note while enough others
   const health = (text: string) => parseHealth(text);
   const isp2Down = health("isp1 up 6 0 via 10.201.0.1 dev eth1\nisp2 down 6 0 via 10.202.0.1 dev eth2\n");
   assert.deepEqual(healthVerdict(oneOfTwo, isp2Down), {
-    problems: [], notes: ["uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it; it carries nothing until it answers (1 of 2 uplinks required)"],
+    problems: [],
+    notes: ["uplink isp2 (eth2) is down: no answer from 198.51.100.10 through it; it carries nothing until it answers (1 of 2 uplinks required)"],
   });
   assert.equal(healthVerdict(args, isp2Down).problems.length, 1, "by default every uplink must answer");
   assert.equal(healthVerdict(oneOfTwo, health("isp1 down 6 0 via 10.201.0.1 dev eth1\nisp2 down 6 0 via 10.202.0.1 dev eth2\n")).problems.length, 2);
-  assert.deepEqual(healthVerdict(oneOfTwo, health("isp1 up 6 0 via 10.201.0.1 dev eth1\nisp2 down 1 0 via 10.202.0.1 dev eth2\n")).problems,
-    ["no verdict on isp2 yet from the health agent"], "an uplink without a verdict yet is never waved through");
+  assert.deepEqual(
+    healthVerdict(oneOfTwo, health("isp1 up 6 0 via 10.201.0.1 dev eth1\nisp2 down 1 0 via 10.202.0.1 dev eth2\n")).problems,
+    ["no verdict on isp2 yet from the health agent"],
+    "an uplink without a verdict yet is never waved through",
+  );
   assert.throws(() => multiwan.plan({ ...args, check: { ...args.check, required_up: 3 } }, facts(), context), /required_up is 3 but there are only 2 uplinks/);
 });
 
@@ -258,8 +330,12 @@ test("iptables: own chains entered by one tagged jump each, the same rules, comp
   for (const line of IPTABLES_SAVE.split("\n").filter((l) => l.startsWith("-A "))) assert.ok(rendered.includes(line), `rendered as iptables-save prints it: ${line}`);
   assert.match(rendered, /^\*mangle\n:PROVISION_MW_PRE - \[0:0\]/m);
   assert.deepEqual(firewallProblems(a, ok(IPTABLES_SAVE)), []);
-  assert.deepEqual(firewallProblems(a, ok(IPTABLES_SAVE.replace("-A OUTPUT -m comment --comment provision-multiwan -j PROVISION_MW_OUT\n", ""))), ["mangle OUTPUT has 0 jumps to PROVISION_MW_OUT, want 1"]);
-  assert.deepEqual(firewallProblems(a, ok(IPTABLES_SAVE.replace(/-A PROVISION_MW_NAT -o eth2.*\n/, ""))), ["iptables chain PROVISION_MW_NAT has rules [isp1: masquerade], want [isp1: masquerade, isp2: masquerade]"]);
+  assert.deepEqual(firewallProblems(a, ok(IPTABLES_SAVE.replace("-A OUTPUT -m comment --comment provision-multiwan -j PROVISION_MW_OUT\n", ""))), [
+    "mangle OUTPUT has 0 jumps to PROVISION_MW_OUT, want 1",
+  ]);
+  assert.deepEqual(firewallProblems(a, ok(IPTABLES_SAVE.replace(/-A PROVISION_MW_NAT -o eth2.*\n/, ""))), [
+    "iptables chain PROVISION_MW_NAT has rules [isp1: masquerade], want [isp1: masquerade, isp2: masquerade]",
+  ]);
   assert.deepEqual(firewallProblems(a, failed), ["iptables-save failed: is iptables installed?"]);
   const changes = multiwan.plan(a, facts({ firewall: ok(IPTABLES_SAVE) }), context);
   const written = changes.find((c) => c.kind === "file" && c.path === PATHS.iptablesRuleset);
@@ -284,10 +360,18 @@ echo "checks=$checks_a"`;
 test("the agent's nexthop in a real shell: the configured gateway, dev only on a point-to-point link (PPP), else the link's own default route (DHCP)", () => {
   const functions = AGENT.replace(/^\. .*$/m, "").replace(/\ncase "\$\{1:-\}" in[\s\S]*$/, "\n");
   // `ip` answers as it would for each kind of link; lo stands in for a NIC that exists
-  const hop = (gateway: string, link: string, route: string) => spawnSync("sh", ["-c", `${functions}
+  const hop = (gateway: string, link: string, route: string) =>
+    spawnSync(
+      "sh",
+      [
+        "-c",
+        `${functions}
 ip() { case "$*" in "-o link show dev lo") echo '${link}' ;; "-4 route show table main default dev lo") echo '${route}' ;; esac; }
 u_IFACE=lo u_GATEWAY=${gateway}
-nexthop u`], { encoding: "utf8" }).stdout.trim();
+nexthop u`,
+      ],
+      { encoding: "utf8" },
+    ).stdout.trim();
   const ethernet = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536";
   assert.equal(hop("192.0.2.1", ethernet, ""), "via 192.0.2.1 dev lo");
   assert.equal(hop("", "7: ppp0: <POINTOPOINT,MULTICAST,NOARP,UP,LOWER_UP> mtu 1492", ""), "dev lo");

@@ -13,8 +13,7 @@ const NAMES = ["wlan0", "wl-0", "wl_0", "a.b", ".dot", "-lead", "a/b", "/", "sp 
 test("systemd-escape's rules: the same escapes as the real systemd-escape on this machine", (t) => {
   const binary = ["/usr/bin/systemd-escape", "/bin/systemd-escape"].find(existsSync);
   if (!binary) return t.skip("systemd-escape is not installed here");
-  for (const name of NAMES)
-    assert.equal(systemdEscape(name), execFileSync(binary, ["--", name], { encoding: "utf8" }).trim(), JSON.stringify(name));
+  for (const name of NAMES) assert.equal(systemdEscape(name), execFileSync(binary, ["--", name], { encoding: "utf8" }).trim(), JSON.stringify(name));
   assert.equal(templateUnit("wpa_supplicant@.service", "wl-0"), execFileSync(binary, ["--template=wpa_supplicant@.service", "--", "wl-0"], { encoding: "utf8" }).trim());
 });
 
@@ -27,12 +26,14 @@ test("systemd-escape's rules, without the binary: a Wi-Fi slave named wl-0 gets 
 /** iw's print_ssid_escaped (iw util.c), the writer the reader must undo. */
 function iwEscape(ssid: string): string {
   const bytes = Buffer.from(ssid, "utf8");
-  return [...bytes].map((b, i) => {
-    const c = String.fromCharCode(b);
-    if (b >= 0x21 && b <= 0x7e && c !== "\\") return c;
-    if (c === " " && i !== 0 && i !== bytes.length - 1) return " ";
-    return `\\x${b.toString(16).padStart(2, "0")}`;
-  }).join("");
+  return [...bytes]
+    .map((b, i) => {
+      const c = String.fromCharCode(b);
+      if (b >= 0x21 && b <= 0x7e && c !== "\\") return c;
+      if (c === " " && i !== 0 && i !== bytes.length - 1) return " ";
+      return `\\x${b.toString(16).padStart(2, "0")}`;
+    })
+    .join("");
 }
 
 test("iw's escaped SSIDs are read back as the SSID: a backslash, leading and trailing spaces, unprintable bytes", () => {

@@ -41,8 +41,10 @@ test("[Match] as networkd evaluates it: Name= globs and negation, repeated and r
   assert.ok(m("Name=wlan0\nName=eth0", eth0), "Name= lines add up");
   assert.ok(!m("Name=eth0\nName=\nName=wlan0", eth0), "an empty Name= resets the list");
   assert.ok(m("Type=ether", eth0) && !m("Type=ether", wlan0) && m("Type=wlan", wlan0) && m("Type=!loopback", bond0));
-  assert.ok(m("MACAddress=52:54:00:12:34:56", eth0) && m("MACAddress=52:54:00:12:34:56", bond0) && !m("MACAddress=52:54:00:12:34:56", wlan0),
-    "the bond takes a slave's MAC: a MAC match meant for eth0 catches bond0 too");
+  assert.ok(
+    m("MACAddress=52:54:00:12:34:56", eth0) && m("MACAddress=52:54:00:12:34:56", bond0) && !m("MACAddress=52:54:00:12:34:56", wlan0),
+    "the bond takes a slave's MAC: a MAC match meant for eth0 catches bond0 too",
+  );
   assert.ok(m("OriginalName=eth*", eth0));
   assert.ok(m("Name=eth0 wlan0\nType=ether", eth0) && !m("Name=eth0 wlan0\nType=ether", wlan0), "every key set must match");
   assert.ok(m("Name=eth0\nDriver=virtio_net", eth0), "a file that names the link counts though it also tests the hardware");
@@ -55,18 +57,29 @@ test("the search path: a name in /etc hides the same name in /run and /usr/lib; 
   const root = mkdtempSync(join(tmpdir(), "networkd-root-"));
   try {
     const files: [string, string][] = [
-      ["/etc/systemd/network/10-a.network", "[Match]\nName=etc\n"], ["/run/systemd/network/10-a.network", "[Match]\nName=run\n"],
-      ["/run/systemd/network/10-b.network", "[Match]\nName=run\n"], ["/usr/lib/systemd/network/10-b.network", "[Match]\nName=usr\n"],
-      ["/usr/lib/systemd/network/20-c.network", "[Match]\nName=usr\n"], ["/etc/systemd/network/30-d.network", ""],
-      ["/usr/lib/systemd/network/30-d.network", "[Match]\nName=usr\n"], ["/usr/local/lib/systemd/network/40-e.network", "[Match]\nName=local\n"],
-      ["/usr/lib/systemd/network/40-e.network", "[Match]\nName=usr\n"], ["/usr/lib/systemd/network/50-f.network", "[Match]\nName=usr\n"],
+      ["/etc/systemd/network/10-a.network", "[Match]\nName=etc\n"],
+      ["/run/systemd/network/10-a.network", "[Match]\nName=run\n"],
+      ["/run/systemd/network/10-b.network", "[Match]\nName=run\n"],
+      ["/usr/lib/systemd/network/10-b.network", "[Match]\nName=usr\n"],
+      ["/usr/lib/systemd/network/20-c.network", "[Match]\nName=usr\n"],
+      ["/etc/systemd/network/30-d.network", ""],
+      ["/usr/lib/systemd/network/30-d.network", "[Match]\nName=usr\n"],
+      ["/usr/local/lib/systemd/network/40-e.network", "[Match]\nName=local\n"],
+      ["/usr/lib/systemd/network/40-e.network", "[Match]\nName=usr\n"],
+      ["/usr/lib/systemd/network/50-f.network", "[Match]\nName=usr\n"],
     ];
     for (const dir of NETWORKD_DIRS.filter((d) => !d.startsWith("/lib"))) mkdirSync(join(root, dir), { recursive: true });
     for (const [path, text] of files) writeFileSync(join(root, path), text);
     symlinkSync("/dev/null", join(root, "/etc/systemd/network/50-f.network"));
-    const dirs = NETWORKD_DIRS.map((dir) => ({ dir, entries: Object.fromEntries(files.filter(([p]) => p.startsWith(`${dir}/`)).map(([p, text]) => [p.slice(dir.length + 1), text])) }));
+    const dirs = NETWORKD_DIRS.map((dir) => ({
+      dir,
+      entries: Object.fromEntries(files.filter(([p]) => p.startsWith(`${dir}/`)).map(([p, text]) => [p.slice(dir.length + 1), text])),
+    }));
     const read = networkdFiles(dirs, ["/etc/systemd/network/50-f.network"], ".network");
-    assert.deepEqual(read.map((f) => f.path), ["/etc/systemd/network/10-a.network", "/run/systemd/network/10-b.network", "/usr/lib/systemd/network/20-c.network", "/usr/local/lib/systemd/network/40-e.network"]);
+    assert.deepEqual(
+      read.map((f) => f.path),
+      ["/etc/systemd/network/10-a.network", "/run/systemd/network/10-b.network", "/usr/lib/systemd/network/20-c.network", "/usr/local/lib/systemd/network/40-e.network"],
+    );
     if (!existsSync("/usr/bin/systemd-analyze")) return t.skip("no systemd-analyze here to compare with");
     for (const name of ["10-a", "10-b", "20-c", "30-d", "40-e", "50-f"]) {
       const out = execFileSync("systemd-analyze", ["cat-config", `--root=${root}`, `systemd/network/${name}.network`], { encoding: "utf8" });
@@ -95,7 +108,13 @@ networkd-link 3 eth1 ether routable configured
 default-route eth0
 ifupdown-config
 `;
-const context: PlanContext = { host: "pi1", hostFacts: { bootId: "b", bootTime: 1, systemd: true, hostname: "pi1" }, facts: { network_stack: parseNetworkStack(NETWORKD_OUTPUT) }, rebootPending: false, rebootReasons: [] };
+const context: PlanContext = {
+  host: "pi1",
+  hostFacts: { bootId: "b", bootTime: 1, systemd: true, hostname: "pi1" },
+  facts: { network_stack: parseNetworkStack(NETWORKD_OUTPUT) },
+  rebootPending: false,
+  rebootReasons: [],
+};
 
 function args(over: Record<string, unknown> = {}): BondArgs {
   const a = { stack: "networkd", slaves: ["eth0", "eth1"], primary: "eth0", address: "10.77.0.11/24", gateway: "10.77.0.1", ...over };
@@ -104,12 +123,14 @@ function args(over: Record<string, unknown> = {}): BondArgs {
 }
 
 function plan(a: BondArgs, dirs: Record<string, Record<string, string>>, over: Record<string, unknown> = {}): FileChange[] {
-  const facts = Object.fromEntries(Object.entries(bond.facts(a)).map(([name, p]) => {
-    const probe = p as { file?: string; dir?: string };
-    if (probe.dir) return [name, { path: probe.dir, entries: dirs[probe.dir] ?? null }];
-    if (probe.file) return [name, { path: probe.file, content: probe.file.endsWith("/address") ? `52:54:00:00:00:0${a.slaves.indexOf(probe.file.split("/")[4]) + 1}\n` : null }];
-    return [name, { code: 0, stdout: "" }];
-  }));
+  const facts = Object.fromEntries(
+    Object.entries(bond.facts(a)).map(([name, p]) => {
+      const probe = p as { file?: string; dir?: string };
+      if (probe.dir) return [name, { path: probe.dir, entries: dirs[probe.dir] ?? null }];
+      if (probe.file) return [name, { path: probe.file, content: probe.file.endsWith("/address") ? `52:54:00:00:00:0${a.slaves.indexOf(probe.file.split("/")[4]) + 1}\n` : null }];
+      return [name, { code: 0, stdout: "" }];
+    }),
+  );
   return (bond.plan(a, { ...facts, ...over } as never, context) as Change[]).filter((c): c is FileChange => c.kind === "file");
 }
 
@@ -126,7 +147,11 @@ test("netplan's file in /run/systemd/network, read before provision's, is masked
 
   const again = plan(a, { "/etc/systemd/network": { "10-netplan-eth0.network": "" }, "/run/systemd/network": { "10-netplan-eth0.network": NETPLAN_ETH0 } });
   assert.ok(!again.some((c) => c.path.includes("netplan")), "once masked, it is left alone");
-  const maskedByLink = plan(a, { "/run/systemd/network": { "10-netplan-eth0.network": NETPLAN_ETH0 } }, { networkdMasked: { code: 0, stdout: "/etc/systemd/network/10-netplan-eth0.network\n" } });
+  const maskedByLink = plan(
+    a,
+    { "/run/systemd/network": { "10-netplan-eth0.network": NETPLAN_ETH0 } },
+    { networkdMasked: { code: 0, stdout: "/etc/systemd/network/10-netplan-eth0.network\n" } },
+  );
   assert.ok(!maskedByLink.some((c) => c.path.includes("netplan")), "a symlink to /dev/null masks it too");
 });
 
@@ -141,18 +166,30 @@ test("networkd competitors: matched by glob, MAC, type and negation; only those 
     "10-netplan-bond0.netdev": "[NetDev]\nName=bond0\nKind=bond\n",
   };
   const changes = plan(a, { "/run/systemd/network": run });
-  const masked = changes.filter((c) => c.after === "").map((c) => c.path.split("/").pop()).sort();
+  const masked = changes
+    .filter((c) => c.after === "")
+    .map((c) => c.path.split("/").pop())
+    .sort();
   assert.deepEqual(masked, ["05-all-ether.network", "05-by-mac.network", "10-netplan-bond0.netdev"]);
   const etc = plan(a, { "/etc/systemd/network": { "99-late.network": "[Match]\nName=eth*\n" } });
   assert.equal(etc.find((c) => c.path === "/etc/systemd/network/99-late.network")?.after, null, "in /etc it is moved aside whatever its order");
   assert.equal(etc.find((c) => c.path === "/etc/systemd/network/99-late.network.provision-disabled")?.after, "[Match]\nName=eth*\n");
-  const vendor = plan(a, { "/usr/lib/systemd/network": { "80-container-host0.network": "[Match]\nVirtualization=container\nName=host0\n", "05-vendor.network": "[Match]\nName=eth*\n" } });
-  assert.deepEqual(vendor.filter((c) => c.after === "").map((c) => c.path), ["/etc/systemd/network/05-vendor.network"]);
+  const vendor = plan(a, {
+    "/usr/lib/systemd/network": { "80-container-host0.network": "[Match]\nVirtualization=container\nName=host0\n", "05-vendor.network": "[Match]\nName=eth*\n" },
+  });
+  assert.deepEqual(
+    vendor.filter((c) => c.after === "").map((c) => c.path),
+    ["/etc/systemd/network/05-vendor.network"],
+  );
 });
 
 test("two bonds on one host: bond0's plan leaves bond0-lan's files alone (names match exactly)", () => {
   const lan = args({ name: "bond0-lan", slaves: ["eth2", "eth3"], primary: "eth2", address: "10.78.0.11/24", gateway: undefined });
-  const lanFiles = Object.fromEntries(plan(lan, {}).filter((c) => c.path.startsWith("/etc/systemd/network/")).map((c) => [c.path.split("/").pop()!, c.after!]));
+  const lanFiles = Object.fromEntries(
+    plan(lan, {})
+      .filter((c) => c.path.startsWith("/etc/systemd/network/"))
+      .map((c) => [c.path.split("/").pop()!, c.after!]),
+  );
   assert.ok(Object.keys(lanFiles).includes("10-provision-bond0-lan@eth2.network"));
   const changes = plan(args(), { "/etc/systemd/network": lanFiles });
   assert.ok(!changes.some((c) => Object.keys(lanFiles).some((n) => c.path.startsWith(`/etc/systemd/network/${n}`))), changes.map((c) => c.summary).join("\n"));

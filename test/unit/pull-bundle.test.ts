@@ -1,8 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  BundleRefused, createDeviceKey, createFleetSigningKey, extractSecrets, keyId, openBundle, sealBundle, type RefusalReason,
-} from "../../core/pull/bundle.js";
+import { BundleRefused, createDeviceKey, createFleetSigningKey, extractSecrets, keyId, openBundle, sealBundle, type RefusalReason } from "../../core/pull/bundle.js";
 
 const PSK = "correct horse battery staple";
 const fleet = createFleetSigningKey();
@@ -20,7 +18,12 @@ async function sealed(overrides: Partial<{ device: string; version: number; expi
   const key = deviceKey ?? (await pi1);
   return sealBundle(
     { device: overrides.device ?? "pi1", version: overrides.version ?? 3, rollout: "r1", playbook },
-    { signingKey: overrides.signingKey ?? fleet.privatePem, recipient: overrides.recipient ?? key.recipient, secrets: [PSK, "12345678"], expires: overrides.expires ?? later(60_000) },
+    {
+      signingKey: overrides.signingKey ?? fleet.privatePem,
+      recipient: overrides.recipient ?? key.recipient,
+      secrets: [PSK, "12345678"],
+      expires: overrides.expires ?? later(60_000),
+    },
   );
 }
 const pi1 = createDeviceKey();

@@ -1,9 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { decode } from "@nats-io/jwt";
-import {
-  accountJwt, createAuthority, issueController, issueDevice, parseAuthority, publicKeyOf, revoke, serverAuthConfig, userOf,
-} from "../../core/pull/credentials.js";
+import { accountJwt, createAuthority, issueController, issueDevice, parseAuthority, publicKeyOf, revoke, serverAuthConfig, userOf } from "../../core/pull/credentials.js";
 import { deviceName, reportDevice, reportSubject } from "../../core/pull/subjects.js";
 
 const authority = createAuthority("lab");
@@ -25,12 +23,14 @@ test("a device's user JWT names the device and carries no permissions of its own
   assert.equal(scoped.key, publicKeyOf(authority.deviceSignerSeed));
   assert.ok(scoped.template.pub.allow.includes("reports.{{name()}}.*"));
   assert.ok(scoped.template.sub.allow.includes("_INBOX_dev.{{name()}}.>"));
-  assert.ok(scoped.template.pub.allow.every((s) => !s.includes(">")), "no device may publish under a wildcard tail");
+  assert.ok(
+    scoped.template.pub.allow.every((s) => !s.includes(">")),
+    "no device may publish under a wildcard tail",
+  );
 });
 
 test("names that would widen the template are refused: a device name is one subject token", async () => {
-  for (const bad of ["*", ">", "a.b", "a b", "", "-x", "x".repeat(65)])
-    await assert.rejects(issueDevice(authority, bad), /NATS subject token/, bad);
+  for (const bad of ["*", ">", "a.b", "a b", "", "-x", "x".repeat(65)]) await assert.rejects(issueDevice(authority, bad), /NATS subject token/, bad);
   assert.equal(deviceName("pi-1_A"), "pi-1_A");
   assert.equal(reportSubject("pi1", "result"), "reports.pi1.result");
   assert.equal(reportDevice("reports.pi1.result"), "pi1");

@@ -1,8 +1,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  abortReason, advance, control, counts, DEFAULT_POLICY, planWaves, publicState, recordResult, startRollout,
-  type RolloutPolicy, type RolloutState,
+  abortReason,
+  advance,
+  control,
+  counts,
+  DEFAULT_POLICY,
+  planWaves,
+  publicState,
+  recordResult,
+  startRollout,
+  type RolloutPolicy,
+  type RolloutState,
 } from "../../core/pull/rollout.js";
 
 const devices = (n: number) => Array.from({ length: n }, (_, i) => `pi${i + 1}`);
@@ -10,18 +19,31 @@ const policy = (p: Partial<RolloutPolicy> = {}): RolloutPolicy => ({ ...DEFAULT_
 
 /** Every device of the open waves reports `outcome` (or the one `results` names). */
 function reportAll(s: RolloutState, at: number, results: Record<string, "applied" | "failed" | "reverted"> = {}): RolloutState {
-  for (const d of s.waves.slice(0, s.openedAt.length).flat())
-    s = recordResult(s, d, { outcome: results[d] ?? "applied", at });
+  for (const d of s.waves.slice(0, s.openedAt.length).flat()) s = recordResult(s, d, { outcome: results[d] ?? "applied", at });
   return s;
 }
 
 test("waves: the canary, then growing by the factor; every device in exactly one wave", () => {
   const w = planWaves(devices(20), policy({ canary: 1, growth: 2 }));
-  assert.deepEqual(w.map((x) => x.length), [1, 1, 2, 4, 8, 4]);
+  assert.deepEqual(
+    w.map((x) => x.length),
+    [1, 1, 2, 4, 8, 4],
+  );
   assert.deepEqual(w.flat(), devices(20));
-  assert.deepEqual(planWaves(devices(100), policy({ canary: "5%", serial: "10%", growth: 3 })).map((x) => x.length), [5, 10, 30, 55]);
-  assert.deepEqual(planWaves(devices(5), policy({ canary: 2, growth: 1 })).map((x) => x.length), [2, 2, 1], "growth 1: the serial size repeats");
-  assert.deepEqual(planWaves(devices(3), policy({ canary: 10 })).map((x) => x.length), [3], "a canary larger than the fleet is the fleet");
+  assert.deepEqual(
+    planWaves(devices(100), policy({ canary: "5%", serial: "10%", growth: 3 })).map((x) => x.length),
+    [5, 10, 30, 55],
+  );
+  assert.deepEqual(
+    planWaves(devices(5), policy({ canary: 2, growth: 1 })).map((x) => x.length),
+    [2, 2, 1],
+    "growth 1: the serial size repeats",
+  );
+  assert.deepEqual(
+    planWaves(devices(3), policy({ canary: 10 })).map((x) => x.length),
+    [3],
+    "a canary larger than the fleet is the fleet",
+  );
   assert.throws(() => planWaves(["a", "a"], policy()), /lists a device twice/);
   assert.throws(() => planWaves(devices(3), policy({ canary: "some" })), /canary must be a number or a percentage/);
   assert.throws(() => startRollout("r1", 1, devices(3), policy({ growth: 0.5 }), 0), /growth must be at least 1/);

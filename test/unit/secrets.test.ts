@@ -67,24 +67,28 @@ async function encrypted(plaintext: string, recipient: string, indent: number): 
 const bondWith = (args: string) => `- hosts: all\n  tasks:\n    - name: bond0\n      bond:\n        slaves: [eth0, wlan0]\n${args}`;
 
 test("a value templated from a secret variable is never shown in a schema error", () => {
-  const inv = loadInventory(write("taint-inv.yaml", `all:\n  vars: { wifi_psk: "${PSK}", wifi: { psk: "${PSK}" }, shown: "not a secret" }\n  hosts:\n    pi1: { address: 10.0.0.1 }\n`));
+  const inv = loadInventory(
+    write("taint-inv.yaml", `all:\n  vars: { wifi_psk: "${PSK}", wifi: { psk: "${PSK}" }, shown: "not a secret" }\n  hosts:\n    pi1: { address: 10.0.0.1 }\n`),
+  );
   const cases: [string, RegExp][] = [
-    ["        address: \"{{ wifi_psk }}/24\"\n", /bond > address: must .*\(the value is secret: not shown\)/],
-    ["        address: 10.0.0.2/24\n        slave_options: { wlan0: \"{{ wifi_psk }}\" }\n", /slave_options\.wlan0: must be an object \(the value is secret: not shown\)/],
-    ["        address: \"{{ wifi.psk }}\"\n", /bond > address: must .*\(the value is secret: not shown\)/],
-    ["        address: \"x{{ wifi }}\"\n", /bond > address: must .*\(the value is secret: not shown\)/],
-    ["        address: 10.0.0.2/24\n        primary: \"{{ wifi_psk }}\"\n", /bond > primary: .*\(the value is secret: not shown\)/],
+    ['        address: "{{ wifi_psk }}/24"\n', /bond > address: must .*\(the value is secret: not shown\)/],
+    ['        address: 10.0.0.2/24\n        slave_options: { wlan0: "{{ wifi_psk }}" }\n', /slave_options\.wlan0: must be an object \(the value is secret: not shown\)/],
+    ['        address: "{{ wifi.psk }}"\n', /bond > address: must .*\(the value is secret: not shown\)/],
+    ['        address: "x{{ wifi }}"\n', /bond > address: must .*\(the value is secret: not shown\)/],
+    ['        address: 10.0.0.2/24\n        primary: "{{ wifi_psk }}"\n', /bond > primary: .*\(the value is secret: not shown\)/],
   ];
   for (const [i, [args, pattern]] of cases.entries())
     configError(() => prepare(inv, [loadPlaybook(write(`taint-${i}.yaml`, bondWith(args)))], builtinRegistry(), settings), pattern, [PSK, PSK.slice(0, 12)]);
   // the same error about a value that is not secret shows it: the tests above can fail
-  configError(() => prepare(inv, [loadPlaybook(write("taint-shown.yaml", bondWith("        address: \"{{ shown }}/24\"\n")))], builtinRegistry(), settings),
-    /bond > address: must .*\(got "not a secret\/24"\)/);
+  configError(
+    () => prepare(inv, [loadPlaybook(write("taint-shown.yaml", bondWith('        address: "{{ shown }}/24"\n')))], builtinRegistry(), settings),
+    /bond > address: must .*\(got "not a secret\/24"\)/,
+  );
 });
 
 test("a task's mask covers the secret variables it uses and what it renders from them", () => {
   const inv = loadInventory(write("mask-inv.yaml", `all:\n  vars: { wifi_psk: "${PSK}", gw: 10.0.0.1 }\n  hosts:\n    pi1: { address: 10.0.0.1 }\n`));
-  const pb = write("mask.yaml", "- hosts: all\n  tasks:\n    - motd: { message: \"psk {{ wifi_psk }} via {{ gw }}\" }\n    - motd: { message: \"{{ gw }}\" }\n");
+  const pb = write("mask.yaml", '- hosts: all\n  tasks:\n    - motd: { message: "psk {{ wifi_psk }} via {{ gw }}" }\n    - motd: { message: "{{ gw }}" }\n');
   const r = builtinRegistry();
   r.register({ name: "motd", description: "test", schema: { type: "object", properties: { message: { type: "string" } } }, facts: () => ({}), plan: () => [] }, "plugin");
   const [play] = prepare(inv, [loadPlaybook(pb)], r, settings);
@@ -112,8 +116,14 @@ test("a diff never shows the secret a change replaces, though the run does not k
 test("encrypted values in the inventory and a playbook are decrypted in memory, and tainted whatever their name", async () => {
   const key = await keyFile("fleet.key");
   mkdirSync(join(dir, "inv"), { recursive: true });
-  const inventory = write("inv/enc.yaml", `all:\n  vars:\n    age_identity_file: ../fleet.key\n    wifi_psk: ${await encrypted(PSK, key.recipient, 4)}\n    home: ${await encrypted("not-an-address-9", key.recipient, 4)}\n  hosts:\n    pi1: { address: 10.0.0.1 }\n`);
-  const playbook = write("enc-pb.yaml", `- hosts: all\n  vars:\n    bond_psk: ${await encrypted("play-level-secret", key.recipient, 4)}\n  tasks:\n    - name: bond0\n      bond:\n        slaves: [eth0, wlan0]\n        address: "{{ home }}"\n        slave_options:\n          wlan0: { ssid: home, psk: "{{ wifi_psk }}" }\n`);
+  const inventory = write(
+    "inv/enc.yaml",
+    `all:\n  vars:\n    age_identity_file: ../fleet.key\n    wifi_psk: ${await encrypted(PSK, key.recipient, 4)}\n    home: ${await encrypted("not-an-address-9", key.recipient, 4)}\n  hosts:\n    pi1: { address: 10.0.0.1 }\n`,
+  );
+  const playbook = write(
+    "enc-pb.yaml",
+    `- hosts: all\n  vars:\n    bond_psk: ${await encrypted("play-level-secret", key.recipient, 4)}\n  tasks:\n    - name: bond0\n      bond:\n        slaves: [eth0, wlan0]\n        address: "{{ home }}"\n        slave_options:\n          wlan0: { ssid: home, psk: "{{ wifi_psk }}" }\n`,
+  );
   // relative to the inventory, not to where provision runs
   const opened = await openSecrets(inventory, [{ file: playbook, kind: "a playbook" }], noEnv);
   const inv = loadInventory(inventory, opened.decrypted);
@@ -135,41 +145,80 @@ test("a missing or wrong key, a damaged value: file:line:col and the fix, before
   const inv = (name: string, identity: string | null, psk = value) =>
     write(name, `all:\n  vars:\n${identity === null ? "" : `    age_identity_file: ${identity}\n`}    wifi_psk: ${psk}\n  hosts:\n    pi1: { address: 10.0.0.1 }\n`);
   const secrets = [PSK, key.identity, other.identity];
-  await rejectsConfig(openSecrets(inv("no-key.yaml", null), [], noEnv),
-    /no-key\.yaml:3:20: an encrypted value \(!age\), but no age identity to decrypt it\. Set age_identity_file: PATH under the inventory's all: vars: \(create one with `provision secret keygen`\), or the environment variable PROVISION_AGE_IDENTITY/, secrets);
-  await rejectsConfig(openSecrets(inv("missing-key.yaml", "nowhere.key"), [], noEnv),
-    /missing-key\.yaml:3:24: age_identity_file .*nowhere\.key: cannot read it \(ENOENT\)\. Copy the fleet's key there, fix the path, or set PROVISION_AGE_IDENTITY\./, secrets);
-  await rejectsConfig(openSecrets(inv("wrong-key.yaml", "other.key"), [], noEnv),
-    /wrong-key\.yaml:4:20: cannot decrypt: it was encrypted for another key than the one in .*other\.key\. Use the key it was encrypted for/, secrets);
+  await rejectsConfig(
+    openSecrets(inv("no-key.yaml", null), [], noEnv),
+    /no-key\.yaml:3:20: an encrypted value \(!age\), but no age identity to decrypt it\. Set age_identity_file: PATH under the inventory's all: vars: \(create one with `provision secret keygen`\), or the environment variable PROVISION_AGE_IDENTITY/,
+    secrets,
+  );
+  await rejectsConfig(
+    openSecrets(inv("missing-key.yaml", "nowhere.key"), [], noEnv),
+    /missing-key\.yaml:3:24: age_identity_file .*nowhere\.key: cannot read it \(ENOENT\)\. Copy the fleet's key there, fix the path, or set PROVISION_AGE_IDENTITY\./,
+    secrets,
+  );
+  await rejectsConfig(
+    openSecrets(inv("wrong-key.yaml", "other.key"), [], noEnv),
+    /wrong-key\.yaml:4:20: cannot decrypt: it was encrypted for another key than the one in .*other\.key\. Use the key it was encrypted for/,
+    secrets,
+  );
   const garbage = write("garbage.key", `# a comment\n${key.identity.slice(0, -3)}\n`);
-  await rejectsConfig(openSecrets(inv("garbage-key.yaml", garbage), [], noEnv),
-    /garbage-key\.yaml:3:24: age_identity_file .*garbage\.key: line 2 is not an age identity/, [...secrets, key.identity.slice(0, -3)]);
+  await rejectsConfig(openSecrets(inv("garbage-key.yaml", garbage), [], noEnv), /garbage-key\.yaml:3:24: age_identity_file .*garbage\.key: line 2 is not an age identity/, [
+    ...secrets,
+    key.identity.slice(0, -3),
+  ]);
   const damaged = value.replace(/^(\s+)([A-Za-z0-9+/]{10})/m, "$1AAAAAAAAAA");
-  await rejectsConfig(openSecrets(inv("damaged.yaml", "right.key", damaged), [], noEnv), /damaged\.yaml:4:20: (not an age-encrypted value|cannot decrypt: the encrypted value is damaged)/, secrets);
-  await rejectsConfig(openSecrets(inv("not-armor.yaml", "right.key", "!age not-encrypted-at-all"), [], noEnv), /not-armor\.yaml:4:20: not an age-encrypted value\. Paste the whole block/, secrets);
-  configError(() => loadInventory(inv("vault.yaml", null, "!vault |\n      $ANSIBLE_VAULT;1.1;AES256\n      6162")), /vault\.yaml:3:15: invalid YAML: Ansible Vault values \(!vault\) are not read/);
+  await rejectsConfig(
+    openSecrets(inv("damaged.yaml", "right.key", damaged), [], noEnv),
+    /damaged\.yaml:4:20: (not an age-encrypted value|cannot decrypt: the encrypted value is damaged)/,
+    secrets,
+  );
+  await rejectsConfig(
+    openSecrets(inv("not-armor.yaml", "right.key", "!age not-encrypted-at-all"), [], noEnv),
+    /not-armor\.yaml:4:20: not an age-encrypted value\. Paste the whole block/,
+    secrets,
+  );
+  configError(
+    () => loadInventory(inv("vault.yaml", null, "!vault |\n      $ANSIBLE_VAULT;1.1;AES256\n      6162")),
+    /vault\.yaml:3:15: invalid YAML: Ansible Vault values \(!vault\) are not read/,
+  );
   configError(() => loadInventory(inv("map.yaml", null, "!age { a: 1 }")), /map\.yaml:3:15: invalid YAML: !age takes the encrypted text, not a mapping or list/);
   // PROVISION_AGE_IDENTITY holds the key itself and overrides the inventory's file
   const viaEnv = await openSecrets(inv("env.yaml", "nowhere.key"), [], { [IDENTITY_ENV]: `# from CI\n${key.identity}\n` });
   assert.equal(loadInventory(inv("env.yaml", "nowhere.key"), viaEnv.decrypted).hosts.get("pi1")!.vars.wifi_psk, PSK);
-  await rejectsConfig(openSecrets(inv("env-wrong.yaml", null), [], { [IDENTITY_ENV]: "AGE-SECRET-KEY-1NOTAKEY" }), /the environment variable PROVISION_AGE_IDENTITY: line 1 is not an age identity/, ["AGE-SECRET-KEY-1NOTAKEY"]);
+  await rejectsConfig(
+    openSecrets(inv("env-wrong.yaml", null), [], { [IDENTITY_ENV]: "AGE-SECRET-KEY-1NOTAKEY" }),
+    /the environment variable PROVISION_AGE_IDENTITY: line 1 is not an age identity/,
+    ["AGE-SECRET-KEY-1NOTAKEY"],
+  );
 });
 
 test("the CLI stops on a wrong key before contacting any host, and warns once per file about clear-text secrets", async () => {
   const key = await keyFile("cli.key");
   const other = await keyFile("cli-other.key");
   // 10.255.255.1: no host is contacted (the error comes before any connection)
-  const wrong = write("cli-wrong.yaml", `all:\n  vars:\n    age_identity_file: cli-other.key\n    wifi_psk: ${await encrypted(PSK, key.recipient, 4)}\n  hosts:\n    pi1: { address: 127.0.0.1, port: 9 }\n`);
+  const wrong = write(
+    "cli-wrong.yaml",
+    `all:\n  vars:\n    age_identity_file: cli-other.key\n    wifi_psk: ${await encrypted(PSK, key.recipient, 4)}\n  hosts:\n    pi1: { address: 127.0.0.1, port: 9 }\n`,
+  );
   const r = await runCli(["-i", wrong, "--check"]);
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, /cli-wrong\.yaml:4:20: cannot decrypt/);
   assert.doesNotMatch(r.stdout + r.stderr, /PLAY|connecting|unreachable/, "no host was contacted");
-  const clear = write("cli-clear.yaml", `all:\n  vars:\n    wifi_psk: ${PSK}\n    admin_password: hunter2-hunter2\n    psk_template: "{{ wifi_psk }}"\n  hosts:\n    pi1: { address: 127.0.0.1, port: 9, connect_timeout: 1 }\n`);
+  const clear = write(
+    "cli-clear.yaml",
+    `all:\n  vars:\n    wifi_psk: ${PSK}\n    admin_password: hunter2-hunter2\n    psk_template: "{{ wifi_psk }}"\n  hosts:\n    pi1: { address: 127.0.0.1, port: 9, connect_timeout: 1 }\n`,
+  );
   const pb = write("cli-clear-pb.yaml", "- hosts: all\n  vars: { db_secret: clear-in-playbook }\n  tasks: []\n");
   const warned = await runCli(["-i", clear, "--check", pb]);
   const warnings = warned.stderr.split("\n").filter((l) => l.includes("warning:"));
-  assert.deepEqual(warnings.map((w) => w.replace(/^provision: warning: (\S+?):.*/, "$1")), ["cli-clear.yaml", "cli-clear-pb.yaml"], warned.stderr);
-  assert.match(warnings[0], /cli-clear\.yaml:3:15: "wifi_psk" is a secret in clear text \(and 1 more in this file\)\. Encrypt it: `provision secret edit cli-clear\.yaml` and tag the value !encrypt/);
+  assert.deepEqual(
+    warnings.map((w) => w.replace(/^provision: warning: (\S+?):.*/, "$1")),
+    ["cli-clear.yaml", "cli-clear-pb.yaml"],
+    warned.stderr,
+  );
+  assert.match(
+    warnings[0],
+    /cli-clear\.yaml:3:15: "wifi_psk" is a secret in clear text \(and 1 more in this file\)\. Encrypt it: `provision secret edit cli-clear\.yaml` and tag the value !encrypt/,
+  );
   assert.match(warnings[1], /cli-clear-pb\.yaml:2:22: "db_secret" is a secret in clear text\./);
   assert.ok(!warned.stderr.includes(PSK) && !warned.stderr.includes("hunter2") && !warned.stderr.includes("clear-in-playbook"));
   void other;
@@ -177,12 +226,23 @@ test("the CLI stops on a wrong key before contacting any host, and warns once pe
 
 test("the shipped example inventory's PSK is a real age file: with another key, the error names its line", async () => {
   const other = await keyFile("example-other.key");
-  await rejectsConfig(openSecrets(join(repoRoot, "inventories/pis.yaml"), [], { [IDENTITY_ENV]: other.identity }),
-    /inventories\/pis\.yaml:22:24: cannot decrypt: it was encrypted for another key than the one in PROVISION_AGE_IDENTITY/, [other.identity]);
+  await rejectsConfig(
+    openSecrets(join(repoRoot, "inventories/pis.yaml"), [], { [IDENTITY_ENV]: other.identity }),
+    /inventories\/pis\.yaml:22:24: cannot decrypt: it was encrypted for another key than the one in PROVISION_AGE_IDENTITY/,
+    [other.identity],
+  );
 });
 
 test("test support: an inventory written as the lab writes it, its PSK encrypted at rest, reads back the same", async () => {
-  const file = write("lab-like.yaml", stringify({ all: { vars: { user: "root", wifi_ssid: "provision-lab", wifi_psk: "lab-passphrase-42", wifi_country: "DE" }, children: { pis: { hosts: { pi1: { address: "10.77.0.11" } } } } } }));
+  const file = write(
+    "lab-like.yaml",
+    stringify({
+      all: {
+        vars: { user: "root", wifi_ssid: "provision-lab", wifi_psk: "lab-passphrase-42", wifi_country: "DE" },
+        children: { pis: { hosts: { pi1: { address: "10.77.0.11" } } } },
+      },
+    }),
+  );
   await encryptInventoryVars(file, ["wifi_psk"]);
   const text = readFileSync(file, "utf8");
   assert.ok(!text.includes("lab-passphrase-42"));
@@ -200,7 +260,8 @@ function runCli(args: string[], options: { input?: string; env?: NodeJS.ProcessE
     delete env[IDENTITY_ENV];
     if (options.env?.[IDENTITY_ENV]) env[IDENTITY_ENV] = options.env[IDENTITY_ENV];
     const child = spawn(process.execPath, [CLI, ...args], { cwd: dir, env, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "", stderr = "";
+    let stdout = "",
+      stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
     child.stdin.end(options.input ?? "");
@@ -260,7 +321,11 @@ test("secret encrypt on a terminal: the value is typed twice and never echoed; t
   const typed = await onTerminal(["secret", "encrypt", "--recipient", key.recipient, "--indent", "4"], [PSK, PSK]);
   assert.match(typed, /Value to encrypt \(not shown\): \r?\nAgain: \r?\n!age \|/);
   assert.ok(!typed.includes(PSK), `the terminal never shows it:\n${typed}`);
-  const block = typed.slice(typed.indexOf("!age |")).split(/\r?\n/).filter((l) => /^(!age \|| {4}\S)/.test(l)).join("\n");
+  const block = typed
+    .slice(typed.indexOf("!age |"))
+    .split(/\r?\n/)
+    .filter((l) => /^(!age \|| {4}\S)/.test(l))
+    .join("\n");
   const inventory = write("tty.yaml", `all:\n  vars:\n    age_identity_file: tty.key\n  hosts:\n    pi1:\n      wifi_psk: ${block.replace(/\n/g, "\n    ")}\n`);
   assert.equal(loadInventory(inventory, (await openSecrets(inventory, [], noEnv)).decrypted).hosts.get("pi1")!.vars.wifi_psk, PSK);
   const differ = await onTerminal(["secret", "encrypt", "--recipient", key.recipient], ["first-value", "second-value"]);
@@ -268,48 +333,72 @@ test("secret encrypt on a terminal: the value is typed twice and never echoed; t
   assert.ok(!differ.includes("first-value") && !differ.includes("-----BEGIN"), differ);
 });
 
-test("the reference age tool decrypts what provision encrypts, and provision what age encrypts", { skip: spawnSync("age", ["--version"]).status !== 0 && "the age package is not installed" }, async () => {
-  const key = await keyFile("interop.key");
-  const block = await runCli(["secret", "encrypt", "--recipient", key.recipient], { input: PSK });
-  const armored = block.stdout.split("\n").slice(1).map((l) => l.trim()).join("\n");
-  const decrypted = spawnSync("age", ["--decrypt", "--identity", key.path], { input: armored, encoding: "utf8" });
-  assert.equal(decrypted.status, 0, decrypted.stderr);
-  assert.equal(decrypted.stdout, PSK);
-  const fromAge = spawnSync("age", ["--encrypt", "--armor", "--recipient", key.recipient], { input: "from-the-age-tool", encoding: "utf8" });
-  assert.equal(fromAge.status, 0, fromAge.stderr);
-  const inventory = write("interop.yaml", `all:\n  vars:\n    age_identity_file: interop.key\n    token: !age |\n${fromAge.stdout.trimEnd().split("\n").map((l) => `      ${l}`).join("\n")}\n  hosts:\n    pi1: { address: 10.0.0.1 }\n`);
-  const opened = await openSecrets(inventory, [], noEnv);
-  assert.equal(loadInventory(inventory, opened.decrypted).hosts.get("pi1")!.vars.token, "from-the-age-tool");
-  // an identity file made by age-keygen is read as it is
-  assert.equal(spawnSync("age-keygen", ["-o", join(dir, "age-keygen.key")]).status, 0);
-  const recipient = spawnSync("age-keygen", ["-y", join(dir, "age-keygen.key")], { encoding: "utf8" }).stdout.trim();
-  const withAgeKey = write("interop2.yaml", `all:\n  vars:\n    age_identity_file: age-keygen.key\n    token: ${await encrypted("for-age-keygen", recipient, 4)}\n  hosts:\n    pi1:\n`);
-  assert.equal(loadInventory(withAgeKey, (await openSecrets(withAgeKey, [], noEnv)).decrypted).hosts.get("pi1")!.vars.token, "for-age-keygen");
-});
+test(
+  "the reference age tool decrypts what provision encrypts, and provision what age encrypts",
+  { skip: spawnSync("age", ["--version"]).status !== 0 && "the age package is not installed" },
+  async () => {
+    const key = await keyFile("interop.key");
+    const block = await runCli(["secret", "encrypt", "--recipient", key.recipient], { input: PSK });
+    const armored = block.stdout
+      .split("\n")
+      .slice(1)
+      .map((l) => l.trim())
+      .join("\n");
+    const decrypted = spawnSync("age", ["--decrypt", "--identity", key.path], { input: armored, encoding: "utf8" });
+    assert.equal(decrypted.status, 0, decrypted.stderr);
+    assert.equal(decrypted.stdout, PSK);
+    const fromAge = spawnSync("age", ["--encrypt", "--armor", "--recipient", key.recipient], { input: "from-the-age-tool", encoding: "utf8" });
+    assert.equal(fromAge.status, 0, fromAge.stderr);
+    const inventory = write(
+      "interop.yaml",
+      `all:\n  vars:\n    age_identity_file: interop.key\n    token: !age |\n${fromAge.stdout
+        .trimEnd()
+        .split("\n")
+        .map((l) => `      ${l}`)
+        .join("\n")}\n  hosts:\n    pi1: { address: 10.0.0.1 }\n`,
+    );
+    const opened = await openSecrets(inventory, [], noEnv);
+    assert.equal(loadInventory(inventory, opened.decrypted).hosts.get("pi1")!.vars.token, "from-the-age-tool");
+    // an identity file made by age-keygen is read as it is
+    assert.equal(spawnSync("age-keygen", ["-o", join(dir, "age-keygen.key")]).status, 0);
+    const recipient = spawnSync("age-keygen", ["-y", join(dir, "age-keygen.key")], { encoding: "utf8" }).stdout.trim();
+    const withAgeKey = write(
+      "interop2.yaml",
+      `all:\n  vars:\n    age_identity_file: age-keygen.key\n    token: ${await encrypted("for-age-keygen", recipient, 4)}\n  hosts:\n    pi1:\n`,
+    );
+    assert.equal(loadInventory(withAgeKey, (await openSecrets(withAgeKey, [], noEnv)).decrypted).hosts.get("pi1")!.vars.token, "for-age-keygen");
+  },
+);
 
 test("secret edit: decrypted into a private 0600 file for $EDITOR, re-encrypted on save, written atomically, the copy removed", async () => {
   const key = await keyFile("edit.key");
-  const file = write("edit.yaml", [
-    "# the fleet",
-    "all:",
-    "  hosts:",
-    "    pi1: { address: 10.0.0.1 }   # the kitchen",
-    "  vars:",
-    "    age_identity_file: edit.key",
-    `    wifi_psk: ${await encrypted("old-psk-value", key.recipient, 4)}`,
-    `    keep: ${(await encrypted("unchanged-secret", key.recipient, 4)).replace("|", "|   # stays as it is")}`,
-    "",
-  ].join("\n"));
+  const file = write(
+    "edit.yaml",
+    [
+      "# the fleet",
+      "all:",
+      "  hosts:",
+      "    pi1: { address: 10.0.0.1 }   # the kitchen",
+      "  vars:",
+      "    age_identity_file: edit.key",
+      `    wifi_psk: ${await encrypted("old-psk-value", key.recipient, 4)}`,
+      `    keep: ${(await encrypted("unchanged-secret", key.recipient, 4)).replace("|", "|   # stays as it is")}`,
+      "",
+    ].join("\n"),
+  );
   chmodSync(file, 0o640);
   const before = readFileSync(file, "utf8");
   const keepBlock = /keep: (!age \|[^\n]*\n(?: {6}.*\n)+)/.exec(before)![1];
   const seen = join(dir, "editor-saw.txt");
-  const editor = write("editor.sh", `#!/bin/sh
+  const editor = write(
+    "editor.sh",
+    `#!/bin/sh
 set -e
 { stat -c '%a' "$1"; stat -c '%a' "$(dirname "$1")"; echo "$1"; cat "$1"; } > '${seen}'
 sed -i 's/"old-psk-value"/"new-psk-value"/; s/address: 10.0.0.1 }/address: 10.0.0.1, api_token: !encrypt "flow-secret" }/' "$1"
 printf '    listed:\\n      - !encrypt 12345678   # a number, kept as text\\n      - plain\\n' >> "$1"
-`);
+`,
+  );
   chmodSync(editor, 0o755);
   const r = await runCli(["secret", "edit", "edit.yaml"], { env: { EDITOR: editor, VISUAL: "" } });
   assert.equal(r.code, 0, r.stderr);
@@ -320,7 +409,8 @@ printf '    listed:\\n      - !encrypt 12345678   # a number, kept as text\\n   
   assert.match(shown.join("\n"), /wifi_psk: !encrypt "old-psk-value"\n    keep: !encrypt "unchanged-secret"   # stays as it is\n/);
   const after = readFileSync(file, "utf8");
   assert.equal(statSync(file).mode & 0o777, 0o640, "the file keeps its mode");
-  for (const clear of ["old-psk-value", "new-psk-value", "flow-secret", "12345678", "unchanged-secret"]) assert.ok(!after.includes(clear), `${clear} is not in the file:\n${after}`);
+  for (const clear of ["old-psk-value", "new-psk-value", "flow-secret", "12345678", "unchanged-secret"])
+    assert.ok(!after.includes(clear), `${clear} is not in the file:\n${after}`);
   assert.ok(after.includes(`keep: ${keepBlock}`), "an unchanged value keeps its ciphertext (no churn in version control)");
   assert.match(after, /^# the fleet\nall:\n/, "comments and everything else are kept");
   assert.match(after, /pi1: \{ address: 10\.0\.0\.1, api_token: !age "-----BEGIN AGE ENCRYPTED FILE-----\\n.*\\n-----END AGE ENCRYPTED FILE-----\\n" \}   # the kitchen\n/);
@@ -349,7 +439,9 @@ printf '    listed:\\n      - !encrypt 12345678   # a number, kept as text\\n   
 });
 
 function readdirNoTemp(): string[] {
-  return spawnSync("ls", ["-a", dir], { encoding: "utf8" }).stdout.split("\n").filter((f) => f.includes(".provision-"));
+  return spawnSync("ls", ["-a", dir], { encoding: "utf8" })
+    .stdout.split("\n")
+    .filter((f) => f.includes(".provision-"));
 }
 
 test("reveal and seal: block values in lists and nested maps get a valid indentation; invalid edits are refused with file:line:col", async () => {

@@ -31,7 +31,19 @@ function host() {
 /** The batch, run by sh as on a host (its own /var/lib), its stdin replaced by `input` when given. */
 function runBatch(varLib: string, steps: Step[], input?: Buffer) {
   const stdin = input ?? Buffer.from(steps.map((s) => s.stdin ?? "").join(""));
-  const argv = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "sh", "-c", 'mount --bind "$0" /var/lib && exec sh -c "$1"', varLib, batchScript(steps, MARKER)];
+  const argv = [
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount --bind "$0" /var/lib && exec sh -c "$1"',
+    varLib,
+    batchScript(steps, MARKER),
+  ];
   const r = spawnSync(argv[0], argv.slice(1), { input: stdin, encoding: "utf8" });
   assert.equal(r.status, 0, `the batch ran: ${r.stderr}`);
   return parseBatchOutput(steps, { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr }, MARKER);
@@ -45,7 +57,12 @@ function writeSteps(path: string): Step[] {
 /** The batch's stdin cut `keep` bytes into the interfaces file's own bytes (after its sha256 line). */
 function cutInput(steps: Step[], keep: number): Buffer {
   const write = steps.findIndex((s) => s.what.startsWith("write "));
-  const before = Buffer.from(steps.slice(0, write).map((s) => s.stdin ?? "").join(""));
+  const before = Buffer.from(
+    steps
+      .slice(0, write)
+      .map((s) => s.stdin ?? "")
+      .join(""),
+  );
   const own = Buffer.from(steps[write].stdin!);
   const sumLine = own.indexOf("\n") + 1;
   return Buffer.concat([before, own.subarray(0, sumLine + keep)]);

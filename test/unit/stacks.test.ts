@@ -62,13 +62,25 @@ iface eth0 inet static
 `;
 
 const stackOf = (output: string) => parseNetworkStack(output);
-const context = (output: string, over: Partial<PlanContext> = {}): PlanContext =>
-  ({ host: "pi1", hostFacts: { bootId: "b", bootTime: 1, systemd: true, hostname: "pi1" }, facts: { network_stack: stackOf(output) }, rebootPending: false, rebootReasons: [], ...over });
+const context = (output: string, over: Partial<PlanContext> = {}): PlanContext => ({
+  host: "pi1",
+  hostFacts: { bootId: "b", bootTime: 1, systemd: true, hostname: "pi1" },
+  facts: { network_stack: stackOf(output) },
+  rebootPending: false,
+  rebootReasons: [],
+  ...over,
+});
 
 function args(over: Record<string, unknown> = {}): BondArgs {
   const a = {
-    slaves: ["eth0", "wlan0"], primary: "eth0", primary_reselect: "always", miimon: 100, updelay: 200, downdelay: 0,
-    address: "10.77.0.11/24", gateway: "10.77.0.1",
+    slaves: ["eth0", "wlan0"],
+    primary: "eth0",
+    primary_reselect: "always",
+    miimon: 100,
+    updelay: 200,
+    downdelay: 0,
+    address: "10.77.0.11/24",
+    gateway: "10.77.0.1",
     slave_options: { wlan0: { ssid: "provision-lab", psk: PSK, country: "DE" } },
     ...over,
   };
@@ -78,10 +90,12 @@ function args(over: Record<string, unknown> = {}): BondArgs {
 
 /** Facts of a host with nothing of ours yet; `over` replaces single probes. */
 function facts(a: BondArgs, over: Record<string, unknown> = {}): never {
-  const empty = Object.fromEntries(Object.entries(bond.facts(a)).map(([name, p]) => {
-    const probe = p as { file?: string; dir?: string };
-    return [name, probe.file ? { path: probe.file, content: null } : probe.dir ? { path: probe.dir, entries: null } : { code: 1, stdout: "" }];
-  }));
+  const empty = Object.fromEntries(
+    Object.entries(bond.facts(a)).map(([name, p]) => {
+      const probe = p as { file?: string; dir?: string };
+      return [name, probe.file ? { path: probe.file, content: null } : probe.dir ? { path: probe.dir, entries: null } : { code: 1, stdout: "" }];
+    }),
+  );
   return { ...empty, "phy:wlan0": { path: "/sys/class/net/wlan0/phy80211/name", content: "phy0\n" }, ...over } as never;
 }
 
@@ -127,8 +141,11 @@ test("NetworkManager: a bond profile and a port profile per slave, 0600, with na
     assert.equal(f.reboot, true);
   }
   const b = parseKeyfile(bondFile.after!);
-  assert.deepEqual(b.bond, { mode: "active-backup", miimon: "100", primary: "eth0", primary_reselect: "always", fail_over_mac: "active", updelay: "200", downdelay: "0" },
-    "fail_over_mac active by default with a Wi-Fi slave");
+  assert.deepEqual(
+    b.bond,
+    { mode: "active-backup", miimon: "100", primary: "eth0", primary_reselect: "always", fail_over_mac: "active", updelay: "200", downdelay: "0" },
+    "fail_over_mac active by default with a Wi-Fi slave",
+  );
   assert.equal(b.connection["autoconnect-slaves"], "1");
   assert.equal(b.ipv4.address1, "10.77.0.11/24,10.77.0.1");
   assert.equal(bondFile.address, "10.77.0.11", "the controller confirms at the bond's address");
@@ -147,10 +164,22 @@ test("NetworkManager: a bond profile and a port profile per slave, 0600, with na
 test("NetworkManager: a second plan over what NM rewrote (1.52 names, other order) changes nothing", () => {
   const a = args();
   const first = bond.plan(a, facts(a), context(NM_OUTPUT));
-  const entries = Object.fromEntries(files(first).filter((c) => c.path.startsWith("/etc/NetworkManager/")).map((c) => [c.path.split("/").pop()!, c.after!]));
-  const rewritten = Object.fromEntries(Object.entries(entries).map(([name, text]) => [name, text
-    .replace("master=bond0", "controller=bond0").replace("slave-type=bond", "port-type=bond").replace("autoconnect-slaves=1", "autoconnect-ports=1")
-    .replace("[ethernet]", "[ethernet]\n\n[proxy]").replace("autoconnect=true", "autoconnect=yes")]));
+  const entries = Object.fromEntries(
+    files(first)
+      .filter((c) => c.path.startsWith("/etc/NetworkManager/"))
+      .map((c) => [c.path.split("/").pop()!, c.after!]),
+  );
+  const rewritten = Object.fromEntries(
+    Object.entries(entries).map(([name, text]) => [
+      name,
+      text
+        .replace("master=bond0", "controller=bond0")
+        .replace("slave-type=bond", "port-type=bond")
+        .replace("autoconnect-slaves=1", "autoconnect-ports=1")
+        .replace("[ethernet]", "[ethernet]\n\n[proxy]")
+        .replace("autoconnect=true", "autoconnect=yes"),
+    ]),
+  );
   assert.notDeepEqual(rewritten, entries);
   const running = {
     nmProfiles: { path: "/etc/NetworkManager/system-connections", entries: rewritten },
@@ -160,7 +189,13 @@ test("NetworkManager: a second plan over what NM rewrote (1.52 names, other orde
   };
   assert.deepEqual(bond.plan(a, facts(a, running), context(NM_OUTPUT)), []);
 
-  const degraded = { ...running, bonding: { path: "/proc/net/bonding/bond0", content: HEALTHY.replace(/Slave Interface: eth0[\s\S]*?(?=Slave Interface: wlan0)/, "").replace("Currently Active Slave: eth0", "Currently Active Slave: wlan0") } };
+  const degraded = {
+    ...running,
+    bonding: {
+      path: "/proc/net/bonding/bond0",
+      content: HEALTHY.replace(/Slave Interface: eth0[\s\S]*?(?=Slave Interface: wlan0)/, "").replace("Currently Active Slave: eth0", "Currently Active Slave: wlan0"),
+    },
+  };
   const [drift] = bond.plan(a, facts(a, degraded), context(NM_OUTPUT));
   assert.equal(drift.kind, "pending", "the kernel's view is audited: a bond that lost a slave live is drift");
   assert.match(drift.summary, /slaves are \{wlan0\}, want \{eth0, wlan0\}/);
@@ -168,10 +203,20 @@ test("NetworkManager: a second plan over what NM rewrote (1.52 names, other orde
 
 test("NetworkManager: competing profiles are turned off (backed up like any file), never left competing or lost", () => {
   const a = args();
-  const preconfigured = "[connection]\nid=preconfigured\nuuid=1\ntype=wifi\n[wifi]\nmode=infrastructure\nssid=provision-lab\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=other-secret-1\n[ipv4]\nmethod=auto\n";
+  const preconfigured =
+    "[connection]\nid=preconfigured\nuuid=1\ntype=wifi\n[wifi]\nmode=infrastructure\nssid=provision-lab\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=other-secret-1\n[ipv4]\nmethod=auto\n";
   const wired = "[connection]\nid=Wired eth0\ntype=ethernet\ninterface-name=eth0\n\n[ipv4]\nmethod=manual\naddress1=10.77.0.11/24,10.77.0.1\n";
   const unrelated = "[connection]\nid=usb\ntype=ethernet\ninterface-name=usb0\n";
-  const changes = bond.plan(a, facts(a, { nmProfiles: { path: "/etc/NetworkManager/system-connections", entries: { "preconfigured.nmconnection": preconfigured, "eth0.nmconnection": wired, "usb0.nmconnection": unrelated } } }), context(NM_OUTPUT));
+  const changes = bond.plan(
+    a,
+    facts(a, {
+      nmProfiles: {
+        path: "/etc/NetworkManager/system-connections",
+        entries: { "preconfigured.nmconnection": preconfigured, "eth0.nmconnection": wired, "usb0.nmconnection": unrelated },
+      },
+    }),
+    context(NM_OUTPUT),
+  );
   const pre = byPath(changes, "/etc/NetworkManager/system-connections/preconfigured.nmconnection")!;
   assert.equal(parseKeyfile(pre.after!).connection.autoconnect, "false");
   assert.equal(pre.before, preconfigured, "the original is what gets backed up");
@@ -184,18 +229,32 @@ test("NetworkManager on Raspberry Pi OS Trixie: a profile netplan generates unde
   const a = args();
   const generated = "[connection]\nid=netplan-eth0\nuuid=abc\ntype=ethernet\ninterface-name=eth0\n";
   const yaml = "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n";
-  const changes = bond.plan(a, facts(a, {
-    nmRunProfiles: { path: "/run/NetworkManager/system-connections", entries: { "netplan-eth0.nmconnection": generated } },
-    netplan: { path: "/etc/netplan", entries: { "50-cloud-init.yaml": yaml, "00-network-manager-all.yaml": "network: {version: 2, renderer: NetworkManager}\n" } },
-  }), context(NM_OUTPUT));
+  const changes = bond.plan(
+    a,
+    facts(a, {
+      nmRunProfiles: { path: "/run/NetworkManager/system-connections", entries: { "netplan-eth0.nmconnection": generated } },
+      netplan: { path: "/etc/netplan", entries: { "50-cloud-init.yaml": yaml, "00-network-manager-all.yaml": "network: {version: 2, renderer: NetworkManager}\n" } },
+    }),
+    context(NM_OUTPUT),
+  );
   assert.equal(byPath(changes, "/etc/netplan/50-cloud-init.yaml")?.after, null, "moved aside");
   assert.equal(byPath(changes, "/etc/netplan/50-cloud-init.yaml.provision-disabled")?.after, yaml, "a copy is kept");
   assert.equal(byPath(changes, "/etc/netplan/00-network-manager-all.yaml"), undefined);
-  assert.throws(() => bond.plan(a, facts(a, { nmRunProfiles: { path: "/run/NetworkManager/system-connections", entries: { "netplan-eth0.nmconnection": generated } } }), context(NM_OUTPUT)),
-    (e: Error) => e instanceof PlanError && /no file in \/etc\/netplan names it/.test(e.message));
+  assert.throws(
+    () => bond.plan(a, facts(a, { nmRunProfiles: { path: "/run/NetworkManager/system-connections", entries: { "netplan-eth0.nmconnection": generated } } }), context(NM_OUTPUT)),
+    (e: Error) => e instanceof PlanError && /no file in \/etc\/netplan names it/.test(e.message),
+  );
   const defaultWired = "[connection]\nid=Wired connection 2\nuuid=x\ntype=ethernet\ninterface-name=eth0\n\n[.nmmeta]\nnm-generated=true\n";
-  assert.ok(!files(bond.plan(a, facts(a, { nmRunProfiles: { path: "/run/NetworkManager/system-connections", entries: { "Wired connection 2.nmconnection": defaultWired } } }), context(NM_OUTPUT))).some((c) => c.path.startsWith("/run/")),
-    "NetworkManager's own default wired profile lasts only until the reboot and is not made again for a device with a profile");
+  assert.ok(
+    !files(
+      bond.plan(
+        a,
+        facts(a, { nmRunProfiles: { path: "/run/NetworkManager/system-connections", entries: { "Wired connection 2.nmconnection": defaultWired } } }),
+        context(NM_OUTPUT),
+      ),
+    ).some((c) => c.path.startsWith("/run/")),
+    "NetworkManager's own default wired profile lasts only until the reboot and is not made again for a device with a profile",
+  );
 });
 
 test("keyfiles: rendering escapes, reading, setting one key keeps the rest byte for byte", () => {
@@ -231,9 +290,26 @@ test("systemd-networkd: a .netdev with MIIMonitorSec always set, PrimarySlave on
 
 test("a slave taken out of the list loses the profile or .network an earlier run wrote for it", () => {
   const a = args({ slaves: ["eth0", "eth1"], slave_options: {} });
-  const nm = bond.plan(a, facts(a, { "phy:wlan0": { path: "", content: null }, nmProfiles: { path: "/etc/NetworkManager/system-connections", entries: { "bond0-port-wlan0.nmconnection": "[connection]\nid=bond0-port-wlan0\ntype=wifi\ninterface-name=wlan0\nmaster=bond0\nslave-type=bond\n" } } }), context(NM_OUTPUT));
+  const nm = bond.plan(
+    a,
+    facts(a, {
+      "phy:wlan0": { path: "", content: null },
+      nmProfiles: {
+        path: "/etc/NetworkManager/system-connections",
+        entries: { "bond0-port-wlan0.nmconnection": "[connection]\nid=bond0-port-wlan0\ntype=wifi\ninterface-name=wlan0\nmaster=bond0\nslave-type=bond\n" },
+      },
+    }),
+    context(NM_OUTPUT),
+  );
   assert.equal(byPath(nm, "/etc/NetworkManager/system-connections/bond0-port-wlan0.nmconnection")?.after, null);
-  const nd = bond.plan(a, facts(a, { "phy:wlan0": { path: "", content: null }, networkd: { path: "/etc/systemd/network", entries: { "10-provision-bond0-wlan0.network": "[Match]\nName=wlan0\n\n[Network]\nBond=bond0\n" } } }), context(NETWORKD_OUTPUT));
+  const nd = bond.plan(
+    a,
+    facts(a, {
+      "phy:wlan0": { path: "", content: null },
+      networkd: { path: "/etc/systemd/network", entries: { "10-provision-bond0-wlan0.network": "[Match]\nName=wlan0\n\n[Network]\nBond=bond0\n" } },
+    }),
+    context(NETWORKD_OUTPUT),
+  );
   assert.equal(byPath(nd, "/etc/systemd/network/10-provision-bond0-wlan0.network")?.after, null);
   assert.equal(byPath(nd, "/etc/systemd/network/10-provision-bond0-wlan0.network.provision-disabled"), undefined, "our own file is removed, not moved aside");
 });
@@ -294,12 +370,34 @@ test("the settle script waits for every slave to be up, then prints the bond", (
 test("verify: a Wi-Fi slave must be associated to its SSID, said in words", () => {
   const a = args();
   const ok = { code: 0, stdout: "" };
-  const verdict = bond.verify!.check(a, { bonding: { code: 0, stdout: HEALTHY }, ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' }, gateway: ok, "link:wlan0": { code: 1, stdout: "Not connected.\n" } } as never);
+  const verdict = bond.verify!.check(a, {
+    bonding: { code: 0, stdout: HEALTHY },
+    ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' },
+    gateway: ok,
+    "link:wlan0": { code: 1, stdout: "Not connected.\n" },
+  } as never);
   assert.ok(!Array.isArray(verdict) && verdict.problems.includes('wlan0 not associated to SSID "provision-lab" (Not connected.)'), JSON.stringify(verdict));
-  const fine = bond.verify!.check(a, { bonding: { code: 0, stdout: HEALTHY }, ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' }, gateway: ok, "link:wlan0": { code: 0, stdout: `Connected to 02:00:00:00:01:00 (on wlan0)\n\tSSID: provision-lab\n--- station dump\n${AUTHORIZED}` } } as never);
+  const fine = bond.verify!.check(a, {
+    bonding: { code: 0, stdout: HEALTHY },
+    ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' },
+    gateway: ok,
+    "link:wlan0": { code: 0, stdout: `Connected to 02:00:00:00:01:00 (on wlan0)\n\tSSID: provision-lab\n--- station dump\n${AUTHORIZED}` },
+  } as never);
   assert.deepEqual(!Array.isArray(fine) && fine.problems, []);
-  const handshakeFailed = bond.verify!.check(a, { bonding: { code: 0, stdout: HEALTHY }, ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' }, gateway: ok, "link:wlan0": { code: 0, stdout: `Connected to 02:00:00:00:01:00 (on wlan0)\n\tSSID: provision-lab\n--- station dump\n${AUTHORIZED.replace("authorized:\tyes", "authorized:\tno")}` } } as never);
-  assert.match(!Array.isArray(handshakeFailed) ? handshakeFailed.problems.join() : "", /wlan0 not associated to SSID "provision-lab": the access point never authorized it/, "association without the 4-way handshake is not a link");
+  const handshakeFailed = bond.verify!.check(a, {
+    bonding: { code: 0, stdout: HEALTHY },
+    ip: { code: 0, stdout: '[{"addr_info":[{"local":"10.77.0.11"}]}]' },
+    gateway: ok,
+    "link:wlan0": {
+      code: 0,
+      stdout: `Connected to 02:00:00:00:01:00 (on wlan0)\n\tSSID: provision-lab\n--- station dump\n${AUTHORIZED.replace("authorized:\tyes", "authorized:\tno")}`,
+    },
+  } as never);
+  assert.match(
+    !Array.isArray(handshakeFailed) ? handshakeFailed.problems.join() : "",
+    /wlan0 not associated to SSID "provision-lab": the access point never authorized it/,
+    "association without the 4-way handshake is not a link",
+  );
 });
 
 // `iw dev wlan0 station dump` on a lab guest whose handshake completed
@@ -333,9 +431,15 @@ test("dhcpcd_deny is a visible no-op on a host without dhcpcd", async () => {
 
 test("systemd-networkd: a Wi-Fi slave named wl-0 runs wpa_supplicant@wl\\x2d0.service (systemd-escape), not the instance for wl/0", () => {
   const a = args({ slaves: ["eth0", "wl-0"], slave_options: { "wl-0": { ssid: "provision-lab", psk: PSK, country: "DE" } } });
-  const changes = bond.plan(a, facts(a, { "phy:wlan0": { path: "", content: null }, "phy:wl-0": { path: "/sys/class/net/wl-0/phy80211/name", content: "phy0\n" } }), context(NETWORKD_OUTPUT));
+  const changes = bond.plan(
+    a,
+    facts(a, { "phy:wlan0": { path: "", content: null }, "phy:wl-0": { path: "/sys/class/net/wl-0/phy80211/name", content: "phy0\n" } }),
+    context(NETWORKD_OUTPUT),
+  );
   const enable = changes.find((c) => c.kind === "command" && c.argv[1] === "enable");
   assert.deepEqual(enable && enable.kind === "command" && enable.argv, ["systemctl", "enable", "wpa_supplicant@wl\\x2d0.service"]);
   assert.ok(byPath(changes, "/etc/wpa_supplicant/wpa_supplicant-wl-0.conf"), "the unit's %I (unescaped) names the configuration file");
-  assert.ok(Object.values(bond.facts(a) as Record<string, { file?: string }>).some((p) => p.file === "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wl\\x2d0.service"));
+  assert.ok(
+    Object.values(bond.facts(a) as Record<string, { file?: string }>).some((p) => p.file === "/etc/systemd/system/multi-user.target.wants/wpa_supplicant@wl\\x2d0.service"),
+  );
 });

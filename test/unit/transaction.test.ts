@@ -29,12 +29,20 @@ test("a lock is taken over only when its holder is provably gone, never while it
   assert.match(staleLockReason(lock("controller=other pid=7 since=x run=r1", 5, "reverted"), here)!, /run r1 has ended \(reverted\)/);
   assert.match(staleLockReason(lock(""), here)!, /empty lock/);
   assert.equal(staleLockReason(lock(mine(7), 10, "pending", "r1"), here), null, "armed: the host reverts it and releases the lock");
-  assert.deepEqual(parseLockRefusal("controller=a pid=1 since=x run=r\n12\npending\n-\n"), { holder: "controller=a pid=1 since=x run=r", ageSeconds: 12, holderState: "pending", armedRun: null });
+  assert.deepEqual(parseLockRefusal("controller=a pid=1 since=x run=r\n12\npending\n-\n"), {
+    holder: "controller=a pid=1 since=x run=r",
+    ageSeconds: 12,
+    holderState: "pending",
+    armedRun: null,
+  });
 });
 
 test("the host record: last transaction and lock", () => {
   assert.deepEqual(parseHostRecord("- - -\n"), { last: null, lock: null });
-  assert.deepEqual(parseHostRecord("r1 pending r1\nlock controller=a pid=1 since=x run=r1\n"), { last: { id: "r1", state: "pending", armed: true }, lock: "controller=a pid=1 since=x run=r1" });
+  assert.deepEqual(parseHostRecord("r1 pending r1\nlock controller=a pid=1 since=x run=r1\n"), {
+    last: { id: "r1", state: "pending", armed: true },
+    lock: "controller=a pid=1 since=x run=r1",
+  });
   assert.deepEqual(parseHostRecord("r1 committed -\nlock \n"), { last: { id: "r1", state: "committed", armed: false }, lock: "" });
 });
 
