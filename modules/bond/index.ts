@@ -18,9 +18,8 @@ const RENDERERS: Partial<Record<Stack, { probes(a: BondArgs): object; plan(a: Bo
 const SETTLE = readShellAsset(import.meta.url, "bond-settle.sh");
 const WIFI_LINK = readShellAsset(import.meta.url, "wifi-link.sh");
 const ADDRESS = readShellAsset(import.meta.url, "bond-address.sh");
+// once the slaves are up, a Wi-Fi slave's WPA handshake has at most this long to complete
 const AUTHORIZE_SECONDS = 30;
-// a Wi-Fi slave associates some seconds after its stack starts (NetworkManager: 5-15 s on a busy Pi)
-const SETTLE_SECONDS = 90;
 
 /** The address with its prefix; defaults that depend on the slaves: a bond with a Wi-Fi slave keeps each slave's own MAC. */
 export function withDefaults(args: BondArgs): BondArgs {
@@ -108,9 +107,9 @@ export default defineModule({
   },
   verify: {
     probes: (a: BondArgs) => ({
-      bonding: { command: ["sh", "-c", SETTLE, "bond-settle", a.name, String(SETTLE_SECONDS), ...a.slaves] },
+      bonding: { command: ["sh", "-c", SETTLE, "bond-settle", a.name, String(a.settle_timeout), ...a.slaves] },
       ip: { command: ["ip", "-j", "-4", "addr", "show", "dev", a.name] },
-      ...Object.fromEntries(wifiSlaves(a).map(([s]) => [`link:${s}`, { command: ["sh", "-c", WIFI_LINK, "wifi-link", s, String(AUTHORIZE_SECONDS)] }])),
+      ...Object.fromEntries(wifiSlaves(a).map(([s]) => [`link:${s}`, { command: ["sh", "-c", WIFI_LINK, "wifi-link", s, String(Math.min(AUTHORIZE_SECONDS, a.settle_timeout))] }])),
       ...(a.gateway && a.method === "static" ? { gateway: { command: ["ping", "-c", "3", "-i", "0.3", "-W", "2", a.gateway] } } : {}),
     }),
     check(args: BondArgs, facts: Record<string, CommandOutput>) {

@@ -46,6 +46,8 @@ export interface BondArgs {
   arp_validate?: "none" | "active" | "backup" | "all" | "filter" | "filter_active" | "filter_backup";
   updelay?: number;
   downdelay?: number;
+  /** Seconds the verification waits for every slave to come up (a Wi-Fi slave: associated and authorized). */
+  settle_timeout: number;
   method: "static" | "dhcp";
   address?: string;
   netmask?: string;
@@ -80,6 +82,8 @@ export const bondSchema = {
     arp_validate: { type: "string", enum: ["none", "active", "backup", "all", "filter", "filter_active", "filter_backup"] },
     updelay: { type: "integer", minimum: 0 },
     downdelay: { type: "integer", minimum: 0 },
+    // a Wi-Fi slave associates some seconds after its stack starts (NetworkManager: 5-15 s on a busy Pi)
+    settle_timeout: { type: "integer", minimum: 1, maximum: 3600, default: 90 },
     method: { type: "string", enum: ["static", "dhcp"], default: "static" },
     address: { type: "string", pattern: IPV4_CIDR },
     netmask: { type: "string", pattern: IPV4 },

@@ -185,7 +185,12 @@ export function seedOnFlavour(s: SeedScenario): void {
     const bondBefore = await bondStatus(pi);
     const bad = join(dir, "bad.yaml");
     const badInventory = wifi ? labInventory(lab, join(dir, "bad-psk.yaml"), {}, { wifi_psk: "not-the-lab-passphrase" }) : inventory;
-    if (wifi) writeFileSync(bad, readFileSync(playbook, "utf8"));
+    // a wrong PSK never authorizes: 30 s of waiting proves it as well as the default 90
+    if (wifi) {
+      const badPlaybook = readFileSync(playbook, "utf8").replace("        slaves: [eth0, wlan0]\n", "        slaves: [eth0, wlan0]\n        settle_timeout: 30\n");
+      assert.match(badPlaybook, /settle_timeout: 30/);
+      writeFileSync(bad, badPlaybook);
+    }
     else writeFileSync(bad, readFileSync(playbook, "utf8").replace("slaves: [eth0, eth1]", "slaves: [eth0, eth7]"));
     const r = await timed(`${s.flavor}: bad change (${wifi ? "wrong PSK" : "missing slave"}): apply, reboot, verify fails, restore, reboot`, () =>
       cli("--inventory", badInventory, bad, "--report", join(dir, "bad.json")),

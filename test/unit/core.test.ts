@@ -183,6 +183,7 @@ test("planning threads file contents and reboot needs from task to task", () => 
     address: "10.0.0.2/24",
     path: "/etc/network/interfaces",
     backup_path: "/etc/network/interfaces.orig",
+    settle_timeout: 90,
   } satisfies BondArgs;
   const instance = (module: ModuleDefinition, args: unknown, name: string): TaskInstance => ({
     task: { name, module: module.name, rawArgs: args, tags: [], notify: [], diff: true, when: {}, path: [] },

@@ -345,6 +345,15 @@ test("the PSK schema: 8-63 characters or 64 hex digits", () => {
   assert.equal(validate({ slaves: ["eth0", "wlan0"], address: "10.0.0.2/24", slave_options: { wlan0: { ssid: "x" } } }), false, "an ssid needs a psk");
 });
 
+test("settle_timeout bounds the verification's wait for the slaves and for Wi-Fi authorization (default 90 s)", () => {
+  const probes = (over: Record<string, unknown>) => bond.verify!.probes(args(over)) as Record<string, { command: string[] }>;
+  assert.equal(compile(bond.schema)({ slaves: ["eth0"], address: "10.0.0.2/24", settle_timeout: 0 }), false, "at least 1 s");
+  assert.deepEqual(probes({}).bonding.command.slice(4, 6), ["bond0", "90"]);
+  const short = probes({ settle_timeout: 20 });
+  assert.deepEqual(short.bonding.command.slice(4, 6), ["bond0", "20"]);
+  assert.deepEqual(short["link:wlan0"].command.slice(4, 6), ["wlan0", "20"], "the Wi-Fi link waits no longer than the settle timeout");
+});
+
 test("the settle script waits for every slave to be up, then prints the bond", () => {
   const dir = mkdtempSync(join(tmpdir(), "settle-"));
   try {
