@@ -190,8 +190,7 @@ export function seedOnFlavour(s: SeedScenario): void {
       const badPlaybook = readFileSync(playbook, "utf8").replace("        slaves: [eth0, wlan0]\n", "        slaves: [eth0, wlan0]\n        settle_timeout: 30\n");
       assert.match(badPlaybook, /settle_timeout: 30/);
       writeFileSync(bad, badPlaybook);
-    }
-    else writeFileSync(bad, readFileSync(playbook, "utf8").replace("slaves: [eth0, eth1]", "slaves: [eth0, eth7]"));
+    } else writeFileSync(bad, readFileSync(playbook, "utf8").replace("slaves: [eth0, eth1]", "slaves: [eth0, eth7]"));
     const r = await timed(`${s.flavor}: bad change (${wifi ? "wrong PSK" : "missing slave"}): apply, reboot, verify fails, restore, reboot`, () =>
       cli("--inventory", badInventory, bad, "--report", join(dir, "bad.json")),
     );
