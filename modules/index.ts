@@ -1,6 +1,6 @@
 // The built-in modules. They register through the same API as any plugin.
 import type { ModuleDefinition } from "../core/module-api.js";
-import apt from "./apt.js";
+import apt from "./apt/index.js";
 import bond from "./bond/index.js";
 import dhcpcdDeny from "./dhcpcd_deny.js";
 import gretapBond from "./gretap_bond.js";
