@@ -185,7 +185,7 @@ function output(json: boolean, total: number, intervalSeconds: number): Output {
     process.stdout.write(`${drawn ? `\x1b[${drawn}F\x1b[J` : ""}${table}\n`);
     drawn = table.split("\n").length;
   };
-  const ticker = setInterval(draw, 1000);
+  const ticker = setInterval(draw, 1000).unref();
   return {
     start: () => draw(),
     audited: (_state, _before, changed, states) => {

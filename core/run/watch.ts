@@ -2,6 +2,7 @@
 // in check mode, nothing of its own), over one connection per host that stays open between
 // audits; a lost host is tried again with back-off, one connection attempt at a time.
 // What an audit found is told as data (Audit); core/report/watch.ts keeps and shows it.
+import { setMaxListeners } from "node:events";
 import { execute, type PreparedPlay, type RunSettings, type RunView } from "./run.js";
 import type { HostWork } from "./engine.js";
 import type { HostResult } from "./results.js";
@@ -38,6 +39,7 @@ export async function watch(plays: PreparedPlay[], settings: WatchSettings, tran
   const slots = new Slots(settings.forks);
   const hosts = names.map((name) => new WatchedHost(name, onlyHost(plays, name), transport));
   const closeAll = () => hosts.forEach((h) => h.connection?.close());
+  setMaxListeners(hosts.length + 10, stop); // each host's wait listens for the stop
   stop.addEventListener("abort", closeAll, { once: true });
   try {
     await Promise.all(hosts.map((host) => watchHost(host, settings, slots, audited, stop)));
