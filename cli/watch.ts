@@ -181,7 +181,12 @@ function output(json: boolean, total: number, intervalSeconds: number): Output {
   let drawn = 0;
   let latest = new Map<string, HostState>();
   const draw = () => {
-    const table = renderTable([...latest.values()], total, Date.now(), process.stdout.rows || 24, intervalSeconds);
+    // a line wider than the terminal would wrap and throw off the redraw's line count
+    const width = process.stdout.columns || 80;
+    const table = renderTable([...latest.values()], total, Date.now(), process.stdout.rows || 24, intervalSeconds)
+      .split("\n")
+      .map((line) => (line.length > width ? `${line.slice(0, width - 1)}…` : line))
+      .join("\n");
     process.stdout.write(`${drawn ? `\x1b[${drawn}F\x1b[J` : ""}${table}\n`);
     drawn = table.split("\n").length;
   };
