@@ -2,7 +2,7 @@
 // memory with 1 host and with N (the difference per host), its CPU per audited host, and
 // the time one audit cycle of the fleet takes against a one-shot `provision --check` of it.
 // Everything is read from the watch's own metrics endpoint (process_*, provision_*).
-//   node dist/bench/watch.js [--sizes 1,50] [--interval 10] [--cycles 3]
+//   node dist/bench/watch.js [--sizes 1,50] [--interval 10] [--cycles 3] [--splay 0]
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,7 +17,14 @@ import { CLI } from "../test/integration/provision-cli.js";
 const PORT = 9469;
 const MAX_HOSTS = 50; // the machine is shared
 
-const { values } = parseArgs({ options: { sizes: { type: "string", default: "1,50" }, interval: { type: "string", default: "10" }, cycles: { type: "string", default: "3" } } });
+const { values } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "1,50" },
+    interval: { type: "string", default: "10" },
+    cycles: { type: "string", default: "3" },
+    splay: { type: "string", default: "0" },
+  },
+});
 const sizes = values.sizes.split(",").map(Number);
 const interval = Number(values.interval);
 const cycles = Number(values.cycles);
@@ -75,7 +82,7 @@ async function measure(n: number): Promise<Measured> {
     const checkSeconds = (Date.now() - t0) / 1000;
     if (![0, 2].includes(check.code)) throw new Error(`provision --check exited ${check.code}: ${check.stderr}`);
 
-    const argv = fleet.controllerArgv(["node", CLI, "watch", ...common, "--interval", String(interval), "--json", "--metrics", `:${PORT}`]);
+    const argv = fleet.controllerArgv(["node", CLI, "watch", ...common, "--interval", String(interval), "--splay", values.splay, "--json", "--metrics", `:${PORT}`]);
     const watch = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", "inherit"] });
     try {
       // warm up: every host audited, then a cycle more
