@@ -38,6 +38,12 @@ export interface RunOptions {
   emit: (event: HostEvent) => void;
   /** How to reach a host (SSH from a controller, local on the host itself). */
   transport: TransportFactory;
+  /**
+   * A pull agent's confirmation from outside (a round trip through its broker) before an
+   * armed run is disarmed; retried until the confirm deadline, after which the host reverts.
+   * Push runs confirm by their fresh connection instead.
+   */
+  confirm?: () => Promise<void>;
 }
 
 export type { HostEvent, HostResult, HostStatus, TaskResult, TaskStatus };
@@ -380,6 +386,19 @@ class HostRun {
     this.rebootCount++;
   }
 
+  /** The pull agent's confirmation from outside, tried until shortly before the host's revert would run. */
+  async confirmFromOutside(confirm: () => Promise<void>): Promise<void> {
+    const giveUp = this.confirmDeadline - 5000;
+    for (;;) {
+      try {
+        return await confirm();
+      } catch (error) {
+        if (Date.now() + 2000 > giveUp) throw new StrandedError(this.work.name, `not confirmed from outside before the confirm deadline (${messageOf(error)}): the host reverts the run by itself`);
+        await sleep(2000);
+      }
+    }
+  }
+
   /** Confirm only from outside: a fresh connection to the expected address, then disarm. */
   async reconnectFresh(): Promise<void> {
     this.connection.moveTo(this.expectedAddress);
@@ -518,6 +537,7 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   try {
     failure = await applyAndVerify(run, planned, result, options);
     if (!failure) {
+      if (run.tx.armed && options.confirm) await run.confirmFromOutside(options.confirm);
       const commit = run.tx.armed ? [run.tx.disarmStep("committed")] : run.tx.markSteps("committed");
       await run.step("commit", () => runSteps(run.connection, [...commit, run.tx.unlockStep()]));
       return finish("changed");

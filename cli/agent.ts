@@ -1,0 +1,254 @@
+// provision agent: runs on a Pi as a systemd service. Connects out to the cluster, follows
+// its own desired state (core/pull/device.ts: signed, encrypted, versioned bundles), and
+// applies each bundle with the same engine and transaction as a push run, through the
+// local transport. An armed run is confirmed from outside (a JetStream-acknowledged publish)
+// before it is disarmed; without that the host's own revert undoes it. Every version it
+// tried is recorded on disk first, so a failed or reverted version is never tried again.
+import { parseArgs } from "node:util";
+import { readFileSync } from "node:fs";
+import { stringify } from "yaml";
+import { YamlSource } from "../core/config/yaml-source.js";
+import { compile } from "../core/config/schema.js";
+import { checkModules, readPlaybook } from "../core/config/playbook.js";
+import { BUILT_IN, Registry } from "../core/config/registry.js";
+import type { Inventory } from "../core/config/inventory.js";
+import { masker } from "../core/config/secrets.js";
+import { execute, prepare, type RunSettings } from "../core/run/run.js";
+import { presentRun, type ShownRun } from "../core/report/changes.js";
+import { renderChanges, renderSummary } from "../core/report/output.js";
+import { LocalTransport } from "../core/transport/local.js";
+import { ConfigError, UsageError, messageOf } from "../core/errors.js";
+import { connectNats } from "../core/pull/nats.js";
+import type { Broker } from "../core/pull/broker.js";
+import type { OpenedBundle } from "../core/pull/bundle.js";
+import { followDesiredState, type DeviceEvent } from "../core/pull/device.js";
+import type { Outcome } from "../core/pull/rollout.js";
+import { readDesiredState, type DesiredState } from "../core/pull/desired.js";
+import { deviceInbox, deviceName, reportSubject } from "../core/pull/subjects.js";
+import { builtinModules } from "../modules/index.js";
+import { listrView } from "./progress.js";
+import { AgentState, type Tried } from "./agent-state.js";
+
+const HELP = `Usage: provision agent --config FILE
+
+Run the pull agent (normally as the systemd service provision-agent, installed by
+provision enrol): connect out to the cluster, apply this device's signed desired state
+with the same engine as a push run, confirm it from outside, report the outcome.`;
+
+export const DEFAULT_CONFIG = "/etc/provision/agent.yaml";
+export const DEFAULT_STATE_DIR = "/var/lib/provision/agent";
+
+export interface AgentConfig {
+  file: string;
+  device: string;
+  servers: string[];
+  credentialsFile: string;
+  identityFile: string;
+  verifyKeyFile: string;
+  stateDir: string;
+  /** Plugins (paths or package names) the agent may use; a bundle cannot name others. */
+  plugins: string[];
+  /** argv before every command the engine runs (tests: enter a test host's namespaces and root). */
+  commandPrefix?: string[];
+}
+
+const configSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["device", "servers", "credentials", "identity", "verify_key"],
+  properties: {
+    device: { type: "string", minLength: 1 },
+    servers: { type: "array", minItems: 1, items: { type: "string", minLength: 1 } },
+    credentials: { type: "string", pattern: "^/" },
+    identity: { type: "string", pattern: "^/" },
+    verify_key: { type: "string", pattern: "^/" },
+    state_dir: { type: "string", pattern: "^/" },
+    plugins: { type: "array", items: { type: "string", minLength: 1 } },
+    command_prefix: { type: "array", items: { type: "string", minLength: 1 } },
+  },
+};
+
+export function loadAgentConfig(file: string): AgentConfig {
+  const source = YamlSource.load(file, "an agent configuration");
+  const doc = source.toJS();
+  const validate = compile(configSchema);
+  if (!validate(doc)) throw source.schemaError(validate.errors ?? [], [], "agent configuration");
+  const c = doc as Record<string, never>;
+  try {
+    deviceName(c.device);
+  } catch (error) {
+    throw new ConfigError(`${source.position(["device"])}: ${messageOf(error)}`);
+  }
+  return {
+    file,
+    device: c.device,
+    servers: c.servers,
+    credentialsFile: c.credentials,
+    identityFile: c.identity,
+    verifyKeyFile: c.verify_key,
+    stateDir: c.state_dir ?? DEFAULT_STATE_DIR,
+    plugins: c.plugins ?? [],
+    commandPrefix: c.command_prefix,
+  };
+}
+
+function readSecretFile(what: string, file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (error) {
+    throw new ConfigError(`cannot read the ${what} ${file} (${(error as NodeJS.ErrnoException).code ?? messageOf(error)}). Enrol the device again (provision enrol) or fix the path in the agent configuration.`);
+  }
+}
+
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+/** The bundle's desired state as an inventory of this one host and its playbooks, prepared for the engine. */
+async function preparedRun(desired: DesiredState, bundle: OpenedBundle, config: AgentConfig) {
+  const registry = new Registry();
+  for (const module of builtinModules) registry.register(module, BUILT_IN);
+  for (const plugin of config.plugins) await registry.loadPlugin(plugin, "/");
+  const playbooks = desired.playbooks.map((p) => {
+    for (const play of p.plays as { plugins?: string[] }[])
+      for (const plugin of play.plugins ?? [])
+        if (!config.plugins.includes(plugin))
+          throw new ConfigError(`the bundle's playbook ${p.file} uses plugin ${JSON.stringify(plugin)}, which this agent does not allow. List it under plugins: in ${config.file}.`);
+    // plugins are the agent's own (loaded above), never loaded from a path a bundle names
+    const plays = (p.plays as Record<string, unknown>[]).map((play) => ({ ...play, plugins: undefined }));
+    return readPlaybook(YamlSource.parse(`bundle ${bundle.version}: ${p.file}`, stringify(plays), "a playbook"));
+  });
+  for (const playbook of playbooks) checkModules(playbook, registry);
+  const inventory: Inventory = {
+    file: `bundle ${bundle.version}`,
+    hosts: new Map([[desired.host, { name: desired.host, groups: desired.groups, vars: desired.vars }]]),
+    groups: new Map([...desired.groups, "all"].map((g) => [g, [desired.host]])),
+    secrets: desired.secrets,
+  };
+  const settings: RunSettings = { check: false, breakLock: false, forks: 1, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "verbose" };
+  return { plays: prepare(inventory, playbooks, registry, settings), settings };
+}
+
+/** What a run's host result means for the fleet. */
+export function outcomeOf(run: ShownRun): { outcome: Exclude<Outcome, "timeout">; detail?: string; rebootPending: boolean } {
+  const host = run.hosts[0];
+  if (!host) return { outcome: "applied", detail: "no play of the bundle matches this device", rebootPending: false };
+  const rebootPending = host.notes.some((n) => n.includes("resumes after the boot"));
+  switch (host.status) {
+    case "ok":
+    case "changed":
+      return { outcome: "applied", detail: host.status === "ok" ? "no changes" : undefined, rebootPending };
+    case "rolled_back":
+      return host.rolledBackBy === "host"
+        ? { outcome: "reverted", detail: host.error, rebootPending: false }
+        : { outcome: "failed", detail: `rolled back: ${host.error ?? "a task failed"}`, rebootPending: false };
+    default:
+      return { outcome: "failed", detail: host.error ?? host.status, rebootPending: false };
+  }
+}
+
+/** Apply one opened bundle; recorded as tried before anything runs. */
+export async function applyBundle(bundle: OpenedBundle, config: AgentConfig, broker: Broker, state: AgentState): Promise<{ outcome: Exclude<Outcome, "timeout">; detail?: string }> {
+  state.record({ version: bundle.version, phase: "applying", at: new Date().toISOString() });
+  let mask = (text: string) => text;
+  const settle = (tried: Omit<Tried, "version" | "at">, detail?: string) => {
+    state.record({ version: bundle.version, at: new Date().toISOString(), ...tried });
+    return detail === undefined ? undefined : mask(detail);
+  };
+  let desired: DesiredState;
+  let prepared: Awaited<ReturnType<typeof preparedRun>>;
+  try {
+    desired = readDesiredState(bundle.playbook, config.device);
+    mask = masker(desired.secrets);
+    prepared = await preparedRun(desired, bundle, config);
+  } catch (error) {
+    const detail = settle({ phase: "done", outcome: "failed" }, `the bundle cannot be run: ${messageOf(error)}`);
+    return { outcome: "failed", detail };
+  }
+  const enc = new TextEncoder();
+  // the round trip that proves the cluster is reachable over the network as the change left it
+  const confirm = async () => {
+    await broker.publish(reportSubject(config.device, "confirm"), enc.encode(JSON.stringify({ version: bundle.version, at: new Date().toISOString() })), {
+      id: `${config.device}-${bundle.version}-confirm`,
+    });
+  };
+  let run: ShownRun;
+  try {
+    run = presentRun(
+      await execute(prepared.plays, prepared.settings, (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}), listrView(prepared.settings), {
+        confirm,
+      }),
+    );
+  } catch (error) {
+    const detail = settle({ phase: "done", outcome: "failed" }, `the run stopped: ${messageOf(error)}`);
+    return { outcome: "failed", detail };
+  }
+  log(mask(renderChanges(run, false) + renderSummary(run)));
+  const { outcome, detail, rebootPending } = outcomeOf(run);
+  if (rebootPending) {
+    // this machine reboots now: after the boot the agent runs the bundle again to verify and confirm it
+    settle({ phase: "reboot-pending", runId: run.runId });
+    return { outcome, detail: "rebooting; verified and confirmed after the boot" };
+  }
+  return { outcome, detail: settle({ phase: "done", outcome }, detail) };
+}
+
+export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promise<void> {
+  const credentials = readSecretFile("credentials file", config.credentialsFile);
+  const identity = readSecretFile("age identity", config.identityFile).trim();
+  const verifyKey = readSecretFile("fleet verify key", config.verifyKeyFile);
+  const state = AgentState.open(config.stateDir);
+  log(`provision agent: device ${config.device}, last tried version ${state.tried?.version ?? "none"}; connecting to ${config.servers.join(", ")}`);
+  const broker = await connectNats({
+    servers: config.servers,
+    credentials,
+    inboxPrefix: deviceInbox(config.device),
+    name: config.device,
+    waitForFirstConnect: true,
+  });
+  broker.onEvent((e) => log(`broker: ${e.type}${e.detail ? ` (${e.detail})` : ""}`));
+  log(`connected to ${broker.server() ?? "the cluster"}`);
+  // a version interrupted by this machine's reboot is run once more (verify and confirm); any other is never retried
+  const resume = state.tried?.phase === "reboot-pending" ? state.tried.version : undefined;
+  const follower = await followDesiredState(
+    broker,
+    { name: config.device, verifyKey, identity },
+    {
+      appliedVersion: () => (state.tried && state.tried.version !== resume ? state.tried.version : resume !== undefined ? resume - 1 : undefined),
+      apply: (bundle) => applyBundle(bundle, config, broker, state),
+      onEvent: (e) => log(describeDeviceEvent(e)),
+    },
+  );
+  await new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    signal?.addEventListener("abort", () => resolve(), { once: true });
+  });
+  await follower.stop();
+  await broker.close();
+}
+
+export function describeDeviceEvent(e: DeviceEvent): string {
+  switch (e.type) {
+    case "refused":
+      return `refused a bundle${e.version ? ` (version ${e.version})` : ""}: ${e.reason}: ${e.message}`;
+    case "held":
+      return `version ${e.version} waits: rollout ${e.rollout} is ${e.status}${e.reason ? ` (${e.reason})` : ""}`;
+    case "result":
+      return `version ${e.version}: ${e.outcome}${e.detail ? `: ${e.detail}` : ""}`;
+    case "report-failed":
+      return `could not report: ${e.message}`;
+  }
+}
+
+export async function agent(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } }, strict: true }));
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}. See provision agent --help.`);
+  }
+  if (values.help) return (void console.log(HELP), 0);
+  const config = loadAgentConfig(values.config ?? DEFAULT_CONFIG);
+  const stop = new AbortController();
+  for (const s of ["SIGTERM", "SIGINT"] as const) process.once(s, () => stop.abort());
+  await runAgent(config, stop.signal);
+  return 0;
+}
