@@ -39,7 +39,9 @@ export class AgentState {
     try {
       tried = JSON.parse(text).tried;
     } catch {
-      throw new ConfigError(`the agent's state ${file} is not JSON. It is written atomically, so something else changed it: remove it (the agent then applies the current desired state) or restore it.`);
+      throw new ConfigError(
+        `the agent's state ${file} is not JSON. It is written atomically, so something else changed it: remove it (the agent then applies the current desired state) or restore it.`,
+      );
     }
     if (tried !== undefined && (!Number.isSafeInteger(tried?.version) || typeof tried.phase !== "string"))
       throw new ConfigError(`the agent's state ${file} has no valid "tried" entry (version and phase). Remove the file or restore it.`);

@@ -96,7 +96,9 @@ function readSecretFile(what: string, file: string): string {
   try {
     return readFileSync(file, "utf8");
   } catch (error) {
-    throw new ConfigError(`cannot read the ${what} ${file} (${(error as NodeJS.ErrnoException).code ?? messageOf(error)}). Enrol the device again (provision enrol) or fix the path in the agent configuration.`);
+    throw new ConfigError(
+      `cannot read the ${what} ${file} (${(error as NodeJS.ErrnoException).code ?? messageOf(error)}). Enrol the device again (provision enrol) or fix the path in the agent configuration.`,
+    );
   }
 }
 
@@ -111,7 +113,9 @@ async function preparedRun(desired: DesiredState, bundle: OpenedBundle, config: 
     for (const play of p.plays as { plugins?: string[] }[])
       for (const plugin of play.plugins ?? [])
         if (!config.plugins.includes(plugin))
-          throw new ConfigError(`the bundle's playbook ${p.file} uses plugin ${JSON.stringify(plugin)}, which this agent does not allow. List it under plugins: in ${config.file}.`);
+          throw new ConfigError(
+            `the bundle's playbook ${p.file} uses plugin ${JSON.stringify(plugin)}, which this agent does not allow. List it under plugins: in ${config.file}.`,
+          );
     // plugins are the agent's own (loaded above), never loaded from a path a bundle names
     const plays = (p.plays as Record<string, unknown>[]).map((play) => ({ ...play, plugins: undefined }));
     return readPlaybook(YamlSource.parse(`bundle ${bundle.version}: ${p.file}`, stringify(plays), "a playbook"));
@@ -128,7 +132,7 @@ async function preparedRun(desired: DesiredState, bundle: OpenedBundle, config: 
 }
 
 /** What a run's host result means for the fleet. */
-export function outcomeOf(run: ShownRun): { outcome: Exclude<Outcome, "timeout">; detail?: string; rebootPending: boolean } {
+export function outcomeOf(run: ShownRun, unconfirmed = false): { outcome: Exclude<Outcome, "timeout">; detail?: string; rebootPending: boolean } {
   const host = run.hosts[0];
   if (!host) return { outcome: "applied", detail: "no play of the bundle matches this device", rebootPending: false };
   const rebootPending = host.notes.some((n) => n.includes("resumes after the boot"));
@@ -137,7 +141,7 @@ export function outcomeOf(run: ShownRun): { outcome: Exclude<Outcome, "timeout">
     case "changed":
       return { outcome: "applied", detail: host.status === "ok" ? "no changes" : undefined, rebootPending };
     case "rolled_back":
-      return host.rolledBackBy === "host"
+      return host.rolledBackBy === "host" || unconfirmed
         ? { outcome: "reverted", detail: host.error, rebootPending: false }
         : { outcome: "failed", detail: `rolled back: ${host.error ?? "a task failed"}`, rebootPending: false };
     default:
@@ -146,7 +150,12 @@ export function outcomeOf(run: ShownRun): { outcome: Exclude<Outcome, "timeout">
 }
 
 /** Apply one opened bundle; recorded as tried before anything runs. */
-export async function applyBundle(bundle: OpenedBundle, config: AgentConfig, broker: Broker, state: AgentState): Promise<{ outcome: Exclude<Outcome, "timeout">; detail?: string }> {
+export async function applyBundle(
+  bundle: OpenedBundle,
+  config: AgentConfig,
+  broker: Broker,
+  state: AgentState,
+): Promise<{ outcome: Exclude<Outcome, "timeout">; detail?: string }> {
   state.record({ version: bundle.version, phase: "applying", at: new Date().toISOString() });
   let mask = (text: string) => text;
   const settle = (tried: Omit<Tried, "version" | "at">, detail?: string) => {
@@ -165,24 +174,33 @@ export async function applyBundle(bundle: OpenedBundle, config: AgentConfig, bro
   }
   const enc = new TextEncoder();
   // the round trip that proves the cluster is reachable over the network as the change left it
+  let unconfirmed = false;
   const confirm = async () => {
+    unconfirmed = true;
     await broker.publish(reportSubject(config.device, "confirm"), enc.encode(JSON.stringify({ version: bundle.version, at: new Date().toISOString() })), {
       id: `${config.device}-${bundle.version}-confirm`,
     });
+    unconfirmed = false;
   };
   let run: ShownRun;
   try {
     run = presentRun(
-      await execute(prepared.plays, prepared.settings, (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}), listrView(prepared.settings), {
-        confirm,
-      }),
+      await execute(
+        prepared.plays,
+        prepared.settings,
+        (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}),
+        listrView(prepared.settings),
+        {
+          confirm,
+        },
+      ),
     );
   } catch (error) {
     const detail = settle({ phase: "done", outcome: "failed" }, `the run stopped: ${messageOf(error)}`);
     return { outcome: "failed", detail };
   }
   log(mask(renderChanges(run, false) + renderSummary(run)));
-  const { outcome, detail, rebootPending } = outcomeOf(run);
+  const { outcome, detail, rebootPending } = outcomeOf(run, unconfirmed);
   if (rebootPending) {
     // this machine reboots now: after the boot the agent runs the bundle again to verify and confirm it
     settle({ phase: "reboot-pending", runId: run.runId });

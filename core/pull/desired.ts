@@ -32,7 +32,9 @@ export function desiredState(host: { name: string; groups: string[]; vars: Recor
 export function readDesiredState(doc: unknown, device: string): DesiredState {
   const d = doc as Partial<DesiredState> | null;
   if (!d || typeof d !== "object" || d.format !== DESIRED_FORMAT)
-    throw new ConfigError(`the bundle's playbook is not provision desired state (format ${JSON.stringify(d?.format ?? null)}, expected "${DESIRED_FORMAT}"). Publish it with this version of provision.`);
+    throw new ConfigError(
+      `the bundle's playbook is not provision desired state (format ${JSON.stringify(d?.format ?? null)}, expected "${DESIRED_FORMAT}"). Publish it with this version of provision.`,
+    );
   if (d.host !== device) throw new ConfigError(`the bundle's desired state is for host ${JSON.stringify(d.host)}, not for ${JSON.stringify(device)}.`);
   if (!Array.isArray(d.groups) || !d.vars || typeof d.vars !== "object" || !Array.isArray(d.playbooks) || !Array.isArray(d.secrets))
     throw new ConfigError("the bundle's desired state lacks groups, vars, playbooks or secrets.");
