@@ -6,13 +6,10 @@
 // tried is recorded on disk first, so a failed or reverted version is never tried again.
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
-import { stringify } from "yaml";
 import { YamlSource } from "../core/config/yaml-source.js";
 import { compile } from "../core/config/schema.js";
-import { checkModules, readPlaybook } from "../core/config/playbook.js";
 import { BUILT_IN, Registry } from "../core/config/registry.js";
-import type { Inventory } from "../core/config/inventory.js";
-import { masker } from "../core/config/secrets.js";
+import type { ConnectionTarget } from "../core/transport/transport.js";
 import { execute, prepare, type RunSettings } from "../core/run/run.js";
 import { presentRun, type ShownRun } from "../core/report/changes.js";
 import { renderChanges, renderSummary } from "../core/report/output.js";
@@ -23,7 +20,7 @@ import type { Broker } from "../core/pull/broker.js";
 import type { OpenedBundle } from "../core/pull/bundle.js";
 import { followDesiredState, type DeviceEvent } from "../core/pull/device.js";
 import type { Outcome } from "../core/pull/rollout.js";
-import { readDesiredState, type DesiredState } from "../core/pull/desired.js";
+import { devicePlays } from "../core/pull/device-plays.js";
 import { deviceInbox, deviceName, reportSubject } from "../core/pull/subjects.js";
 import { builtinModules } from "../modules/index.js";
 import { listrView } from "./progress.js";
@@ -46,7 +43,7 @@ export interface AgentConfig {
   identityFile: string;
   verifyKeyFile: string;
   stateDir: string;
-  /** Plugins (paths or package names) the agent may use; a bundle cannot name others. */
+  /** Plugins (absolute paths or package names) whose modules bundles may use, beside the built-in ones. */
   plugins: string[];
   /** argv before every command the engine runs (tests: enter a test host's namespaces and root). */
   commandPrefix?: string[];
@@ -104,31 +101,24 @@ function readSecretFile(what: string, file: string): string {
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
-/** The bundle's desired state as an inventory of this one host and its playbooks, prepared for the engine. */
-async function preparedRun(desired: DesiredState, bundle: OpenedBundle, config: AgentConfig) {
+const SETTINGS: RunSettings = { check: false, breakLock: false, forks: 1, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "verbose" };
+
+/** This machine, as the engine's target: reached by the local transport. */
+const localTarget = (device: string): ConnectionTarget => ({
+  name: device,
+  address: "localhost",
+  port: 22,
+  user: "root",
+  become: false,
+  connectTimeoutSeconds: 10,
+  hostKeys: { file: "/dev/null", acceptNew: false },
+});
+
+async function agentRegistry(config: AgentConfig): Promise<Registry> {
   const registry = new Registry();
   for (const module of builtinModules) registry.register(module, BUILT_IN);
   for (const plugin of config.plugins) await registry.loadPlugin(plugin, "/");
-  const playbooks = desired.playbooks.map((p) => {
-    for (const play of p.plays as { plugins?: string[] }[])
-      for (const plugin of play.plugins ?? [])
-        if (!config.plugins.includes(plugin))
-          throw new ConfigError(
-            `the bundle's playbook ${p.file} uses plugin ${JSON.stringify(plugin)}, which this agent does not allow. List it under plugins: in ${config.file}.`,
-          );
-    // plugins are the agent's own (loaded above), never loaded from a path a bundle names
-    const plays = (p.plays as Record<string, unknown>[]).map((play) => ({ ...play, plugins: undefined }));
-    return readPlaybook(YamlSource.parse(`bundle ${bundle.version}: ${p.file}`, stringify(plays), "a playbook"));
-  });
-  for (const playbook of playbooks) checkModules(playbook, registry);
-  const inventory: Inventory = {
-    file: `bundle ${bundle.version}`,
-    hosts: new Map([[desired.host, { name: desired.host, groups: desired.groups, vars: desired.vars }]]),
-    groups: new Map([...desired.groups, "all"].map((g) => [g, [desired.host]])),
-    secrets: desired.secrets,
-  };
-  const settings: RunSettings = { check: false, breakLock: false, forks: 1, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "verbose" };
-  return { plays: prepare(inventory, playbooks, registry, settings), settings };
+  return registry;
 }
 
 /** What a run's host result means for the fleet. */
@@ -162,12 +152,10 @@ export async function applyBundle(
     state.record({ version: bundle.version, at: new Date().toISOString(), ...tried });
     return detail === undefined ? undefined : mask(detail);
   };
-  let desired: DesiredState;
-  let prepared: Awaited<ReturnType<typeof preparedRun>>;
+  let prepared: ReturnType<typeof devicePlays>;
   try {
-    desired = readDesiredState(bundle.playbook, config.device);
-    mask = masker(desired.secrets);
-    prepared = await preparedRun(desired, bundle, config);
+    prepared = devicePlays(bundle.playbook, await agentRegistry(config), localTarget(config.device));
+    mask = prepared.mask;
   } catch (error) {
     const detail = settle({ phase: "done", outcome: "failed" }, `the bundle cannot be run: ${messageOf(error)}`);
     return { outcome: "failed", detail };
@@ -185,15 +173,9 @@ export async function applyBundle(
   let run: ShownRun;
   try {
     run = presentRun(
-      await execute(
-        prepared.plays,
-        prepared.settings,
-        (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}),
-        listrView(prepared.settings),
-        {
-          confirm,
-        },
-      ),
+      await execute(prepared.plays, SETTINGS, (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}), listrView(SETTINGS), {
+        confirm,
+      }),
     );
   } catch (error) {
     const detail = settle({ phase: "done", outcome: "failed" }, `the run stopped: ${messageOf(error)}`);

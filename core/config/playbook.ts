@@ -91,11 +91,7 @@ export const playbookSchema = {
 
 /** Parse and validate structure; plugins are named here but loaded by the caller. `decrypted`: as for loadInventory. */
 export function loadPlaybook(file: string, decrypted: Decrypted = new Map()): Playbook {
-  return readPlaybook(YamlSource.load(file, "a playbook", { decrypted }));
-}
-
-/** A playbook from its parsed source (a file, or a pull bundle's playbook). */
-export function readPlaybook(source: YamlSource): Playbook {
+  const source = YamlSource.load(file, "a playbook", { decrypted });
   const doc = source.toJS();
   if (!Array.isArray(doc))
     throw new ConfigError(

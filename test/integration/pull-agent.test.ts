@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { createDeviceKey, createFleetSigningKey, sealBundle, type DeviceKey } from "../../core/pull/bundle.js";
 import { createAuthority, issueController, issueDevice } from "../../core/pull/credentials.js";
-import { desiredState } from "../../core/pull/desired.js";
+import { DEVICE_PLAYBOOK_FORMAT } from "../../core/pull/device-plays.js";
 import { desiredKey, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
 import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
 import { startClient, type PullClient } from "../support/pull-clients.js";
@@ -62,12 +62,12 @@ const enterHost = (pid: number) => [
   "LANG=C.UTF-8",
 ];
 
-type Task = Record<string, unknown>;
-async function publish(version: number, tasks: Task[], play: Record<string, unknown> = {}): Promise<void> {
-  const host = { name: device, groups: ["all", "pis"], vars: { address: fleet.hosts[0].address, wifi_psk: PSK } };
-  const plays = [{ hosts: "pis", plugins: [PLUGIN], ...play, tasks }];
+type Task = { name: string; module: string; args: Record<string, unknown> };
+/** Publish a bundle as provision publish does: the prepared plays, the PSK among its values (encrypted to the device). */
+async function publish(version: number, tasks: Task[], confirmTimeout = 300): Promise<void> {
+  const playbook = { format: DEVICE_PLAYBOOK_FORMAT, plays: [{ name: "site", confirm_timeout: confirmTimeout, tasks, handlers: [] }], secrets: [PSK] };
   const bytes = await sealBundle(
-    { device, version, playbook: desiredState(host, [{ file: "site.yaml", plays }], [PSK]) },
+    { device, version, playbook },
     { signingKey: signing.privatePem, recipient: key.recipient, secrets: [PSK], expires: new Date(Date.now() + 3_600_000) },
   );
   await ctl.call("put", { bucket: DESIRED_BUCKET, key: desiredKey(device), value: Buffer.from(bytes).toString("base64") });
@@ -151,7 +151,7 @@ after(async () => {
 
 test("the agent applies a bundle with the engine through the local transport, confirms it from outside and reports it; the same again changes nothing", async () => {
   let t = Date.now();
-  await publish(1, [{ name: "message", motd: { message: "hello from version 1" } }]);
+  await publish(1, [{ name: "message", module: "motd", args: { message: "hello from version 1" } }]);
   const first = await result(1);
   console.log(`publish to applied and reported: ${Date.now() - t} ms`);
   assert.equal(first.outcome, "applied", JSON.stringify(first));
@@ -168,7 +168,7 @@ test("the agent applies a bundle with the engine through the local transport, co
   assert.equal(last, "committed");
 
   t = Date.now();
-  await publish(2, [{ name: "message", motd: { message: "hello from version 1" } }]);
+  await publish(2, [{ name: "message", module: "motd", args: { message: "hello from version 1" } }]);
   const second = await result(2);
   console.log(`identical publish to reported: ${Date.now() - t} ms`);
   assert.deepEqual([second.outcome, second.detail], ["applied", "no changes"]);
@@ -176,7 +176,7 @@ test("the agent applies a bundle with the engine through the local transport, co
 });
 
 test("a bundle whose verification fails is rolled back, reported failed, and not tried again after a restart", async () => {
-  await publish(3, [{ name: "message", motd: { message: "hello from version 3", require_file: "/nonexistent/health" } }]);
+  await publish(3, [{ name: "message", module: "motd", args: { message: "hello from version 3", require_file: "/nonexistent/health" } }]);
   const third = await result(3);
   assert.equal(third.outcome, "failed");
   assert.match(third.detail, /rolled back: .*\/nonexistent\/health does not exist/);
@@ -196,10 +196,10 @@ test("cut off from the cluster after applying: not confirmed, so the run is undo
   await publish(
     4,
     [
-      { name: "hold", pause: { seconds: 3 } },
-      { name: "message", motd: { message: "hello from version 4" } },
+      { name: "hold", module: "pause", args: { seconds: 3 } },
+      { name: "message", module: "motd", args: { message: "hello from version 4" } },
     ],
-    { confirm_timeout: 6 },
+    6,
   );
   // the pause task notes its start in the host's /tmp/pause-window: the batch is running
   await waitFor(async () => (await fleet.exec(fleet.hosts[0], ["test", "-s", "/tmp/pause-window"])).code === 0, 30_000, `the agent to start version 4:\n${log()}`);
