@@ -10,7 +10,7 @@ import { YamlSource } from "../core/config/yaml-source.js";
 import { compile } from "../core/config/schema.js";
 import { BUILT_IN, Registry } from "../core/config/registry.js";
 import type { ConnectionTarget } from "../core/transport/transport.js";
-import { execute, prepare, type RunSettings } from "../core/run/run.js";
+import { execute, type RunSettings } from "../core/run/run.js";
 import { presentRun, type ShownRun } from "../core/report/changes.js";
 import { renderChanges, renderSummary } from "../core/report/output.js";
 import { LocalTransport } from "../core/transport/local.js";

@@ -73,13 +73,13 @@ async function publish(version: number, tasks: Task[], confirmTimeout = 300): Pr
   await ctl.call("put", { bucket: DESIRED_BUCKET, key: desiredKey(device), value: Buffer.from(bytes).toString("base64") });
 }
 
-async function reports(kind: string): Promise<Record<string, any>[]> {
+async function reports(kind: string): Promise<Record<string, unknown>[]> {
   const messages = await ctl.call("read", { stream: REPORTS_STREAM, filter: `reports.${device}.${kind}` });
   return messages.map((m: { data: string }) => JSON.parse(text(m.data)));
 }
 
-async function result(version: number, ms = 60_000): Promise<Record<string, any>> {
-  let found: Record<string, any> | undefined;
+async function result(version: number, ms = 60_000): Promise<Record<string, unknown>> {
+  let found: Record<string, unknown> | undefined;
   await waitFor(
     async () => !!(found = (await reports("result")).find((r) => r.version === version)),
     ms,
@@ -179,7 +179,7 @@ test("a bundle whose verification fails is rolled back, reported failed, and not
   await publish(3, [{ name: "message", module: "motd", args: { message: "hello from version 3", require_file: "/nonexistent/health" } }]);
   const third = await result(3);
   assert.equal(third.outcome, "failed");
-  assert.match(third.detail, /rolled back: .*\/nonexistent\/health does not exist/);
+  assert.match(String(third.detail), /rolled back: .*\/nonexistent\/health does not exist/);
   assert.equal(await motd(), "hello from version 1\n", "the file as before the run");
 
   await agent!.stop();
@@ -212,7 +212,7 @@ test("cut off from the cluster after applying: not confirmed, so the run is undo
   }
   const fourth = await result(4, 60_000);
   assert.equal(fourth.outcome, "reverted", JSON.stringify(fourth));
-  assert.match(fourth.detail, /not confirmed from outside/);
+  assert.match(String(fourth.detail), /not confirmed from outside/);
 });
 
 test("the PSK is in no stored message in clear, nor in the agent's output", async () => {
