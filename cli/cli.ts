@@ -21,11 +21,13 @@ import type { TransportFactory } from "../core/transport/transport.js";
 import { openSecrets } from "../core/config/vault.js";
 import { secret } from "./secret.js";
 import { agent } from "./agent.js";
+import { enrol } from "./enrol.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]
        provision rollback --inventory FILE --limit PATTERN [--break-lock]
        provision secret keygen|encrypt|edit ...   (see provision secret --help)
+       provision enrol --inventory FILE --limit PATTERN   (pull mode: install the agent)
        provision agent [--config /etc/provision/agent.yaml]   (pull mode, on the Pi)
 
 Apply playbooks to the hosts of an inventory over SSH. Without a playbook,
@@ -157,6 +159,7 @@ export const sshTransport: TransportFactory = (target) => new SshTransport(targe
 export async function main(argv: string[], transport: TransportFactory = sshTransport): Promise<number> {
   if (argv[0] === "secret") return secret(argv.slice(1));
   if (argv[0] === "agent") return agent(argv.slice(1));
+  if (argv[0] === "enrol") return enrol(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });

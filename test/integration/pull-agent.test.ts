@@ -6,19 +6,19 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { stringify } from "yaml";
-import { createDeviceKey, createFleetSigningKey, sealBundle, type DeviceKey } from "../../core/pull/bundle.js";
-import { createAuthority, issueController, issueDevice } from "../../core/pull/credentials.js";
+import { parse, stringify } from "yaml";
+import { createFleetSigningKey, sealBundle } from "../../core/pull/bundle.js";
+import { createAuthority, issueController } from "../../core/pull/credentials.js";
 import { DEVICE_PLAYBOOK_FORMAT } from "../../core/pull/device-plays.js";
 import { desiredKey, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
 import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
 import { startClient, type PullClient } from "../support/pull-clients.js";
 import { startFleet, type TestFleet } from "../support/sshd-hosts.js";
 import { uniqueName } from "../support/netns.js";
-import { killPid, onCleanup, removeOnCleanup, sh } from "../support/processes.js";
+import { killPid, onCleanup, removeOnCleanup, run, sh } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
 
 const CLI = join(repoRoot, "dist", "cli", "cli.js");
@@ -33,7 +33,7 @@ const authority = createAuthority("agenttest");
 let cluster: NatsCluster;
 let fleet: TestFleet;
 let ctl: PullClient;
-let key: DeviceKey;
+let recipient: string;
 let dir: string;
 let agentNs: string;
 let device: string;
@@ -66,10 +66,7 @@ type Task = { name: string; module: string; args: Record<string, unknown> };
 /** Publish a bundle as provision publish does: the prepared plays, the PSK among its values (encrypted to the device). */
 async function publish(version: number, tasks: Task[], confirmTimeout = 300): Promise<void> {
   const playbook = { format: DEVICE_PLAYBOOK_FORMAT, plays: [{ name: "site", confirm_timeout: confirmTimeout, tasks, handlers: [] }], secrets: [PSK] };
-  const bytes = await sealBundle(
-    { device, version, playbook },
-    { signingKey: signing.privatePem, recipient: key.recipient, secrets: [PSK], expires: new Date(Date.now() + 3_600_000) },
-  );
+  const bytes = await sealBundle({ device, version, playbook }, { signingKey: signing.privatePem, recipient, secrets: [PSK], expires: new Date(Date.now() + 3_600_000) });
   await ctl.call("put", { bucket: DESIRED_BUCKET, key: desiredKey(device), value: Buffer.from(bytes).toString("base64") });
 }
 
@@ -106,6 +103,46 @@ function startAgent() {
   };
 }
 
+/** provision enrol over SSH, as users run it, with a fleet folder; the test host has no systemd: a systemctl that records what it is asked. */
+async function enrolHost(): Promise<void> {
+  const fleetDir = join(dir, "fleet");
+  mkdirSync(fleetDir);
+  writeFileSync(join(fleetDir, "fleet.yaml"), stringify({ name: "agenttest", servers: cluster.servers }));
+  writeFileSync(join(fleetDir, "authority.json"), JSON.stringify(authority), { mode: 0o600 });
+  writeFileSync(join(fleetDir, "signing.pub"), signing.publicPem);
+  await fleet.exec(
+    fleet.hosts[0],
+    ["sh", "-c", "cat > /usr/local/bin/systemctl && chmod 755 /usr/local/bin/systemctl"],
+    readFileSync(join(repoRoot, "test", "support", "fake-systemctl.sh"), "utf8"),
+  );
+  const inventory = join(dir, "hosts.yaml");
+  fleet.writeInventory(inventory, { groupName: "pis" });
+  const t = Date.now();
+  const r = await run(fleet.controllerArgv(["node", CLI, "enrol", "--inventory", inventory, "--limit", device, "--fleet-dir", fleetDir]), { cwd: repoRoot });
+  console.log(`enrol (with provision's code) over SSH: ${Date.now() - t} ms`);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const record = JSON.parse(readFileSync(join(fleetDir, "devices", `${device}.json`), "utf8"));
+  recipient = record.age_recipient;
+  const modes = await fleet.exec(fleet.hosts[0], [
+    "stat",
+    "-c",
+    "%n %a",
+    "/etc/provision/agent.creds",
+    "/etc/provision/agent.age",
+    "/etc/provision/fleet.pub",
+    "/etc/systemd/system/provision-agent.service",
+  ]);
+  assert.equal(modes.stdout, "/etc/provision/agent.creds 600\n/etc/provision/agent.age 600\n/etc/provision/fleet.pub 644\n/etc/systemd/system/provision-agent.service 644\n");
+  const calls = await fleet.exec(fleet.hosts[0], ["cat", "/var/log/fake-systemctl"]);
+  assert.match(calls.stdout, /^daemon-reload\nenable --now provision-agent.service\n/m);
+  assert.equal((await fleet.exec(fleet.hosts[0], ["test", "-f", "/opt/provision/dist/cli/cli.js"])).code, 0, "provision's code installed");
+  const creds = (await fleet.exec(fleet.hosts[0], ["cat", "/etc/provision/agent.creds"])).stdout;
+  const seed = creds.split("\n").find((l) => /^SU[A-Z0-9]{50,}$/.test(l));
+  const identity = (await fleet.exec(fleet.hosts[0], ["cat", "/etc/provision/agent.age"])).stdout.trim();
+  assert.ok(seed && identity.startsWith("AGE-SECRET-KEY-1"), "the device's own NKey seed and age identity are installed");
+  for (const secret of [seed, identity]) assert.ok(!(r.stdout + r.stderr).includes(secret), "enrol printed a secret");
+}
+
 before(async () => {
   [cluster, fleet] = await Promise.all([startNatsCluster({ authority }), startFleet({ count: 1, prefix: "pa" })]);
   device = fleet.hosts[0].name;
@@ -130,13 +167,23 @@ before(async () => {
 
   dir = mkdtempSync(join(tmpdir(), "provision-agent-"));
   removeOnCleanup(dir);
-  key = await createDeviceKey();
-  const files = { credentials: join(dir, "agent.creds"), identity: join(dir, "agent.age"), verify_key: join(dir, "fleet.pub") };
-  writeFileSync(files.credentials, (await issueDevice(authority, device)).creds, { mode: 0o600 });
-  writeFileSync(files.identity, key.identity + "\n", { mode: 0o600 });
-  writeFileSync(files.verify_key, signing.publicPem);
+  await enrolHost();
+  // the agent runs here (the test host has no node), with the files enrolment installed in the host's root
+  const root = `/proc/${fleet.hosts[0].pid}/root`;
+  const installed = parse((await fleet.exec(fleet.hosts[0], ["cat", "/etc/provision/agent.yaml"])).stdout);
   config = join(dir, "agent.yaml");
-  writeFileSync(config, stringify({ device, servers: cluster.servers, ...files, state_dir: join(dir, "state"), plugins: [PLUGIN], command_prefix: enterHost(fleet.hosts[0].pid) }));
+  writeFileSync(
+    config,
+    stringify({
+      ...installed,
+      credentials: root + installed.credentials,
+      identity: root + installed.identity,
+      verify_key: root + installed.verify_key,
+      state_dir: join(dir, "state"),
+      plugins: [PLUGIN],
+      command_prefix: enterHost(fleet.hosts[0].pid),
+    }),
+  );
   agent = startAgent();
   console.log(`pull agent: cluster, test host and agent up in ${Date.now() - t0} ms`);
 });
