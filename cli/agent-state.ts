@@ -1,9 +1,9 @@
 // The agent's memory on the device: the last bundle version it tried and how far it got,
 // in one small JSON file written atomically (temp file, fsync, rename, fsync of the
 // folder) with mode 0600 under /var/lib/provision/agent. Written before a bundle is
-// applied, so a version that failed, was reverted or crashed the agent is never retried;
-// "reboot-pending" marks the one version that is run once more after this machine's
-// reboot, to verify and confirm it.
+// applied, so a version that failed, was reverted or crashed the agent is never retried.
+// "reboot-pending" (with the engine's run id) marks a run that rebooted this machine: where
+// resuming it after the boot will start once the engine can (see README "Reboots").
 import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, messageOf } from "../core/errors.js";

@@ -184,9 +184,11 @@ export async function applyBundle(
   log(mask(renderChanges(run, false) + renderSummary(run)));
   const { outcome, detail, rebootPending } = outcomeOf(run, unconfirmed);
   if (rebootPending) {
-    // this machine reboots now: after the boot the agent runs the bundle again to verify and confirm it
-    settle({ phase: "reboot-pending", runId: run.runId });
-    return { outcome, detail: "rebooting; verified and confirmed after the boot" };
+    // Resuming a pull run after this machine's reboot (verify, confirm, disarm) is not built
+    // yet: the host's revert timer will undo the run. Said as it is; the version counts as
+    // tried, so the agent does not run it again after the boot (it would reboot in a loop).
+    const why = "the playbook rebooted this machine; resuming a pull run after a reboot is not built yet, so the host's revert timer undoes the run";
+    return { outcome: "failed", detail: settle({ phase: "reboot-pending", runId: run.runId, outcome: "failed" }, why) };
   }
   return { outcome, detail: settle({ phase: "done", outcome }, detail) };
 }
@@ -206,13 +208,11 @@ export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promi
   });
   broker.onEvent((e) => log(`broker: ${e.type}${e.detail ? ` (${e.detail})` : ""}`));
   log(`connected to ${broker.server() ?? "the cluster"}`);
-  // a version interrupted by this machine's reboot is run once more (verify and confirm); any other is never retried
-  const resume = state.tried?.phase === "reboot-pending" ? state.tried.version : undefined;
   const follower = await followDesiredState(
     broker,
     { name: config.device, verifyKey, identity },
     {
-      appliedVersion: () => (state.tried && state.tried.version !== resume ? state.tried.version : resume !== undefined ? resume - 1 : undefined),
+      appliedVersion: () => state.tried?.version,
       apply: (bundle) => applyBundle(bundle, config, broker, state),
       onEvent: (e) => log(describeDeviceEvent(e)),
     },
