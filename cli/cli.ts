@@ -20,12 +20,16 @@ import { secret } from "./secret.js";
 import { loadPlays } from "./load.js";
 import { checkOutputFile } from "./output-file.js";
 import { watchCommand } from "./watch.js";
+import { agent } from "./agent.js";
+import { enrol } from "./enrol.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]
        provision rollback --inventory FILE --limit PATTERN [--break-lock]
        provision watch --inventory FILE [PLAYBOOK...] [--interval 60] [--json] [--metrics :9469]
        provision secret keygen|encrypt|edit ...   (see provision secret --help)
+       provision enrol --inventory FILE --limit PATTERN   (pull mode: install the agent)
+       provision agent [--config /etc/provision/agent.yaml]   (pull mode, on the Pi)
 
 Apply playbooks to the hosts of an inventory over SSH. Without a playbook,
 connect to every host and report whether it is reachable.
@@ -122,6 +126,8 @@ export { checkOutputFile };
 export async function main(argv: string[], transport: TransportFactory = sshTransport): Promise<number> {
   if (argv[0] === "secret") return secret(argv.slice(1));
   if (argv[0] === "watch") return watchCommand(argv.slice(1), transport);
+  if (argv[0] === "agent") return agent(argv.slice(1));
+  if (argv[0] === "enrol") return enrol(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });

@@ -37,7 +37,7 @@ export const rolloutStateKey = (id: string): string => `state.${rolloutId(id)}`;
 export const rolloutPlanKey = (id: string): string => `plan.${rolloutId(id)}`;
 export const rolloutControlKey = (id: string): string => `control.${rolloutId(id)}`;
 
-export type ReportKind = "result" | "heartbeat" | "refused" | "audit";
+export type ReportKind = "result" | "heartbeat" | "refused" | "audit" | "confirm";
 export const reportSubject = (device: string, kind: ReportKind): string => `reports.${deviceName(device)}.${kind}`;
 
 /** The device a report subject was published by: the server only lets a device publish under its own name. */
