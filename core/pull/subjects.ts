@@ -4,7 +4,8 @@
 //
 //   KV bucket "desired"   key dev.<device>      the device's signed bundle      controller writes, device reads its own
 //   KV bucket "rollouts"  key state.<rollout>   open | paused | aborted | done   controller writes, devices read
-//                         key plan.<rollout>    the controller's full record     controller only
+//                         key plan.<rollout>    the controller's record (head)   controller only
+//                         key plan.<rollout>.c<n> its devices and results, 2,000 each  controller only
 //                         key control.<rollout> pause / resume / abort asked     controller only
 //   stream "REPORTS"      reports.<device>.<kind>  what a device reports        device publishes its own only
 import { ConfigError, quote } from "../errors.js";
