@@ -20,11 +20,13 @@ import { SshTransport } from "../core/transport/ssh.js";
 import type { TransportFactory } from "../core/transport/transport.js";
 import { openSecrets } from "../core/config/vault.js";
 import { secret } from "./secret.js";
+import { fleetCommand, fleetStatusCommand, publishCommand, rolloutCommand } from "./fleet.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]
        provision rollback --inventory FILE --limit PATTERN [--break-lock]
        provision secret keygen|encrypt|edit ...   (see provision secret --help)
+       provision fleet|publish|rollout|status --fleet ...   pull mode (see provision fleet --help)
 
 Apply playbooks to the hosts of an inventory over SSH. Without a playbook,
 connect to every host and report whether it is reachable.
@@ -154,6 +156,10 @@ export const sshTransport: TransportFactory = (target) => new SshTransport(targe
 /** `transport`: how hosts are reached (SSH; tests wrap it to inject faults from outside the engine). */
 export async function main(argv: string[], transport: TransportFactory = sshTransport): Promise<number> {
   if (argv[0] === "secret") return secret(argv.slice(1));
+  if (argv[0] === "fleet") return fleetCommand(argv.slice(1));
+  if (argv[0] === "publish") return publishCommand(argv.slice(1));
+  if (argv[0] === "rollout") return rolloutCommand(argv.slice(1));
+  if (argv[0] === "status" && argv.includes("--fleet")) return fleetStatusCommand(argv);
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
