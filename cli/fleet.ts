@@ -5,7 +5,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig["options"]>;
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ConfigError, UsageError, quote } from "../core/errors.js";
+import { ConfigError, UsageError, messageOf, quote } from "../core/errors.js";
 import { loadInventory, selectHosts } from "../core/config/inventory.js";
 import { checkModules, loadPlaybook, type Playbook } from "../core/config/playbook.js";
 import { BUILT_IN, Registry, playbookDir } from "../core/config/registry.js";
@@ -15,7 +15,7 @@ import { builtinModules } from "../modules/index.js";
 import { renderHtmlReport } from "../core/report/html-report.js";
 import { createDeviceKey, createFleetSigningKey, sealBundle } from "../core/pull/bundle.js";
 import { accountJwt, createAuthority, issueController, issueDevice, issueSystemUser, revoke, serverAuthConfig } from "../core/pull/credentials.js";
-import { pushAccountClaims, type NatsBroker } from "../core/pull/nats.js";
+import { BrokerError, pushAccountClaims, type NatsBroker } from "../core/pull/nats.js";
 import { contentDigest, digestKey, parseDuration, planPublish, renderDevicePlaybooks, type PublishedRecord, type RenderedDevice } from "../core/pull/publish.js";
 import { counts, readRollout, requestControl, runRollout, type Command, type Counts, type RolloutPolicy, type RolloutState } from "../core/pull/rollout.js";
 import { fleetRun, fleetStatus, renderFleetStatus } from "../core/pull/fleet-status.js";
@@ -82,9 +82,25 @@ function parse(argv: string[], options: ParseArgsOptionsConfig): { values: Value
 
 const help = (): number => (console.log(FLEET_HELP), 0);
 
+/**
+ * A broker that cannot be reached, times out or refuses is the user's to fix (servers,
+ * credentials, the cluster's health): said in one line, not as a stack trace.
+ */
+function brokerTrouble(error: unknown): never {
+  const e = error as Error;
+  if (e instanceof BrokerError || /Nats|JetStream|Timeout|Permission|Authorization|Connection|Closed/i.test(`${e?.name} ${e?.constructor?.name}`))
+    throw new ConfigError(`provision: the fleet's NATS cluster: ${messageOf(e)}. Check fleet.yaml's servers, that the cluster is up, and the controller's credentials.`);
+  throw error;
+}
+
+const guarded =
+  (command: (argv: string[]) => Promise<number>) =>
+  (argv: string[]): Promise<number> =>
+    command(argv).catch(brokerTrouble);
+
 // --- fleet ----------------------------------------------------------------------------------
 
-export async function fleetCommand(argv: string[]): Promise<number> {
+export const fleetCommand = guarded(async (argv: string[]): Promise<number> => {
   const { values, positionals } = parse(argv, {
     name: { type: "string" },
     server: { type: "string", multiple: true },
@@ -111,7 +127,7 @@ export async function fleetCommand(argv: string[]): Promise<number> {
     default:
       throw new UsageError(`unknown fleet command ${quote(sub)}. See provision fleet --help.`);
   }
-}
+});
 
 async function fleetInit(dir: string, name: string | undefined, servers: string[], replicas: string | undefined): Promise<number> {
   if (!name || !servers.length) throw new UsageError("provision fleet init needs --name NAME and at least one --server HOST:PORT.");
@@ -297,7 +313,7 @@ async function reserveVersion(broker: NatsBroker, current: Parameters<typeof pla
 
 const STAGE_OPTIONS = { inventory: { type: "string", short: "i" }, limit: { type: "string", short: "l" }, expires: { type: "string" } } as const;
 
-export async function publishCommand(argv: string[]): Promise<number> {
+export const publishCommand = guarded(async (argv: string[]): Promise<number> => {
   const { values, positionals } = parse(argv, STAGE_OPTIONS);
   if (values.help) return help();
   const staged = await stage(values as Record<string, string | undefined>, positionals);
@@ -318,7 +334,7 @@ export async function publishCommand(argv: string[]): Promise<number> {
   } finally {
     await staged.broker.close();
   }
-}
+});
 
 // --- rollout --------------------------------------------------------------------------------
 
@@ -364,7 +380,7 @@ export function rolloutPolicy(
   };
 }
 
-export async function rolloutCommand(argv: string[]): Promise<number> {
+export const rolloutCommand = guarded(async (argv: string[]): Promise<number> => {
   const { values, positionals } = parse(argv, ROLLOUT_OPTIONS);
   const [sub, ...rest] = positionals;
   if (values.help || !sub) return help();
@@ -388,7 +404,7 @@ export async function rolloutCommand(argv: string[]): Promise<number> {
   } finally {
     await broker.close();
   }
-}
+});
 
 async function rolloutStart(values: Record<string, string | undefined>, files: string[]): Promise<number> {
   const staged = await stage(values, files);
@@ -485,7 +501,7 @@ export function renderRollout(state: RolloutState): string {
 
 // --- status --fleet ---------------------------------------------------------------------------
 
-export async function fleetStatusCommand(argv: string[]): Promise<number> {
+export const fleetStatusCommand = guarded(async (argv: string[]): Promise<number> => {
   const { values, positionals } = parse(argv, {
     fleet: { type: "boolean" },
     inventory: { type: "string", short: "i" },
@@ -534,4 +550,4 @@ export async function fleetStatusCommand(argv: string[]): Promise<number> {
     console.log(`fleet report of ${run.hosts.length} device(s) written to ${report}${missing.length ? `; no run report from ${missing.join(", ")}` : ""}`);
   }
   return rows.some((r) => r.drift === "failed" || r.drift === "drift") ? 1 : 0;
-}
+});
