@@ -78,6 +78,18 @@ before(async () => {
   cluster = await startNatsCluster({ authority: parseAuthority(readFileSync(join(fleetDir, "authority.json"), "utf8"), "authority.json") });
   ctl = startClient(cluster.hubNs, "reader");
   await ctl.call("connect", { servers: cluster.servers, creds: readFileSync(join(fleetDir, "controller.creds"), "utf8"), name: "reader" });
+  // the buckets exist before the devices watch their keys, as once a fleet is running (a device that
+  // starts watching a bucket not made yet may see its first bundle only at its next periodic read);
+  // JetStream needs its meta leader first. publish then finds them and changes nothing.
+  await waitFor(
+    () =>
+      ctl.call("setup", { replicas: 3 }).then(
+        () => true,
+        () => false,
+      ),
+    30_000,
+    "JetStream to accept R3 buckets and streams",
+  );
   const keygen = await local(["secret", "keygen", "fleet-age.key"]);
   assert.equal(keygen.code, 0, keygen.output);
   const sealed = await local(["secret", "encrypt", "--recipient", keygen.stdout.trim(), "--indent", "6"], { input: SECRET });
