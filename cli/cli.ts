@@ -22,6 +22,7 @@ import { checkOutputFile } from "./output-file.js";
 import { watchCommand } from "./watch.js";
 import { agent } from "./agent.js";
 import { enrol } from "./enrol.js";
+import { fleetCommand, fleetStatusCommand, publishCommand, rolloutCommand } from "./fleet.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]
@@ -30,6 +31,7 @@ const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision secret keygen|encrypt|edit ...   (see provision secret --help)
        provision enrol --inventory FILE --limit PATTERN   (pull mode: install the agent)
        provision agent [--config /etc/provision/agent.yaml]   (pull mode, on the Pi)
+       provision fleet|publish|rollout|status --fleet ...   pull mode (see provision fleet --help)
 
 Apply playbooks to the hosts of an inventory over SSH. Without a playbook,
 connect to every host and report whether it is reachable.
@@ -128,6 +130,10 @@ export async function main(argv: string[], transport: TransportFactory = sshTran
   if (argv[0] === "watch") return watchCommand(argv.slice(1), transport);
   if (argv[0] === "agent") return agent(argv.slice(1));
   if (argv[0] === "enrol") return enrol(argv.slice(1));
+  if (argv[0] === "fleet") return fleetCommand(argv.slice(1));
+  if (argv[0] === "publish") return publishCommand(argv.slice(1));
+  if (argv[0] === "rollout") return rolloutCommand(argv.slice(1));
+  if (argv[0] === "status" && argv.includes("--fleet")) return fleetStatusCommand(argv);
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });

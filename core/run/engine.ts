@@ -16,6 +16,8 @@ export interface TaskInstance {
   module: ModuleDefinition;
   args: unknown;
   mask: Mask;
+  /** The secret values in args (what `mask` hides): a pull bundle encrypts them to the device. */
+  secrets?: string[];
   handler: boolean;
   /** The task's when: — it runs only where every named host fact has one of the values. */
   conditions: { fact: HostFact; values: string[] }[];

@@ -69,9 +69,10 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
           const { args, secrets } = resolveTask(playbook, task, vars, registry, name, decrypted);
           const module = registry.get(task.module);
           const conditions = Object.entries(task.when).map(([fact, values]) => ({ fact: hostFacts.get(fact)!, values }));
-          const mask = masker([...secretsOf(module, args, quote(task.name)), ...secrets]);
+          const secretValues = [...secretsOf(module, args, quote(task.name)), ...secrets];
+          const mask = masker(secretValues);
           checkArgs(playbook, task, module, args, name, mask);
-          return { task, module, args, handler, conditions, mask };
+          return { task, module, args, handler, conditions, mask, secrets: secretValues };
         };
         return {
           name,
