@@ -172,8 +172,11 @@ async function revertedAfter(label: string, from: number): Promise<void> {
 
 // ---- the report against the host -------------------------------------------------------------
 
+/** A change as the JSON report shows it (core/report/changes.ts: ShownChange); its summary starts with its symbol. */
 interface ReportedChange {
-  change: { kind: string; summary: string; path?: string };
+  kind: string;
+  summary: string;
+  path?: string;
   outcome?: string;
 }
 interface ReportedHost {
@@ -221,13 +224,13 @@ async function assertReportMatchesHost(ctl: Controller, label: string): Promise<
   assert.ok(host, `${label}: the report has ${pi.name}`);
   const changes = host.tasks.flatMap((t) => t.changes);
   const [now, then, installed, state] = [byPath(await fileHashes(pi, TOUCHED)), byPath(before), await ifenslaveInstalled(), await lastRunState()];
-  const onHost = ({ change }: ReportedChange): boolean | undefined => {
+  const onHost = (change: ReportedChange): boolean | undefined => {
     if (change.kind === "file" && change.path && then.has(change.path)) return now.get(change.path) !== then.get(change.path);
-    if (change.kind === "command" && /^install ifenslave/.test(change.summary)) return installed;
+    if (change.kind === "command" && /install ifenslave/.test(change.summary)) return installed;
     return undefined; // the reboot, a pending change: nothing on the host to compare
   };
   const shown = (c: ReportedChange) =>
-    `"${c.change.summary}" (${c.outcome ?? "no outcome"}, ${onHost(c) === undefined ? "not comparable" : onHost(c) ? "on the host" : "not on the host"})`;
+    `"${c.summary}" (${c.outcome ?? "no outcome"}, ${onHost(c) === undefined ? "not comparable" : onHost(c) ? "on the host" : "not on the host"})`;
   console.log(`report: ${label}: ${host.status}${host.rolledBackBy ? ` by ${host.rolledBackBy}` : ""}, host's run ${state}; ${changes.map(shown).join(", ") || "no changes"}`);
 
   for (const c of changes) assert.match(c.outcome ?? "", /^(applied|not_applied|unknown)$/, `${label}: every change has an outcome: ${shown(c)}`);
@@ -247,13 +250,13 @@ async function assertReportMatchesHost(ctl: Controller, label: string): Promise<
     }
     if (installed)
       assert.ok(
-        compared.some((c) => c.change.kind === "command" && c.outcome !== "not_applied"),
+        compared.some((c) => c.kind === "command" && c.outcome !== "not_applied"),
         `${label}: ifenslave is installed, so its install is reported`,
       );
   }
   for (const [path, hash] of now) {
     if (hash === then.get(path)) continue;
-    const reported = changes.find((c) => c.change.path === path);
+    const reported = changes.find((c) => c.path === path);
     assert.ok(
       reported && reported.outcome !== "not_applied",
       `${label}: ${path} differs on the host, so the report has it applied or unknown: ${reported ? shown(reported) : "not reported"}`,
@@ -321,6 +324,12 @@ test("the management link cut for 60 s mid-apply, then a blip after the reboot: 
   const row = summary(out).pi1;
   console.log(
     `${label}: controller exited ${exit} (${row?.status}) ${((Date.now() - cutAt) / 1000).toFixed(0)}s after the cut; blip after a reboot: ${rebooted ? "yes" : "no (the run ended before)"}; ${/error: .*/.exec(out)?.[0] ?? "no error"}`,
+  );
+  console.log(
+    `${label}: the controller's account:\n${out
+      .split("\n")
+      .filter((l) => /reconnect|lost|reboot|verifying|rolling back|failed/.test(l))
+      .join("\n")}`,
   );
   assert.ok(row, out);
   assert.doesNotMatch(out, /rollback failed|up to 0s|within 0s/);
