@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { parseAuthority } from "../../core/pull/credentials.js";
 import { desiredKey, deviceInbox, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
 import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
-import { startClient, type PullClient } from "../support/pull-clients.js";
+import { startClient, type PullClient, setupBuckets } from "../support/pull-clients.js";
 import { onCleanup, run } from "../support/processes.js";
 import { CLI } from "./provision-cli.js";
 
@@ -81,15 +81,7 @@ before(async () => {
   // the buckets exist before the devices watch their keys, as once a fleet is running (a device that
   // starts watching a bucket not made yet may see its first bundle only at its next periodic read);
   // JetStream needs its meta leader first. publish then finds them and changes nothing.
-  await waitFor(
-    () =>
-      ctl.call("setup", { replicas: 3 }).then(
-        () => true,
-        () => false,
-      ),
-    30_000,
-    "JetStream to accept R3 buckets and streams",
-  );
+  await setupBuckets(ctl);
   const keygen = await local(["secret", "keygen", "fleet-age.key"]);
   assert.equal(keygen.code, 0, keygen.output);
   const sealed = await local(["secret", "encrypt", "--recipient", keygen.stdout.trim(), "--indent", "6"], { input: SECRET });

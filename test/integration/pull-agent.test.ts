@@ -15,7 +15,7 @@ import { createAuthority, issueController } from "../../core/pull/credentials.js
 import { DEVICE_PLAYBOOK_FORMAT } from "../../core/pull/device-plays.js";
 import { desiredKey, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
 import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
-import { startClient, type PullClient } from "../support/pull-clients.js";
+import { startClient, type PullClient, setupBuckets } from "../support/pull-clients.js";
 import { startFleet, type TestFleet } from "../support/sshd-hosts.js";
 import { uniqueName } from "../support/netns.js";
 import { killPid, onCleanup, removeOnCleanup, run, sh } from "../support/processes.js";
@@ -148,15 +148,7 @@ before(async () => {
   device = fleet.hosts[0].name;
   ctl = startClient(cluster.hubNs, "controller");
   await ctl.call("connect", { servers: cluster.servers, creds: (await issueController(authority)).creds, name: "controller" });
-  await waitFor(
-    () =>
-      ctl.call("setup", { replicas: 3 }).then(
-        () => true,
-        () => false,
-      ),
-    30_000,
-    "JetStream to accept R3 buckets and streams",
-  );
+  await setupBuckets(ctl);
   // the agent's own namespace, on the cluster's bridge: its link can be cut without touching anything else
   agentNs = uniqueName("pagent");
   sh(["ip", "netns", "add", agentNs]);
