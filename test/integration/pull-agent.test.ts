@@ -16,14 +16,13 @@ import { DEVICE_PLAYBOOK_FORMAT } from "../../core/pull/device-plays.js";
 import { desiredKey, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
 import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
 import { startClient, type PullClient, setupBuckets } from "../support/pull-clients.js";
-import { startFleet, type TestFleet } from "../support/sshd-hosts.js";
+import { enterHost, startFleet, type TestFleet } from "../support/sshd-hosts.js";
 import { uniqueName } from "../support/netns.js";
 import { killPid, onCleanup, removeOnCleanup, run, sh } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
 
 const CLI = join(repoRoot, "dist", "cli", "cli.js");
 const PLUGIN = join(repoRoot, "test", "fixtures", "provision-plugin-motd", "index.js");
-const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PSK = "agent-psk 4b1d9e77c2";
 const AGENT_ADDRESS = "10.77.0.50";
 const t0 = Date.now();
@@ -42,25 +41,6 @@ let agent: { child: ChildProcess; output: () => string; stop: () => Promise<void
 
 const text = (v: string) => Buffer.from(v, "base64").toString("utf8");
 const motd = async () => (await fleet.exec(fleet.hosts[0], ["cat", "/etc/motd"])).stdout;
-
-/** Enter the test host as its sshd does: its namespaces, chrooted to its root. */
-const enterHost = (pid: number) => [
-  "nsenter",
-  "--target",
-  String(pid),
-  "--mount",
-  "--uts",
-  "--net",
-  "--pid",
-  "--root",
-  "--wd",
-  "--",
-  "/usr/bin/env",
-  "-i",
-  `PATH=${HOST_PATH}`,
-  "HOME=/root",
-  "LANG=C.UTF-8",
-];
 
 type Task = { name: string; module: string; args: Record<string, unknown> };
 /** Publish a bundle as provision publish does: the prepared plays, the PSK among its values (encrypted to the device). */

@@ -66,6 +66,27 @@ export interface TestFleet {
 }
 
 const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** argv that runs a command in a test host as its sshd does: its mount, UTS, net and PID namespaces, chrooted to its root, with root's clean environment. */
+export function enterHost(pid: number): string[] {
+  return [
+    "nsenter",
+    "--target",
+    String(pid),
+    "--mount",
+    "--uts",
+    "--net",
+    "--pid",
+    "--root",
+    "--wd",
+    "--",
+    "/usr/bin/env",
+    "-i",
+    `PATH=${HOST_PATH}`,
+    "HOME=/root",
+    "LANG=C.UTF-8",
+  ];
+}
 const FIRST_HOST_OCTET = 11;
 const UNUSED_OCTET = 254;
 const APT_PORT = 8080;
