@@ -45,7 +45,7 @@ const { values: opts } = parseArgs({
 
 function usage(message: string): never {
   console.error(
-    `bench: ${message}\nusage: node dist/bench/run.js [--sizes 10,50,100,200] [--profiles lan,wifi,lte] [--reps 5] [--peer-reps 3] [--out FILE] [--json FILE] [--no-apply] [--no-equivalence] [--cpu-prof DIR] [--keep]\n       node dist/bench/run.js --render FILE.json [--out FILE]   (tables and targets again from a --json file, without running)`,
+    `bench: ${message}\nusage: node dist/bench/run.js [--sizes 10,50,100,200] [--profiles lan,wifi,lte] [--reps 5] [--peer-reps 3] [--out FILE] [--json FILE] [--no-apply] [--no-equivalence] [--cpu-prof DIR] [--keep]\n       node dist/bench/run.js --render FILE.json[,FILE.json…] [--out FILE]   (tables and targets again from --json files, without running)`,
   );
   process.exit(64);
 }
@@ -133,6 +133,38 @@ interface Saved {
   meta: Omit<Meta, "started"> & { started: string };
 }
 
+/** Several --json files as one report (e.g. one invocation per link profile): results side by side, the metadata of each kept. */
+function merge(saved: Saved[]): { results: SizeResult[]; meta: Meta } {
+  const results = saved.flatMap((x) => x.results.map((r) => ({ ...r, profile: r.profile ?? "lan" })));
+  const metas = saved.map((x) => x.meta);
+  const joined = (f: (m: Saved["meta"]) => string) => [...new Set(metas.map(f))].join("; then ");
+  const first = metas[0];
+  return {
+    results,
+    meta: {
+      ...first,
+      started: new Date(first.started),
+      load: joined((m) => m.load),
+      loadEnd: joined((m) => m.loadEnd),
+      sizes: [...new Set(metas.flatMap((m) => m.sizes))],
+      profiles: [...new Set(metas.flatMap((m) => m.profiles ?? ["lan"]))],
+      stopped:
+        metas
+          .map((m) => m.stopped)
+          .filter(Boolean)
+          .join("; ") || undefined,
+      notes: metas.flatMap((m, i) =>
+        metas.length > 1
+          ? [
+              `Run ${i + 1} of ${metas.length} (started ${m.started}, sizes ${m.sizes.join(", ")} on ${(m.profiles ?? ["lan"]).join(", ")}, ${m.reps.tool} run(s) of provision, ${m.reps.peer} of each Ansible strategy, load ${m.load} at the start):`,
+              ...m.notes.map((n) => `  ${n}`),
+            ]
+          : m.notes,
+      ),
+    },
+  };
+}
+
 function report(results: SizeResult[], meta: Meta, stopped?: string): void {
   for (const p of [...new Set(results.map((r) => r.profile))]) {
     const of = results.filter((r) => r.profile === p);
@@ -145,8 +177,8 @@ function report(results: SizeResult[], meta: Meta, stopped?: string): void {
 
 async function main(): Promise<void> {
   if (opts.render) {
-    const saved = JSON.parse(readFileSync(opts.render, "utf8")) as Saved;
-    return report(saved.results, { ...saved.meta, started: new Date(saved.meta.started) }, saved.meta.stopped);
+    const { results, meta } = merge(opts.render.split(",").map((f) => JSON.parse(readFileSync(f, "utf8")) as Saved));
+    return report(results, meta, meta.stopped);
   }
   const results: SizeResult[] = [];
   const notes: string[] = [];
@@ -175,6 +207,15 @@ async function main(): Promise<void> {
     notes.push(
       `Other activity on the machine (CPU used by neither the tool nor the hosts, e.g. the kernel's network path and anything else running): ${((other / capacity) * 100).toFixed(0)}% of the ${cpus().length} cores on average during the runs.`,
     );
+  for (const p of profiles.filter((x) => x.rttMs > 0)) {
+    const of = samples.filter((x) => x.profile === p.name);
+    const cpu = of.reduce((sum, x) => sum + x.linkCpu, 0);
+    const wall = of.reduce((sum, x) => sum + x.wall, 0);
+    if (wall)
+      notes.push(
+        `The ${p.name} link emulator itself used ${cpu.toFixed(1)} s of CPU during ${wall.toFixed(0)} s of measured runs (${((cpu / wall) * 100).toFixed(0)}% of one core on average): the emulated network's cost on these shared cores, in every tool's wall alike.`,
+      );
+  }
   const meta: Meta = {
     started,
     load,
