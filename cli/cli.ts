@@ -1,36 +1,44 @@
 #!/usr/bin/env node
 // The provision command: parse argv, load and validate everything, run, print, exit.
 import { parseArgs } from "node:util";
-import { accessSync, closeSync, constants, openSync, readFileSync, statSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { readFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadInventory } from "../core/config/inventory.js";
-import { checkModules, loadPlaybook } from "../core/config/playbook.js";
-import { BUILT_IN, Registry, playbookDir } from "../core/config/registry.js";
-import { execute, prepare, unmatchedHosts, type RunSettings } from "../core/run/run.js";
+import { execute, unmatchedHosts, type RunSettings } from "../core/run/run.js";
 import { exitCode, hostsToRetry, renderChanges, renderSummary, writeJsonReport } from "../core/report/output.js";
 import { writeRetryFile } from "../core/run/rollout.js";
 import { writeHtmlReport } from "../core/report/html-report.js";
 import { presentRun } from "../core/report/changes.js";
 import { listrView } from "./progress.js";
 import { ConfigError, ModuleBug, UsageError, quote } from "../core/errors.js";
-import { builtinModules } from "../modules/index.js";
 import { rollback, status } from "../core/run/admin.js";
 import { SshTransport } from "../core/transport/ssh.js";
 import type { TransportFactory } from "../core/transport/transport.js";
 import { openSecrets } from "../core/config/vault.js";
 import { secret } from "./secret.js";
+import { loadPlays } from "./load.js";
+import { checkOutputFile } from "./output-file.js";
+import { watchCommand } from "./watch.js";
+import { agent } from "./agent.js";
+import { enrol } from "./enrol.js";
+import { fleetCommand, fleetStatusCommand, publishCommand, rolloutCommand } from "./fleet.js";
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]
        provision rollback --inventory FILE --limit PATTERN [--break-lock]
+       provision watch --inventory FILE [PLAYBOOK...] [--interval 60] [--json] [--metrics :9469]
        provision secret keygen|encrypt|edit ...   (see provision secret --help)
+       provision enrol --inventory FILE --limit PATTERN   (pull mode: install the agent)
+       provision agent [--config /etc/provision/agent.yaml]   (pull mode, on the Pi)
+       provision fleet|publish|rollout|status --fleet ...   pull mode (see provision fleet --help)
 
 Apply playbooks to the hosts of an inventory over SSH. Without a playbook,
 connect to every host and report whether it is reachable.
 "status" shows each host's last run (pending, committed, rolled back, reverted
 by the host), an armed host-side revert and the lock holder; "rollback" restores
 the files of the last run from the host's own backups (and reboots if needed);
+"watch" audits continuously and reports changes and metrics (provision watch --help);
 "secret" makes age keys and encrypted values (wifi_psk: !age |) for inventories
 and playbooks.
 
@@ -87,43 +95,6 @@ function version(): string {
   return "unknown";
 }
 
-/**
- * An output file must be writable before any host is contacted: an existing file opens for
- * appending (nothing is written), a new one needs an existing, writable folder.
- */
-export function checkOutputFile(option: string, file: string): void {
-  const fail = (problem: string) => new UsageError(`${option} ${quote(file, 200)}: ${problem}`);
-  const path = resolve(file);
-  let stats;
-  try {
-    stats = statSync(path);
-  } catch (error) {
-    if (!["ENOENT", "ENOTDIR"].includes((error as NodeJS.ErrnoException).code ?? "")) throw fail(`cannot use it (${(error as NodeJS.ErrnoException).code}). Choose another file.`);
-  }
-  if (stats?.isDirectory()) throw fail(`is a folder. Give a file name, e.g. ${join(file, option === "--report" ? "report.json" : "hosts.retry")}.`);
-  if (stats) {
-    try {
-      closeSync(openSync(path, "a"));
-    } catch (error) {
-      throw fail(`cannot write to it (${(error as NodeJS.ErrnoException).code}). Check its permissions or choose another file.`);
-    }
-    return;
-  }
-  const folder = dirname(path);
-  let folderStats;
-  try {
-    folderStats = statSync(folder);
-  } catch {
-    throw fail(`the folder ${folder} does not exist. Create it first or choose another path.`);
-  }
-  if (!folderStats.isDirectory()) throw fail(`${folder} is not a folder. Choose another path.`);
-  try {
-    accessSync(folder, constants.W_OK | constants.X_OK);
-  } catch (error) {
-    throw fail(`cannot create files in ${folder} (${(error as NodeJS.ErrnoException).code}). Choose another folder.`);
-  }
-}
-
 /** Writes after the run: a failure is reported (and fails the run), never a stack trace. */
 function writeOutput(what: string, file: string, write: () => void): boolean {
   try {
@@ -152,8 +123,17 @@ function list(value: string | undefined): string[] {
 export const sshTransport: TransportFactory = (target) => new SshTransport(target);
 
 /** `transport`: how hosts are reached (SSH; tests wrap it to inject faults from outside the engine). */
+export { checkOutputFile };
+
 export async function main(argv: string[], transport: TransportFactory = sshTransport): Promise<number> {
   if (argv[0] === "secret") return secret(argv.slice(1));
+  if (argv[0] === "watch") return watchCommand(argv.slice(1), transport);
+  if (argv[0] === "agent") return agent(argv.slice(1));
+  if (argv[0] === "enrol") return enrol(argv.slice(1));
+  if (argv[0] === "fleet") return fleetCommand(argv.slice(1));
+  if (argv[0] === "publish") return publishCommand(argv.slice(1));
+  if (argv[0] === "rollout") return rolloutCommand(argv.slice(1));
+  if (argv[0] === "status" && argv.includes("--fleet")) return fleetStatusCommand(argv);
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
@@ -186,20 +166,14 @@ export async function main(argv: string[], transport: TransportFactory = sshTran
     renderer: values.verbose ? "verbose" : process.stdout.isTTY ? "default" : "simple",
   };
 
-  // encrypted values are decrypted (in memory) before anything else is loaded: a missing or wrong key stops here
-  const opened = await openSecrets(values.inventory, command ? [] : positionals.map((file) => ({ file, kind: "a playbook" })));
-  opened.warnings.forEach(warn);
-  const inventory = loadInventory(values.inventory, opened.decrypted);
-  if (positionals[0] === "status") return status(inventory, values.limit, { ...settings, transport });
-  if (positionals[0] === "rollback") return rollback(inventory, values.limit, { ...settings, transport });
-  const registry = new Registry();
-  for (const module of builtinModules) registry.register(module, BUILT_IN);
-  const playbooks = positionals.map((file) => loadPlaybook(file, opened.decrypted));
-  for (const [i, playbook] of playbooks.entries())
-    for (const play of playbook.plays) for (const plugin of play.plugins) await registry.loadPlugin(plugin, playbookDir(positionals[i]));
-  for (const playbook of playbooks) checkModules(playbook, registry);
-  const plays = prepare(inventory, playbooks, registry, settings);
-  if (!playbooks.length) plays.push(...prepare(inventory, [pingPlaybook()], registry, settings));
+  if (command) {
+    // encrypted values are decrypted (in memory) before anything else is loaded: a missing or wrong key stops here
+    const opened = await openSecrets(values.inventory, []);
+    opened.warnings.forEach(warn);
+    const inventory = loadInventory(values.inventory, opened.decrypted);
+    return command === "status" ? status(inventory, values.limit, { ...settings, transport }) : rollback(inventory, values.limit, { ...settings, transport });
+  }
+  const { inventory, plays } = await loadPlays(values.inventory, positionals, settings);
 
   const unmatched = unmatchedHosts(inventory, plays, settings.limit);
   unmatched.forEach(warn);
@@ -225,15 +199,6 @@ export async function main(argv: string[], transport: TransportFactory = sshTran
     return 1;
   }
   return written ? exitCode(run) : 1;
-}
-
-/** No playbook: a play with no tasks still connects and gathers host facts. */
-function pingPlaybook() {
-  return {
-    file: "(reachability check)",
-    source: null as never,
-    plays: [{ name: "reachability check", hosts: "all", vars: {}, plugins: [], tasks: [], handlers: [], anyErrorsFatal: false, path: [] }],
-  };
 }
 
 const isEntry = process.argv[1] && fileURLToPath(import.meta.url) === (await import("node:fs")).realpathSync(process.argv[1]);

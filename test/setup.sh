@@ -22,6 +22,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# promtool (Prometheus' own text-format checker) for the metrics tests, taken out of Debian's
+# prometheus .deb without installing the package: no prometheus daemon is ever started.
+tools="${PROVISION_LAB_CACHE:-.cache/lab}/tools"
+if ! "$tools/promtool" --version >/dev/null 2>&1; then
+  echo "setup: extracting promtool from Debian's prometheus package into $tools"
+  mkdir -p "$tools"
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  chmod 0755 "$scratch" # apt's download sandbox (user _apt) writes there
+  (cd "$scratch" && { apt-get download -q -o APT::Sandbox::User=root prometheus || { apt-get update -q && apt-get download -q -o APT::Sandbox::User=root prometheus; }; })
+  dpkg-deb -x "$scratch"/prometheus_*.deb "$scratch/root"
+  install -m 0755 "$scratch/root/usr/bin/promtool" "$tools/promtool.new"
+  mv "$tools/promtool.new" "$tools/promtool"
+fi
+
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi

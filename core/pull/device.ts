@@ -1,10 +1,10 @@
 // What a device does with the broker, whatever it then does with a bundle: follow its
 // own desired-state key, refuse (and report) a bundle that is unsigned, tampered,
 // expired, replayed, older or not its own, check that the bundle's rollout is still open,
-// hand it over, and report the outcome with a JetStream acknowledgement. The agent
-// service (not built yet) plugs the engine in as `apply`.
+// hand it over, and report the outcome with a JetStream acknowledgement (sent again until
+// the cluster stores it). The agent (cli/agent.ts) plugs the engine in as `apply`.
 import { messageOf } from "../errors.js";
-import type { Broker, Entry, Stoppable } from "./broker.js";
+import { backoffDelay, DEFAULT_BACKOFF, type Backoff, type Broker, type Entry, type Stoppable } from "./broker.js";
 import { BundleRefused, openBundle, type OpenedBundle } from "./bundle.js";
 import { rolloutOpen, type Outcome, type ResultReport } from "./rollout.js";
 import { desiredKey, DESIRED_BUCKET, reportSubject } from "./subjects.js";
@@ -32,17 +32,26 @@ export interface FollowOptions {
   now?: () => Date;
   /** How often a bundle held by a paused (or not yet visible) rollout is checked again; default 30 s. */
   recheckMs?: number;
+  /** Between attempts to send a report the cluster did not acknowledge. */
+  reportBackoff?: Backoff;
 }
 
 const enc = new TextEncoder();
 
 export async function followDesiredState(broker: Broker, device: DeviceIdentity, opts: FollowOptions): Promise<Stoppable> {
   const emit = (e: DeviceEvent) => opts.onEvent?.(e);
+  let stopped = false;
+  // a report is sent until the cluster stores it (the cluster may be away for a while: the
+  // outcome is told when it is back); the message id makes a resent one a duplicate
   const report = async (kind: "result" | "refused", body: Record<string, unknown>, id?: string): Promise<void> => {
-    try {
-      await broker.publish(reportSubject(device.name, kind), enc.encode(JSON.stringify(body)), id ? { id } : {});
-    } catch (error) {
-      emit({ type: "report-failed", message: messageOf(error) });
+    for (let attempt = 0; !stopped; attempt++) {
+      try {
+        await broker.publish(reportSubject(device.name, kind), enc.encode(JSON.stringify(body)), id ? { id } : {});
+        return;
+      } catch (error) {
+        emit({ type: "report-failed", message: messageOf(error) });
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt, opts.reportBackoff ?? DEFAULT_BACKOFF)));
+      }
     }
   };
   let busy = Promise.resolve();
@@ -92,6 +101,7 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
   });
   return {
     stop: async () => {
+      stopped = true;
       clearTimeout(recheck);
       latest = null;
       await watch.stop();

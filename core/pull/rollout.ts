@@ -224,14 +224,22 @@ export interface RolloutRun {
 export async function runRollout(run: RolloutRun): Promise<RolloutState> {
   const { broker } = run;
   const now = run.now ?? Date.now;
-  const saved = await broker.get(ROLLOUTS_BUCKET, rolloutPlanKey(run.id));
-  let state: RolloutState = saved ? JSON.parse(dec.decode(saved.value)) : startRollout(run.id, run.version, run.devices, run.policy, now());
+  const saved = await loadPlan(broker, run.id);
+  let state: RolloutState = saved ? saved.state : startRollout(run.id, run.version, run.devices, run.policy, now());
   if (state.version !== run.version) throw new ConfigError(`rollout ${quote(run.id)} exists already for version ${state.version}, not ${run.version}; use a new rollout id.`);
   let planRevision = saved?.revision ?? 0;
   let lastPublic = "";
+  const savedChunks: string[] = [];
 
   const save = async (): Promise<void> => {
-    planRevision = await broker.put(ROLLOUTS_BUCKET, rolloutPlanKey(state.id), json(state), { previousRevision: planRevision });
+    const { head, chunks } = splitPlan(state);
+    for (const [n, chunk] of chunks.entries()) {
+      const text = JSON.stringify(chunk);
+      if (savedChunks[n] === text) continue;
+      await broker.put(ROLLOUTS_BUCKET, planChunkKey(state.id, n), enc.encode(text));
+      savedChunks[n] = text;
+    }
+    planRevision = await broker.put(ROLLOUTS_BUCKET, rolloutPlanKey(state.id), json(head), { previousRevision: planRevision });
     const pub = JSON.stringify(publicState(state));
     if (pub !== lastPublic) {
       await broker.put(ROLLOUTS_BUCKET, rolloutStateKey(state.id), enc.encode(pub));
@@ -331,6 +339,58 @@ export async function rolloutOpen(broker: Broker, id: string): Promise<{ open: b
 }
 
 export async function readRollout(broker: Broker, id: string): Promise<RolloutState | null> {
+  return (await loadPlan(broker, id))?.state ?? null;
+}
+
+// --- the record in KV, split ----------------------------------------------------------------
+// One KV value holds at most 1 MB (NATS's default max_payload). A whole record costs ~60
+// bytes a device, so it is split: plan.<id> holds the head (status, policy, wave sizes,
+// when each opened) and plan.<id>.c<n> the devices and results of PLAN_CHUNK devices
+// each, in wave order. Chunks are written before the head and only when they changed.
+
+export const PLAN_CHUNK = 2_000;
+
+export type PlanHead = Omit<RolloutState, "waves" | "results"> & { waveSizes: number[]; chunks: number };
+export interface PlanChunk {
+  devices: string[];
+  results: Record<string, DeviceResult>;
+}
+
+export const planChunkKey = (id: string, n: number): string => `${rolloutPlanKey(id)}.c${n}`;
+
+/** The record as KV values: a head and the chunks of PLAN_CHUNK devices. */
+export function splitPlan(state: RolloutState, chunkSize = PLAN_CHUNK): { head: PlanHead; chunks: PlanChunk[] } {
+  const { waves, results, ...rest } = state;
+  const all = waves.flat();
+  const chunks: PlanChunk[] = [];
+  for (let i = 0; i < all.length; i += chunkSize) {
+    const devices = all.slice(i, i + chunkSize);
+    chunks.push({ devices, results: Object.fromEntries(devices.filter((d) => results[d]).map((d) => [d, results[d]])) });
+  }
+  return { head: { ...rest, waveSizes: waves.map((w) => w.length), chunks: chunks.length }, chunks };
+}
+
+export function joinPlan(head: PlanHead, chunks: PlanChunk[]): RolloutState {
+  const { waveSizes, chunks: count, ...rest } = head;
+  if (chunks.length !== count) throw new ConfigError(`rollout ${quote(head.id)}: its record has ${chunks.length} of ${count} parts in KV; it cannot go on.`);
+  const all = chunks.flatMap((c) => c.devices);
+  const waves: string[][] = [];
+  let at = 0;
+  for (const n of waveSizes) {
+    waves.push(all.slice(at, at + n));
+    at += n;
+  }
+  return { ...rest, waves, results: Object.assign({}, ...chunks.map((c) => c.results)) };
+}
+
+async function loadPlan(broker: Broker, id: string): Promise<{ state: RolloutState; revision: number } | null> {
   const entry = await broker.get(ROLLOUTS_BUCKET, rolloutPlanKey(id));
-  return entry ? JSON.parse(dec.decode(entry.value)) : null;
+  if (!entry) return null;
+  const head = JSON.parse(dec.decode(entry.value)) as PlanHead;
+  const chunks: PlanChunk[] = [];
+  for (let n = 0; n < head.chunks; n++) {
+    const chunk = await broker.get(ROLLOUTS_BUCKET, planChunkKey(id, n));
+    if (chunk) chunks.push(JSON.parse(dec.decode(chunk.value)));
+  }
+  return { state: joinPlan(head, chunks), revision: entry.revision };
 }

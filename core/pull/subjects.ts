@@ -3,8 +3,11 @@
 // DEVICE_PERMISSIONS into a scoped signing key's template), so these names are security.
 //
 //   KV bucket "desired"   key dev.<device>      the device's signed bundle      controller writes, device reads its own
+//                         key sum.<device>      version + keyed digest of it     controller only (publish: "unchanged")
+//                         key fleet.version     the last version handed out      controller only
 //   KV bucket "rollouts"  key state.<rollout>   open | paused | aborted | done   controller writes, devices read
-//                         key plan.<rollout>    the controller's full record     controller only
+//                         key plan.<rollout>    the controller's record (head)   controller only
+//                         key plan.<rollout>.c<n> its devices and results, 2,000 each  controller only
 //                         key control.<rollout> pause / resume / abort asked     controller only
 //   stream "REPORTS"      reports.<device>.<kind>  what a device reports        device publishes its own only
 import { ConfigError, quote } from "../errors.js";
@@ -33,11 +36,13 @@ export const rolloutId = (id: string): string => {
 };
 
 export const desiredKey = (device: string): string => `dev.${deviceName(device)}`;
+export const FLEET_VERSION_KEY = "fleet.version";
+export const desiredRecordKey = (device: string): string => `sum.${deviceName(device)}`;
 export const rolloutStateKey = (id: string): string => `state.${rolloutId(id)}`;
 export const rolloutPlanKey = (id: string): string => `plan.${rolloutId(id)}`;
 export const rolloutControlKey = (id: string): string => `control.${rolloutId(id)}`;
 
-export type ReportKind = "result" | "heartbeat" | "refused" | "audit";
+export type ReportKind = "result" | "heartbeat" | "refused" | "audit" | "confirm";
 export const reportSubject = (device: string, kind: ReportKind): string => `reports.${deviceName(device)}.${kind}`;
 
 /** The device a report subject was published by: the server only lets a device publish under its own name. */

@@ -16,6 +16,8 @@ export interface TaskInstance {
   module: ModuleDefinition;
   args: unknown;
   mask: Mask;
+  /** The secret values in args (what `mask` hides): a pull bundle encrypts them to the device. */
+  secrets?: string[];
   handler: boolean;
   /** The task's when: — it runs only where every named host fact has one of the values. */
   conditions: { fact: HostFact; values: string[] }[];
@@ -38,6 +40,12 @@ export interface RunOptions {
   emit: (event: HostEvent) => void;
   /** How to reach a host (SSH from a controller, local on the host itself). */
   transport: TransportFactory;
+  /**
+   * A pull agent's confirmation from outside (a round trip through its broker) after verify,
+   * before the run is committed (an armed one disarmed); a run not confirmed is undone.
+   * Push runs confirm by their fresh connection instead.
+   */
+  confirm?: () => Promise<void>;
 }
 
 export type { HostEvent, HostResult, HostStatus, TaskResult, TaskStatus };
@@ -380,6 +388,24 @@ class HostRun {
     this.rebootCount++;
   }
 
+  /**
+   * The pull agent's confirmation from outside, tried until shortly before an armed host's
+   * revert would run (an unarmed run: for confirm_timeout). Returns why it was not
+   * confirmed, or null; a run not confirmed is undone like any failed run.
+   */
+  async confirmFromOutside(confirm: () => Promise<void>): Promise<string | null> {
+    const giveUp = this.tx.armed ? this.confirmDeadline - 5000 : Date.now() + this.work.confirmTimeoutSeconds * 1000;
+    for (;;) {
+      try {
+        await confirm();
+        return null;
+      } catch (error) {
+        if (Date.now() + 2000 > giveUp) return `not confirmed from outside within the confirm timeout (${messageOf(error)})`;
+        await sleep(2000);
+      }
+    }
+  }
+
   /** Confirm only from outside: a fresh connection to the expected address, then disarm. */
   async reconnectFresh(): Promise<void> {
     this.connection.moveTo(this.expectedAddress);
@@ -517,6 +543,7 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   let failure: string | null;
   try {
     failure = await applyAndVerify(run, planned, result, options);
+    if (!failure && options.confirm) failure = await run.confirmFromOutside(options.confirm);
     if (!failure) {
       const commit = run.tx.armed ? [run.tx.disarmStep("committed")] : run.tx.markSteps("committed");
       await run.step("commit", () => runSteps(run.connection, [...commit, run.tx.unlockStep()]));

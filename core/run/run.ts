@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { connectionTarget, selectHosts, type Inventory, type TargetOptions } from "../config/inventory.js";
 import { checkArgs, checkPlayTasks, resolveTask, type Play, type Playbook, type Task } from "../config/playbook.js";
 import type { Registry } from "../config/registry.js";
-import { runHost, type HostWork, type TaskInstance } from "./engine.js";
+import { runHost, type HostWork, type RunOptions, type TaskInstance } from "./engine.js";
 import type { HostEvent, HostResult } from "./results.js";
 import { masker, secretsOf } from "../config/secrets.js";
 import { quote } from "../errors.js";
@@ -69,9 +69,10 @@ export function prepare(inventory: Inventory, playbooks: Playbook[], registry: R
           const { args, secrets } = resolveTask(playbook, task, vars, registry, name, decrypted);
           const module = registry.get(task.module);
           const conditions = Object.entries(task.when).map(([fact, values]) => ({ fact: hostFacts.get(fact)!, values }));
-          const mask = masker([...secretsOf(module, args, quote(task.name)), ...secrets]);
+          const secretValues = [...secretsOf(module, args, quote(task.name)), ...secrets];
+          const mask = masker(secretValues);
           checkArgs(playbook, task, module, args, name, mask);
-          return { task, module, args, handler, conditions, mask };
+          return { task, module, args, handler, conditions, mask, secrets: secretValues };
         };
         return {
           name,
@@ -140,7 +141,13 @@ export interface RunView {
  * Execute the prepared plays; a host that fails in one play is not run in later ones.
  * `transport` reaches a host: chosen by the CLI (SSH) or a pull agent (local).
  */
-export async function execute(plays: PreparedPlay[], settings: RunSettings, transport: TransportFactory, view: RunView): Promise<RunResult> {
+export async function execute(
+  plays: PreparedPlay[],
+  settings: RunSettings,
+  transport: TransportFactory,
+  view: RunView,
+  extra: Pick<RunOptions, "confirm"> = {},
+): Promise<RunResult> {
   const runId = `${new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "")}-${randomBytes(3).toString("hex")}`;
   const startedAt = new Date().toISOString();
   const byHost = new Map<string, HostResult>();
@@ -153,7 +160,7 @@ export async function execute(plays: PreparedPlay[], settings: RunSettings, tran
     for (const [index, batch] of groups.entries()) {
       if (groups.length > 1) view.batch(index, groups.length, batch);
       await view.hosts(batch, async (work, emit) => {
-        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, transport, emit });
+        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, transport, emit, ...extra });
         merge(byHost, result);
         return result;
       });

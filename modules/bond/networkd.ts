@@ -1,10 +1,11 @@
 // The bond for systemd-networkd: a .netdev and a .network for the bond, a .network per
 // slave (PrimarySlave= on the primary), and for a Wi-Fi slave wpa_supplicant@IFACE with
-// its own configuration (0600): networkd does not authenticate to access points itself.
+// its configuration (0600; provision owns the bond's network in it, the rest is kept):
+// networkd does not authenticate to access points itself.
 import { commandChange, fileChange, type Change, type CommandOutput, type DirState, type FileState } from "../../core/module-api.js";
 import { NETWORKD_DIRS, matchesLink, netdevName, networkdFiles, type Link, type UnitFile } from "../network/networkd-files.js";
 import { templateUnit } from "../network/systemd.js";
-import { renderWpaSupplicant } from "../network/wifi.js";
+import { mergeWpaSupplicant } from "../network/wifi.js";
 import { bondAddress, effectiveMiimon, modeName, wifiSlaves, type BondArgs } from "./model.js";
 import { moveAside } from "./networkmanager.js";
 
@@ -171,8 +172,8 @@ export function planNetworkd(a: BondArgs, facts: Facts): Change[] {
     return change ? [{ ...change, address: isBond ? bondAddress(a) : undefined }] : [];
   });
   const wifi = wifiSlaves(a).flatMap(([slave, w]) => [
-    ...fileChange(facts[`wpaConf:${slave}`], renderWpaSupplicant(w, `# Managed by provision (bond module): Wi-Fi of ${slave} in ${a.name}`), {
-      summary: `write ${slave}'s Wi-Fi settings to ${wpaSupplicantConf(slave)} (0600)`,
+    ...fileChange(facts[`wpaConf:${slave}`], mergeWpaSupplicant(facts[`wpaConf:${slave}`].content, w, `# Managed by provision (bond module): Wi-Fi of ${slave} in ${a.name}`), {
+      summary: `write ${slave}'s Wi-Fi network ${JSON.stringify(w.ssid)} to ${wpaSupplicantConf(slave)} (0600; its other networks and settings kept)`,
       mode: "0600",
       reboot: true,
     }),

@@ -20,22 +20,67 @@ export const wifiSchemaProperties = {
 
 export const isHexKey = (psk: string) => /^[0-9A-Fa-f]{64}$/.test(psk);
 
+const CTRL_INTERFACE = "ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev";
+
+function networkBlock(w: WifiSettings): string[] {
+  const secret = w.key_mgmt === "SAE" ? [`\tsae_password="${w.psk}"`, "\tieee80211w=2"] : [`\tpsk=${isHexKey(w.psk) ? w.psk : `"${w.psk}"`}`];
+  return ["network={", `\tssid="${w.ssid}"`, `\tkey_mgmt=${w.key_mgmt}`, ...secret, "}"];
+}
+
 /** wpa_supplicant.conf(5) for one network; the file must be 0600 (it holds the PSK). */
 export function renderWpaSupplicant(w: WifiSettings, header: string): string {
-  const secret = w.key_mgmt === "SAE" ? [`\tsae_password="${w.psk}"`, "\tieee80211w=2"] : [`\tpsk=${isHexKey(w.psk) ? w.psk : `"${w.psk}"`}`];
-  return [
-    header,
-    "ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev",
-    "update_config=0",
-    ...(w.country ? [`country=${w.country}`] : []),
-    "",
-    "network={",
-    `\tssid="${w.ssid}"`,
-    `\tkey_mgmt=${w.key_mgmt}`,
-    ...secret,
-    "}",
-    "",
-  ].join("\n");
+  return [header, CTRL_INTERFACE, "update_config=0", ...(w.country ? [`country=${w.country}`] : []), "", ...networkBlock(w), ""].join("\n");
+}
+
+/** A wpa_supplicant.conf(5) as lines: global settings, comments and `network={…}` blocks (a block's lines with their braces). */
+type ConfPart = { kind: "line"; text: string } | { kind: "network"; lines: string[] };
+
+function parseWpaConf(text: string): ConfPart[] {
+  const parts: ConfPart[] = [];
+  let block: string[] | null = null;
+  for (const line of text.replace(/\n$/, "").split("\n")) {
+    if (block) {
+      block.push(line);
+      if (line.trim() === "}") (parts.push({ kind: "network", lines: block }), (block = null));
+    } else if (/^\s*network\s*=\s*\{\s*$/.test(line)) block = [line];
+    else parts.push({ kind: "line", text: line });
+  }
+  if (block) parts.push({ kind: "network", lines: block }); // unterminated: kept as it was
+  return parts;
+}
+
+/** The SSID a network block names, as wpa_supplicant reads it: "quoted" text or hex digits. */
+function blockSsid(lines: string[]): string | undefined {
+  const value = lines.map((l) => /^\s*ssid\s*=\s*(.*?)\s*$/.exec(l)?.[1]).find((v) => v !== undefined);
+  if (value === undefined) return undefined;
+  if (value.startsWith('"')) return value.slice(1, value.lastIndexOf('"'));
+  return /^([0-9a-fA-F]{2})+$/.test(value) ? Buffer.from(value, "hex").toString("latin1") : undefined;
+}
+
+/**
+ * A wpa_supplicant.conf that others may share (networkd's wpa_supplicant-IFACE.conf): the
+ * network block for this SSID is provision's, in place (other blocks for the same SSID
+ * would compete with it, so they go), and so is `country=` when one is given; every other
+ * global setting, comment and network is kept where it was. No file yet: a file of our own.
+ */
+export function mergeWpaSupplicant(existing: string | null, w: WifiSettings, header: string): string {
+  if (existing === null) return renderWpaSupplicant(w, header);
+  const isSetting = (name: string) => (line: string) => new RegExp(`^\\s*${name}\\s*=`).test(line);
+  const out: string[] = [];
+  let country = false;
+  let network = false;
+  for (const part of parseWpaConf(existing)) {
+    if (part.kind === "network") {
+      if (blockSsid(part.lines) !== w.ssid) out.push(...part.lines);
+      else if (!network) (out.push(...networkBlock(w)), (network = true));
+    } else if (!w.country || !isSetting("country")(part.text)) out.push(part.text);
+    else if (!country) (out.push(`country=${w.country}`), (country = true));
+  }
+  const firstNetwork = out.findIndex((l) => /^\s*network\s*=\s*\{/.test(l));
+  const missing = [...(out.some(isSetting("ctrl_interface")) ? [] : [CTRL_INTERFACE]), ...(w.country && !country ? [`country=${w.country}`] : [])];
+  out.splice(firstNetwork < 0 ? out.length : firstNetwork, 0, ...missing);
+  if (!network) out.push(...(out.length && out[out.length - 1] !== "" ? [""] : []), ...networkBlock(w));
+  return out.join("\n") + "\n";
 }
 
 export const REGDOM_CONF = "/etc/modprobe.d/provision-wifi-country.conf";

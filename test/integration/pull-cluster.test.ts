@@ -10,7 +10,7 @@ import { createDeviceKey, createFleetSigningKey, sealBundle, type DeviceKey } fr
 import { accountJwt, createAuthority, issueController, issueDevice, issueSystemUser, revoke, type FleetAuthority } from "../../core/pull/credentials.js";
 import { deviceInbox, desiredKey, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
 import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
-import { startClient, type PullClient } from "../support/pull-clients.js";
+import { startClient, type PullClient, setupBuckets } from "../support/pull-clients.js";
 
 const PSK = "Wi-Fi psk 7f3c9e1b2a";
 const fleet = createFleetSigningKey();
@@ -66,15 +66,7 @@ before(async () => {
   ctl = startClient(cluster.hubNs, "controller");
   await ctl.call("connect", { servers: cluster.servers, creds: (await issueController(authority)).creds, name: "controller" });
   // JetStream needs its meta leader before streams can be made: try until the cluster has one
-  await waitFor(
-    () =>
-      ctl.call("setup", { replicas: 3 }).then(
-        () => true,
-        () => false,
-      ),
-    30_000,
-    "JetStream to accept R3 buckets and streams",
-  );
+  await setupBuckets(ctl);
   await Promise.all(["pi1", "pi2", "d1", "d2", "d3", "d4", "d5", "d6"].map(addDevice));
   console.log(`pull cluster: 3 nodes, buckets, 8 devices up in ${Date.now() - t0} ms`);
 });

@@ -4,12 +4,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startFleet, type TestFleet } from "../support/sshd-hosts.js";
+import { enterHost, startFleet, type TestFleet } from "../support/sshd-hosts.js";
 import { run } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
 
 const DRIVER = join(repoRoot, "dist", "test", "support", "transport-scenario.js");
-const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 let fleet: TestFleet;
 
 before(async () => {
@@ -34,29 +33,8 @@ function target() {
   };
 }
 
-/** Enter the host as its sshd does: its mount, UTS, net and PID namespaces, chrooted to its root. */
-function enterHost(): string[] {
-  return [
-    "nsenter",
-    "--target",
-    String(fleet.hosts[0].pid),
-    "--mount",
-    "--uts",
-    "--net",
-    "--pid",
-    "--root",
-    "--wd",
-    "--",
-    "/usr/bin/env",
-    "-i",
-    `PATH=${HOST_PATH}`,
-    "HOME=/root",
-    "LANG=C.UTF-8",
-  ];
-}
-
 async function scenario(transport: "ssh" | "local", runId: string) {
-  const options = { transport, target: target(), prefix: enterHost(), runId };
+  const options = { transport, target: target(), prefix: enterHost(fleet.hosts[0].pid), runId };
   const argv = ["node", DRIVER, JSON.stringify(options)];
   const r = await run(transport === "ssh" ? fleet.controllerArgv(argv) : argv, { cwd: repoRoot });
   assert.equal(r.code, 0, `${transport}: ${r.stderr}`);

@@ -18,7 +18,8 @@
 #   rpios-trixie    Debian 13 like Raspberry Pi OS Trixie: NetworkManager 1.52, no ifupdown, no dhcpcd;
 #                   it boots Debian 12's 6.1 kernel like every flavour (the lab has one kernel)
 #   networkd        Debian 12 with systemd-networkd owning eth0, no ifupdown, no NetworkManager
-# The output folder is keyed by a stamp of this script, guest/ and the base root, so a
+# The output folder is keyed by a stamp of this script, guest/ and the base root (by its
+# own stamped name, not where the cache is: a cache copied elsewhere is still found), so a
 # changed script rebuilds. Prints the folder's path on stdout; progress goes to stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +32,7 @@ case $flavour in
   rpios-trixie) base=$(bash "$here/build-rootfs.sh" trixie) ;;
   *) echo "build-images: unknown flavour $flavour" >&2; exit 64 ;;
 esac
-stamp=$(printf '%s\n' "$flavour" "$base" "$(cat "$0" "$here/chroot-apt.sh" "$here"/guest/* | sha256sum | cut -c1-16)" | sha256sum | cut -c1-12)
+stamp=$(printf '%s\n' "$flavour" "$(basename "$base")" "$(cat "$0" "$here/chroot-apt.sh" "$here"/guest/* | sha256sum | cut -c1-16)" | sha256sum | cut -c1-12)
 out=$cache/images-$flavour-$stamp
 
 exec 8>"$cache/images-$flavour.lock"

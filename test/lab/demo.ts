@@ -9,6 +9,7 @@ import { spawn } from "node:child_process";
 import { parseArgs } from "node:util";
 import { FLAVORS, startLab, type Flavor } from "./lab.js";
 import { labInventory } from "./e2e-support.js";
+import { encryptInventoryVars } from "../support/age-inventory.js";
 import { CLI } from "../integration/provision-cli.js";
 import { repoRoot } from "../support/cache.js";
 import { removeOnCleanup } from "../support/processes.js";
@@ -44,8 +45,9 @@ async function main(): Promise<number> {
     console.log(`${pi.name} answers at ${pi.address} after ${(pi.bootMs / 1000).toFixed(0)} s; kernel ${lab.kernelVersion}`);
     const dir = mkdtempSync(join(tmpdir(), "provision-demo-"));
     removeOnCleanup(dir);
-    // the inventory carries the lab access point's network (wifi_ssid, wifi_psk, wifi_country)
+    // the inventory carries the lab access point's network (wifi_ssid, wifi_psk, wifi_country), its PSK age-encrypted as README shows
     const inventory = labInventory(lab, join(dir, "lab.yaml"));
+    await encryptInventoryVars(inventory, ["wifi_psk"]);
     const playbook = join(repoRoot, "playbooks/bond-eth0-wlan0.yaml");
 
     step(`provision --inventory ${inventory} playbooks/bond-eth0-wlan0.yaml --diff`);

@@ -6,13 +6,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { apCounters, LAB_WIFI, startLab, type Flavor, type Guest, type Lab } from "./lab.js";
 import { bondStatus, labInventory, ourTimers, sleep, timed, useLab, waitForHostRevert } from "./e2e-support.js";
 import { provision, summary } from "../integration/provision-cli.js";
 import { repoRoot } from "../support/cache.js";
 import { run } from "../support/processes.js";
+import { encryptInventoryVars } from "../support/age-inventory.js";
 import { netplanInRun, nmcliRoundTrips } from "./stack-readers.js";
 
 export interface SeedScenario {
@@ -54,14 +55,17 @@ export function seedOnFlavour(s: SeedScenario): void {
   const playbook = join(repoRoot, PLAYBOOKS[s.seed]);
   const cli = (...args: string[]) => provision(lab.controllerArgv, args);
   const wifi = s.seed === "wlan0";
+  /** debian12's Wi-Fi seed keeps its PSK age-encrypted in the inventory, as README shows users. */
+  const encryptedPsk = wifi && s.flavor === "debian12";
 
   useLab(
     `lab (${s.flavor}, eth0 + ${wifi ? "real Wi-Fi wlan0" : "eth1"})`,
     () => startLab({ guests: 1, flavor: s.flavor, wifi, secondNic: wifi ? undefined : "eth1", name: "lab-seed" }),
-    (booted, folder) => {
+    async (booted, folder) => {
       [lab, dir] = [booted, folder];
       pi = lab.guests[0];
       inventory = labInventory(lab, join(dir, "lab.yaml"));
+      if (encryptedPsk) await encryptInventoryVars(inventory, ["wifi_psk"]);
     },
   );
 
@@ -89,6 +93,11 @@ export function seedOnFlavour(s: SeedScenario): void {
     assert.equal(first.code, 0, first.output + (await diagnostics(pi)));
     assert.equal(summary(first.stdout).pi1.status, "changed", first.stdout);
     assert.match(first.stdout, STACK_LINE[s.flavor], "the plan names the host's network stack");
+    if (encryptedPsk) {
+      assert.ok(!readFileSync(inventory, "utf8").includes(LAB_WIFI.psk), "the inventory holds the PSK encrypted only");
+      assert.equal(statSync(`${inventory}.age.key`).mode & 0o777, 0o600, "the age key is 0600");
+      assert.doesNotMatch(first.output, /secret in clear text/, "no clear-text warning for an encrypted PSK");
+    }
     assert.notEqual(await pi.bootId(), bootBefore, "it rebooted");
     if (s.flavor !== "debian12") {
       assert.match(first.stdout, /task "Install ifenslave \(ifupdown hosts only\)" \[apt\]: skipped/, "no second network manager installed");

@@ -4,6 +4,7 @@ import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { killPid, onCleanup } from "./processes.js";
+import { waitFor } from "./nats-cluster.js";
 
 const CLIENT = join(dirname(fileURLToPath(import.meta.url)), "pull-client.js");
 
@@ -88,4 +89,17 @@ export function startClient(netns: string, name: string): PullClient {
       unregister();
     },
   };
+}
+
+/** Makes the fleet's buckets and streams (replicated 3 times) once JetStream has its meta leader: tried until the cluster has one. */
+export async function setupBuckets(ctl: PullClient): Promise<void> {
+  await waitFor(
+    () =>
+      ctl.call("setup", { replicas: 3 }).then(
+        () => true,
+        () => false,
+      ),
+    30_000,
+    "JetStream to accept R3 buckets and streams",
+  );
 }

@@ -57,11 +57,36 @@ export interface TestFleet {
   controllerArgv(argv: string[]): string[];
   /** Write an Ansible-like inventory YAML for the hosts into `path`. */
   writeInventory(path: string, opts?: { extraHosts?: Record<string, Record<string, unknown>>; groupName?: string; vars?: Record<string, unknown> }): void;
+  /** Take one host away: its sshd (PID 1 of the host) is stopped by PID, every session with it; its files stay. */
+  stopHost(host: TestHost): Promise<void>;
+  /** Bring a stopped host back (same files, keys and address); resolves once it answers SSH. */
+  startHost(host: TestHost): Promise<void>;
   /** Kill every process it started (by PID), delete its namespaces, remove its temp files. */
   stop(): Promise<void>;
 }
 
 const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** argv that runs a command in a test host as its sshd does: its mount, UTS, net and PID namespaces, chrooted to its root, with root's clean environment. */
+export function enterHost(pid: number): string[] {
+  return [
+    "nsenter",
+    "--target",
+    String(pid),
+    "--mount",
+    "--uts",
+    "--net",
+    "--pid",
+    "--root",
+    "--wd",
+    "--",
+    "/usr/bin/env",
+    "-i",
+    `PATH=${HOST_PATH}`,
+    "HOME=/root",
+    "LANG=C.UTF-8",
+  ];
+}
 const FIRST_HOST_OCTET = 11;
 const UNUSED_OCTET = 254;
 const APT_PORT = 8080;
@@ -123,6 +148,8 @@ type HostState = {
   log: string;
   child?: ChildProcess; // `unshare` (ip netns exec execs it): sshd's parent
   exited?: Promise<void>;
+  /** stopHost took it down: its exit is no failure. */
+  stoppedOnPurpose?: boolean;
 };
 
 export async function startFleet(opts: { count: number; prefix?: string; subnet?: string }): Promise<TestFleet> {
@@ -232,43 +259,14 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
     const earlyExit = new Promise<never>((_, reject) => (failed = reject));
     earlyExit.catch(() => {});
     const utmpGid = /^utmp:[^:]*:(\d+):/m.exec(readFileSync(join(base, "etc/group"), "utf8"))?.[1] ?? "0";
-    for (const s of states) {
-      const fd = openSync(s.log, "a");
-      const child = spawn(
-        "ip",
-        [
-          "netns",
-          "exec",
-          s.host.netns,
-          "unshare",
-          "--mount",
-          "--pid",
-          "--uts",
-          "--fork",
-          "--kill-child",
-          "--propagation",
-          "private",
-          "sh",
-          "-c",
-          START_SCRIPT,
-          "sshd-host",
-          s.merged,
-          base,
-          s.upper,
-          s.work,
-          s.host.name,
-          utmpGid,
-        ],
-        { stdio: ["ignore", fd, fd] },
+    for (const s of states)
+      spawnHost(
+        s,
+        utmpGid,
+        base,
+        () => !!stopping,
+        (e) => failed?.(e),
       );
-      closeSync(fd);
-      s.child = child;
-      s.exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-      child.once("exit", (code, signal) => {
-        if (!stopping) failed?.(new Error(`sshd of ${s.host.name} exited early (${signal ?? code}):\n${tail(s.log)}`));
-      });
-      child.once("error", (e) => failed?.(e));
-    }
     await Promise.all(
       states.map(async (s) => {
         s.host.pid = await childPid(s.child!);
@@ -329,6 +327,32 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
         );
       },
       controllerArgv: (argv) => inNamespace(controllerNs, argv),
+      async stopHost(host) {
+        const s = states.find((x) => x.host === host);
+        if (!s) throw new Error(`stopHost: ${host.name} is not in fleet ${id}`);
+        const pid = sshdPidIfChild(s);
+        if (!pid) throw new Error(`stopHost: ${host.name} is not running`);
+        s.stoppedOnPurpose = true;
+        process.kill(pid, "SIGTERM");
+        await Promise.race([s.exited, delay(5000)]);
+        if (s.child!.exitCode === null && s.child!.signalCode === null) throw new Error(`stopHost: ${host.name} (sshd ${pid}) did not stop within 5 s`);
+      },
+      async startHost(host) {
+        const s = states.find((x) => x.host === host);
+        if (!s) throw new Error(`startHost: ${host.name} is not in fleet ${id}`);
+        if (s.child && s.child.exitCode === null && s.child.signalCode === null) throw new Error(`startHost: ${host.name} is running`);
+        s.stoppedOnPurpose = false;
+        spawnHost(
+          s,
+          utmpGid,
+          base,
+          () => true,
+          () => {},
+        );
+        host.pid = await childPid(s.child!);
+        const r = await run(inNamespace(controllerNs, ["python3", "-c", PROBE_SCRIPT, "30", `${host.address}:22`]));
+        if (r.code !== 0) throw new Error(`startHost: ${host.name} not answering after 30 s:\n${tail(s.log)}`);
+      },
       writeInventory(path, o = {}) {
         const group: Record<string, Record<string, unknown>> = {};
         for (const h of hosts) group[h.name] = { address: h.address, port: h.port };
@@ -348,6 +372,45 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
     await stop().catch(() => {});
     throw error;
   }
+}
+
+/** Start the host's sshd (PID 1 of a new PID namespace) in its netns, over its overlay. */
+function spawnHost(s: HostState, utmpGid: string, base: string, stopping: () => boolean, failed: (e: Error) => void): void {
+  const fd = openSync(s.log, "a");
+  const child = spawn(
+    "ip",
+    [
+      "netns",
+      "exec",
+      s.host.netns,
+      "unshare",
+      "--mount",
+      "--pid",
+      "--uts",
+      "--fork",
+      "--kill-child",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      START_SCRIPT,
+      "sshd-host",
+      s.merged,
+      base,
+      s.upper,
+      s.work,
+      s.host.name,
+      utmpGid,
+    ],
+    { stdio: ["ignore", fd, fd] },
+  );
+  closeSync(fd);
+  s.child = child;
+  s.exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.once("exit", (code, signal) => {
+    if (!stopping() && !s.stoppedOnPurpose) failed(new Error(`sshd of ${s.host.name} exited early (${signal ?? code}):\n${tail(s.log)}`));
+  });
+  child.once("error", (e) => failed(e));
 }
 
 /** The per-host upper layer: what makes this host itself on top of the shared base. */

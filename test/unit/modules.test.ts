@@ -1,9 +1,13 @@
 import { test } from "node:test";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import assert from "node:assert/strict";
 import { withDenied } from "../../modules/dhcpcd_deny.js";
 import dhcpcdDeny from "../../modules/dhcpcd_deny.js";
 import kernelModule, { optionsLine, persistContent, staleParameters, type KernelModuleArgs } from "../../modules/kernel_module.js";
-import apt, { installedPackages } from "../../modules/apt.js";
+import apt, { installedPackages } from "../../modules/apt/index.js";
 import reboot from "../../modules/reboot.js";
 import type { PlanContext } from "../../core/module-api.js";
 
@@ -95,8 +99,27 @@ test("apt plans only missing packages, with an undo", () => {
   const [change] = apt.plan({ name: ["ifupdown", "ifenslave"], state: "present", update_cache: false }, { packages: { code: 1, stdout: "ifupdown ii \n" } }, context());
   assert.equal(change.kind, "command");
   assert.equal(change.summary, "install ifenslave");
-  assert.deepEqual(change.kind === "command" && change.undo?.slice(-2), ["--", "ifenslave"]);
+  assert.deepEqual(change.kind === "command" && change.undo?.slice(-2), ["apt-purge", "ifenslave"]);
   assert.deepEqual(apt.plan({ name: "ifupdown", state: "present", update_cache: false }, { packages: { code: 0, stdout: "ifupdown ii \n" } }, context()), []);
+});
+
+test("apt's undo purges only the packages dpkg has installed, fully or partly (a failed install may have installed none)", () => {
+  const [change] = apt.plan({ name: ["a", "b", "c", "d", "e"], state: "present", update_cache: false }, { packages: { code: 1, stdout: "" } }, context());
+  const undo = change.kind === "command" ? change.undo! : [];
+  const script = undo[undo.indexOf("-c") + 1];
+  // dpkg as it would answer: a installed, b half-configured, c not installed, d config files only, e unknown
+  const bin = mkdtempSync(join(tmpdir(), "apt-purge-"));
+  try {
+    writeFileSync(join(bin, "dpkg-query"), '#!/bin/sh\nfor p; do :; done\ncase $p in a) printf "ii ";; b) printf "iF ";; c) printf "un ";; d) printf "rc ";; *) exit 1;; esac\n', {
+      mode: 0o755,
+    });
+    writeFileSync(join(bin, "apt-get"), '#!/bin/sh\necho "apt-get $*"\n', { mode: 0o755 });
+    const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
+    assert.equal(execFileSync("sh", ["-c", script, "apt-purge", "a", "b", "c", "d", "e"], { env, encoding: "utf8" }), "apt-get purge -y -q -- a b\n");
+    assert.equal(execFileSync("sh", ["-c", script, "apt-purge", "c", "e"], { env, encoding: "utf8" }), "", "nothing installed: nothing purged, and success");
+  } finally {
+    rmSync(bin, { recursive: true, force: true });
+  }
 });
 
 test("reboot plans only when needed or always", () => {

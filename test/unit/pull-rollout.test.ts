@@ -6,9 +6,12 @@ import {
   control,
   counts,
   DEFAULT_POLICY,
+  joinPlan,
+  PLAN_CHUNK,
   planWaves,
   publicState,
   recordResult,
+  splitPlan,
   startRollout,
   type RolloutPolicy,
   type RolloutState,
@@ -129,4 +132,23 @@ test("pause holds the next wave (timeouts and the abort criteria still count); r
   assert.equal(aborted.status, "aborted");
   assert.equal(aborted.reason, "wrong bundle");
   assert.equal(control(aborted, "resume", 10), aborted, "an aborted rollout stays aborted");
+});
+
+test("the record of a 30,000-device rollout splits into KV values far below 1 MB and joins back unchanged", () => {
+  const names = Array.from({ length: 30_000 }, (_, i) => `raspberry-pi-in-field-${String(i).padStart(6, "0")}`);
+  // a record as the controller holds it when the rollout ended (built directly: recordResult copies the map per result)
+  let s = startRollout("big", 7, names, policy({ canary: "1%", growth: 2, maxFailPercentage: 5 }), 1000);
+  const results: RolloutState["results"] = {};
+  names.forEach((d, i) => (results[d] = i % 97 ? { outcome: "applied", at: 5000 + i } : { outcome: "failed", at: 5000 + i, detail: "bond0 has no slave up" }));
+  results[names[5]] = { outcome: "reverted", at: 9, detail: "x".repeat(500) };
+  s = { ...s, status: "done", openedAt: s.waves.map((_, i) => 2000 + i), results, reportsSeq: 61234, controlRevision: 3 };
+  const whole = Buffer.byteLength(JSON.stringify(s));
+  assert.ok(whole > 1_000_000, `the unsplit record would be ${whole} bytes`);
+  const { head, chunks } = splitPlan(s);
+  assert.equal(chunks.length, Math.ceil(names.length / PLAN_CHUNK));
+  const sizes = [head, ...chunks].map((v) => Buffer.byteLength(JSON.stringify(v)));
+  assert.ok(Math.max(...sizes) < 250_000, `largest value ${Math.max(...sizes)} bytes`);
+  assert.deepEqual(joinPlan(JSON.parse(JSON.stringify(head)), JSON.parse(JSON.stringify(chunks))), s);
+  assert.throws(() => joinPlan(head, chunks.slice(1)), /has 14 of 15 parts/);
+  console.log(`30,000 devices: ${whole} bytes in one value, or ${sizes.length} values of at most ${Math.max(...sizes)} bytes`);
 });

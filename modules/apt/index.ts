@@ -1,5 +1,5 @@
 // apt: Debian packages present or absent, installed non-interactively with apt-get.
-import { defineModule, commandChange, type Change, type CommandOutput } from "../core/module-api.js";
+import { defineModule, commandChange, readShellAsset, type Change, type CommandOutput } from "../../core/module-api.js";
 
 export interface AptArgs {
   name: string | string[];
@@ -10,12 +10,8 @@ export interface AptArgs {
 const names = (a: AptArgs) => [a.name].flat();
 const APT_ENV = ["env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=a"];
 
-/** Refresh the package index first when apt does not know a package yet. */
-const INSTALL = `set -e
-for p in "$@"; do
-  if ! apt-cache show -- "$p" >/dev/null 2>&1; then apt-get update -q >&2; break; fi
-done
-apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --no-install-recommends -- "$@"`;
+const INSTALL = readShellAsset(import.meta.url, "install.sh");
+const PURGE = readShellAsset(import.meta.url, "purge.sh");
 
 /** Installed packages from `dpkg-query -W -f '${Package} ${db:Status-Abbrev}\n'`. */
 export function installedPackages(output: CommandOutput): Set<string> {
@@ -56,11 +52,7 @@ export default defineModule({
       const missing = names(a).filter((p) => !installed.has(p));
       if (missing.length)
         changes.push(
-          commandChange(
-            `install ${missing.join(", ")}`,
-            [...APT_ENV, "sh", "-c", INSTALL, "apt-install", ...missing],
-            [...APT_ENV, "apt-get", "purge", "-y", "-q", "--", ...missing],
-          ),
+          commandChange(`install ${missing.join(", ")}`, [...APT_ENV, "sh", "-c", INSTALL, "apt-install", ...missing], [...APT_ENV, "sh", "-c", PURGE, "apt-purge", ...missing]),
         );
     } else {
       const present = names(a).filter((p) => installed.has(p));

@@ -1,0 +1,183 @@
+// provision enrol: a push run over SSH (the same engine) that makes hosts pull-mode
+// devices: per host a new age key and NATS user (its own credentials), then the
+// pull_agent module installs the agent's configuration, those credentials (0600), the
+// fleet's verify key, provision's code and the systemd unit, and enables it. The device's
+// public half (age recipient, NATS user key) is recorded in the fleet folder's
+// devices/<name>.json once its host is enrolled, for provision publish.
+//
+// The fleet folder (--fleet-dir, else $PROVISION_FLEET_DIR, else ./fleet) is the one
+// `provision fleet init` writes: fleet.yaml (servers), authority.json, signing.pub.
+import { parseArgs } from "node:util";
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse } from "yaml";
+import { connectionTarget, loadInventory, selectHosts } from "../core/config/inventory.js";
+import { BUILT_IN, Registry } from "../core/config/registry.js";
+import { openSecrets } from "../core/config/vault.js";
+import { ConfigError, UsageError, quote } from "../core/errors.js";
+import { presentRun } from "../core/report/changes.js";
+import { exitCode, renderChanges, renderSummary } from "../core/report/output.js";
+import { execute, type PreparedPlay, type RunSettings } from "../core/run/run.js";
+import { createDeviceKey } from "../core/pull/bundle.js";
+import { issueDevice, parseAuthority } from "../core/pull/credentials.js";
+import { DEVICE_PLAYBOOK_FORMAT, devicePlays } from "../core/pull/device-plays.js";
+import { deviceName } from "../core/pull/subjects.js";
+import { SshTransport } from "../core/transport/ssh.js";
+import { builtinModules } from "../modules/index.js";
+import { listrView } from "./progress.js";
+
+const HELP = `Usage: provision enrol --inventory FILE --limit PATTERN [--fleet-dir DIR] [--no-code] [options]
+
+Make the hosts pull-mode devices, over SSH while they are reachable: each gets its own
+NATS credentials and age key, the agent's configuration, the fleet's verify key,
+provision's code (in /opt/provision, run by Debian's nodejs) and the systemd unit
+provision-agent, enabled and started. Enrolling a host again gives it new keys.
+
+Options:
+  -i, --inventory FILE        inventory YAML (required)
+  -l, --limit PATTERN         the hosts to enrol (required)
+      --fleet-dir DIR         the fleet folder (default: $PROVISION_FLEET_DIR, else ./fleet)
+      --no-code               do not copy provision's code (it is installed otherwise)
+      --known-hosts FILE      known_hosts file
+      --accept-new-host-keys  trust and record keys of hosts not yet in known_hosts
+  -v, --verbose               one line per event
+  -h, --help                  show this help`;
+
+const OPTIONS = {
+  inventory: { type: "string", short: "i" },
+  limit: { type: "string", short: "l" },
+  "fleet-dir": { type: "string" },
+  "no-code": { type: "boolean" },
+  "known-hosts": { type: "string" },
+  "accept-new-host-keys": { type: "boolean" },
+  verbose: { type: "boolean", short: "v" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+function readFleetFile(dir: string, name: string): string {
+  const file = join(dir, name);
+  try {
+    return readFileSync(file, "utf8");
+  } catch (error) {
+    throw new ConfigError(`${file}: cannot read it (${(error as NodeJS.ErrnoException).code}). Give the fleet folder with --fleet-dir (create one with provision fleet init).`);
+  }
+}
+
+function fleetServers(dir: string): string[] {
+  const doc = parse(readFleetFile(dir, "fleet.yaml")) as { servers?: unknown } | null;
+  if (!Array.isArray(doc?.servers) || !doc.servers.length || doc.servers.some((s) => typeof s !== "string"))
+    throw new ConfigError(`${join(dir, "fleet.yaml")}: servers: must list the cluster's servers (host:4222).`);
+  return doc.servers as string[];
+}
+
+/** The packages provision needs at run time: its dependencies, and theirs, as installed. */
+function runtimePackages(root: string): string[] {
+  const found = new Set<string>();
+  const visit = (pkgDir: string) => {
+    const pkg = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8")) as { dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
+    for (const name of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) {
+      // nested first (npm's layout when versions differ), then hoisted
+      const candidates = [join(pkgDir, "node_modules", name), join(root, "node_modules", name)];
+      const dir = candidates.find((c) => existsSync(join(c, "package.json")));
+      if (!dir || found.has(dir)) continue;
+      found.add(dir);
+      visit(dir);
+    }
+  };
+  visit(root);
+  return [...found].map((d) => d.slice(root.length + 1));
+}
+
+/** provision's built code and its run-time packages as a .tar.gz (the same bytes for the same files). */
+export function codeArchive(): { base64: string; sha256: string } {
+  const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+  const parts = ["package.json", "dist/cli", "dist/core", "dist/modules", ...runtimePackages(root)];
+  const tar = spawnSync(
+    "tar",
+    ["-cz", "--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=2020-01-01", "--exclude=*.map", "--exclude=*.d.ts", "-f", "-", "-C", root, ...parts],
+    { maxBuffer: 512 * 1024 * 1024, env: { ...process.env, GZIP: "-n" } },
+  );
+  if (tar.status !== 0) throw new ConfigError(`cannot pack provision's code from ${root}: ${tar.stderr.toString().trim()}. Build it (npm run build) or use --no-code.`);
+  return { base64: tar.stdout.toString("base64"), sha256: createHash("sha256").update(tar.stdout).digest("hex") };
+}
+
+function writeDeviceRecord(dir: string, device: string, record: { age_recipient: string; user: string }): void {
+  mkdirSync(join(dir, "devices"), { recursive: true, mode: 0o700 });
+  const file = join(dir, "devices", `${deviceName(device)}.json`);
+  writeFileSync(`${file}.tmp`, JSON.stringify(record, null, 2) + "\n", { mode: 0o644 });
+  renameSync(`${file}.tmp`, file);
+}
+
+export async function enrol(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: OPTIONS, strict: true }));
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}. See provision enrol --help.`);
+  }
+  if (values.help) return (void console.log(HELP), 0);
+  if (!values.inventory) throw new UsageError("--inventory FILE is required. See provision enrol --help.");
+  if (!values.limit) throw new UsageError("--limit PATTERN is required: enrol names the hosts it gives credentials to. See provision enrol --help.");
+  const fleetDir = resolve(values["fleet-dir"] ?? process.env.PROVISION_FLEET_DIR ?? "fleet");
+  const authority = parseAuthority(readFleetFile(fleetDir, "authority.json"), join(fleetDir, "authority.json"));
+  const verifyKey = readFleetFile(fleetDir, "signing.pub");
+  const servers = fleetServers(fleetDir);
+
+  const opened = await openSecrets(values.inventory, []);
+  const inventory = loadInventory(values.inventory, opened.decrypted);
+  const names = selectHosts(inventory, values.limit);
+  if (!names.length) throw new ConfigError(`no hosts matched --limit ${quote(values.limit)} in ${inventory.file}. Check the pattern.`);
+  names.forEach(deviceName);
+  const settings: RunSettings = {
+    check: false,
+    breakLock: false,
+    forks: 10,
+    tags: [],
+    skipTags: [],
+    limit: values.limit,
+    acceptNewHostKeys: values["accept-new-host-keys"] ?? false,
+    knownHostsFile: values["known-hosts"],
+    renderer: values.verbose ? "verbose" : process.stdout.isTTY ? "default" : "simple",
+  };
+  const registry = new Registry();
+  for (const module of builtinModules) registry.register(module, BUILT_IN);
+  const code = values["no-code"] ? undefined : codeArchive();
+
+  const issued = new Map<string, { age_recipient: string; user: string }>();
+  const play: PreparedPlay = { name: "enrol pull agents", hosts: [], disruptive: [], anyErrorsFatal: false };
+  let mask = (text: string) => text;
+  for (const name of names) {
+    const key = await createDeviceKey();
+    const user = await issueDevice(authority, name);
+    issued.set(name, { age_recipient: key.recipient, user: user.publicKey });
+    const args = {
+      device: name,
+      servers,
+      credentials: user.creds,
+      identity: key.identity,
+      verify_key: verifyKey,
+      ...(code ? { code_archive: code.base64, code_sha256: code.sha256 } : {}),
+    };
+    const doc = {
+      format: DEVICE_PLAYBOOK_FORMAT,
+      plays: [{ name: play.name, confirm_timeout: 300, tasks: [{ name: "pull agent", module: "pull_agent", args, diff: false }], handlers: [] }],
+    };
+    const prepared = devicePlays(doc, registry, connectionTarget(inventory.hosts.get(name)!, settings));
+    const previous = mask;
+    mask = (text) => prepared.mask(previous(text));
+    play.hosts.push(...prepared.plays[0].hosts);
+  }
+
+  const run = presentRun(await execute([play], settings, (target) => new SshTransport(target), listrView(settings)));
+  process.stdout.write(mask(renderChanges(run, false)));
+  process.stdout.write(mask(renderSummary(run)) + "\n");
+  for (const host of run.hosts)
+    if (host.status === "changed" || host.status === "ok") {
+      writeDeviceRecord(fleetDir, host.host, issued.get(host.host)!);
+      process.stdout.write(`${host.host}: enrolled; its public keys are in ${join(fleetDir, "devices", `${host.host}.json`)}\n`);
+    }
+  return exitCode(run);
+}

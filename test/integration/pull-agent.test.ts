@@ -1,0 +1,249 @@
+// The pull agent as users run it (`provision agent --config FILE`, a process in its own
+// network namespace, joined to a real 3-node nats-server cluster), applying signed bundles
+// with the push run's engine and transaction through the local transport into a real
+// sshd test host's root and namespaces (nsenter, as test/integration/transport.test.ts).
+// The controller side is a broker client process (test/support/pull-client.ts).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parse, stringify } from "yaml";
+import { createFleetSigningKey, sealBundle } from "../../core/pull/bundle.js";
+import { createAuthority, issueController } from "../../core/pull/credentials.js";
+import { DEVICE_PLAYBOOK_FORMAT } from "../../core/pull/device-plays.js";
+import { desiredKey, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
+import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
+import { startClient, type PullClient, setupBuckets } from "../support/pull-clients.js";
+import { enterHost, startFleet, type TestFleet } from "../support/sshd-hosts.js";
+import { uniqueName } from "../support/netns.js";
+import { killPid, onCleanup, removeOnCleanup, run, sh } from "../support/processes.js";
+import { repoRoot } from "../support/cache.js";
+
+const CLI = join(repoRoot, "dist", "cli", "cli.js");
+const PLUGIN = join(repoRoot, "test", "fixtures", "provision-plugin-motd", "index.js");
+const PSK = "agent-psk 4b1d9e77c2";
+const AGENT_ADDRESS = "10.77.0.50";
+const t0 = Date.now();
+
+const signing = createFleetSigningKey();
+const authority = createAuthority("agenttest");
+let cluster: NatsCluster;
+let fleet: TestFleet;
+let ctl: PullClient;
+let recipient: string;
+let dir: string;
+let agentNs: string;
+let device: string;
+let config: string;
+let agent: { child: ChildProcess; output: () => string; stop: () => Promise<void> } | undefined;
+
+const text = (v: string) => Buffer.from(v, "base64").toString("utf8");
+const motd = async () => (await fleet.exec(fleet.hosts[0], ["cat", "/etc/motd"])).stdout;
+
+type Task = { name: string; module: string; args: Record<string, unknown> };
+/** Publish a bundle as provision publish does: the prepared plays, the PSK among its values (encrypted to the device). */
+async function publish(version: number, tasks: Task[], confirmTimeout = 300): Promise<void> {
+  const playbook = { format: DEVICE_PLAYBOOK_FORMAT, plays: [{ name: "site", confirm_timeout: confirmTimeout, tasks, handlers: [] }], secrets: [PSK] };
+  const bytes = await sealBundle({ device, version, playbook }, { signingKey: signing.privatePem, recipient, secrets: [PSK], expires: new Date(Date.now() + 3_600_000) });
+  await ctl.call("put", { bucket: DESIRED_BUCKET, key: desiredKey(device), value: Buffer.from(bytes).toString("base64") });
+}
+
+async function reports(kind: string): Promise<Record<string, unknown>[]> {
+  const messages = await ctl.call("read", { stream: REPORTS_STREAM, filter: `reports.${device}.${kind}` });
+  return messages.map((m: { data: string }) => JSON.parse(text(m.data)));
+}
+
+async function result(version: number, ms = 60_000): Promise<Record<string, unknown>> {
+  let found: Record<string, unknown> | undefined;
+  await waitFor(
+    async () => !!(found = (await reports("result")).find((r) => r.version === version)),
+    ms,
+    `the agent's result for version ${version} (agent output:\n${agent?.output()})`,
+  );
+  return found!;
+}
+
+function startAgent() {
+  const child = spawn("ip", ["netns", "exec", agentNs, "node", CLI, "agent", "--config", config], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const unregister = onCleanup("pull agent", () => killPid(child.pid, "SIGKILL"));
+  const exited = new Promise((r) => child.on("close", r));
+  return {
+    child,
+    output: () => output,
+    stop: async () => {
+      killPid(child.pid, "SIGTERM");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      unregister();
+    },
+  };
+}
+
+/** provision enrol over SSH, as users run it, with a fleet folder; the test host has no systemd: a systemctl that records what it is asked. */
+async function enrolHost(): Promise<void> {
+  const fleetDir = join(dir, "fleet");
+  mkdirSync(fleetDir);
+  writeFileSync(join(fleetDir, "fleet.yaml"), stringify({ name: "agenttest", servers: cluster.servers }));
+  writeFileSync(join(fleetDir, "authority.json"), JSON.stringify(authority), { mode: 0o600 });
+  writeFileSync(join(fleetDir, "signing.pub"), signing.publicPem);
+  await fleet.exec(
+    fleet.hosts[0],
+    ["sh", "-c", "cat > /usr/local/bin/systemctl && chmod 755 /usr/local/bin/systemctl"],
+    readFileSync(join(repoRoot, "test", "support", "fake-systemctl.sh"), "utf8"),
+  );
+  const inventory = join(dir, "hosts.yaml");
+  fleet.writeInventory(inventory, { groupName: "pis" });
+  const t = Date.now();
+  const r = await run(fleet.controllerArgv(["node", CLI, "enrol", "--inventory", inventory, "--limit", device, "--fleet-dir", fleetDir]), { cwd: repoRoot });
+  console.log(`enrol (with provision's code) over SSH: ${Date.now() - t} ms`);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const record = JSON.parse(readFileSync(join(fleetDir, "devices", `${device}.json`), "utf8"));
+  recipient = record.age_recipient;
+  const modes = await fleet.exec(fleet.hosts[0], [
+    "stat",
+    "-c",
+    "%n %a",
+    "/etc/provision/agent.creds",
+    "/etc/provision/agent.age",
+    "/etc/provision/fleet.pub",
+    "/etc/systemd/system/provision-agent.service",
+  ]);
+  assert.equal(modes.stdout, "/etc/provision/agent.creds 600\n/etc/provision/agent.age 600\n/etc/provision/fleet.pub 644\n/etc/systemd/system/provision-agent.service 644\n");
+  const calls = await fleet.exec(fleet.hosts[0], ["cat", "/var/log/fake-systemctl"]);
+  assert.match(calls.stdout, /^daemon-reload\nenable --now provision-agent.service\n/m);
+  assert.equal((await fleet.exec(fleet.hosts[0], ["test", "-f", "/opt/provision/dist/cli/cli.js"])).code, 0, "provision's code installed");
+  const creds = (await fleet.exec(fleet.hosts[0], ["cat", "/etc/provision/agent.creds"])).stdout;
+  const seed = creds.split("\n").find((l) => /^SU[A-Z0-9]{50,}$/.test(l));
+  const identity = (await fleet.exec(fleet.hosts[0], ["cat", "/etc/provision/agent.age"])).stdout.trim();
+  assert.ok(seed && identity.startsWith("AGE-SECRET-KEY-1"), "the device's own NKey seed and age identity are installed");
+  for (const secret of [seed, identity]) assert.ok(!(r.stdout + r.stderr).includes(secret), "enrol printed a secret");
+}
+
+before(async () => {
+  [cluster, fleet] = await Promise.all([startNatsCluster({ authority }), startFleet({ count: 1, prefix: "pa" })]);
+  device = fleet.hosts[0].name;
+  ctl = startClient(cluster.hubNs, "controller");
+  await ctl.call("connect", { servers: cluster.servers, creds: (await issueController(authority)).creds, name: "controller" });
+  await setupBuckets(ctl);
+  // the agent's own namespace, on the cluster's bridge: its link can be cut without touching anything else
+  agentNs = uniqueName("pagent");
+  sh(["ip", "netns", "add", agentNs]);
+  onCleanup(`netns ${agentNs}`, () => sh(["ip", "netns", "delete", agentNs], { allowFail: true }));
+  sh(["ip", "-n", cluster.hubNs, "link", "add", "vagent", "type", "veth", "peer", "name", "eth0", "netns", agentNs]);
+  sh(["ip", "-n", cluster.hubNs, "link", "set", "vagent", "master", "br0", "up"]);
+  sh(["ip", "-n", agentNs, "-batch", "-"], { input: `link set lo up\naddr add ${AGENT_ADDRESS}/24 dev eth0\nlink set eth0 up\n` });
+
+  dir = mkdtempSync(join(tmpdir(), "provision-agent-"));
+  removeOnCleanup(dir);
+  await enrolHost();
+  // the agent runs here (the test host has no node), with the files enrolment installed in the host's root
+  const root = `/proc/${fleet.hosts[0].pid}/root`;
+  const installed = parse((await fleet.exec(fleet.hosts[0], ["cat", "/etc/provision/agent.yaml"])).stdout);
+  config = join(dir, "agent.yaml");
+  writeFileSync(
+    config,
+    stringify({
+      ...installed,
+      credentials: root + installed.credentials,
+      identity: root + installed.identity,
+      verify_key: root + installed.verify_key,
+      state_dir: join(dir, "state"),
+      plugins: [PLUGIN],
+      command_prefix: enterHost(fleet.hosts[0].pid),
+    }),
+  );
+  agent = startAgent();
+  console.log(`pull agent: cluster, test host and agent up in ${Date.now() - t0} ms`);
+});
+
+after(async () => {
+  await agent?.stop();
+  await ctl?.close();
+  cluster?.stop();
+  await fleet?.stop();
+  console.log(`pull agent tests: ${Date.now() - t0} ms in all`);
+});
+
+test("the agent applies a bundle with the engine through the local transport, confirms it from outside and reports it; the same again changes nothing", async () => {
+  let t = Date.now();
+  await publish(1, [{ name: "message", module: "motd", args: { message: "hello from version 1" } }]);
+  const first = await result(1);
+  console.log(`publish to applied and reported: ${Date.now() - t} ms`);
+  assert.equal(first.outcome, "applied", JSON.stringify(first));
+  assert.equal(await motd(), "hello from version 1\n", "the file is on the test host, not on this machine");
+  assert.ok(
+    (await reports("confirm")).some((c) => c.version === 1),
+    "confirmed by an acknowledged publish",
+  );
+  const state = join(dir, "state", "state.json");
+  assert.deepEqual({ ...JSON.parse(readFileSync(state, "utf8")).tried, at: undefined }, { version: 1, phase: "done", outcome: "applied", at: undefined });
+  assert.equal(statSync(state).mode & 0o777, 0o600);
+  // the host's own transaction record: committed, as after a push run
+  const last = (await fleet.exec(fleet.hosts[0], ["sh", "-c", 'cat "/var/lib/provision/runs/$(cat /var/lib/provision/last)/state"'])).stdout.trim();
+  assert.equal(last, "committed");
+
+  t = Date.now();
+  await publish(2, [{ name: "message", module: "motd", args: { message: "hello from version 1" } }]);
+  const second = await result(2);
+  console.log(`identical publish to reported: ${Date.now() - t} ms`);
+  assert.deepEqual([second.outcome, second.detail], ["applied", "no changes"]);
+  assert.equal(await motd(), "hello from version 1\n");
+});
+
+test("a bundle whose verification fails is rolled back, reported failed, and not tried again after a restart", async () => {
+  await publish(3, [{ name: "message", module: "motd", args: { message: "hello from version 3", require_file: "/nonexistent/health" } }]);
+  const third = await result(3);
+  assert.equal(third.outcome, "failed");
+  assert.match(String(third.detail), /rolled back: .*\/nonexistent\/health does not exist/);
+  assert.equal(await motd(), "hello from version 1\n", "the file as before the run");
+
+  await agent!.stop();
+  agent = startAgent();
+  await waitFor(() => /connected to/.test(agent!.output()), 30_000, "the restarted agent to connect");
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal((await reports("result")).filter((r) => r.version === 3).length, 1, "version 3 was not applied again");
+  assert.doesNotMatch(agent!.output(), /hello from version 3|set the message of the day/);
+  assert.equal(await motd(), "hello from version 1\n");
+});
+
+test("cut off from the cluster after applying: not confirmed, so the run is undone; reported reverted once the cluster is back", async () => {
+  const log = () => agent!.output();
+  await publish(
+    4,
+    [
+      { name: "hold", module: "pause", args: { seconds: 3 } },
+      { name: "message", module: "motd", args: { message: "hello from version 4" } },
+    ],
+    6,
+  );
+  // the pause task notes its start in the host's /tmp/pause-window: the batch is running
+  await waitFor(async () => (await fleet.exec(fleet.hosts[0], ["test", "-s", "/tmp/pause-window"])).code === 0, 30_000, `the agent to start version 4:\n${log()}`);
+  sh(["ip", "-n", agentNs, "link", "set", "eth0", "down"]);
+  try {
+    await waitFor(async () => (await motd()) === "hello from version 4\n", 15_000, "version 4 on the host");
+    await waitFor(async () => (await motd()) === "hello from version 1\n", 30_000, "the unconfirmed run undone");
+  } finally {
+    sh(["ip", "-n", agentNs, "link", "set", "eth0", "up"]);
+  }
+  const fourth = await result(4, 60_000);
+  assert.equal(fourth.outcome, "reverted", JSON.stringify(fourth));
+  assert.match(String(fourth.detail), /not confirmed from outside/);
+});
+
+test("the PSK is in no stored message in clear, nor in the agent's output", async () => {
+  const stored = [
+    ...(await ctl.call("read", { stream: REPORTS_STREAM, filter: "reports.>" })),
+    ...(await ctl.call("read", { stream: `KV_${DESIRED_BUCKET}`, filter: `$KV.${DESIRED_BUCKET}.>` })),
+  ];
+  assert.ok(stored.length >= 8, `read the streams (${stored.length} messages)`);
+  for (const m of stored) {
+    const raw = text(m.data);
+    assert.ok(!raw.includes(PSK), `${m.subject} holds the PSK`);
+    if (m.subject.startsWith("$KV.")) assert.ok(!Buffer.from(JSON.parse(raw).payload, "base64").toString("utf8").includes(PSK), `${m.subject}'s payload holds the PSK`);
+  }
+  assert.ok(!agent!.output().includes(PSK));
+});
