@@ -10,10 +10,9 @@
 import { parseArgs } from "node:util";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parse } from "yaml";
 import { connectionTarget, loadInventory, selectHosts } from "../core/config/inventory.js";
 import { BUILT_IN, Registry } from "../core/config/registry.js";
 import { openSecrets } from "../core/config/vault.js";
@@ -22,7 +21,8 @@ import { presentRun } from "../core/report/changes.js";
 import { exitCode, renderChanges, renderSummary } from "../core/report/output.js";
 import { execute, type PreparedPlay, type RunSettings } from "../core/run/run.js";
 import { createDeviceKey } from "../core/pull/bundle.js";
-import { issueDevice, parseAuthority } from "../core/pull/credentials.js";
+import { issueDevice } from "../core/pull/credentials.js";
+import { fleetDirOf, loadAuthority, loadFleet, readDevice, revokeUsers, signingPublicKey, writeDevice } from "./fleet-config.js";
 import { DEVICE_PLAYBOOK_FORMAT, devicePlays } from "../core/pull/device-plays.js";
 import { deviceName } from "../core/pull/subjects.js";
 import { SshTransport } from "../core/transport/ssh.js";
@@ -57,22 +57,6 @@ const OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-function readFleetFile(dir: string, name: string): string {
-  const file = join(dir, name);
-  try {
-    return readFileSync(file, "utf8");
-  } catch (error) {
-    throw new ConfigError(`${file}: cannot read it (${(error as NodeJS.ErrnoException).code}). Give the fleet folder with --fleet-dir (create one with provision fleet init).`);
-  }
-}
-
-function fleetServers(dir: string): string[] {
-  const doc = parse(readFleetFile(dir, "fleet.yaml")) as { servers?: unknown } | null;
-  if (!Array.isArray(doc?.servers) || !doc.servers.length || doc.servers.some((s) => typeof s !== "string"))
-    throw new ConfigError(`${join(dir, "fleet.yaml")}: servers: must list the cluster's servers (host:4222).`);
-  return doc.servers as string[];
-}
-
 /** The packages provision needs at run time: its dependencies, and theirs, as installed. */
 function runtimePackages(root: string): string[] {
   const found = new Set<string>();
@@ -104,13 +88,6 @@ export function codeArchive(): { base64: string; sha256: string } {
   return { base64: tar.stdout.toString("base64"), sha256: createHash("sha256").update(tar.stdout).digest("hex") };
 }
 
-function writeDeviceRecord(dir: string, device: string, record: { age_recipient: string; user: string }): void {
-  mkdirSync(join(dir, "devices"), { recursive: true, mode: 0o700 });
-  const file = join(dir, "devices", `${deviceName(device)}.json`);
-  writeFileSync(`${file}.tmp`, JSON.stringify(record, null, 2) + "\n", { mode: 0o644 });
-  renameSync(`${file}.tmp`, file);
-}
-
 export async function enrol(argv: string[]): Promise<number> {
   let values;
   try {
@@ -121,10 +98,9 @@ export async function enrol(argv: string[]): Promise<number> {
   if (values.help) return (void console.log(HELP), 0);
   if (!values.inventory) throw new UsageError("--inventory FILE is required. See provision enrol --help.");
   if (!values.limit) throw new UsageError("--limit PATTERN is required: enrol names the hosts it gives credentials to. See provision enrol --help.");
-  const fleetDir = resolve(values["fleet-dir"] ?? process.env.PROVISION_FLEET_DIR ?? "fleet");
-  const authority = parseAuthority(readFleetFile(fleetDir, "authority.json"), join(fleetDir, "authority.json"));
-  const verifyKey = readFleetFile(fleetDir, "signing.pub");
-  const servers = fleetServers(fleetDir);
+  const fleet = loadFleet(fleetDirOf(values["fleet-dir"]));
+  const authority = loadAuthority(fleet.dir);
+  const verifyKey = signingPublicKey(fleet.dir);
 
   const opened = await openSecrets(values.inventory, []);
   const inventory = loadInventory(values.inventory, opened.decrypted);
@@ -155,7 +131,7 @@ export async function enrol(argv: string[]): Promise<number> {
     issued.set(name, { age_recipient: key.recipient, user: user.publicKey });
     const args = {
       device: name,
-      servers,
+      servers: fleet.servers,
       credentials: user.creds,
       identity: key.identity,
       verify_key: verifyKey,
@@ -174,10 +150,18 @@ export async function enrol(argv: string[]): Promise<number> {
   const run = presentRun(await execute([play], settings, (target) => new SshTransport(target), listrView(settings)));
   process.stdout.write(mask(renderChanges(run, false)));
   process.stdout.write(mask(renderSummary(run)) + "\n");
+  const replaced: string[] = [];
   for (const host of run.hosts)
     if (host.status === "changed" || host.status === "ok") {
-      writeDeviceRecord(fleetDir, host.host, issued.get(host.host)!);
-      process.stdout.write(`${host.host}: enrolled; its public keys are in ${join(fleetDir, "devices", `${host.host}.json`)}\n`);
+      const previous = readDevice(fleet.dir, host.host);
+      if (previous && !previous.revoked && previous.user !== issued.get(host.host)!.user) replaced.push(previous.user);
+      writeDevice(fleet.dir, host.host, issued.get(host.host)!);
+      process.stdout.write(`${host.host}: enrolled; its public keys are in ${join(fleet.dir, "devices", `${host.host}.json`)}\n`);
     }
+  // a device enrolled again runs with its new credentials: its old ones are of no use to anyone but a thief
+  if (replaced.length) {
+    const servers = await revokeUsers(fleet, replaced);
+    process.stdout.write(`revoked the previous NATS user of ${replaced.length} re-enrolled device(s); servers that took the account: ${servers.join(", ")}\n`);
+  }
   return exitCode(run);
 }

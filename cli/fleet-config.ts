@@ -13,10 +13,10 @@ import { dirname, join, resolve } from "node:path";
 import { ConfigError, quote } from "../core/errors.js";
 import { YamlSource } from "../core/config/yaml-source.js";
 import { compile } from "../core/config/schema.js";
-import { parseAuthority, type FleetAuthority } from "../core/pull/credentials.js";
+import { accountJwt, issueSystemUser, parseAuthority, revoke, type FleetAuthority } from "../core/pull/credentials.js";
 import { parseDuration } from "../core/pull/publish.js";
 import { deviceName, DESIRED_BUCKET, REPORTS_STREAM, REPORTS_SUBJECTS, ROLLOUTS_BUCKET } from "../core/pull/subjects.js";
-import { connectNats, type NatsBroker } from "../core/pull/nats.js";
+import { connectNats, pushAccountClaims, type NatsBroker } from "../core/pull/nats.js";
 
 export const FLEET_DIR_ENV = "PROVISION_FLEET_DIR";
 export const DEFAULT_BUNDLE_EXPIRY = "30d";
@@ -158,3 +158,16 @@ export const deviceNotEnrolled = (dir: string, device: string): ConfigError =>
   new ConfigError(
     `device ${quote(device)} is not enrolled in the fleet: ${deviceFile(dir, device)} is missing (it holds the device's age key, to encrypt its secrets). Enrol it (provision enrol) or register it with provision fleet device ${device}.`,
   );
+
+/**
+ * Revoke NATS users (a device's old or stolen credentials) and push the account to the
+ * servers; returns the servers that took it. The authority before is kept beside the new
+ * one until the servers have taken the new account.
+ */
+export async function revokeUsers(fleet: FleetConfig, users: string[]): Promise<string[]> {
+  const before = loadAuthority(fleet.dir);
+  const authority = users.reduce((a, user) => revoke(a, user), before);
+  writeAtomic(join(fleet.dir, "authority.json.bak"), JSON.stringify(before, null, 2) + "\n", 0o600);
+  writeAtomic(join(fleet.dir, "authority.json"), JSON.stringify(authority, null, 2) + "\n", 0o600);
+  return pushAccountClaims({ servers: fleet.servers, credentials: (await issueSystemUser(authority)).creds, timeoutMs: 5_000 }, await accountJwt(authority));
+}

@@ -14,8 +14,8 @@ import { prepare, type PreparedPlay } from "../core/run/run.js";
 import { builtinModules } from "../modules/index.js";
 import { renderHtmlReport } from "../core/report/html-report.js";
 import { createDeviceKey, createFleetSigningKey, sealBundle } from "../core/pull/bundle.js";
-import { accountJwt, createAuthority, issueController, issueDevice, issueSystemUser, revoke, serverAuthConfig } from "../core/pull/credentials.js";
-import { BrokerError, pushAccountClaims, type NatsBroker } from "../core/pull/nats.js";
+import { createAuthority, issueController, issueDevice, serverAuthConfig } from "../core/pull/credentials.js";
+import { BrokerError, type NatsBroker } from "../core/pull/nats.js";
 import { contentDigest, digestKey, parseDuration, planPublish, renderDevicePlaybooks, type PublishedRecord, type RenderedDevice } from "../core/pull/publish.js";
 import { counts, readRollout, requestControl, runRollout, type Command, type Counts, type RolloutPolicy, type RolloutState } from "../core/pull/rollout.js";
 import { fleetRun, fleetStatus, renderFleetStatus } from "../core/pull/fleet-status.js";
@@ -30,6 +30,7 @@ import {
   loadAuthority,
   loadFleet,
   readDevice,
+  revokeUsers,
   signingKey,
   writeAtomic,
   writeDevice,
@@ -170,12 +171,7 @@ async function fleetRevoke(dir: string, name: string): Promise<number> {
   const fleet = loadFleet(dir);
   const device = readDevice(dir, name);
   if (!device) throw deviceNotEnrolled(dir, name);
-  const before = loadAuthority(dir);
-  const authority = revoke(before, device.user);
-  // the old authority stays beside the new one until the servers have taken the new account
-  writeAtomic(join(dir, "authority.json.bak"), JSON.stringify(before, null, 2) + "\n", 0o600);
-  writeAtomic(join(dir, "authority.json"), JSON.stringify(authority, null, 2) + "\n", 0o600);
-  const servers = await pushAccountClaims({ servers: fleet.servers, credentials: (await issueSystemUser(authority)).creds, timeoutMs: 5_000 }, await accountJwt(authority));
+  const servers = await revokeUsers(fleet, [device.user]);
   writeDevice(dir, name, { ...device, revoked: new Date().toISOString() });
   console.log(`device ${name} revoked (NATS user ${device.user}); servers that took the account: ${servers.join(", ")}`);
   return 0;

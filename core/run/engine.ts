@@ -308,7 +308,8 @@ class HostRun {
     const sentAt = Date.now();
     let results: ExecResult[];
     try {
-      results = await runSteps(this.connection, [this.tx.heartbeatStep(this.work.confirmTimeoutSeconds), ...then]);
+      // a heartbeat and reads: sent again after a blip like any idempotent step
+      results = await this.step("confirm", () => runSteps(this.connection, [this.tx.heartbeatStep(this.work.confirmTimeoutSeconds), ...then]));
     } catch (error) {
       if (error instanceof StepFailed && Transaction.showsRevert(error.step, error.result)) throw new HostRevertedError(this.work.name, "the host reverted the run by itself");
       throw error;
@@ -641,7 +642,7 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
         await apply();
         const rest = planned.slice(i + 1).map((p) => p.instance);
         const notified = new Set(planned.slice(0, i + 1).flatMap((p) => (p.changes.length ? p.instance.task.notify : [])));
-        const gathered = await gatherFor(run.connection, [...rest, ...work.handlers]);
+        const gathered = await run.step("gather facts after the reboot", () => gatherFor(run.connection, [...rest, ...work.handlers]));
         const replanned = planTasks(
           rest.filter((t) => !t.handler),
           work.handlers,

@@ -1,6 +1,7 @@
 // One SSH connection per host, reused for every task (node-ssh over ssh2).
 import { readFileSync, existsSync } from "node:fs";
 import { homedir } from "node:os";
+import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
 import { NodeSSH, type Config } from "node-ssh";
 import { LostConnection, UnreachableError, messageOf } from "../errors.js";
@@ -10,6 +11,15 @@ import { rebootOver } from "./reboot.js";
 import { execResult, readFileOver, lastLine, runChecked, type ConnectionTarget, type ExecResult, type RebootOptions, type Transport } from "./transport.js";
 
 export { lastLine, type ConnectionTarget, type ExecResult };
+
+/**
+ * connect_timeout bounds the TCP connect, as OpenSSH's ConnectTimeout does; the SSH
+ * handshake after it gets this much longer: a fleet answering at once keeps the hosts'
+ * CPUs (or a shared link) busy with key exchanges that are slow, not lost.
+ */
+const HANDSHAKE_FACTOR = 3;
+const HANDSHAKE_MIN_SECONDS = 30;
+export const handshakeSeconds = (target: ConnectionTarget): number => Math.max(HANDSHAKE_MIN_SECONDS, HANDSHAKE_FACTOR * target.connectTimeoutSeconds);
 
 export class SshTransport implements Transport {
   private ssh: NodeSSH | null = null;
@@ -30,11 +40,18 @@ export class SshTransport implements Transport {
   async connect(): Promise<void> {
     const { target } = this;
     const verifier = hostKeyVerifier(target.hostKeys, target.address, target.port, this.originalAddress);
+    let sock: Socket;
+    try {
+      sock = await openSocket(target);
+    } catch (error) {
+      throw new UnreachableError(target.name, `unreachable at ${target.address}:${target.port}: ${describeConnectError(error, target)}`, { cause: error });
+    }
     const config: Config = {
+      sock,
       host: target.address,
       port: target.port,
       username: target.user,
-      readyTimeout: target.connectTimeoutSeconds * 1000,
+      readyTimeout: handshakeSeconds(target) * 1000,
       keepaliveInterval: 5000,
       keepaliveCountMax: 3,
       hostVerifier: verifier.verify,
@@ -46,6 +63,7 @@ export class SshTransport implements Transport {
       await ssh.connect(config);
     } catch (error) {
       ssh.dispose();
+      sock.destroy();
       const reason = verifier.rejection() ?? describeConnectError(error, target);
       throw new UnreachableError(target.name, `unreachable at ${target.address}:${target.port}: ${reason}`, { cause: error });
     }
@@ -113,11 +131,37 @@ function credentials(target: ConnectionTarget): Partial<Config> {
   throw new UnreachableError(target.name, "no identity_file set, no SSH agent and no ~/.ssh/id_* key. Set identity_file in the inventory.");
 }
 
+/** The TCP connection, within connect_timeout. */
+function openSocket(target: ConnectionTarget): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: target.address, port: target.port });
+    const fail = (error: Error) => {
+      socket.destroy();
+      reject(error);
+    };
+    socket.setTimeout(target.connectTimeoutSeconds * 1000, () => fail(new ConnectTimeout()));
+    socket.once("error", fail);
+    socket.once("connect", () => {
+      socket.setTimeout(0);
+      socket.off("error", fail);
+      socket.on("error", () => {}); // from here ssh2 tells its errors (an error before it listens would be thrown)
+      resolve(socket);
+    });
+  });
+}
+
+class ConnectTimeout extends Error {
+  constructor() {
+    super("Timed out while connecting");
+  }
+}
+
 function describeConnectError(error: unknown, target: ConnectionTarget): string {
   const e = error as NodeJS.ErrnoException & { level?: string };
   if (e.code === "ECONNREFUSED") return "connection refused (is sshd running?)";
   if (e.code === "EHOSTUNREACH" || e.code === "ENETUNREACH") return "no route to host";
-  if (/Timed out/i.test(e.message)) return `no answer within ${target.connectTimeoutSeconds}s`;
+  if (error instanceof ConnectTimeout) return `no answer within ${target.connectTimeoutSeconds}s`;
+  if (/Timed out/i.test(e.message)) return `connected, but the SSH handshake did not finish within ${handshakeSeconds(target)}s`;
   if (e.level === "client-authentication") return `authentication as ${target.user} failed (check user and identity_file)`;
   return e.message;
 }

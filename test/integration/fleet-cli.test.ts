@@ -99,7 +99,7 @@ before(async () => {
       verifyKey,
       identity: readFileSync(join(out, `${name}.age`), "utf8").trim(),
       outcome: name === "d6" ? "reverted" : "applied",
-      ...(name === "d1" ? { applyMs: 4000 } : {}),
+      ...(name === "d1" ? { applyMs: 8000 } : {}),
     });
     clients.set(name, client);
   }
@@ -207,7 +207,7 @@ test("a failing canary aborts the rollout (exit 1) with the other devices untouc
 test("pause holds the next wave until resume; the rollout then ends done", async () => {
   const pb = playbook(["eth8"]);
   const running = cli(["rollout", "start", "--inventory", "pis.yaml", "--limit", "pis,!d6", "--id", "r3", "--canary", "1", "--tick-ms", "50", pb]);
-  // d1 (the canary) takes 4 s to apply: pause while it does
+  // d1 (the canary) takes 8 s to apply: pause while it does (a loaded machine starts the pause command slowly)
   await clients.get("d1")!.waitEvent((e) => e.event === "apply" && e.playbook.plays[0].tasks[0].args.interfaces[0] === "eth8", 15_000, "the canary applying");
   const pause = await cli(["rollout", "pause", "r3", "--reason", "looking at the canary"]);
   assert.equal(pause.code, 0, pause.output);

@@ -6,14 +6,14 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
 import { createFleetSigningKey, sealBundle } from "../../core/pull/bundle.js";
 import { createAuthority, issueController } from "../../core/pull/credentials.js";
 import { DEVICE_PLAYBOOK_FORMAT } from "../../core/pull/device-plays.js";
-import { desiredKey, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
+import { desiredKey, deviceInbox, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
 import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
 import { startClient, type PullClient, setupBuckets } from "../support/pull-clients.js";
 import { enterHost, startFleet, type TestFleet } from "../support/sshd-hosts.js";
@@ -25,6 +25,8 @@ const CLI = join(repoRoot, "dist", "cli", "cli.js");
 const PLUGIN = join(repoRoot, "test", "fixtures", "provision-plugin-motd", "index.js");
 const PSK = "agent-psk 4b1d9e77c2";
 const AGENT_ADDRESS = "10.77.0.50";
+/** the sshd fleet's controller namespace on the cluster's bridge too: enrol tells the servers of a revocation */
+const CONTROLLER_ADDRESS = "10.77.0.51";
 const t0 = Date.now();
 
 const signing = createFleetSigningKey();
@@ -83,13 +85,17 @@ function startAgent() {
   };
 }
 
+const hostCreds = async () => (await fleet.exec(fleet.hosts[0], ["cat", "/etc/provision/agent.creds"])).stdout;
+
 /** provision enrol over SSH, as users run it, with a fleet folder; the test host has no systemd: a systemctl that records what it is asked. */
-async function enrolHost(): Promise<void> {
+async function enrolHost(): Promise<{ stdout: string }> {
   const fleetDir = join(dir, "fleet");
-  mkdirSync(fleetDir);
-  writeFileSync(join(fleetDir, "fleet.yaml"), stringify({ name: "agenttest", servers: cluster.servers }));
-  writeFileSync(join(fleetDir, "authority.json"), JSON.stringify(authority), { mode: 0o600 });
-  writeFileSync(join(fleetDir, "signing.pub"), signing.publicPem);
+  if (!existsSync(fleetDir)) {
+    mkdirSync(fleetDir);
+    writeFileSync(join(fleetDir, "fleet.yaml"), stringify({ name: "agenttest", servers: cluster.servers }));
+    writeFileSync(join(fleetDir, "authority.json"), JSON.stringify(authority), { mode: 0o600 });
+    writeFileSync(join(fleetDir, "signing.pub"), signing.publicPem);
+  }
   await fleet.exec(
     fleet.hosts[0],
     ["sh", "-c", "cat > /usr/local/bin/systemctl && chmod 755 /usr/local/bin/systemctl"],
@@ -116,11 +122,11 @@ async function enrolHost(): Promise<void> {
   const calls = await fleet.exec(fleet.hosts[0], ["cat", "/var/log/fake-systemctl"]);
   assert.match(calls.stdout, /^daemon-reload\nenable --now provision-agent.service\n/m);
   assert.equal((await fleet.exec(fleet.hosts[0], ["test", "-f", "/opt/provision/dist/cli/cli.js"])).code, 0, "provision's code installed");
-  const creds = (await fleet.exec(fleet.hosts[0], ["cat", "/etc/provision/agent.creds"])).stdout;
-  const seed = creds.split("\n").find((l) => /^SU[A-Z0-9]{50,}$/.test(l));
+  const seed = (await hostCreds()).split("\n").find((l) => /^SU[A-Z0-9]{50,}$/.test(l));
   const identity = (await fleet.exec(fleet.hosts[0], ["cat", "/etc/provision/agent.age"])).stdout.trim();
   assert.ok(seed && identity.startsWith("AGE-SECRET-KEY-1"), "the device's own NKey seed and age identity are installed");
   for (const secret of [seed, identity]) assert.ok(!(r.stdout + r.stderr).includes(secret), "enrol printed a secret");
+  return r;
 }
 
 before(async () => {
@@ -136,6 +142,9 @@ before(async () => {
   sh(["ip", "-n", cluster.hubNs, "link", "add", "vagent", "type", "veth", "peer", "name", "eth0", "netns", agentNs]);
   sh(["ip", "-n", cluster.hubNs, "link", "set", "vagent", "master", "br0", "up"]);
   sh(["ip", "-n", agentNs, "-batch", "-"], { input: `link set lo up\naddr add ${AGENT_ADDRESS}/24 dev eth0\nlink set eth0 up\n` });
+  sh(["ip", "-n", cluster.hubNs, "link", "add", "vctl", "type", "veth", "peer", "name", "nats0", "netns", fleet.controllerNs]);
+  sh(["ip", "-n", cluster.hubNs, "link", "set", "vctl", "master", "br0", "up"]);
+  sh(["ip", "-n", fleet.controllerNs, "-batch", "-"], { input: `addr add ${CONTROLLER_ADDRESS}/24 dev nats0\nlink set nats0 up\n` });
 
   dir = mkdtempSync(join(tmpdir(), "provision-agent-"));
   removeOnCleanup(dir);
@@ -246,4 +255,26 @@ test("the PSK is in no stored message in clear, nor in the agent's output", asyn
     if (m.subject.startsWith("$KV.")) assert.ok(!Buffer.from(JSON.parse(raw).payload, "base64").toString("utf8").includes(PSK), `${m.subject}'s payload holds the PSK`);
   }
   assert.ok(!agent!.output().includes(PSK));
+});
+
+test("enrolled again: the host gets new credentials, and the cluster refuses the old ones", async () => {
+  const old = await hostCreds();
+  const r = await enrolHost();
+  assert.match(r.stdout, /revoked the previous NATS user of 1 re-enrolled device\(s\); servers that took the account: n1, n2, n3/);
+  const renewed = await hostCreds();
+  assert.notEqual(renewed, old, "new credentials on the host");
+  const connects = async (creds: string) => {
+    const client = startClient(cluster.hubNs, `${device}-creds`);
+    try {
+      await client.call("connect", { servers: cluster.servers, creds, inboxPrefix: deviceInbox(device), name: device });
+      return true;
+    } catch (error) {
+      assert.match(String(error), /Authorization Violation|cannot connect/);
+      return false;
+    } finally {
+      await client.close();
+    }
+  };
+  assert.equal(await connects(old), false, "the old credentials are refused");
+  assert.equal(await connects(renewed), true, "the new ones connect");
 });

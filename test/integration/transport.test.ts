@@ -3,7 +3,10 @@
 // host's own root and namespaces, entered with nsenter: what a Pi running its own playbook does).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
+import { SshTransport } from "../../core/transport/ssh.js";
+import { UnreachableError } from "../../core/errors.js";
 import { enterHost, startFleet, type TestFleet } from "../support/sshd-hosts.js";
 import { run } from "../support/processes.js";
 import { repoRoot } from "../support/cache.js";
@@ -61,3 +64,22 @@ for (const transport of ["ssh", "local"] as const) {
     assert.equal(host.stdout, `${runId}\n`, "the host's own record says so (and nothing is left locked or written)");
   });
 }
+
+test("ssh transport: a host that accepts the TCP connection but never speaks SSH is unreachable after the handshake bound, said as such", async () => {
+  const silent = createServer(() => {}); // accepts, says nothing
+  await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  const t0 = Date.now();
+  try {
+    const port = (silent.address() as AddressInfo).port;
+    const ssh = new SshTransport({ ...target(), address: "127.0.0.1", port, connectTimeoutSeconds: 1 });
+    await assert.rejects(ssh.connect(), (error: Error) => {
+      assert.ok(error instanceof UnreachableError, String(error));
+      assert.match(error.message, /unreachable at 127\.0\.0\.1:\d+: connected, but the SSH handshake did not finish within 30s/);
+      return true;
+    });
+    // connect_timeout (1 s) bounds the TCP connect only: the handshake had its own 30 s
+    assert.ok(Date.now() - t0 >= 29_000, `gave up after ${Date.now() - t0} ms`);
+  } finally {
+    silent.close();
+  }
+});

@@ -292,7 +292,7 @@ for (const [label, point] of [
   });
 }
 
-test("the management link cut for 60 s mid-apply, then a blip after the reboot: the run ends committed or rolled back, never half, as its report says", async () => {
+test("the management link cut for 60 s mid-apply, then a blip after the reboot: the controller rides out both and the run ends committed, as its report says", async () => {
   const label = "link cut, then a blip after the reboot";
   await pi.waitForSsh();
   // room for the reboot and the blip: what is tested is the reconnecting, not the timeout
@@ -334,9 +334,10 @@ test("the management link cut for 60 s mid-apply, then a blip after the reboot: 
   assert.ok(row, out);
   assert.doesNotMatch(out, /rollback failed|up to 0s|within 0s/);
   const host = await assertReportMatchesHost(ctl, label);
-  assert.match(host.status, /^(changed|rolled_back)$/, `${label}: committed or rolled back, never half:\n${out}`);
-  assert.equal(exit, host.status === "changed" ? 0 : 1, out);
-  if (host.status === "changed") assert.equal(await ourTimers(pi), "", "committed: nothing left armed");
+  // the controller reconnects through both: a good run is committed, not rolled back
+  assert.equal(host.status, "changed", `${label}: the cut and the blip are ridden out, the run committed:\n${out}`);
+  assert.equal(exit, 0, out);
+  assert.equal(await ourTimers(pi), "", "committed: nothing left armed");
   revertTimes.push(`link cut 60 s + blip: ${row.status}, controller done ${((Date.now() - cutAt) / 1000).toFixed(0)}s after the cut`);
   await backToBefore(label, await lastRunState());
 });
