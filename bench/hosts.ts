@@ -8,6 +8,7 @@ import type { TestFleet, TestHost } from "../test/support/sshd-hosts.js";
 import { repoRoot } from "../test/support/cache.js";
 import { renderInterfaces } from "../modules/bond/ifupdown.js";
 import type { BondArgs } from "../modules/bond/model.js";
+import type { Link } from "./links.js";
 
 export const AUDIT = join(repoRoot, "bench", "audit.yaml");
 
@@ -25,6 +26,7 @@ export interface Setup {
   ansibleEnv: Record<Strategy, NodeJS.ProcessEnv>;
   controlDir: string;
   hostPids: number[];
+  link: Link;
 }
 
 function bondTaskArgs(): BondArgs {
@@ -50,16 +52,18 @@ export function mitogenStrategyDir(): string {
   return join(r.stdout.trim(), "plugins", "strategy");
 }
 
-export async function setup(fleet: TestFleet, dir: string): Promise<Setup> {
+/** Inventories and Ansible's settings for the fleet behind `link`, in `dir`. */
+export function setup(fleet: TestFleet, dir: string, link: Link): Setup {
   const hosts = fleet.hosts;
   const n = hosts.length;
+  mkdirSync(dir, { recursive: true });
   const provisionInventory = join(dir, "inventory.yaml");
   writeFileSync(
     provisionInventory,
     stringify({
       all: {
-        vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: fleet.knownHostsFile, bond_gateway: fleet.bridgeAddress },
-        children: { pis: { hosts: Object.fromEntries(hosts.map((h) => [h.name, { address: h.address, bond_address: `${h.address}/24` }])) } },
+        vars: { user: "root", identity_file: fleet.identityFile, known_hosts_file: link.knownHostsFile, bond_gateway: fleet.bridgeAddress },
+        children: { pis: { hosts: Object.fromEntries(hosts.map((h) => [h.name, { address: link.addressOf(h), bond_address: `${h.address}/24` }])) } },
       },
     }),
   );
@@ -74,12 +78,12 @@ export async function setup(fleet: TestFleet, dir: string): Promise<Setup> {
         vars: {
           ansible_user: "root",
           ansible_ssh_private_key_file: fleet.identityFile,
-          ansible_ssh_common_args: `-o UserKnownHostsFile=${fleet.knownHostsFile} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes`,
+          ansible_ssh_common_args: `-o UserKnownHostsFile=${link.knownHostsFile} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes`,
           ansible_python_interpreter: "/usr/bin/python3",
           bond_gateway: fleet.bridgeAddress,
           interfaces_template: template,
         },
-        children: { pis: { hosts: Object.fromEntries(hosts.map((h) => [h.name, { ansible_host: h.address, bond_address: `${h.address}/24` }])) } },
+        children: { pis: { hosts: Object.fromEntries(hosts.map((h) => [h.name, { ansible_host: link.addressOf(h), bond_address: `${h.address}/24` }])) } },
       },
     }),
   );
@@ -117,10 +121,14 @@ export async function setup(fleet: TestFleet, dir: string): Promise<Setup> {
     linear: { ...common, ANSIBLE_STRATEGY: "linear" },
     mitogen: { ...common, ANSIBLE_STRATEGY: "mitogen_linear", ANSIBLE_STRATEGY_PLUGINS: mitogenStrategyDir() },
   };
+  return { fleet, n, dir, provisionInventory, ansibleInventory, ansibleEnv, controlDir, hostPids: hosts.map((h) => h.pid), link };
+}
 
-  // Hosts as a real fleet would be: apt knows the package index (Ansible's apt module refuses
-  // a package it cannot find in the index; provision only asks dpkg). One host fetches the
-  // index from the fleet's local repository; the others get a copy.
+/** Hosts as a real fleet would be: apt knows the package index (Ansible's apt module refuses
+    a package it cannot find in the index; provision only asks dpkg). One host fetches the
+ *  index from the fleet's local repository; the others get a copy. */
+export async function prepareHosts(fleet: TestFleet): Promise<void> {
+  const hosts = fleet.hosts;
   const first = hosts[0];
   const update = await fleet.exec(first, [
     "sh",
@@ -132,7 +140,6 @@ export async function setup(fleet: TestFleet, dir: string): Promise<Setup> {
     const r = await fleet.exec(h, ["sh", "-c", "base64 -d | tar -C /var/lib/apt/lists -x && apt-cache gencaches >/dev/null"], update.stdout);
     if (r.code !== 0) throw new BenchError(`apt index on ${h.name}: ${firstLine(r.stderr)}`);
   });
-  return { fleet, n, dir, provisionInventory, ansibleInventory, ansibleEnv, controlDir, hostPids: hosts.map((h) => h.pid) };
 }
 
 // --- SSH round trips, from each host's sshd log (LogLevel VERBOSE) --------------------------

@@ -15,6 +15,7 @@ export interface Measured {
   treeMb: number; // peak of the summed PSS of the tool's processes
   machineCpu: number; // s, all CPU the machine spent meanwhile
   hostsCpu: number; // s, CPU the test hosts spent meanwhile
+  hostsCpuMax: number; // s, CPU the busiest host spent meanwhile
   code: number;
   output: string;
   detached: number; // detached helpers stopped after the run (Ansible's ssh masters)
@@ -95,7 +96,12 @@ function processTree(root: number, marker?: string): number[] {
  *  reaps every process of the host, so the host's CPU time is what its live processes used
  *  plus what they and sshd collected from reaped children (utime+stime+cutime+cstime). */
 export function hostsCpu(hostPids: number[]): number {
-  if (!hostPids.length) return 0;
+  return hostCpus(hostPids).reduce((a, b) => a + b, 0);
+}
+
+/** CPU seconds each test host spent so far (see hostsCpu). */
+export function hostCpus(hostPids: number[]): number[] {
+  if (!hostPids.length) return [];
   const children = new Map<number, number[]>();
   const times = new Map<number, number>();
   for (const pid of pids()) {
@@ -109,13 +115,15 @@ export function hostsCpu(hostPids: number[]): number {
       /* gone */
     }
   }
-  let ticks = 0;
-  const walk = (pid: number) => {
-    ticks += times.get(pid) ?? 0;
-    for (const c of children.get(pid) ?? []) walk(c);
-  };
-  for (const pid of hostPids) walk(pid);
-  return ticks / TICKS;
+  return hostPids.map((host) => {
+    let ticks = 0;
+    const walk = (pid: number) => {
+      ticks += times.get(pid) ?? 0;
+      for (const c of children.get(pid) ?? []) walk(c);
+    };
+    walk(host);
+    return ticks / TICKS;
+  });
 }
 
 /** CPU seconds the whole machine spent (all states but idle and iowait). */
@@ -145,7 +153,7 @@ export async function measure(argv: string[], log: string, o: MeasureOptions = {
   const timeFile = `${log}.time`;
   const hostPids = o.hostPids ?? [];
   const machine0 = machineCpu();
-  const hosts0 = hostsCpu(hostPids);
+  const hosts0 = hostCpus(hostPids);
   const child = spawn("/usr/bin/time", ["-f", "%e %U %S %M", "-o", timeFile, ...argv], { env: o.env ?? process.env, cwd: dirname(log), stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
@@ -193,11 +201,16 @@ export async function measure(argv: string[], log: string, o: MeasureOptions = {
     peakMb: maxKb / 1024,
     treeMb: treePeakKb / 1024,
     machineCpu: machineCpu() - machine0,
-    hostsCpu: hostsCpu(hostPids) - hosts0,
+    ...hostsSince(hosts0, hostCpus(hostPids)),
     code,
     output,
     seen,
   };
+}
+
+function hostsSince(before: number[], after: number[]): { hostsCpu: number; hostsCpuMax: number } {
+  const each = after.map((x, i) => x - (before[i] ?? 0));
+  return { hostsCpu: each.reduce((a, b) => a + b, 0), hostsCpuMax: Math.max(0, ...each) };
 }
 
 /** Ansible's ssh ControlPersist masters outlive the run: add their CPU, then stop them (by PID). */

@@ -7,6 +7,7 @@ import { stringify } from "yaml";
 import { measure, type Measured } from "./measure.js";
 import { countsSince, firstLine, sshdCounts, type Setup, type SshdCounts, type Strategy } from "./hosts.js";
 import { repoRoot } from "../test/support/cache.js";
+import { relayCpu } from "./links.js";
 import { summary as provisionSummary } from "../test/integration/provision-cli.js";
 
 const CLI = join(repoRoot, "dist", "cli", "cli.js");
@@ -30,6 +31,8 @@ export interface Sample extends Measured {
   failures: HostFailure[];
   rt: SshdCounts;
   mitogen?: boolean; // for "ansible mitogen": mitogen's bootstrap was seen among Ansible's processes
+  profile: string; // the link profile (bench/links.ts)
+  linkCpu: number; // s, CPU of the link emulator meanwhile (0 on lan)
 }
 
 export interface Playbooks {
@@ -70,8 +73,9 @@ async function measured(
   extra: { detachedMarker?: string; watchFor?: string } = {},
 ) {
   const before = sshdCounts(s.fleet);
+  const link0 = relayCpu(s.link.pid);
   const m = await measure(s.fleet.controllerArgv(argv), log, { env, hostPids: s.hostPids, timeoutS: runTimeout(s.n), ...extra });
-  return { ...m, kind, tool, phase, n: s.n, rt: countsSince(before, sshdCounts(s.fleet)) };
+  return { ...m, kind, tool, phase, n: s.n, rt: countsSince(before, sshdCounts(s.fleet)), profile: s.link.profile.name, linkCpu: relayCpu(s.link.pid) - link0 };
 }
 
 function logFile(s: Setup, kind: Kind, tool: ToolName, phase: Phase, rep: number | string): string {
@@ -219,9 +223,9 @@ echo "ssh true: $ok ok"`;
 
 export async function runSshTrue(s: Setup, rep: number): Promise<Sample> {
   const tmp = join(s.dir, "ssh-true");
-  const argv = ["sh", "-c", `mkdir -p "$3" && ${SSH_TRUE}`, "ssh-true", s.fleet.identityFile, s.fleet.knownHostsFile, tmp, ...s.fleet.hosts.map((h) => h.address)];
+  const argv = ["sh", "-c", `mkdir -p "$3" && ${SSH_TRUE}`, "ssh-true", s.fleet.identityFile, s.link.knownHostsFile, tmp, ...s.fleet.hosts.map((h) => s.link.addressOf(h))];
   const m = await measured(s, "audit", "ssh true", "check", argv, logFile(s, "audit", "ssh true", "check", rep));
-  const byAddress = new Map(s.fleet.hosts.map((h) => [h.address, h.name]));
+  const byAddress = new Map(s.fleet.hosts.map((h) => [s.link.addressOf(h), h.name]));
   const failures = [...m.output.matchAll(/^failed (\S+): (.*)$/gm)].map((x) => ({ host: byAddress.get(x[1]) ?? x[1], error: x[2] || "ssh failed" }));
   return { ...m, failures, verdict: `${/ssh true: (\d+) ok/.exec(m.output)?.[1] ?? 0}/${s.n} hosts ok` };
 }
