@@ -3,7 +3,7 @@
 // the time one audit cycle of the fleet takes against `provision connect` (a handshake and
 // one gather per host: the floor of any audit that connects) and a one-shot `--check`, per
 // link profile (bench/links.ts). The watch's own figures are read from its metrics endpoint.
-//   node dist/bench/watch.js [--sizes 1,200] [--profiles lan,lte] [--interval 20] [--cycles 3] [--splay 0]
+//   node dist/bench/watch.js [--sizes 1,200] [--profiles lan,lte] [--interval 60] [--cycles 3] [--splay 0] [--watch-forks 50]
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,8 +23,10 @@ const { values } = parseArgs({
   options: {
     sizes: { type: "string", default: "1,200" },
     profiles: { type: "string", default: "lan,lte" },
-    interval: { type: "string", default: "20" },
+    interval: { type: "string", default: "60" },
     cycles: { type: "string", default: "3" },
+    // the watch's own default; the one-shot runs get forks = N
+    "watch-forks": { type: "string", default: "50" },
     splay: { type: "string", default: "0" },
   },
 });
