@@ -88,14 +88,18 @@ type Profile = NonNullable<ReturnType<typeof readProfile>>;
 
 /** A profile competes for one of our interfaces when NetworkManager could bring it up there. */
 function competes(profile: Profile, a: BondArgs): boolean {
-  const controller = profile.get("connection", "master");
-  if (controller === a.name || controller === profileUuid(a.name)) return false;
+  if (isPortOf(profile, a)) return false;
   const ifname = profile.get("connection", "interface-name") as string | undefined;
   if (ifname) return ifname === a.name || a.slaves.includes(ifname);
   const wifiSlave = wifiSlaves(a).length > 0;
   const type = profile.get("connection", "type");
   return ((type === "wifi" || type === "802-11-wireless") && wifiSlave) || ((type === "ethernet" || type === "802-3-ethernet") && a.slaves.length > wifiSlaves(a).length);
 }
+
+const isPortOf = (profile: Profile | null, a: BondArgs) => {
+  const controller = profile?.get("connection", "master");
+  return controller === a.name || controller === profileUuid(a.name);
+};
 
 const autoconnects = (profile: Profile) => profile.get("connection", "autoconnect") === true;
 
@@ -120,10 +124,10 @@ export function planNetworkManager(a: BondArgs, facts: Facts): Change[] {
   return [...competingInEtc(a, existing, own), ...competingInRun(a, facts), ...formerPorts(a, existing, own), ...writes];
 }
 
-/** Port profiles of an earlier run for slaves no longer listed. */
+/** Port profiles of an earlier run for slaves no longer listed: named as ours, and ports of this very bond (not of one whose name starts alike). */
 function formerPorts(a: BondArgs, existing: Record<string, string>, own: Set<string>): Change[] {
   return Object.entries(existing)
-    .filter(([name]) => name.startsWith(`${a.name}-port-`) && name.endsWith(".nmconnection") && !own.has(name))
+    .filter(([name, text]) => name.startsWith(`${a.name}-port-`) && name.endsWith(".nmconnection") && !own.has(name) && isPortOf(readProfile(text), a))
     .flatMap(([name, text]) =>
       fileChange({ path: `${NM_DIR}/${name}`, content: text }, null, {
         summary: `remove the NetworkManager profile ${name.slice(0, -".nmconnection".length)} (no longer a port of ${a.name})`,

@@ -347,6 +347,18 @@ test("systemd-networkd: names match exactly: bond0's run leaves bond0-lan's file
   assert.ok(!planned.changes.some((c) => c.kind === "file" && theirs.includes(c.path)), "nothing of bond0-lan's is touched");
 });
 
+test("NetworkManager: a former port goes only when it is this bond's: a profile named alike that is another bond's port stays", () => {
+  const dir = "/etc/NetworkManager/system-connections";
+  const host = new FakeHost(NM, [dir]);
+  const port = (controller: string, ifname: string) => `[connection]\nid=bond0-port-${ifname}\ntype=ethernet\ninterface-name=${ifname}\nmaster=${controller}\nslave-type=bond\n`;
+  host.files.set(`${dir}/bond0-port-eth7.nmconnection`, port("bond0", "eth7")); // ours, from when eth7 was a slave
+  host.files.set(`${dir}/bond0-port-usb0.nmconnection`, port("bond9", "usb0")); // someone else's bond, named alike
+  const b0 = instance(bond, TWO_BONDS[0], "b0");
+  const [planned] = planTasks([b0], [], host.gather([b0]), "pi");
+  const removed = planned.changes.filter((c): c is FileChange => c.kind === "file" && c.after === null).map((c) => c.path);
+  assert.deepEqual(removed, [`${dir}/bond0-port-eth7.nmconnection`]);
+});
+
 test("a later task sees a folder as earlier tasks leave it: files created are listed, files removed are not", () => {
   const seen: Record<string, string>[] = [];
   const writer = defineModule({
