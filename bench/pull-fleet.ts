@@ -262,6 +262,10 @@ async function controller(work: Work, scenario: string, version: number): Promis
     figures.windowS = Math.round(secs);
     figures.reportsPerS = +((s2 - s1) / secs).toFixed(2);
     figures.clusterInMsgsPerS = m1 === null || m2 === null ? null : +((m2 - m1) / secs).toFixed(1);
+    // what status --fleet reads: each device's latest report of each kind
+    const t = Date.now();
+    const latest = await broker.readLatest(REPORTS_STREAM, "reports.>");
+    figures.statusReadLatest = { messages: latest.length, ms: Date.now() - t };
   }
   await consumer.stop();
   const elapsed = (Date.now() - t0) / 1000;
