@@ -22,6 +22,8 @@ import { followDesiredState, type DeviceEvent } from "../core/pull/device.js";
 import type { Outcome } from "../core/pull/rollout.js";
 import { devicePlays } from "../core/pull/device-plays.js";
 import { deviceInbox, deviceName, reportSubject } from "../core/pull/subjects.js";
+import { DEFAULT_SCHEDULE, startReporting, type AuditResult, type ReportingEvent, type ReportingSchedule } from "../core/pull/audit.js";
+import { parseDuration } from "../core/pull/publish.js";
 import { builtinModules } from "../modules/index.js";
 import { listrView } from "./progress.js";
 import { AgentState, type Tried } from "./agent-state.js";
@@ -47,6 +49,8 @@ export interface AgentConfig {
   plugins: string[];
   /** argv before every command the engine runs (tests: enter a test host's namespaces and root). */
   commandPrefix?: string[];
+  /** When the agent audits what it applied and when it says it is alive (core/pull/audit.ts). */
+  schedule: ReportingSchedule;
 }
 
 const configSchema = {
@@ -62,6 +66,9 @@ const configSchema = {
     state_dir: { type: "string", pattern: "^/" },
     plugins: { type: "array", items: { type: "string", minLength: 1 } },
     command_prefix: { type: "array", items: { type: "string", minLength: 1 } },
+    audit_interval: { type: "string" },
+    audit_splay: { type: "string" },
+    heartbeat_interval: { type: "string" },
   },
 };
 
@@ -76,8 +83,23 @@ export function loadAgentConfig(file: string): AgentConfig {
   } catch (error) {
     throw new ConfigError(`${source.position(["device"])}: ${messageOf(error)}`);
   }
+  const duration = (field: string, fallback: number): number => {
+    if (c[field] === undefined) return fallback;
+    try {
+      return parseDuration(c[field], field);
+    } catch (error) {
+      throw new ConfigError(`${source.position([field])}: ${messageOf(error)}`);
+    }
+  };
+  const schedule: ReportingSchedule = {
+    auditMs: duration("audit_interval", DEFAULT_SCHEDULE.auditMs),
+    auditSplayMs: duration("audit_splay", DEFAULT_SCHEDULE.auditSplayMs),
+    heartbeatMs: duration("heartbeat_interval", DEFAULT_SCHEDULE.heartbeatMs),
+  };
+  if (schedule.auditSplayMs >= schedule.auditMs) throw new ConfigError(`${source.position(["audit_splay"])}: audit_splay must be shorter than audit_interval.`);
   return {
     file,
+    schedule,
     device: c.device,
     servers: c.servers,
     credentialsFile: c.credentials,
@@ -193,6 +215,30 @@ export async function applyBundle(
   return { outcome, detail: settle({ phase: "done", outcome }, detail) };
 }
 
+/**
+ * A check-mode run of the bundle this device applied: what would change now is drift.
+ * The fingerprint is each task's status and change summaries (masked), not the run's
+ * times or id, so that an unchanged host gives the same fingerprint every time.
+ */
+export async function auditBundle(bundle: OpenedBundle, config: AgentConfig): Promise<AuditResult> {
+  const settings: RunSettings = { ...SETTINGS, check: true, renderer: "silent" };
+  const prepared = devicePlays(bundle.playbook, await agentRegistry(config), localTarget(config.device));
+  const run = presentRun(
+    await execute(prepared.plays, settings, (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}), listrView(settings)),
+  );
+  const tasks = run.hosts.flatMap((h) => h.tasks);
+  const changed = tasks.filter((t) => t.changes.length > 0).length;
+  const failed = run.hosts.find((h) => h.error)?.error;
+  return {
+    version: bundle.version,
+    drift: changed > 0,
+    changed,
+    ...(failed ? { error: prepared.mask(failed) } : {}),
+    fingerprint: JSON.stringify([bundle.version, failed ?? null, tasks.map((t) => [t.name, t.status, t.changes.map((c) => c.summary)])]),
+    report: run,
+  };
+}
+
 export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promise<void> {
   const credentials = readSecretFile("credentials file", config.credentialsFile);
   const identity = readSecretFile("age identity", config.identityFile).trim();
@@ -208,12 +254,32 @@ export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promi
   });
   broker.onEvent((e) => log(`broker: ${e.type}${e.detail ? ` (${e.detail})` : ""}`));
   log(`connected to ${broker.server() ?? "the cluster"}`);
+  // the bundle to audit: the one applied last (a failed or reverted run left the host as
+  // that one had it); an applying run and an audit never overlap
+  let current: OpenedBundle | undefined;
+  let applying: Promise<unknown> = Promise.resolve();
+  const reporting = startReporting(broker, config.device, {
+    schedule: config.schedule,
+    applied: () => current?.version ?? (state.tried?.outcome === "applied" ? state.tried.version : undefined),
+    audit: async () => {
+      await applying;
+      return current ? auditBundle(current, config) : null;
+    },
+    onEvent: (e) => log(describeReportingEvent(e)),
+  });
   const follower = await followDesiredState(
     broker,
     { name: config.device, verifyKey, identity },
     {
       appliedVersion: () => state.tried?.version,
-      apply: (bundle) => applyBundle(bundle, config, broker, state),
+      apply: (bundle) => {
+        const run = applyBundle(bundle, config, broker, state);
+        applying = run.catch(() => {});
+        return run;
+      },
+      onCurrent: (bundle, outcome) => {
+        if (outcome === "applied" || (outcome === "applied before" && state.tried?.outcome === "applied")) current = bundle;
+      },
       onEvent: (e) => log(describeDeviceEvent(e)),
     },
   );
@@ -222,6 +288,7 @@ export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promi
     signal?.addEventListener("abort", () => resolve(), { once: true });
   });
   await follower.stop();
+  await reporting.stop();
   await broker.close();
 }
 
@@ -233,6 +300,17 @@ export function describeDeviceEvent(e: DeviceEvent): string {
       return `version ${e.version} waits: rollout ${e.rollout} is ${e.status}${e.reason ? ` (${e.reason})` : ""}`;
     case "result":
       return `version ${e.version}: ${e.outcome}${e.detail ? `: ${e.detail}` : ""}`;
+    case "report-failed":
+      return `could not report: ${e.message}`;
+  }
+}
+
+export function describeReportingEvent(e: ReportingEvent): string {
+  switch (e.type) {
+    case "audit":
+      return `audit of version ${e.result.version}: ${e.result.error ? `could not run: ${e.result.error}` : e.result.drift ? `drift (${e.result.changed} task(s) would change)` : "in sync"}${e.sent ? " (reported)" : " (unchanged, not reported)"}`;
+    case "heartbeat":
+      return "heartbeat sent";
     case "report-failed":
       return `could not report: ${e.message}`;
   }

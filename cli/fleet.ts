@@ -523,12 +523,16 @@ export const fleetStatusCommand = guarded(async (argv: string[]): Promise<number
   let rows;
   try {
     const desired = new Map<string, { version: number; rollout?: string }>();
-    for (const d of devices) {
-      const entry = await broker.get(DESIRED_BUCKET, desiredKey(d));
-      const stored = entry && storedBundle(entry.value);
-      if (stored) desired.set(d, stored);
-    }
-    rows = fleetStatus(devices, desired, await broker.read(REPORTS_STREAM, "reports.>"));
+    for (let i = 0; i < devices.length; i += 64)
+      await Promise.all(
+        devices.slice(i, i + 64).map(async (d) => {
+          const entry = await broker.get(DESIRED_BUCKET, desiredKey(d));
+          const stored = entry && storedBundle(entry.value);
+          if (stored) desired.set(d, stored);
+        }),
+      );
+    // each device's latest report of each kind, not the whole stream (100 a subject are kept)
+    rows = fleetStatus(devices, desired, await broker.readLatest(REPORTS_STREAM, "reports.>"));
     if (values.inventory) rows = rows.filter((r) => devices.includes(r.device));
   } finally {
     await broker.close();

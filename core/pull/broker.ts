@@ -64,6 +64,8 @@ export interface Broker {
   consume(stream: string, filter: string, onMessage: (m: Message) => void | Promise<void>, opts?: { fromSeq?: number }): Promise<Stoppable>;
   /** Each message of `stream` stored for `subject` (for audits and tests: what is kept). */
   read(stream: string, filter: string): Promise<Message[]>;
+  /** The last message stored for each subject matching `filter` (each device's latest report of each kind). */
+  readLatest(stream: string, filter: string): Promise<Message[]>;
   /** Connection state changes, for logs and progress displays. */
   onEvent(listener: (event: BrokerEvent) => void): void;
   /** Which server this client is connected to now ("host:port"), if any. */

@@ -32,6 +32,8 @@ export interface FollowOptions {
   now?: () => Date;
   /** How often a bundle held by a paused (or not yet visible) rollout is checked again; default 30 s. */
   recheckMs?: number;
+  /** The bundle this device runs now: the one it applied, or (after a restart) the one it applied before, seen again. For audits. */
+  onCurrent?: (bundle: OpenedBundle, outcome: Exclude<Outcome, "timeout"> | "applied before") => void;
   /** Between attempts to send a report the cluster did not acknowledge. */
   reportBackoff?: Backoff;
 }
@@ -64,7 +66,14 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
       bundle = await openBundle(entry.value, { ...device, device: device.name, appliedVersion: opts.appliedVersion(), now: opts.now?.() });
     } catch (error) {
       if (!(error instanceof BundleRefused)) throw error;
-      if (error.reason === "replayed") return; // what it applied already, seen again after a reconnect
+      if (error.reason === "replayed") {
+        // what it tried already, seen again after a reconnect or a restart: not applied again, but audited
+        if (opts.onCurrent) {
+          const current = await openBundle(entry.value, { ...device, device: device.name, now: opts.now?.() }).catch(() => null);
+          if (current) opts.onCurrent(current, "applied before");
+        }
+        return;
+      }
       emit({ type: "refused", reason: error.reason, message: error.message });
       await report("refused", { revision: entry.revision, reason: error.reason, message: error.message });
       return;
@@ -82,6 +91,7 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
     }
     const result = await opts.apply(bundle);
     emit({ type: "result", version: bundle.version, ...result });
+    opts.onCurrent?.(bundle, result.outcome);
     const body: ResultReport = {
       version: bundle.version,
       outcome: result.outcome,

@@ -6,8 +6,11 @@
 //   result    {"version", "outcome": applied|failed|reverted, "detail"?, "rollout"?, "report"?}
 //   refused   {"reason", "message"}
 //   audit     {"version"?, "drift": boolean | "changed": number, "report"?}
-//   heartbeat anything (only its time counts)
+//   heartbeat {"applied"?}
 // "report", when an agent sends it, is the JSON that --report writes for its own run.
+// "applied" (any kind) is the version the device runs now, as it says itself: status
+// reads only the latest message of each subject, so an applied result followed by a
+// failed one would otherwise lose the version that is still applied.
 import type { ShownHost, ShownRun } from "../report/changes.js";
 import type { Message } from "./broker.js";
 import { reportDevice } from "./subjects.js";
@@ -55,6 +58,7 @@ export function fleetStatus(devices: string[], desired: Map<string, { version: n
     const row = rows.get(device) ?? rows.set(device, { device, drift: "never seen" }).get(device)!;
     row.lastSeen = m.time.toISOString();
     const kind = m.subject.split(".")[2];
+    if (typeof b.applied === "number") row.applied = b.applied;
     if (kind === "result" && typeof b.version === "number" && typeof b.outcome === "string") {
       row.lastResult = { version: b.version, outcome: b.outcome, at: m.time.toISOString() };
       if (b.outcome === "applied") {
@@ -62,8 +66,10 @@ export function fleetStatus(devices: string[], desired: Map<string, { version: n
         audits.delete(device); // an apply is newer than any audit before it
       } else row.lastError = `version ${b.version} ${b.outcome}${b.detail ? `: ${short(b.detail)}` : ""}`;
     } else if (kind === "refused") row.lastError = `refused a bundle (${short(b.reason)}): ${short(b.message)}`;
-    else if (kind === "audit")
+    else if (kind === "audit") {
       audits.set(device, { version: typeof b.version === "number" ? b.version : undefined, drift: b.drift === true || (typeof b.changed === "number" && b.changed > 0) });
+      if (typeof b.error === "string") row.lastError = `audit: ${short(b.error)}`;
+    }
     const run = runOf(b.report, device);
     if (run && (kind === "result" || kind === "audit")) row.run = run;
   }

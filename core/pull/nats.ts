@@ -24,6 +24,7 @@ const WATCH_POLL_MS = 300_000;
 /** Reads after a change notice until the change shows (25 ms doubling: about 3 s in all). */
 const NOTICE_RETRIES = 7;
 const CONSUMER_SETUP_MS = 60_000;
+const READ_RETRY_BACKOFF = { baseMs: 500, capMs: 30_000 };
 
 export class BrokerError extends Error {
   override name = "BrokerError";
@@ -134,11 +135,17 @@ export class NatsBroker implements Broker, BrokerAdmin {
     let last: number | undefined;
     let stopped = false;
     let chain = Promise.resolve();
+    // A read that failed (the bucket not made yet, JetStream without a leader) is tried
+    // again with back-off until one succeeds: a device started before the controller made
+    // the bucket would otherwise wait for the next poll (minutes) for its first bundle.
+    let failures = 0;
+    let retry: NodeJS.Timeout | undefined;
     const read = (notified: boolean): void => {
       chain = chain.then(async () => {
         for (let attempt = 0; !stopped; attempt++) {
           try {
             const { entry, revision } = await this.latest(bucket, key);
+            failures = 0;
             if (stopped) return;
             if (last === undefined || revision > last) {
               last = revision;
@@ -147,6 +154,11 @@ export class NatsBroker implements Broker, BrokerAdmin {
             }
           } catch (error) {
             this.emit({ type: "error", detail: `reading ${bucket}/${key}: ${messageOf(error)}` });
+            if (!stopped && (!notified || attempt >= NOTICE_RETRIES)) {
+              clearTimeout(retry);
+              retry = setTimeout(() => read(false), backoffDelay(failures++, READ_RETRY_BACKOFF));
+              return;
+            }
           }
           if (!notified || attempt >= NOTICE_RETRIES) return;
           await new Promise((r) => setTimeout(r, 25 * 2 ** attempt));
@@ -166,6 +178,7 @@ export class NatsBroker implements Broker, BrokerAdmin {
       stop: async () => {
         stopped = true;
         clearInterval(poll);
+        clearTimeout(retry);
         sub.unsubscribe();
         await chain;
       },
@@ -218,6 +231,30 @@ export class NatsBroker implements Broker, BrokerAdmin {
       out.push({ subject: m.subject, data: m.data, seq: m.seq, time: m.time });
       seq = m.seq + 1;
     }
+  }
+
+  /**
+   * The last message of each subject matching `filter`: an ordered consumer delivering the
+   * last per subject, read until nothing is pending. What status --fleet needs (each
+   * device's latest report of each kind) without reading the whole stream.
+   */
+  async readLatest(stream: string, filter: string): Promise<Message[]> {
+    const jsm = await this.manager();
+    if ((await jsm.streams.info(stream)).state.messages === 0) return [];
+    const consumer = await this.js.consumers.get(stream, { filter_subjects: filter, deliver_policy: DeliverPolicy.LastPerSubject });
+    const messages = await consumer.consume();
+    const out: Message[] = [];
+    // no subject matches the filter: nothing is delivered at all; the idle timer ends the read
+    let idle = setTimeout(() => void messages.close(), this.timeoutMs);
+    for await (const m of messages) {
+      out.push({ subject: m.subject, data: m.data, seq: m.seq, time: m.time });
+      if (m.info.pending === 0) break;
+      clearTimeout(idle);
+      idle = setTimeout(() => void messages.close(), this.timeoutMs);
+    }
+    clearTimeout(idle);
+    await messages.close();
+    return out;
   }
 
   private manager(): Promise<JetStreamManager> {

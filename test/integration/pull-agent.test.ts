@@ -95,6 +95,7 @@ async function enrolHost(): Promise<{ stdout: string }> {
     writeFileSync(join(fleetDir, "fleet.yaml"), stringify({ name: "agenttest", servers: cluster.servers }));
     writeFileSync(join(fleetDir, "authority.json"), JSON.stringify(authority), { mode: 0o600 });
     writeFileSync(join(fleetDir, "signing.pub"), signing.publicPem);
+    writeFileSync(join(fleetDir, "controller.creds"), (await issueController(authority)).creds, { mode: 0o600 });
   }
   await fleet.exec(
     fleet.hosts[0],
@@ -163,6 +164,10 @@ before(async () => {
       state_dir: join(dir, "state"),
       plugins: [PLUGIN],
       command_prefix: enterHost(fleet.hosts[0].pid),
+      // short, so that a test sees several audits and heartbeats (the defaults: 5m ± 1m, 10m)
+      audit_interval: "2s",
+      audit_splay: "1s",
+      heartbeat_interval: "5s",
     }),
   );
   agent = startAgent();
@@ -257,6 +262,51 @@ test("the PSK is in no stored message in clear, nor in the agent's output", asyn
   assert.ok(!agent!.output().includes(PSK));
 });
 
+/** provision status --fleet as users run it, on the cluster's bridge. */
+async function fleetStatus(): Promise<{ code: number; stdout: string; rows: { device: string; applied?: number; drift: string; lastSeen?: string }[] }> {
+  const argv = ["ip", "netns", "exec", cluster.hubNs, process.execPath, CLI, "status", "--fleet", "--json", "--fleet-dir", join(dir, "fleet")];
+  const r = await run(argv, { cwd: repoRoot });
+  assert.ok(r.stdout.startsWith("["), r.stdout + r.stderr);
+  return { code: r.code, stdout: r.stdout, rows: JSON.parse(r.stdout) };
+}
+
+test("periodic audits report only a changed result; heartbeats say the device is alive; a drifted device shows drift in status --fleet", async () => {
+  await publish(5, [{ name: "message", module: "motd", args: { message: "hello from version 5" } }]);
+  assert.equal((await result(5)).outcome, "applied");
+  // the first audit after the apply is a change (nothing was reported for version 5): sent, in sync
+  let audits: Record<string, unknown>[] = [];
+  await waitFor(async () => (audits = (await reports("audit")).filter((a) => a.version === 5)).length > 0, 20_000, `an audit of version 5:\n${agent!.output()}`);
+  assert.deepEqual([audits[0].drift, audits[0].changed, audits[0].applied], [false, 0, 5]);
+  assert.equal((audits[0].report as { mode?: string; check?: boolean; hosts: { host: string }[] }).hosts[0].host, device, "the check run's --report JSON");
+  // more audits run (every 2 s ± 1 s), all unchanged: none is sent
+  const ran = () => (agent!.output().match(/audit of version 5: in sync/g) ?? []).length;
+  const before = ran();
+  await waitFor(async () => ran() >= before + 3, 20_000, `three more audits:\n${agent!.output()}`);
+  assert.equal((await reports("audit")).filter((a) => a.version === 5).length, 1, "an unchanged audit sends no report");
+  const beats = (await reports("heartbeat")).filter((h) => h.applied === 5);
+  assert.ok(beats.length >= 1, "a heartbeat (every 5 s without another report)");
+  let status = await fleetStatus();
+  assert.deepEqual(
+    status.rows.map((r) => [r.device, r.applied, r.drift]),
+    [[device, 5, "in sync"]],
+    status.stdout,
+  );
+
+  // someone edits the file on the host: the next audit finds drift, reports it, status --fleet shows it
+  const t = Date.now();
+  await fleet.exec(fleet.hosts[0], ["sh", "-c", "echo edited by hand > /etc/motd"]);
+  await waitFor(async () => (status = await fleetStatus()).rows[0]?.drift === "drift", 20_000, `drift in status --fleet:\n${agent!.output()}`);
+  console.log(`drift on the host to "drift" in status --fleet: ${Date.now() - t} ms`);
+  assert.equal(status.code, 1, "drift: exit 1");
+  const drifted = (await reports("audit")).filter((a) => a.version === 5 && a.drift === true);
+  assert.equal(drifted.length, 1, "reported once");
+  assert.equal(drifted[0].changed, 1);
+  assert.equal(await motd(), "edited by hand\n", "an audit changes nothing");
+  const table = await run(["ip", "netns", "exec", cluster.hubNs, process.execPath, CLI, "status", "--fleet", "--fleet-dir", join(dir, "fleet")], { cwd: repoRoot });
+  assert.match(table.stdout, new RegExp(`^${device}\\s+v5\\s+v5\\s+\\d+s ago\\s+drift`, "m"), table.stdout);
+});
+
+// last: re-enrolment revokes the credentials the running agent uses
 test("enrolled again: the host gets new credentials, and the cluster refuses the old ones", async () => {
   const old = await hostCreds();
   const r = await enrolHost();

@@ -40,7 +40,8 @@ export interface NatsCluster {
 
 const SUBNET = "10.77.0";
 
-export async function startNatsCluster(opts: { authority: FleetAuthority; size?: number }): Promise<NatsCluster> {
+/** `monitor`: each node also serves its monitoring endpoints (/varz, /jsz) on port 8222 (benchmarks). */
+export async function startNatsCluster(opts: { authority: FleetAuthority; size?: number; monitor?: boolean; maxFileStore?: string }): Promise<NatsCluster> {
   const size = opts.size ?? 3;
   if (sh(["sh", "-c", "command -v nats-server"], { allowFail: true }).code !== 0)
     throw new Error("nats-server is not installed (Debian package nats-server): run `bash test/setup.sh` as root");
@@ -86,7 +87,8 @@ export async function startNatsCluster(opts: { authority: FleetAuthority; size?:
         [
           `server_name: ${n.name}`,
           `listen: ${n.address}:4222`,
-          `jetstream { store_dir: ${JSON.stringify(join(n.dir, "js"))}, max_memory_store: 64MB, max_file_store: 256MB }`,
+          `jetstream { store_dir: ${JSON.stringify(join(n.dir, "js"))}, max_memory_store: 64MB, max_file_store: ${opts.maxFileStore ?? "256MB"} }`,
+          ...(opts.monitor ? [`http: ${n.address}:8222`] : []),
           `cluster {`,
           `  name: pull-test`,
           `  listen: ${n.address}:6222`,
