@@ -24,6 +24,9 @@ const WATCH_POLL_MS = 300_000;
 /** Reads after a change notice until the change shows (25 ms doubling: about 3 s in all). */
 const NOTICE_RETRIES = 7;
 const CONSUMER_SETUP_MS = 60_000;
+/** How long a write waits for a bucket to have a leader again, and the answers that say nothing was written. */
+const LEADERLESS_MS = 15_000;
+const NOT_WRITTEN = /jetstream is not enabled|no responders|jetstream not available|503/i;
 const READ_RETRY_BACKOFF = { baseMs: 500, capMs: 30_000 };
 
 export class BrokerError extends Error {
@@ -114,9 +117,23 @@ export class NatsBroker implements Broker, BrokerAdmin {
 
   async put(bucket: string, key: string, value: Uint8Array, opts: { previousRevision?: number } = {}): Promise<number> {
     const kv = await this.kv(bucket);
-    if (opts.previousRevision === 0) return kv.create(key, value);
-    if (opts.previousRevision !== undefined) return kv.update(key, value, opts.previousRevision);
-    return kv.put(key, value);
+    const write = () => {
+      if (opts.previousRevision === 0) return kv.create(key, value);
+      if (opts.previousRevision !== undefined) return kv.update(key, value, opts.previousRevision);
+      return kv.put(key, value);
+    };
+    // a bucket whose leader was on a node that just died answers "not available" until a new
+    // leader is elected: nothing was written, so the same write is sent again (a timeout is not retried: it may have been)
+    const deadline = Date.now() + LEADERLESS_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await write();
+      } catch (error) {
+        if (!NOT_WRITTEN.test(messageOf(error)) || Date.now() > deadline) throw error;
+        this.emit({ type: "error", detail: `writing ${bucket}/${key} (attempt ${attempt + 1}): ${messageOf(error)}` });
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt, { baseMs: 200, capMs: 2000 })));
+      }
+    }
   }
 
   async delete(bucket: string, key: string): Promise<void> {
