@@ -84,6 +84,8 @@ export function enterHost(pid: number): string[] {
     "-i",
     `PATH=${HOST_PATH}`,
     "HOME=/root",
+    "USER=root",
+    "LOGNAME=root",
     "LANG=C.UTF-8",
   ];
 }
@@ -302,29 +304,7 @@ export async function startFleet(opts: { count: number; prefix?: string; subnet?
       dir,
       exec(host, argv, input) {
         if (!hosts.includes(host)) throw new Error(`exec: ${host.name} is not in fleet ${id}`);
-        return run(
-          [
-            "nsenter",
-            "--target",
-            String(host.pid),
-            "--mount",
-            "--uts",
-            "--net",
-            "--pid",
-            "--root",
-            "--wd",
-            "--",
-            "/usr/bin/env",
-            "-i",
-            `PATH=${HOST_PATH}`,
-            "HOME=/root",
-            "USER=root",
-            "LOGNAME=root",
-            "LANG=C.UTF-8",
-            ...argv,
-          ],
-          { input },
-        );
+        return run([...enterHost(host.pid), ...argv], { input });
       },
       controllerArgv: (argv) => inNamespace(controllerNs, argv),
       async stopHost(host) {
