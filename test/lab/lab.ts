@@ -33,6 +33,13 @@ function readLabWifi(): { ssid: string; psk: string } {
   return { ssid: value("ssid"), psk: value("psk") };
 }
 
+export interface SshOptions {
+  timeoutMs?: number;
+  connectTimeoutS?: number;
+  /** connect attempts when SSH could not reach the guest at all (default 3) */
+  attempts?: number;
+}
+
 export interface Guest {
   name: string;
   address: string;
@@ -52,7 +59,7 @@ export interface Guest {
   /** QMP set_link on that NIC's netdev (or "airlink", the access point's uplink): "pull the cable" (false) / plug it back (true). */
   setLink(nic: string, up: boolean): Promise<void>;
   /** The real OpenSSH client, run inside the lab namespace, host key verified. */
-  ssh(command: string, opts?: { timeoutMs?: number; connectTimeoutS?: number }): Promise<SshResult>;
+  ssh(command: string, opts?: SshOptions): Promise<SshResult>;
   /** /proc/sys/kernel/random/boot_id, or undefined when SSH does not answer. */
   bootId(): Promise<string | undefined>;
   /** Poll until SSH answers; returns the boot id. */
@@ -84,6 +91,8 @@ const SUBNET = "10.77.0";
 const BRIDGE_ADDRESS = `${SUBNET}.1`;
 const BRIDGE_MAC = "52:54:00:77:00:01";
 const BOOT_TIMEOUT_MS = 5 * 60_000;
+/** OpenSSH's own failures before any command ran (it exits 255 for those, and for a dropped session). */
+const NEVER_CONNECTED = /ssh: connect to host|kex_exchange_identification|banner exchange|Connection closed by \S+ port/;
 const SNAPSHOT_TAG = "booted";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -364,16 +373,25 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         return started.pid;
       };
       launch(restoring);
-      const ssh = (command: string, o: { timeoutMs?: number; connectTimeoutS?: number } = {}): Promise<SshResult> =>
+      const sshOnce = (command: string, o: SshOptions): Promise<SshResult> =>
         // a guest just booted under TCG on a busy machine can take seconds to accept: 15 s, not 5, before "failed"
         run(inNamespace(ns.name, [...sshBase, "-o", `ConnectTimeout=${o.connectTimeoutS ?? 15}`, `root@${address}`, command]), {
           timeout: o.timeoutMs ?? 120_000,
           killSignal: "SIGKILL",
         });
+      // A check that never reached the guest says nothing about the guest: connect again (only when
+      // the command cannot have started, so a reboot is never sent twice).
+      const ssh = async (command: string, o: SshOptions = {}): Promise<SshResult> => {
+        for (let attempt = 1; ; attempt++) {
+          const r = await sshOnce(command, o);
+          if (r.code !== 255 || !NEVER_CONNECTED.test(r.stderr) || attempt >= (o.attempts ?? 3)) return r;
+          await sleep(2000);
+        }
+      };
       // polled while a guest boots: a short connect timeout, so a SYN lost before the guest's
       // network is up costs 2 s, not 5
       const bootId = async () => {
-        const r = await ssh("cat /proc/sys/kernel/random/boot_id", { timeoutMs: 15_000, connectTimeoutS: 2 });
+        const r = await ssh("cat /proc/sys/kernel/random/boot_id", { timeoutMs: 15_000, connectTimeoutS: 2, attempts: 1 });
         return r.code === 0 ? r.stdout.trim() : undefined;
       };
       const waitForSsh = async (o: { timeoutMs?: number; notBootId?: string } = {}) => {
