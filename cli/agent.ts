@@ -12,13 +12,13 @@ import { BUILT_IN, Registry } from "../core/config/registry.js";
 import type { ConnectionTarget } from "../core/transport/transport.js";
 import { execute, type RunSettings } from "../core/run/run.js";
 import { presentRun, type ShownRun } from "../core/report/changes.js";
-import { renderChanges, renderSummary } from "../core/report/output.js";
+import { renderChanges, renderSummary, runReport } from "../core/report/output.js";
 import { LocalTransport } from "../core/transport/local.js";
 import { ConfigError, UsageError, messageOf } from "../core/errors.js";
 import { connectNats } from "../core/pull/nats.js";
 import type { Broker } from "../core/pull/broker.js";
 import type { OpenedBundle } from "../core/pull/bundle.js";
-import { followDesiredState, type DeviceEvent } from "../core/pull/device.js";
+import { followDesiredState, type Applied, type DeviceEvent } from "../core/pull/device.js";
 import type { Outcome } from "../core/pull/rollout.js";
 import { devicePlays } from "../core/pull/device-plays.js";
 import { deviceInbox, deviceName, reportSubject } from "../core/pull/subjects.js";
@@ -162,12 +162,7 @@ export function outcomeOf(run: ShownRun, unconfirmed = false): { outcome: Exclud
 }
 
 /** Apply one opened bundle; recorded as tried before anything runs. */
-export async function applyBundle(
-  bundle: OpenedBundle,
-  config: AgentConfig,
-  broker: Broker,
-  state: AgentState,
-): Promise<{ outcome: Exclude<Outcome, "timeout">; detail?: string }> {
+export async function applyBundle(bundle: OpenedBundle, config: AgentConfig, broker: Broker, state: AgentState): Promise<Applied> {
   state.record({ version: bundle.version, phase: "applying", at: new Date().toISOString() });
   let mask = (text: string) => text;
   const settle = (tried: Omit<Tried, "version" | "at">, detail?: string) => {
@@ -210,9 +205,9 @@ export async function applyBundle(
     // yet: the host's revert timer will undo the run. Said as it is; the version counts as
     // tried, so the agent does not run it again after the boot (it would reboot in a loop).
     const why = "the playbook rebooted this machine; resuming a pull run after a reboot is not built yet, so the host's revert timer undoes the run";
-    return { outcome: "failed", detail: settle({ phase: "reboot-pending", runId: run.runId, outcome: "failed" }, why) };
+    return { outcome: "failed", detail: settle({ phase: "reboot-pending", runId: run.runId, outcome: "failed" }, why), report: runReport(run) };
   }
-  return { outcome, detail: settle({ phase: "done", outcome }, detail) };
+  return { outcome, detail: settle({ phase: "done", outcome }, detail), report: runReport(run) };
 }
 
 /**
@@ -235,7 +230,7 @@ export async function auditBundle(bundle: OpenedBundle, config: AgentConfig): Pr
     changed,
     ...(failed ? { error: prepared.mask(failed) } : {}),
     fingerprint: JSON.stringify([bundle.version, failed ?? null, tasks.map((t) => [t.name, t.status, t.changes.map((c) => c.summary)])]),
-    report: run,
+    report: runReport(run),
   };
 }
 

@@ -23,11 +23,29 @@ export type DeviceEvent =
   | { type: "result"; version: number; outcome: Outcome; detail?: string }
   | { type: "report-failed"; message: string };
 
+export interface Applied {
+  outcome: Exclude<Outcome, "timeout">;
+  detail?: string;
+  /** The run's --report JSON, sent with the result. */
+  report?: unknown;
+}
+
+/**
+ * A message holds at most 1 MB (NATS's default max_payload): a result whose run report is
+ * larger is sent without it (a result that can never be stored would be sent again for ever).
+ */
+const MAX_REPORT_BYTES = 512 * 1024;
+function reportWithin(report: unknown): { report?: unknown; reportOmitted?: string } {
+  if (report === undefined) return {};
+  const bytes = Buffer.byteLength(JSON.stringify(report));
+  return bytes <= MAX_REPORT_BYTES ? { report } : { reportOmitted: `the run report has ${bytes} bytes (at most ${MAX_REPORT_BYTES} are sent)` };
+}
+
 export interface FollowOptions {
   /** The last version this device tried, whatever the outcome (kept on the device across restarts): never tried again. */
   appliedVersion: () => number | undefined;
   /** Apply the bundle; its outcome is reported. The caller records the version as tried, even when it failed or was reverted (no retry loop). */
-  apply: (bundle: OpenedBundle) => Promise<{ outcome: Exclude<Outcome, "timeout">; detail?: string }>;
+  apply: (bundle: OpenedBundle) => Promise<Applied>;
   onEvent?: (e: DeviceEvent) => void;
   now?: () => Date;
   /** How often a bundle held by a paused (or not yet visible) rollout is checked again; default 30 s. */
@@ -90,13 +108,14 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
       }
     }
     const result = await opts.apply(bundle);
-    emit({ type: "result", version: bundle.version, ...result });
+    emit({ type: "result", version: bundle.version, outcome: result.outcome, ...(result.detail ? { detail: result.detail } : {}) });
     opts.onCurrent?.(bundle, result.outcome);
     const body: ResultReport = {
       version: bundle.version,
       outcome: result.outcome,
       ...(bundle.rollout ? { rollout: bundle.rollout } : {}),
       ...(result.detail ? { detail: result.detail } : {}),
+      ...reportWithin(result.report),
     };
     // the message id makes a retried report of the same result a duplicate, not a second result
     await report("result", body as unknown as Record<string, unknown>, `${device.name}-${bundle.version}-result`);
