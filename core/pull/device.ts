@@ -35,7 +35,7 @@ export interface Applied {
  * larger is sent without it (a result that can never be stored would be sent again for ever).
  */
 const MAX_REPORT_BYTES = 512 * 1024;
-function reportWithin(report: unknown): { report?: unknown; reportOmitted?: string } {
+export function reportWithin(report: unknown): { report?: unknown; reportOmitted?: string } {
   if (report === undefined) return {};
   const bytes = Buffer.byteLength(JSON.stringify(report));
   return bytes <= MAX_REPORT_BYTES ? { report } : { reportOmitted: `the run report has ${bytes} bytes (at most ${MAX_REPORT_BYTES} are sent)` };
