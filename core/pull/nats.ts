@@ -225,12 +225,9 @@ export class NatsBroker implements Broker, BrokerAdmin {
       });
       return consumer.consume();
     };
-    let messages: Awaited<ReturnType<typeof open>>;
-    try {
-      messages = await this.retrying(`reading stream ${stream}`, { forMs: CONSUMER_SETUP_MS, capMs: 3000 }, open);
-    } catch (error) {
+    const messages = await this.retrying(`reading stream ${stream}`, { forMs: CONSUMER_SETUP_MS, capMs: 3000 }, open).catch((error: unknown) => {
       throw new BrokerError(`cannot read stream ${stream}: ${messageOf(error)}`, { cause: error });
-    }
+    });
     const done = (async () => {
       for await (const m of messages) await onMessage({ subject: m.subject, data: m.data, seq: m.seq, time: m.time });
     })();

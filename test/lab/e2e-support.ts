@@ -40,7 +40,6 @@ export async function bondStatus(guest: Guest): Promise<BondStatus | null> {
   return r.code === 0 ? parseBondStatus(r.stdout) : null;
 }
 
-/** Content hash, mode and owner of each path (or "absent"): "byte-identical" means equal strings. */
 /**
  * The bond with every slave's MII up, polled: after a boot the host came back to by itself,
  * nothing of provision waits for a Wi-Fi slave to associate. Null when not within `timeoutMs`.
@@ -55,6 +54,7 @@ export async function bondWithSlavesUp(guest: Guest, timeoutMs: number): Promise
   }
 }
 
+/** Content hash, mode and owner of each path (or "absent"): "byte-identical" means equal strings. */
 export async function fileHashes(guest: Guest, paths: string[]): Promise<string> {
   const r = await guest.ssh(`for f in ${paths.join(" ")}; do if [ -e "$f" ]; then sha256sum "$f"; stat -c "%a %U:%G" "$f"; else echo "absent $f"; fi; done`);
   if (r.code !== 0) throw new Error(`hashing files failed: ${r.stderr}`);
