@@ -26,8 +26,17 @@ export type DeviceEvent =
 export interface FollowOptions {
   /** The last version this device tried, whatever the outcome (kept on the device across restarts): never tried again. */
   appliedVersion: () => number | undefined;
-  /** Apply the bundle; its outcome is reported. The caller records the version as tried, even when it failed or was reverted (no retry loop). */
-  apply: (bundle: OpenedBundle) => Promise<{ outcome: Exclude<Outcome, "timeout">; detail?: string }>;
+  /**
+   * Apply the bundle (`bytes`: as signed); its outcome is reported. The caller records the
+   * version as tried, even when it failed or was reverted (no retry loop). null: no outcome
+   * yet, this machine reboots and the run goes on after the boot (see `resume`).
+   */
+  apply: (bundle: OpenedBundle, bytes: Uint8Array) => Promise<ApplyResult | null>;
+  /**
+   * Before any bundle: finish the run that rebooted this machine (or whatever else the agent
+   * left undone before it stopped), whose outcome is then reported like any; null: nothing to report.
+   */
+  resume?: () => Promise<{ bundle: OpenedBundle; result: ApplyResult } | null>;
   onEvent?: (e: DeviceEvent) => void;
   now?: () => Date;
   /** How often a bundle held by a paused (or not yet visible) rollout is checked again; default 30 s. */
@@ -39,6 +48,8 @@ export interface FollowOptions {
 }
 
 const enc = new TextEncoder();
+
+export type ApplyResult = { outcome: Exclude<Outcome, "timeout">; detail?: string };
 
 export async function followDesiredState(broker: Broker, device: DeviceIdentity, opts: FollowOptions): Promise<Stoppable> {
   const emit = (e: DeviceEvent) => opts.onEvent?.(e);
@@ -56,7 +67,26 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
       }
     }
   };
-  let busy = Promise.resolve();
+  /** Tell the outcome of a bundle's run. */
+  const told = async (bundle: OpenedBundle, result: ApplyResult): Promise<void> => {
+    emit({ type: "result", version: bundle.version, ...result });
+    opts.onCurrent?.(bundle, result.outcome);
+    const body: ResultReport = {
+      version: bundle.version,
+      outcome: result.outcome,
+      ...(bundle.rollout ? { rollout: bundle.rollout } : {}),
+      ...(result.detail ? { detail: result.detail } : {}),
+    };
+    // the message id makes a retried report of the same result a duplicate, not a second result
+    await report("result", body as unknown as Record<string, unknown>, `${device.name}-${bundle.version}-result`);
+  };
+  // the run left from before this machine's reboot goes first: a bundle waits for it
+  let busy = opts.resume
+    ? opts
+        .resume()
+        .then((r) => (r ? told(r.bundle, r.result) : undefined))
+        .catch((error) => emit({ type: "report-failed", message: messageOf(error) }))
+    : Promise.resolve();
   let latest: Entry | null = null;
   let recheck: NodeJS.Timeout | undefined;
   const handle = async (entry: Entry): Promise<void> => {
@@ -89,17 +119,8 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
         return;
       }
     }
-    const result = await opts.apply(bundle);
-    emit({ type: "result", version: bundle.version, ...result });
-    opts.onCurrent?.(bundle, result.outcome);
-    const body: ResultReport = {
-      version: bundle.version,
-      outcome: result.outcome,
-      ...(bundle.rollout ? { rollout: bundle.rollout } : {}),
-      ...(result.detail ? { detail: result.detail } : {}),
-    };
-    // the message id makes a retried report of the same result a duplicate, not a second result
-    await report("result", body as unknown as Record<string, unknown>, `${device.name}-${bundle.version}-result`);
+    const result = await opts.apply(bundle, entry.value);
+    if (result) await told(bundle, result);
   };
   const queue = (entry: Entry): void => {
     busy = busy.then(() => handle(entry)).catch((error) => emit({ type: "report-failed", message: messageOf(error) }));
