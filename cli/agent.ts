@@ -384,6 +384,11 @@ export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promi
       appliedVersion: () => state.tried?.version,
       resume: () => left,
       apply: (bundle, bytes) => {
+        // this machine is about to reboot: the bundle is seen again after the boot, once the run there has ended
+        if (state.tried?.phase === "reboot-pending") {
+          log(`version ${bundle.version} waits: this machine reboots first (run ${state.tried.runId})`);
+          return Promise.resolve(null);
+        }
         const run = applyBundle(bundle, bytes, config, broker, state);
         applying = run.catch(() => {});
         return run;

@@ -464,6 +464,7 @@ class HostRun {
       } catch (error) {
         // this machine itself (local transport): it boots into the restored files in a moment
         if (!(error instanceof RebootPending)) throw error;
+        await this.connection.connect();
       }
     await this.tx.mark("rolled_back");
     return problems;
