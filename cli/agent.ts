@@ -230,10 +230,16 @@ async function runBundle(
   };
   const runId = "runId" in how ? how.runId : how.resume.runId;
   const view = watchingReverts(listrView(SETTINGS), (reason) => state.record({ version: bundle.version, phase: "reverting", runId, detail: reason, at: new Date().toISOString() }));
+  // recorded before the reboot is even scheduled: the machine may go down any moment after
+  const beforeReboot = (resume: Resume) => state.record({ version: bundle.version, phase: "reboot-pending", runId: resume.runId, resume, at: new Date().toISOString() });
   let run: ShownRun;
   try {
     run = presentRun(
-      await execute(prepared.plays, SETTINGS, (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}), view, { confirm, ...how }),
+      await execute(prepared.plays, SETTINGS, (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}), view, {
+        confirm,
+        beforeReboot,
+        ...how,
+      }),
     );
   } catch (error) {
     const detail = prepared.mask(`the run stopped: ${messageOf(error)}`);

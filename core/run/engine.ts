@@ -53,6 +53,11 @@ export interface RunOptions {
    * (or rolled back) as after a push run's reboot.
    */
   resume?: ResumePoint;
+  /**
+   * Told, before a reboot task reboots, where the run would go on after the boot (a pull
+   * agent records it durably: with the local transport the reboot is its own machine's).
+   */
+  beforeReboot?: (point: ResumePoint) => void;
 }
 
 export type { HostEvent, HostResult, HostStatus, TaskResult, TaskStatus };
@@ -692,6 +697,9 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
         await apply();
         options.emit({ type: "change", task: instance.task.name, change, mask: instance.mask });
         run.outcomes.set(change, "unknown");
+        const notifiedSoFar = planned.slice(0, i + 1).flatMap((p) => (p.changes.length ? p.instance.task.notify : []));
+        const point = { task: i, notified: [...new Set([...(options.resume?.notified ?? []), ...notifiedSoFar])] };
+        options.beforeReboot?.(point);
         try {
           await run.reboot(change.timeoutSeconds, run.expectedAddress);
           run.outcomes.set(change, "applied");
@@ -699,8 +707,7 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
           // the local transport's own machine reboots now: the host confirmed it, the run resumes after the boot
           if (!(error instanceof RebootPending)) throw new TaskFailed(i, error);
           run.outcomes.set(change, "applied");
-          const notifiedSoFar = planned.slice(0, i + 1).flatMap((p) => (p.changes.length ? p.instance.task.notify : []));
-          run.resumesAt = { task: i, notified: [...new Set([...(options.resume?.notified ?? []), ...notifiedSoFar])] };
+          run.resumesAt = point;
           throw error;
         }
       }

@@ -162,7 +162,7 @@ export async function execute(
   settings: RunSettings,
   transport: TransportFactory,
   view: RunView,
-  extra: Pick<RunOptions, "confirm"> & { runId?: string; resume?: Resume } = {},
+  extra: Pick<RunOptions, "confirm"> & { runId?: string; resume?: Resume; beforeReboot?: (resume: Resume) => void } = {},
 ): Promise<RunResult> {
   const { resume, confirm } = extra;
   const runId = resume?.runId ?? extra.runId ?? newRunId();
@@ -180,7 +180,8 @@ export async function execute(
       if (groups.length > 1) view.batch(index, groups.length, batch);
       await view.hosts(batch, async (work, emit) => {
         const resumeHere = resume && playIndex === resume.play ? { resume: { task: resume.task, notified: resume.notified } } : {};
-        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, transport, emit, confirm, ...resumeHere });
+        const beforeReboot = (point: ResumePoint) => extra.beforeReboot?.({ runId, play: playIndex, ...point });
+        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, transport, emit, confirm, beforeReboot, ...resumeHere });
         if (result.resumes) resumes = { runId, play: playIndex, ...result.resumes };
         merge(byHost, result);
         return result;
