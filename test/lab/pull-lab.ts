@@ -7,9 +7,10 @@
 //       eth1 ───────────┴─ br0 10.77.0.1 [router] wan0 10.78.0.2 ─ br0 10.78.0.1 ─ n2 10.78.0.12 ├ nats-server
 //   (apt repo on 10.77.0.1; the Pi's gateway)        masquerade   (controller)   └─ n3 10.78.0.13 ┘
 //
-// The router masquerades the site's connections out of wan0 and drops every new connection
-// coming in, like an LTE router's carrier-grade NAT: the controller, given a route to the
-// site's LAN through the router, still cannot open SSH to the Pi. What the Pi needs on site
+// The router masquerades the site's connections (from its pool, 10.77.0.0/25) out of wan0
+// and drops every new connection coming in, like an LTE router's carrier-grade NAT: the
+// controller, given a route to the site's LAN through the router, still cannot open SSH
+// to the Pi. What the Pi needs on site
 // (Debian's nodejs, provision enrol) is done from the site's side, like an installer would.
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,12 +28,14 @@ import type { DeviceStatus } from "../../core/pull/fleet-status.js";
 const CLUSTER_SUBNET = "10.78.0";
 const ROUTER_WAN = `${CLUSTER_SUBNET}.2`;
 const SITE_LAN = "10.77.0.0/24";
+/** What the router NATs: its LAN's lower half (a Pi moved above it is on the LAN, but cut off from the cluster). */
+export const NAT_POOL = "10.77.0.0/25";
 
 /** The router's rules: masquerade out of wan0, nothing new in (nft, in the lab's namespace). */
 const NAT_RULES = `table ip provision_lab_nat {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "wan0" ip saddr ${SITE_LAN} masquerade
+    oifname "wan0" ip saddr ${NAT_POOL} masquerade
   }
   chain forward {
     type filter hook forward priority filter; policy accept;

@@ -95,8 +95,8 @@ test("publishing the same again changes nothing: no new version, no run, no rebo
 
 test("a change that cuts the Pi off from the cluster: not confirmed, the host reverts by itself; the agent reports reverted once it is back", async () => {
   const before = (await pi.ssh("sha256sum /etc/network/interfaces")).stdout;
-  // the bond moved to an address the router does not serve: after its reboot the Pi is cut off
-  const moved = labInventory(pl.lab, join(pl.dir, "moved.yaml"), { pi1: { bond_address: "10.99.0.11/24", bond_gateway: "10.99.0.1", confirm_timeout: 60 } });
+  // the bond moved above the router's NAT pool (pull-lab.ts NAT_POOL): on the LAN (its gateway answers, so it verifies), cut off from the cluster
+  const moved = labInventory(pl.lab, join(pl.dir, "moved.yaml"), { pi1: { bond_address: "10.77.0.200/24", confirm_timeout: 60 } });
   const t = Date.now();
   const published = await pl.controller(["publish", "--inventory", moved, SEED]);
   assert.equal(published.code, 0, published.output);
