@@ -150,7 +150,7 @@ export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}
             throw new Error(
               `no result of ${device} for version ${version} in status --fleet within ${ms / 1000}s (last: ${JSON.stringify(row)})\n--- the agent's journal on ${pi.name} (this boot) ---\n${await agentLog().catch(() => "(not readable)")}`,
             );
-          await new Promise((r) => setTimeout(r, 3000));
+          await new Promise((r) => setTimeout(r, 5000));
         }
       },
       agentLog,
