@@ -45,7 +45,8 @@ test("behind the NAT: the controller cannot open SSH to the Pi; on site it is in
   );
   assert.equal(enrol.code, 0, enrol.output);
   assert.match(enrol.stdout, /pi1: enrolled/);
-  assert.equal((await pi.ssh("systemctl is-active provision-agent")).stdout.trim(), "active", await pl.agentLog());
+  const active = (await pi.ssh("systemctl is-active provision-agent")).stdout.trim();
+  if (active !== "active") assert.fail(`provision-agent is ${active}:\n${await pl.agentLog()}`);
 });
 
 test("the unchanged seed, published: the Pi bonds by itself through its own reboot; the agent reports applied, status --fleet says in sync", async () => {
@@ -56,7 +57,8 @@ test("the unchanged seed, published: the Pi bonds by itself through its own rebo
   assert.match(published.stdout, /pi1: v1 published \(new/);
   const row = await timed("the Pi applies it: apt, bond, reboot; after the boot the agent verifies, confirms, commits", () => pl.result(pi.name, 1, 15 * 60_000));
   console.log(`publish → bonded, rebooted, confirmed and reported applied: ${((Date.now() - t) / 1000).toFixed(0)} s`);
-  assert.deepEqual([row.lastResult?.outcome, row.applied, row.drift], ["applied", 1, "in sync"], JSON.stringify(row) + run(await pl.agentLog()));
+  const log = await pl.agentLog(200);
+  assert.deepEqual([row.lastResult?.outcome, row.applied, row.drift], ["applied", 1, "in sync"], JSON.stringify(row) + run(log));
 
   assert.notEqual(await pi.bootId(), bootBefore, "it rebooted");
   const status = (await bondStatus(pi))!;
@@ -70,7 +72,6 @@ test("the unchanged seed, published: the Pi bonds by itself through its own rebo
     await pi.ssh('id=$(cat /var/lib/provision/last); echo "$(cat /var/lib/provision/runs/$id/state) $(test -e /var/lib/provision/lock && echo locked)"')
   ).stdout.trim();
   assert.equal(record, "committed", "the host's transaction committed, its lock given back");
-  const log = await pl.agentLog(200);
   assert.match(log, /taking run \S+ up again after this machine's reboot/, log);
   assert.match(log, /version 1: applied/, log);
 
@@ -104,7 +105,16 @@ test("a change that cuts the Pi off from the cluster: not confirmed, the host re
   const row = await timed("cut off: applied, rebooted, not confirmed within 60 s, reverted by the host, reported", () => pl.result(pi.name, 2, 12 * 60_000));
   console.log(`publish → reverted by the host and reported: ${((Date.now() - t) / 1000).toFixed(0)} s (confirm_timeout 60 s)`);
   assert.equal(row.lastResult?.outcome, "reverted", JSON.stringify(row));
-  assert.match(String(row.lastError), /version 2 reverted: rolled back by host: not confirmed from outside/, JSON.stringify(row));
+  // who got there first: the agent, giving up 5 s before the deadline, starts the host's revert; or,
+  // when the agent came up late after the boot (a loaded machine), the host's boot timer ran it
+  const how =
+    /version 2 reverted: rolled back by host: (not confirmed from outside within the confirm timeout|run \S+ was not confirmed within confirm_timeout after the reboot)/.exec(
+      String(row.lastError),
+    );
+  assert.ok(how, JSON.stringify(row));
+  console.log(
+    `cut off: ${how[1].startsWith("not confirmed") ? "the agent gave up confirming and started the host's revert" : "the host's boot timer reverted before the agent took the run up"}`,
+  );
   assert.deepEqual([row.applied, row.drift], [1, "failed"]);
   assert.equal((await pi.ssh("sha256sum /etc/network/interfaces")).stdout, before, "the interfaces file as before");
   assert.equal((await bondStatus(pi))?.activeSlave, "eth0", "back on the bond it had");
