@@ -566,7 +566,8 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     const gathered = read(work.name, gatheredOutput);
     run.systemd = gathered.hostFacts.systemd;
     const record = parseHostRecord((gathered.results.get(probeKey(lastTransactionProbe)) as CommandOutput).stdout);
-    result.lastTransaction = record.last ?? undefined;
+    // taken up after its reboot, the host's last transaction is this very run
+    if (!options.resume) result.lastTransaction = record.last ?? undefined;
     result.facts = describeFacts(all, gathered);
     if (options.check && record.lock !== null) result.notes.push(`locked by ${record.lock || "(an empty lock)"}`);
     planned = options.resume ? planAfterBoot(work, gathered, options.resume) : planTasks(work.tasks, work.handlers, gathered, work.name);

@@ -16,7 +16,8 @@ import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startLab, type Flavor, type Lab } from "./lab.js";
-import { labInventory } from "./e2e-support.js";
+import { GATEWAY } from "./e2e-support.js";
+import { stringify } from "yaml";
 import { startNatsCluster, type NatsCluster } from "../support/nats-cluster.js";
 import { inNamespace } from "../support/netns.js";
 import { removeOnCleanup, run, sh } from "../support/processes.js";
@@ -95,7 +96,7 @@ export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}
     sh(["ip", "netns", "exec", lab.netns, "nft", "-f", "-"], { input: NAT_RULES });
     // the controller even knows the way to the site's LAN: the NAT, not a missing route, keeps it out
     sh(["ip", "-n", cluster.hubNs, "route", "add", SITE_LAN, "via", ROUTER_WAN]);
-    const inventory = labInventory(lab, join(dir, "pis.yaml"));
+    const inventory = siteInventory(lab, join(dir, "pis.yaml"));
     const env = { ...process.env, PROVISION_FLEET_DIR: fleetDir };
     const cli = (ns: string) => async (args: string[]) => {
       const r = await run(inNamespace(ns, [process.execPath, CLI, ...args]), { env, cwd: repoRoot });
@@ -160,6 +161,14 @@ export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}
     await stop();
     throw error;
   }
+}
+
+/** An inventory of the site's Pis with what the eth0+eth1 seed needs (bond_address, bond_gateway); `perHost` overrides. */
+export function siteInventory(lab: Lab, file: string, perHost: Record<string, Record<string, unknown>> = {}): string {
+  const hosts = Object.fromEntries(lab.guests.map((g) => [g.name, { address: g.address, bond_address: `${g.address}/24`, ...perHost[g.name] }]));
+  const vars = { user: "root", identity_file: lab.identityFile, known_hosts_file: lab.knownHostsFile, bond_gateway: GATEWAY };
+  writeFileSync(file, stringify({ all: { vars, children: { pis: { hosts } } } }));
+  return file;
 }
 
 /** A playbook that installs Debian's nodejs (from the lab's apt repository) for the agent. */

@@ -8,8 +8,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { nodePlaybook, startPullLab, type PullLab } from "./pull-lab.js";
-import { bondStatus, labInventory, ourTimers, timed } from "./e2e-support.js";
+import { nodePlaybook, siteInventory, startPullLab, type PullLab } from "./pull-lab.js";
+import { bondStatus, ourTimers, timed } from "./e2e-support.js";
 import { repoRoot } from "../support/cache.js";
 import type { Guest } from "./lab.js";
 
@@ -97,7 +97,7 @@ test("publishing the same again changes nothing: no new version, no run, no rebo
 test("a change that cuts the Pi off from the cluster: not confirmed, the host reverts by itself; the agent reports reverted once it is back", async () => {
   const before = (await pi.ssh("sha256sum /etc/network/interfaces")).stdout;
   // the bond moved above the router's NAT pool (pull-lab.ts NAT_POOL): on the LAN (its gateway answers, so it verifies), cut off from the cluster
-  const moved = labInventory(pl.lab, join(pl.dir, "moved.yaml"), { pi1: { bond_address: "10.77.0.200/24", confirm_timeout: 60 } });
+  const moved = siteInventory(pl.lab, join(pl.dir, "moved.yaml"), { pi1: { bond_address: "10.77.0.200/24", confirm_timeout: 60 } });
   const t = Date.now();
   const published = await pl.controller(["publish", "--inventory", moved, SEED]);
   assert.equal(published.code, 0, published.output);
