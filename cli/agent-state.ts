@@ -34,6 +34,8 @@ export class AgentState {
   private constructor(
     readonly file: string,
     public tried: Tried | undefined,
+    /** The version this device runs: the last one applied (a failed or reverted one leaves it as it was). */
+    public applied: number | undefined,
   ) {}
 
   static open(dir: string): AgentState {
@@ -43,12 +45,13 @@ export class AgentState {
     try {
       text = readFileSync(file, "utf8");
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") return new AgentState(file, undefined);
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return new AgentState(file, undefined, undefined);
       throw new ConfigError(`cannot read the agent's state ${file} (${(error as NodeJS.ErrnoException).code ?? messageOf(error)}).`);
     }
     let tried: Tried;
+    let applied: unknown;
     try {
-      tried = JSON.parse(text).tried;
+      ({ tried, applied } = JSON.parse(text));
     } catch {
       throw new ConfigError(
         `the agent's state ${file} is not JSON. It is written atomically, so something else changed it: remove it (the agent then applies the current desired state) or restore it.`,
@@ -56,13 +59,17 @@ export class AgentState {
     }
     if (tried !== undefined && (!Number.isSafeInteger(tried?.version) || typeof tried.phase !== "string"))
       throw new ConfigError(`the agent's state ${file} has no valid "tried" entry (version and phase). Remove the file or restore it.`);
-    return new AgentState(file, tried);
+    // a file from before `applied` was kept: the version tried, if it was applied
+    const running = Number.isSafeInteger(applied) ? (applied as number) : tried?.outcome === "applied" ? tried.version : undefined;
+    return new AgentState(file, tried, running);
   }
 
   /** Replace the record durably: the old one or the new one survives a power cut, never a torn file. */
   record(tried: Tried): void {
-    writeDurably(this.file, JSON.stringify({ tried }) + "\n");
+    const applied = tried.phase === "done" && tried.outcome === "applied" ? tried.version : this.applied;
+    writeDurably(this.file, JSON.stringify({ tried, ...(applied !== undefined ? { applied } : {}) }) + "\n");
     this.tried = tried;
+    this.applied = applied;
   }
 
   private get bundleFile(): string {

@@ -376,7 +376,7 @@ export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promi
   let applying: Promise<unknown> = left.catch(() => {});
   const reporting = startReporting(broker, config.device, {
     schedule: config.schedule,
-    applied: () => current?.version ?? (state.tried?.outcome === "applied" ? state.tried.version : undefined),
+    applied: () => current?.version ?? state.applied,
     audit: async () => {
       await applying;
       return current ? auditBundle(current, config) : null;
@@ -388,6 +388,7 @@ export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promi
     { name: config.device, verifyKey, identity },
     {
       appliedVersion: () => state.tried?.version,
+      running: () => state.applied,
       resume: () => left,
       apply: (bundle, bytes) => {
         // this machine is about to reboot: the bundle is seen again after the boot, once the run there has ended

@@ -43,6 +43,8 @@ export interface FollowOptions {
   recheckMs?: number;
   /** The bundle this device runs now: the one it applied, or (after a restart) the one it applied before, seen again. For audits. */
   onCurrent?: (bundle: OpenedBundle, outcome: Exclude<Outcome, "timeout"> | "applied before") => void;
+  /** The version this device runs now (the last one applied), told with every result. */
+  running?: () => number | undefined;
   /** Between attempts to send a report the cluster did not acknowledge. */
   reportBackoff?: Backoff;
 }
@@ -76,6 +78,7 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
       outcome: result.outcome,
       ...(bundle.rollout ? { rollout: bundle.rollout } : {}),
       ...(result.detail ? { detail: result.detail } : {}),
+      ...(opts.running?.() !== undefined ? { applied: opts.running() } : {}),
     };
     // the message id makes a retried report of the same result a duplicate, not a second result
     await report("result", body as unknown as Record<string, unknown>, `${device.name}-${bundle.version}-result`);

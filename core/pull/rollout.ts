@@ -214,6 +214,8 @@ export interface ResultReport {
   version: number;
   outcome: Outcome;
   detail?: string;
+  /** The version the device runs after this result (its last applied one): status --fleet reads only the latest report. */
+  applied?: number;
 }
 
 const enc = new TextEncoder();

@@ -194,7 +194,9 @@ test("the agent applies a bundle with the engine through the local transport, co
     "confirmed by an acknowledged publish",
   );
   const state = join(dir, "state", "state.json");
-  assert.deepEqual({ ...JSON.parse(readFileSync(state, "utf8")).tried, at: undefined }, { version: 1, phase: "done", outcome: "applied", at: undefined });
+  const recorded = JSON.parse(readFileSync(state, "utf8"));
+  assert.deepEqual([recorded.tried.version, recorded.tried.phase, recorded.tried.outcome, recorded.applied], [1, "done", "applied", 1]);
+  assert.match(recorded.tried.runId, /^\d{8}T\d{6}-[0-9a-f]{6}$/, "the run's id: its transaction on the host");
   assert.equal(statSync(state).mode & 0o777, 0o600);
   // the host's own transaction record: committed, as after a push run
   const last = (await fleet.exec(fleet.hosts[0], ["sh", "-c", 'cat "/var/lib/provision/runs/$(cat /var/lib/provision/last)/state"'])).stdout.trim();

@@ -47,6 +47,18 @@ test("the agent's state keeps the bundle being applied, as signed, 0600, for a r
   assert.equal(statSync(join(dir, "bundle")).mode & 0o777, 0o600);
 });
 
+test("the agent's state keeps the version the device runs: a failed or reverted one after it leaves it", () => {
+  const dir = join(tmp(), "agent");
+  const state = AgentState.open(dir);
+  state.record({ version: 3, phase: "done", outcome: "applied", at: "2026-12-05T22:00:00Z" });
+  state.record({ version: 4, phase: "applying", at: "2026-12-05T22:01:00Z" });
+  state.record({ version: 4, phase: "done", outcome: "reverted", at: "2026-12-05T22:02:00Z" });
+  assert.equal(AgentState.open(dir).applied, 3);
+  // a state file written before `applied` was kept
+  writeFileSync(join(dir, "state.json"), JSON.stringify({ tried: { version: 5, phase: "done", outcome: "applied", at: "x" } }));
+  assert.equal(AgentState.open(dir).applied, 5);
+});
+
 test("the agent's configuration: required keys, absolute paths, and a device name that is one subject token, with file:line:column", () => {
   const dir = tmp();
   const file = join(dir, "agent.yaml");
