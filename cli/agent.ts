@@ -16,13 +16,13 @@ import { BUILT_IN, Registry } from "../core/config/registry.js";
 import type { ConnectionTarget } from "../core/transport/transport.js";
 import { execute, newRunId, type Resume, type RunSettings, type RunView } from "../core/run/run.js";
 import { presentRun, type ShownRun } from "../core/report/changes.js";
-import { renderChanges, renderSummary } from "../core/report/output.js";
+import { renderChanges, renderSummary, runReport } from "../core/report/output.js";
 import { LocalTransport } from "../core/transport/local.js";
 import { ConfigError, UsageError, messageOf } from "../core/errors.js";
 import { connectNats } from "../core/pull/nats.js";
 import type { Broker } from "../core/pull/broker.js";
 import { openBundle, type OpenedBundle } from "../core/pull/bundle.js";
-import { followDesiredState, type ApplyResult, type DeviceEvent } from "../core/pull/device.js";
+import { followDesiredState, type Applied, type DeviceEvent } from "../core/pull/device.js";
 import { devicePlays } from "../core/pull/device-plays.js";
 import { deviceInbox, deviceName, reportSubject } from "../core/pull/subjects.js";
 import { DEFAULT_SCHEDULE, startReporting, type AuditResult, type ReportingEvent, type ReportingSchedule } from "../core/pull/audit.js";
@@ -148,7 +148,7 @@ async function agentRegistry(config: AgentConfig): Promise<Registry> {
 }
 
 /** What a run's host result means for the fleet. */
-export function outcomeOf(run: ShownRun, unconfirmed = false): ApplyResult {
+export function outcomeOf(run: ShownRun, unconfirmed = false): Applied {
   const host = run.hosts[0];
   if (!host) return { outcome: "applied", detail: "no play of the bundle matches this device" };
   switch (host.status) {
@@ -215,7 +215,7 @@ async function runBundle(
   broker: BrokerSource,
   state: AgentState,
   how: { runId: string } | { resume: Resume },
-): Promise<ApplyResult | null> {
+): Promise<Applied | null> {
   const enc = new TextEncoder();
   // the round trip that proves the cluster is reachable over the network as the change left it
   let unconfirmed = false;
@@ -254,14 +254,14 @@ async function runBundle(
   }
   const { outcome, detail } = outcomeOf(run, unconfirmed);
   state.record({ version: bundle.version, phase: "done", outcome, runId, at: new Date().toISOString() });
-  return { outcome, detail: detail === undefined ? undefined : prepared.mask(detail) };
+  return { outcome, detail: detail === undefined ? undefined : prepared.mask(detail), report: runReport(run) };
 }
 
 /**
  * Apply one opened bundle (`bytes`: as signed, kept for a run that goes on after a
  * reboot); recorded as tried before anything runs. null: this machine reboots now.
  */
-export async function applyBundle(bundle: OpenedBundle, bytes: Uint8Array, config: AgentConfig, broker: BrokerSource, state: AgentState): Promise<ApplyResult | null> {
+export async function applyBundle(bundle: OpenedBundle, bytes: Uint8Array, config: AgentConfig, broker: BrokerSource, state: AgentState): Promise<Applied | null> {
   const runId = newRunId();
   state.saveBundle(bytes);
   state.record({ version: bundle.version, phase: "applying", runId, at: new Date().toISOString() });
@@ -282,7 +282,7 @@ export async function applyBundle(bundle: OpenedBundle, bytes: Uint8Array, confi
  * revert is told as the host's record says it ended. Returns the outcome to report, or
  * null (nothing left, or the host's revert timer has yet to end the run).
  */
-export async function finishLeftRun(config: AgentConfig, state: AgentState, broker: BrokerSource): Promise<{ bundle: OpenedBundle; result: ApplyResult } | null> {
+export async function finishLeftRun(config: AgentConfig, state: AgentState, broker: BrokerSource): Promise<{ bundle: OpenedBundle; result: Applied } | null> {
   const tried = state.tried;
   if (!tried || tried.phase === "done" || !tried.runId) return null;
   const bytes = state.savedBundle();
@@ -295,7 +295,7 @@ export async function finishLeftRun(config: AgentConfig, state: AgentState, brok
   // checked again (it is a file on disk); as of when it was applied, which may be past its expiry now
   const bundle = await openBundle(bytes, { ...identity, now: new Date(tried.at) });
   if (bundle.version !== tried.version) return null;
-  const done = (result: ApplyResult) => {
+  const done = (result: Applied) => {
     state.record({ version: tried.version, phase: "done", outcome: result.outcome, runId: tried.runId, at: new Date().toISOString() });
     return { bundle, result };
   };
@@ -346,7 +346,7 @@ export async function auditBundle(bundle: OpenedBundle, config: AgentConfig): Pr
     changed,
     ...(failed ? { error: prepared.mask(failed) } : {}),
     fingerprint: JSON.stringify([bundle.version, failed ?? null, tasks.map((t) => [t.name, t.status, t.changes.map((c) => c.summary)])]),
-    report: run,
+    report: runReport(run),
   };
 }
 

@@ -7,11 +7,10 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ConfigError, UsageError, messageOf, quote } from "../core/errors.js";
 import { loadInventory, selectHosts } from "../core/config/inventory.js";
-import { checkModules, loadPlaybook, type Playbook } from "../core/config/playbook.js";
-import { BUILT_IN, Registry, playbookDir } from "../core/config/registry.js";
+import { type Playbook } from "../core/config/playbook.js";
 import { openSecrets } from "../core/config/vault.js";
-import { prepare, type PreparedPlay } from "../core/run/run.js";
-import { builtinModules } from "../modules/index.js";
+import { type PreparedPlay, type RunSettings } from "../core/run/run.js";
+import { loadPlays } from "./load.js";
 import { renderHtmlReport } from "../core/report/html-report.js";
 import { createDeviceKey, createFleetSigningKey, sealBundle } from "../core/pull/bundle.js";
 import { createAuthority, issueController, issueDevice, serverAuthConfig } from "../core/pull/credentials.js";
@@ -179,30 +178,10 @@ async function fleetRevoke(dir: string, name: string): Promise<number> {
 
 // --- publish and rollout: rendering and sealing ------------------------------------------------
 
-/** Load and prepare exactly as a push run does (cli.ts): secrets opened, inventory, playbooks, modules, templating. */
-async function preparePlays(inventoryFile: string, files: string[], limit: string | undefined): Promise<{ plays: PreparedPlay[]; playbooks: Playbook[] }> {
-  const opened = await openSecrets(
-    inventoryFile,
-    files.map((file) => ({ file, kind: "a playbook" })),
-  );
-  opened.warnings.forEach((w) => console.error(`provision: warning: ${w}`));
-  const inventory = loadInventory(inventoryFile, opened.decrypted);
-  const registry = new Registry();
-  for (const module of builtinModules) registry.register(module, BUILT_IN);
-  const playbooks = files.map((file) => loadPlaybook(file, opened.decrypted));
-  for (const [i, playbook] of playbooks.entries()) for (const play of playbook.plays) for (const plugin of play.plugins) await registry.loadPlugin(plugin, playbookDir(files[i]));
-  for (const playbook of playbooks) checkModules(playbook, registry);
-  const plays = prepare(inventory, playbooks, registry, {
-    check: false,
-    limit,
-    forks: 1,
-    tags: [],
-    skipTags: [],
-    acceptNewHostKeys: false,
-    breakLock: false,
-    renderer: "silent",
-  });
-  return { plays, playbooks };
+/** Load and prepare exactly as a push run does. */
+function preparePlays(inventoryFile: string, files: string[], limit: string | undefined): Promise<{ plays: PreparedPlay[]; playbooks: Playbook[] }> {
+  const settings: RunSettings = { check: false, limit, forks: 1, tags: [], skipTags: [], acceptNewHostKeys: false, breakLock: false, renderer: "silent" };
+  return loadPlays(inventoryFile, files, settings);
 }
 
 const dec = new TextDecoder();

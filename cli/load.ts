@@ -2,7 +2,7 @@
 // playbooks loaded, plugins registered, every task templated and validated for every host.
 // Shared by a run and `provision watch`.
 import { loadInventory, type Inventory } from "../core/config/inventory.js";
-import { checkModules, loadPlaybook } from "../core/config/playbook.js";
+import { checkModules, loadPlaybook, type Playbook } from "../core/config/playbook.js";
 import { BUILT_IN, Registry, playbookDir } from "../core/config/registry.js";
 import { openSecrets } from "../core/config/vault.js";
 import { prepare, type PreparedPlay, type RunSettings } from "../core/run/run.js";
@@ -13,7 +13,11 @@ function warn(message: string): void {
 }
 
 /** The prepared plays of `playbookFiles` (none: a reachability check) on the inventory's hosts. */
-export async function loadPlays(inventoryFile: string, playbookFiles: string[], settings: RunSettings): Promise<{ inventory: Inventory; plays: PreparedPlay[] }> {
+export async function loadPlays(
+  inventoryFile: string,
+  playbookFiles: string[],
+  settings: RunSettings,
+): Promise<{ inventory: Inventory; playbooks: Playbook[]; plays: PreparedPlay[] }> {
   // encrypted values are decrypted (in memory) before anything else is loaded: a missing or wrong key stops here
   const opened = await openSecrets(
     inventoryFile,
@@ -29,7 +33,7 @@ export async function loadPlays(inventoryFile: string, playbookFiles: string[], 
   for (const playbook of playbooks) checkModules(playbook, registry);
   const plays = prepare(inventory, playbooks, registry, settings);
   if (!playbooks.length) plays.push(...prepare(inventory, [pingPlaybook()], registry, settings));
-  return { inventory, plays };
+  return { inventory, playbooks, plays };
 }
 
 /** No playbook: a play with no tasks still connects and gathers host facts. */

@@ -14,9 +14,9 @@ done
 timed() { local start status=0; start=$(date +%s); "$@" || status=$?; echo "$* took $(( $(date +%s) - start ))s"; return $status; }
 timed npm run --silent lint
 timed npm run --silent format:check
-# Lab files spend most of their time waiting (reboots, a host's own revert timer), so
-# PROVISION_LAB_CONCURRENCY=2 runs two at once (default 1 until a full lab tier has passed
-# that way on a quiet machine); the lab files whose verdicts are failover timings
+# Lab files spend most of their time waiting (reboots, a host's own revert timer), so two
+# run at once (PROVISION_LAB_CONCURRENCY, default 2; 1 runs them one by one, ~15 min longer);
+# the lab files whose verdicts are failover timings
 # (gretap's ARP monitoring, multiwan's uplink probes) run afterwards on their own: a guest
 # starved of CPU by another lab misses its monitor's deadlines. Other tiers: one file at a time.
 LAB_ALONE=(gretap multiwan)
@@ -27,7 +27,7 @@ run_tier() {
     if [[ " ${LAB_ALONE[*]} " == *" $(basename "$f" .test.js) "* ]]; then alone+=("$f"); else together+=("$f"); fi
   done
   local status=0
-  node --test --test-concurrency="${PROVISION_LAB_CONCURRENCY:-1}" "${together[@]}" || status=$?
+  node --test --test-concurrency="${PROVISION_LAB_CONCURRENCY:-2}" "${together[@]}" || status=$?
   node --test --test-concurrency=1 "${alone[@]}" || status=$?
   return $status
 }

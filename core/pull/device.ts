@@ -31,12 +31,12 @@ export interface FollowOptions {
    * version as tried, even when it failed or was reverted (no retry loop). null: no outcome
    * yet, this machine reboots and the run goes on after the boot (see `resume`).
    */
-  apply: (bundle: OpenedBundle, bytes: Uint8Array) => Promise<ApplyResult | null>;
+  apply: (bundle: OpenedBundle, bytes: Uint8Array) => Promise<Applied | null>;
   /**
    * Before any bundle: finish the run that rebooted this machine (or whatever else the agent
    * left undone before it stopped), whose outcome is then reported like any; null: nothing to report.
    */
-  resume?: () => Promise<{ bundle: OpenedBundle; result: ApplyResult } | null>;
+  resume?: () => Promise<{ bundle: OpenedBundle; result: Applied } | null>;
   onEvent?: (e: DeviceEvent) => void;
   now?: () => Date;
   /** How often a bundle held by a paused (or not yet visible) rollout is checked again; default 30 s. */
@@ -51,7 +51,23 @@ export interface FollowOptions {
 
 const enc = new TextEncoder();
 
-export type ApplyResult = { outcome: Exclude<Outcome, "timeout">; detail?: string };
+export interface Applied {
+  outcome: Exclude<Outcome, "timeout">;
+  detail?: string;
+  /** The run's --report JSON, sent with the result. */
+  report?: unknown;
+}
+
+/**
+ * A message holds at most 1 MB (NATS's default max_payload): a result whose run report is
+ * larger is sent without it (a result that can never be stored would be sent again for ever).
+ */
+const MAX_REPORT_BYTES = 512 * 1024;
+export function reportWithin(report: unknown): { report?: unknown; reportOmitted?: string } {
+  if (report === undefined) return {};
+  const bytes = Buffer.byteLength(JSON.stringify(report));
+  return bytes <= MAX_REPORT_BYTES ? { report } : { reportOmitted: `the run report has ${bytes} bytes (at most ${MAX_REPORT_BYTES} are sent)` };
+}
 
 export async function followDesiredState(broker: Broker, device: DeviceIdentity, opts: FollowOptions): Promise<Stoppable> {
   const emit = (e: DeviceEvent) => opts.onEvent?.(e);
@@ -70,8 +86,8 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
     }
   };
   /** Tell the outcome of a bundle's run. */
-  const told = async (bundle: OpenedBundle, result: ApplyResult): Promise<void> => {
-    emit({ type: "result", version: bundle.version, ...result });
+  const told = async (bundle: OpenedBundle, result: Applied): Promise<void> => {
+    emit({ type: "result", version: bundle.version, outcome: result.outcome, ...(result.detail ? { detail: result.detail } : {}) });
     opts.onCurrent?.(bundle, result.outcome);
     const body: ResultReport = {
       version: bundle.version,
@@ -79,6 +95,7 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
       ...(bundle.rollout ? { rollout: bundle.rollout } : {}),
       ...(result.detail ? { detail: result.detail } : {}),
       ...(opts.running?.() !== undefined ? { applied: opts.running() } : {}),
+      ...reportWithin(result.report),
     };
     // the message id makes a retried report of the same result a duplicate, not a second result
     await report("result", body as unknown as Record<string, unknown>, `${device.name}-${bundle.version}-result`);

@@ -124,14 +124,19 @@ export class NatsBroker implements Broker, BrokerAdmin {
     };
     // a bucket whose leader was on a node that just died answers "not available" until a new
     // leader is elected: nothing was written, so the same write is sent again (a timeout is not retried: it may have been)
-    const deadline = Date.now() + LEADERLESS_MS;
-    for (let attempt = 0; ; attempt++) {
+    return this.retrying(`writing ${bucket}/${key}`, { forMs: LEADERLESS_MS, capMs: 2000, when: (error) => NOT_WRITTEN.test(messageOf(error)) }, write);
+  }
+
+  /** `attempt` again with back-off while `when` says the failure changed nothing, for up to `forMs`; each retry is an error event. */
+  private async retrying<T>(what: string, o: { forMs: number; capMs: number; when?: (error: unknown) => boolean }, attempt: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + o.forMs;
+    for (let n = 0; ; n++) {
       try {
-        return await write();
+        return await attempt();
       } catch (error) {
-        if (!NOT_WRITTEN.test(messageOf(error)) || Date.now() > deadline) throw error;
-        this.emit({ type: "error", detail: `writing ${bucket}/${key} (attempt ${attempt + 1}): ${messageOf(error)}` });
-        await new Promise((r) => setTimeout(r, backoffDelay(attempt, { baseMs: 200, capMs: 2000 })));
+        if ((o.when && !o.when(error)) || Date.now() > deadline) throw error;
+        this.emit({ type: "error", detail: `${what} (attempt ${n + 1}): ${messageOf(error)}` });
+        await new Promise((r) => setTimeout(r, backoffDelay(n, { baseMs: 200, capMs: o.capMs })));
       }
     }
   }
@@ -213,29 +218,28 @@ export class NatsBroker implements Broker, BrokerAdmin {
    * the consumer is placed on): it is tried again with back-off for up to CONSUMER_SETUP_MS.
    */
   async consume(stream: string, filter: string, onMessage: (m: Message) => void | Promise<void>, opts: { fromSeq?: number } = {}): Promise<Stoppable> {
-    const deadline = Date.now() + CONSUMER_SETUP_MS;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const consumer = await this.js.consumers.get(stream, {
-          filter_subjects: filter,
-          ...(opts.fromSeq ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.fromSeq } : { deliver_policy: DeliverPolicy.New }),
-        });
-        const messages = await consumer.consume();
-        const done = (async () => {
-          for await (const m of messages) await onMessage({ subject: m.subject, data: m.data, seq: m.seq, time: m.time });
-        })();
-        return {
-          stop: async () => {
-            await messages.close();
-            await done;
-          },
-        };
-      } catch (error) {
-        if (Date.now() > deadline) throw new BrokerError(`cannot read stream ${stream}: ${messageOf(error)}`, { cause: error });
-        this.emit({ type: "error", detail: `reading stream ${stream} (attempt ${attempt + 1}): ${messageOf(error)}` });
-        await new Promise((r) => setTimeout(r, backoffDelay(attempt, { baseMs: 200, capMs: 3000 })));
-      }
+    const open = async () => {
+      const consumer = await this.js.consumers.get(stream, {
+        filter_subjects: filter,
+        ...(opts.fromSeq ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.fromSeq } : { deliver_policy: DeliverPolicy.New }),
+      });
+      return consumer.consume();
+    };
+    let messages: Awaited<ReturnType<typeof open>>;
+    try {
+      messages = await this.retrying(`reading stream ${stream}`, { forMs: CONSUMER_SETUP_MS, capMs: 3000 }, open);
+    } catch (error) {
+      throw new BrokerError(`cannot read stream ${stream}: ${messageOf(error)}`, { cause: error });
     }
+    const done = (async () => {
+      for await (const m of messages) await onMessage({ subject: m.subject, data: m.data, seq: m.seq, time: m.time });
+    })();
+    return {
+      stop: async () => {
+        await messages.close();
+        await done;
+      },
+    };
   }
 
   /** Message by message with direct gets (no consumer: any replica answers; for audits and tests, not for bulk). */

@@ -214,6 +214,10 @@ export interface ResultReport {
   version: number;
   outcome: Outcome;
   detail?: string;
+  /** The run's --report JSON (secrets masked), when a run took place. */
+  report?: unknown;
+  /** Why the report was left out (too large for one message). */
+  reportOmitted?: string;
   /** The version the device runs after this result (its last applied one): status --fleet reads only the latest report. */
   applied?: number;
 }

@@ -149,8 +149,9 @@ function countBy(values: string[]): Record<string, number> {
   return counts;
 }
 
-export function writeJsonReport(file: string, run: RunResult): void {
-  const report = {
+/** The --report JSON of a run (also what a pull agent sends with its results). */
+export function runReport(run: RunResult) {
+  return {
     tool: "provision",
     runId: run.runId,
     mode: run.check ? "check" : "apply",
@@ -160,7 +161,10 @@ export function writeJsonReport(file: string, run: RunResult): void {
     halted: run.halted ?? null,
     hosts: run.hosts,
   };
-  writeFileSync(file, JSON.stringify(report, null, 2) + "\n");
+}
+
+export function writeJsonReport(file: string, run: RunResult): void {
+  writeFileSync(file, JSON.stringify(runReport(run), null, 2) + "\n");
 }
 
 /** 0 ok/no drift, 2 drift in check mode, 1 any failure. */

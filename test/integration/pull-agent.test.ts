@@ -188,6 +188,14 @@ test("the agent applies a bundle with the engine through the local transport, co
   const first = await result(1);
   console.log(`publish to applied and reported: ${Date.now() - t} ms`);
   assert.equal(first.outcome, "applied", JSON.stringify(first));
+  // the result carries the run's --report JSON: the host, its task and the change it made
+  const report = first.report as { mode: string; hosts: { host: string; status: string; tasks: { name: string; changes: { path?: string }[] }[] }[] };
+  assert.equal(report.mode, "apply");
+  assert.deepEqual(
+    report.hosts.map((h) => [h.host, h.status, h.tasks.map((t) => [t.name, t.changes.map((c) => c.path)])]),
+    [[device, "changed", [["message", ["/etc/motd"]]]]],
+    "the result's report names the host, its task and the file it changed",
+  );
   assert.equal(await motd(), "hello from version 1\n", "the file is on the test host, not on this machine");
   assert.ok(
     (await reports("confirm")).some((c) => c.version === 1),
@@ -279,7 +287,8 @@ test("periodic audits report only a changed result; heartbeats say the device is
   let audits: Record<string, unknown>[] = [];
   await waitFor(async () => (audits = (await reports("audit")).filter((a) => a.version === 5)).length > 0, 20_000, `an audit of version 5:\n${agent!.output()}`);
   assert.deepEqual([audits[0].drift, audits[0].changed, audits[0].applied], [false, 0, 5]);
-  assert.equal((audits[0].report as { mode?: string; check?: boolean; hosts: { host: string }[] }).hosts[0].host, device, "the check run's --report JSON");
+  const auditReport = audits[0].report as { mode: string; hosts: { host: string }[] };
+  assert.deepEqual([auditReport.mode, auditReport.hosts[0].host], ["check", device], "the check run's --report JSON");
   // more audits run (every 2 s ± 1 s), all unchanged: none is sent
   const ran = () => (agent!.output().match(/audit of version 5: in sync/g) ?? []).length;
   const before = ran();

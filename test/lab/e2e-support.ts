@@ -41,6 +41,20 @@ export async function bondStatus(guest: Guest): Promise<BondStatus | null> {
 }
 
 /** Content hash, mode and owner of each path (or "absent"): "byte-identical" means equal strings. */
+/**
+ * The bond with every slave's MII up, polled: after a boot the host came back to by itself,
+ * nothing of provision waits for a Wi-Fi slave to associate. Null when not within `timeoutMs`.
+ */
+export async function bondWithSlavesUp(guest: Guest, timeoutMs: number): Promise<BondStatus | null> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = await bondStatus(guest);
+    if (status && status.slaves.length && status.slaves.every((s) => s.miiStatus === "up")) return status;
+    if (Date.now() > deadline) return null;
+    await sleep(2000);
+  }
+}
+
 export async function fileHashes(guest: Guest, paths: string[]): Promise<string> {
   const r = await guest.ssh(`for f in ${paths.join(" ")}; do if [ -e "$f" ]; then sha256sum "$f"; stat -c "%a %U:%G" "$f"; else echo "absent $f"; fi; done`);
   if (r.code !== 0) throw new Error(`hashing files failed: ${r.stderr}`);

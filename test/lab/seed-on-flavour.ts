@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { apCounters, LAB_WIFI, startLab, type Flavor, type Guest, type Lab } from "./lab.js";
-import { bondStatus, labInventory, ourTimers, sleep, timed, useLab, waitForHostRevert } from "./e2e-support.js";
+import { bondStatus, bondWithSlavesUp, labInventory, ourTimers, sleep, timed, useLab, waitForHostRevert } from "./e2e-support.js";
 import { provision, summary } from "../integration/provision-cli.js";
 import { repoRoot } from "../support/cache.js";
 import { run } from "../support/processes.js";
@@ -232,6 +232,9 @@ export function seedOnFlavour(s: SeedScenario): void {
       );
       assert.equal(await configState(), before, "files byte-identical to before the run");
       assert.equal((await bondStatus(pi))?.activeSlave, "eth0", "back on the bond it had");
+      const t = Date.now();
+      assert.ok(await bondWithSlavesUp(pi, 180_000), `every slave up again after the host's own boot: ${JSON.stringify(await bondStatus(pi))}`);
+      console.log(`${s.flavor}: every slave up ${((Date.now() - t) / 1000).toFixed(0)} s after the host answered`);
     });
 
   const steps = { pi: () => pi, cli: (...args: string[]) => cli("--inventory", inventory, playbook, ...args), flavor: s.flavor };

@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { AuditDiff, DEFAULT_SCHEDULE, nextAuditDelay, nextHeartbeatDelay, type AuditResult } from "../../core/pull/audit.js";
 import { fleetStatus } from "../../core/pull/fleet-status.js";
+import { reportWithin } from "../../core/pull/device.js";
 import { advance, recordResult, startRollout, DEFAULT_POLICY } from "../../core/pull/rollout.js";
 
 const result = (fingerprint: string): AuditResult => ({ version: 1, drift: fingerprint !== "clean", changed: fingerprint === "clean" ? 0 : 1, fingerprint });
@@ -84,4 +85,14 @@ test("recording the results of 20,000 devices is linear (it was quadratic)", () 
   const ms = Date.now() - t;
   assert.equal(Object.keys(s.results).length, devices.length);
   assert.ok(ms < 2_000, `20,000 results in ${ms} ms`);
+});
+
+test("a result's run report travels with it up to 512 KiB; a larger one is left out and said so, so the result can still be stored", () => {
+  const small = { mode: "apply", hosts: [{ host: "pi1" }] };
+  assert.deepEqual(reportWithin(small), { report: small });
+  assert.deepEqual(reportWithin(undefined), {});
+  const large = { mode: "apply", hosts: [{ host: "pi1", diff: "x".repeat(600 * 1024) }] };
+  const within = reportWithin(large);
+  assert.equal(within.report, undefined);
+  assert.match(within.reportOmitted ?? "", /^the run report has 6\d{5} bytes \(at most 524288 are sent\)$/);
 });
