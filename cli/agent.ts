@@ -4,29 +4,33 @@
 // local transport. An armed run is confirmed from outside (a JetStream-acknowledged publish)
 // before it is disarmed; without that the host's own revert undoes it. Every version it
 // tried is recorded on disk first, so a failed or reverted version is never tried again.
+// A run that reboots this machine goes on after the boot: the agent (started again by
+// systemd) takes it up from its state and the host's transaction record, verifies,
+// confirms and commits it like a push run after its reboot, or rolls it back; a run the
+// host reverted by itself meanwhile is reported reverted.
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
 import { YamlSource } from "../core/config/yaml-source.js";
 import { compile } from "../core/config/schema.js";
 import { BUILT_IN, Registry } from "../core/config/registry.js";
 import type { ConnectionTarget } from "../core/transport/transport.js";
-import { execute, type RunSettings } from "../core/run/run.js";
+import { execute, newRunId, type Resume, type RunSettings, type RunView } from "../core/run/run.js";
 import { presentRun, type ShownRun } from "../core/report/changes.js";
 import { renderChanges, renderSummary, runReport } from "../core/report/output.js";
 import { LocalTransport } from "../core/transport/local.js";
 import { ConfigError, UsageError, messageOf } from "../core/errors.js";
 import { connectNats } from "../core/pull/nats.js";
 import type { Broker } from "../core/pull/broker.js";
-import type { OpenedBundle } from "../core/pull/bundle.js";
+import { openBundle, type OpenedBundle } from "../core/pull/bundle.js";
 import { followDesiredState, type Applied, type DeviceEvent } from "../core/pull/device.js";
-import type { Outcome } from "../core/pull/rollout.js";
 import { devicePlays } from "../core/pull/device-plays.js";
 import { deviceInbox, deviceName, reportSubject } from "../core/pull/subjects.js";
 import { DEFAULT_SCHEDULE, startReporting, type AuditResult, type ReportingEvent, type ReportingSchedule } from "../core/pull/audit.js";
 import { parseDuration } from "../core/pull/publish.js";
 import { builtinModules } from "../modules/index.js";
 import { listrView } from "./progress.js";
-import { AgentState, type Tried } from "./agent-state.js";
+import { AgentState } from "./agent-state.js";
+import { lastTransactionProbe, parseLastTransaction } from "../core/run/transaction.js";
 
 const HELP = `Usage: provision agent --config FILE
 
@@ -144,70 +148,182 @@ async function agentRegistry(config: AgentConfig): Promise<Registry> {
 }
 
 /** What a run's host result means for the fleet. */
-export function outcomeOf(run: ShownRun, unconfirmed = false): { outcome: Exclude<Outcome, "timeout">; detail?: string; rebootPending: boolean } {
+export function outcomeOf(run: ShownRun, unconfirmed = false): Applied {
   const host = run.hosts[0];
-  if (!host) return { outcome: "applied", detail: "no play of the bundle matches this device", rebootPending: false };
-  const rebootPending = host.notes.some((n) => n.includes("resumes after the boot"));
+  if (!host) return { outcome: "applied", detail: "no play of the bundle matches this device" };
   switch (host.status) {
     case "ok":
     case "changed":
-      return { outcome: "applied", detail: host.status === "ok" ? "no changes" : undefined, rebootPending };
+      return { outcome: "applied", detail: host.status === "ok" ? "no changes" : undefined };
     case "rolled_back":
       return host.rolledBackBy === "host" || unconfirmed
-        ? { outcome: "reverted", detail: host.error, rebootPending: false }
-        : { outcome: "failed", detail: `rolled back: ${host.error ?? "a task failed"}`, rebootPending: false };
+        ? { outcome: "reverted", detail: host.error }
+        : { outcome: "failed", detail: `rolled back: ${host.error ?? "a task failed"}` };
     default:
-      return { outcome: "failed", detail: host.error ?? host.status, rebootPending: false };
+      return { outcome: "failed", detail: host.error ?? host.status };
   }
 }
 
-/** Apply one opened bundle; recorded as tried before anything runs. */
-export async function applyBundle(bundle: OpenedBundle, config: AgentConfig, broker: Broker, state: AgentState): Promise<Applied> {
-  state.record({ version: bundle.version, phase: "applying", at: new Date().toISOString() });
-  let mask = (text: string) => text;
-  const settle = (tried: Omit<Tried, "version" | "at">, detail?: string) => {
-    state.record({ version: bundle.version, at: new Date().toISOString(), ...tried });
-    return detail === undefined ? undefined : mask(detail);
-  };
-  let prepared: ReturnType<typeof devicePlays>;
+/** The cluster as the agent reaches it: connected, or still connecting (right after a boot). */
+type BrokerSource = Broker | Promise<Broker>;
+
+const CONNECT_WAIT_MS = 10_000;
+
+/** The broker once connected; rejects when it is not within CONNECT_WAIT_MS (a confirmation is tried again). */
+async function connected(broker: BrokerSource): Promise<Broker> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not connected to the cluster within ${CONNECT_WAIT_MS / 1000}s`)), CONNECT_WAIT_MS);
+  });
   try {
-    prepared = devicePlays(bundle.playbook, await agentRegistry(config), localTarget(config.device));
-    mask = prepared.mask;
-  } catch (error) {
-    const detail = settle({ phase: "done", outcome: "failed" }, `the bundle cannot be run: ${messageOf(error)}`);
-    return { outcome: "failed", detail };
+    return await Promise.race([broker, late]);
+  } finally {
+    clearTimeout(timer);
   }
+}
+
+/**
+ * The engine's progress display, and the agent's state told when a failed armed run is
+ * handed to the host's own revert (which reboots this machine): the reason is reported
+ * with the outcome after the boot.
+ */
+function watchingReverts(view: RunView, reverting: (reason: string) => void): RunView {
+  let reason = "the run failed";
+  return {
+    play: (play, hosts) => view.play(play, hosts),
+    batch: (index, count, hosts) => view.batch(index, count, hosts),
+    hosts: (hosts, runOne) =>
+      view.hosts(hosts, (work, emit) =>
+        runOne(work, (event) => {
+          if (event.type === "failed") reason = event.mask(event.reason);
+          if (event.type === "rolling_back_as_host") reverting(reason);
+          emit(event);
+        }),
+      ),
+  };
+}
+
+/**
+ * Run the bundle's plays with the engine through the local transport (a new run, or one
+ * taken up again after this machine's reboot) and record how it ended. null: this machine
+ * reboots now and the run goes on after the boot.
+ */
+async function runBundle(
+  bundle: OpenedBundle,
+  prepared: ReturnType<typeof devicePlays>,
+  config: AgentConfig,
+  broker: BrokerSource,
+  state: AgentState,
+  how: { runId: string } | { resume: Resume },
+): Promise<Applied | null> {
   const enc = new TextEncoder();
   // the round trip that proves the cluster is reachable over the network as the change left it
   let unconfirmed = false;
   const confirm = async () => {
     unconfirmed = true;
-    await broker.publish(reportSubject(config.device, "confirm"), enc.encode(JSON.stringify({ version: bundle.version, at: new Date().toISOString() })), {
+    await (
+      await connected(broker)
+    ).publish(reportSubject(config.device, "confirm"), enc.encode(JSON.stringify({ version: bundle.version, at: new Date().toISOString() })), {
       id: `${config.device}-${bundle.version}-confirm`,
     });
     unconfirmed = false;
   };
+  const runId = "runId" in how ? how.runId : how.resume.runId;
+  const view = watchingReverts(listrView(SETTINGS), (reason) => state.record({ version: bundle.version, phase: "reverting", runId, detail: reason, at: new Date().toISOString() }));
+  // recorded before the reboot is even scheduled: the machine may go down any moment after
+  const beforeReboot = (resume: Resume) => state.record({ version: bundle.version, phase: "reboot-pending", runId: resume.runId, resume, at: new Date().toISOString() });
   let run: ShownRun;
   try {
     run = presentRun(
-      await execute(prepared.plays, SETTINGS, (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}), listrView(SETTINGS), {
+      await execute(prepared.plays, SETTINGS, (target) => new LocalTransport(target, config.commandPrefix ? { prefix: config.commandPrefix } : {}), view, {
         confirm,
+        beforeReboot,
+        ...how,
       }),
     );
   } catch (error) {
-    const detail = settle({ phase: "done", outcome: "failed" }, `the run stopped: ${messageOf(error)}`);
+    const detail = prepared.mask(`the run stopped: ${messageOf(error)}`);
+    state.record({ version: bundle.version, phase: "done", outcome: "failed", runId, at: new Date().toISOString() });
     return { outcome: "failed", detail };
   }
-  log(mask(renderChanges(run, false) + renderSummary(run)));
-  const { outcome, detail, rebootPending } = outcomeOf(run, unconfirmed);
-  if (rebootPending) {
-    // Resuming a pull run after this machine's reboot (verify, confirm, disarm) is not built
-    // yet: the host's revert timer will undo the run. Said as it is; the version counts as
-    // tried, so the agent does not run it again after the boot (it would reboot in a loop).
-    const why = "the playbook rebooted this machine; resuming a pull run after a reboot is not built yet, so the host's revert timer undoes the run";
-    return { outcome: "failed", detail: settle({ phase: "reboot-pending", runId: run.runId, outcome: "failed" }, why), report: runReport(run) };
+  log(prepared.mask(renderChanges(run, false) + renderSummary(run)));
+  if (run.resumes) {
+    state.record({ version: bundle.version, phase: "reboot-pending", runId: run.runId, resume: run.resumes, at: new Date().toISOString() });
+    log(`version ${bundle.version}: this machine reboots now; run ${run.runId} goes on after the boot`);
+    return null;
   }
-  return { outcome, detail: settle({ phase: "done", outcome }, detail), report: runReport(run) };
+  const { outcome, detail } = outcomeOf(run, unconfirmed);
+  state.record({ version: bundle.version, phase: "done", outcome, runId, at: new Date().toISOString() });
+  return { outcome, detail: detail === undefined ? undefined : prepared.mask(detail), report: runReport(run) };
+}
+
+/**
+ * Apply one opened bundle (`bytes`: as signed, kept for a run that goes on after a
+ * reboot); recorded as tried before anything runs. null: this machine reboots now.
+ */
+export async function applyBundle(bundle: OpenedBundle, bytes: Uint8Array, config: AgentConfig, broker: BrokerSource, state: AgentState): Promise<Applied | null> {
+  const runId = newRunId();
+  state.saveBundle(bytes);
+  state.record({ version: bundle.version, phase: "applying", runId, at: new Date().toISOString() });
+  let prepared: ReturnType<typeof devicePlays>;
+  try {
+    prepared = devicePlays(bundle.playbook, await agentRegistry(config), localTarget(config.device));
+  } catch (error) {
+    state.record({ version: bundle.version, phase: "done", outcome: "failed", runId, at: new Date().toISOString() });
+    return { outcome: "failed", detail: `the bundle cannot be run: ${messageOf(error)}` };
+  }
+  return runBundle(bundle, prepared, config, broker, state, { runId });
+}
+
+/**
+ * At start-up: what the agent left unfinished when it stopped. A run that rebooted this
+ * machine is taken up again (verified, confirmed from outside, committed; or rolled back;
+ * or found reverted by the host); a run the agent was applying or had handed to the host's
+ * revert is told as the host's record says it ended. Returns the outcome to report, or
+ * null (nothing left, or the host's revert timer has yet to end the run).
+ */
+export async function finishLeftRun(config: AgentConfig, state: AgentState, broker: BrokerSource): Promise<{ bundle: OpenedBundle; result: Applied } | null> {
+  const tried = state.tried;
+  if (!tried || tried.phase === "done" || !tried.runId) return null;
+  const bytes = state.savedBundle();
+  if (!bytes) return null;
+  const identity = {
+    device: config.device,
+    verifyKey: readSecretFile("fleet verify key", config.verifyKeyFile),
+    identity: readSecretFile("age identity", config.identityFile).trim(),
+  };
+  // checked again (it is a file on disk); as of when it was applied, which may be past its expiry now
+  const bundle = await openBundle(bytes, { ...identity, now: new Date(tried.at) });
+  if (bundle.version !== tried.version) return null;
+  const done = (result: Applied) => {
+    state.record({ version: tried.version, phase: "done", outcome: result.outcome, runId: tried.runId, at: new Date().toISOString() });
+    return { bundle, result };
+  };
+  if (tried.phase === "reboot-pending" && tried.resume) {
+    log(`version ${tried.version}: taking run ${tried.runId} up again after this machine's reboot`);
+    const prepared = devicePlays(bundle.playbook, await agentRegistry(config), localTarget(config.device));
+    const result = await runBundle(bundle, prepared, config, broker, state, { resume: tried.resume });
+    return result && { bundle, result };
+  }
+  const local = new LocalTransport(localTarget(config.device), config.commandPrefix ? { prefix: config.commandPrefix } : {});
+  await local.connect();
+  const last = parseLastTransaction((await local.exec(lastTransactionProbe.command)).stdout);
+  if (last?.id !== tried.runId) return done({ outcome: "failed", detail: "the agent stopped before the run changed anything" });
+  switch (last.state) {
+    case "reverting":
+    case "reverted":
+      return done({ outcome: "reverted", detail: `rolled back by host: ${tried.detail ?? "the run was not confirmed before the agent stopped"}` });
+    case "committed":
+      return done({ outcome: "applied" });
+    case "rolled_back":
+      return done({ outcome: "failed", detail: `rolled back: ${tried.detail ?? "the agent stopped during the run"}` });
+    default:
+      if (last.armed) {
+        log(`version ${tried.version}: run ${tried.runId} was left ${last.state} and armed; the host's revert timer ends it`);
+        return null;
+      }
+      return done({ outcome: "failed", detail: `the agent stopped during run ${tried.runId}, which is left ${last.state}: see provision rollback` });
+  }
 }
 
 /**
@@ -240,22 +356,27 @@ export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promi
   const verifyKey = readSecretFile("fleet verify key", config.verifyKeyFile);
   const state = AgentState.open(config.stateDir);
   log(`provision agent: device ${config.device}, last tried version ${state.tried?.version ?? "none"}; connecting to ${config.servers.join(", ")}`);
-  const broker = await connectNats({
+  const connecting = connectNats({
     servers: config.servers,
     credentials,
     inboxPrefix: deviceInbox(config.device),
     name: config.device,
     waitForFirstConnect: true,
   });
+  // what the agent left unfinished (a run that rebooted this machine) goes on at once, the
+  // cluster reached or not: verification needs no network, and the host's revert timer runs
+  const left = finishLeftRun(config, state, connecting);
+  left.catch(() => {});
+  const broker = await connecting;
   broker.onEvent((e) => log(`broker: ${e.type}${e.detail ? ` (${e.detail})` : ""}`));
   log(`connected to ${broker.server() ?? "the cluster"}`);
   // the bundle to audit: the one applied last (a failed or reverted run left the host as
   // that one had it); an applying run and an audit never overlap
   let current: OpenedBundle | undefined;
-  let applying: Promise<unknown> = Promise.resolve();
+  let applying: Promise<unknown> = left.catch(() => {});
   const reporting = startReporting(broker, config.device, {
     schedule: config.schedule,
-    applied: () => current?.version ?? (state.tried?.outcome === "applied" ? state.tried.version : undefined),
+    applied: () => current?.version ?? state.applied,
     audit: async () => {
       await applying;
       return current ? auditBundle(current, config) : null;
@@ -267,8 +388,15 @@ export async function runAgent(config: AgentConfig, signal?: AbortSignal): Promi
     { name: config.device, verifyKey, identity },
     {
       appliedVersion: () => state.tried?.version,
-      apply: (bundle) => {
-        const run = applyBundle(bundle, config, broker, state);
+      running: () => state.applied,
+      resume: () => left,
+      apply: (bundle, bytes) => {
+        // this machine is about to reboot: the bundle is seen again after the boot, once the run there has ended
+        if (state.tried?.phase === "reboot-pending") {
+          log(`version ${bundle.version} waits: this machine reboots first (run ${state.tried.runId})`);
+          return Promise.resolve(null);
+        }
+        const run = applyBundle(bundle, bytes, config, broker, state);
         applying = run.catch(() => {});
         return run;
       },

@@ -12,6 +12,8 @@ missing=()
 packages+=(python3-gi gir1.2-glib-2.0)
 # npm run lint checks every shell script the project ships
 packages+=(shellcheck)
+# the pull lab's NAT router (test/lab/pull-lab.ts): nft in a namespace of the lab's own
+packages+=(nftables)
 for p in "${packages[@]}"; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -23,6 +23,34 @@ export type DeviceEvent =
   | { type: "result"; version: number; outcome: Outcome; detail?: string }
   | { type: "report-failed"; message: string };
 
+export interface FollowOptions {
+  /** The last version this device tried, whatever the outcome (kept on the device across restarts): never tried again. */
+  appliedVersion: () => number | undefined;
+  /**
+   * Apply the bundle (`bytes`: as signed); its outcome is reported. The caller records the
+   * version as tried, even when it failed or was reverted (no retry loop). null: no outcome
+   * yet, this machine reboots and the run goes on after the boot (see `resume`).
+   */
+  apply: (bundle: OpenedBundle, bytes: Uint8Array) => Promise<Applied | null>;
+  /**
+   * Before any bundle: finish the run that rebooted this machine (or whatever else the agent
+   * left undone before it stopped), whose outcome is then reported like any; null: nothing to report.
+   */
+  resume?: () => Promise<{ bundle: OpenedBundle; result: Applied } | null>;
+  onEvent?: (e: DeviceEvent) => void;
+  now?: () => Date;
+  /** How often a bundle held by a paused (or not yet visible) rollout is checked again; default 30 s. */
+  recheckMs?: number;
+  /** The bundle this device runs now: the one it applied, or (after a restart) the one it applied before, seen again. For audits. */
+  onCurrent?: (bundle: OpenedBundle, outcome: Exclude<Outcome, "timeout"> | "applied before") => void;
+  /** The version this device runs now (the last one applied), told with every result. */
+  running?: () => number | undefined;
+  /** Between attempts to send a report the cluster did not acknowledge. */
+  reportBackoff?: Backoff;
+}
+
+const enc = new TextEncoder();
+
 export interface Applied {
   outcome: Exclude<Outcome, "timeout">;
   detail?: string;
@@ -41,23 +69,6 @@ export function reportWithin(report: unknown): { report?: unknown; reportOmitted
   return bytes <= MAX_REPORT_BYTES ? { report } : { reportOmitted: `the run report has ${bytes} bytes (at most ${MAX_REPORT_BYTES} are sent)` };
 }
 
-export interface FollowOptions {
-  /** The last version this device tried, whatever the outcome (kept on the device across restarts): never tried again. */
-  appliedVersion: () => number | undefined;
-  /** Apply the bundle; its outcome is reported. The caller records the version as tried, even when it failed or was reverted (no retry loop). */
-  apply: (bundle: OpenedBundle) => Promise<Applied>;
-  onEvent?: (e: DeviceEvent) => void;
-  now?: () => Date;
-  /** How often a bundle held by a paused (or not yet visible) rollout is checked again; default 30 s. */
-  recheckMs?: number;
-  /** The bundle this device runs now: the one it applied, or (after a restart) the one it applied before, seen again. For audits. */
-  onCurrent?: (bundle: OpenedBundle, outcome: Exclude<Outcome, "timeout"> | "applied before") => void;
-  /** Between attempts to send a report the cluster did not acknowledge. */
-  reportBackoff?: Backoff;
-}
-
-const enc = new TextEncoder();
-
 export async function followDesiredState(broker: Broker, device: DeviceIdentity, opts: FollowOptions): Promise<Stoppable> {
   const emit = (e: DeviceEvent) => opts.onEvent?.(e);
   let stopped = false;
@@ -74,7 +85,28 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
       }
     }
   };
-  let busy = Promise.resolve();
+  /** Tell the outcome of a bundle's run. */
+  const told = async (bundle: OpenedBundle, result: Applied): Promise<void> => {
+    emit({ type: "result", version: bundle.version, outcome: result.outcome, ...(result.detail ? { detail: result.detail } : {}) });
+    opts.onCurrent?.(bundle, result.outcome);
+    const body: ResultReport = {
+      version: bundle.version,
+      outcome: result.outcome,
+      ...(bundle.rollout ? { rollout: bundle.rollout } : {}),
+      ...(result.detail ? { detail: result.detail } : {}),
+      ...(opts.running?.() !== undefined ? { applied: opts.running() } : {}),
+      ...reportWithin(result.report),
+    };
+    // the message id makes a retried report of the same result a duplicate, not a second result
+    await report("result", body as unknown as Record<string, unknown>, `${device.name}-${bundle.version}-result`);
+  };
+  // the run left from before this machine's reboot goes first: a bundle waits for it
+  let busy = opts.resume
+    ? opts
+        .resume()
+        .then((r) => (r ? told(r.bundle, r.result) : undefined))
+        .catch((error) => emit({ type: "report-failed", message: messageOf(error) }))
+    : Promise.resolve();
   let latest: Entry | null = null;
   let recheck: NodeJS.Timeout | undefined;
   const handle = async (entry: Entry): Promise<void> => {
@@ -107,18 +139,8 @@ export async function followDesiredState(broker: Broker, device: DeviceIdentity,
         return;
       }
     }
-    const result = await opts.apply(bundle);
-    emit({ type: "result", version: bundle.version, outcome: result.outcome, ...(result.detail ? { detail: result.detail } : {}) });
-    opts.onCurrent?.(bundle, result.outcome);
-    const body: ResultReport = {
-      version: bundle.version,
-      outcome: result.outcome,
-      ...(bundle.rollout ? { rollout: bundle.rollout } : {}),
-      ...(result.detail ? { detail: result.detail } : {}),
-      ...reportWithin(result.report),
-    };
-    // the message id makes a retried report of the same result a duplicate, not a second result
-    await report("result", body as unknown as Record<string, unknown>, `${device.name}-${bundle.version}-result`);
+    const result = await opts.apply(bundle, entry.value);
+    if (result) await told(bundle, result);
   };
   const queue = (entry: Entry): void => {
     busy = busy.then(() => handle(entry)).catch((error) => emit({ type: "report-failed", message: messageOf(error) }));

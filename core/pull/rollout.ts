@@ -218,6 +218,8 @@ export interface ResultReport {
   report?: unknown;
   /** Why the report was left out (too large for one message). */
   reportOmitted?: string;
+  /** The version the device runs after this result (its last applied one): status --fleet reads only the latest report. */
+  applied?: number;
 }
 
 const enc = new TextEncoder();

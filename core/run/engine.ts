@@ -7,7 +7,7 @@ import { factsFor, gather, gatherStep, probeKey, type Gathered, type ProbeResult
 import { BatchCut, runSteps, StepFailed, type Step } from "../transport/batch.js";
 import { batchOutcomes, NOT_APPLIED_EARLIER_FAILED, settleTask, unansweredOutcomes, type Span } from "./outcomes.js";
 import { HostError, LostConnection, ModuleBug, UnreachableError, messageOf } from "../errors.js";
-import type { HostEvent, HostResult, HostStatus, Mask, Outcome, TaskResult, TaskStatus } from "./results.js";
+import type { HostEvent, HostResult, HostStatus, Mask, Outcome, ResumePoint, TaskResult, TaskStatus } from "./results.js";
 import { RebootTimeout } from "../transport/reboot.js";
 import { ARM_NO_SYSTEMD, Transaction, lastTransactionProbe, parseHostRecord, type Arming } from "./transaction.js";
 
@@ -46,6 +46,18 @@ export interface RunOptions {
    * Push runs confirm by their fresh connection instead.
    */
   confirm?: () => Promise<void>;
+  /**
+   * Go on with run `runId` after it rebooted this machine (local transport; HostResult.resumes):
+   * its lock and transaction are taken up again, the tasks up to the reboot count as applied,
+   * the rest are planned and applied, then everything is verified, confirmed and committed
+   * (or rolled back) as after a push run's reboot.
+   */
+  resume?: ResumePoint;
+  /**
+   * Told, before a reboot task reboots, where the run would go on after the boot (a pull
+   * agent records it durably: with the local transport the reboot is its own machine's).
+   */
+  beforeReboot?: (point: ResumePoint) => void;
 }
 
 export type { HostEvent, HostResult, HostStatus, TaskResult, TaskStatus };
@@ -216,6 +228,8 @@ class HostRun {
   expectedAddress: string;
   /** What became of each change sent (a change not in here was never sent: not applied). */
   readonly outcomes = new Map<Change, Outcome>();
+  /** Set when this machine reboots now (local transport): where the run goes on after the boot. */
+  resumesAt?: ResumePoint;
 
   constructor(
     readonly work: HostWork,
@@ -316,6 +330,17 @@ class HostRun {
     }
     if (this.tx.armed) this.armedAt = sentAt;
     return results.slice(1);
+  }
+
+  /**
+   * The run's own reboot lies behind it (it was taken up again after this machine's boot):
+   * armed or not as the host's record says, never armed again, everything verified.
+   */
+  afterBoot(): void {
+    this.armingDone = true;
+    this.rebootCount = 1;
+    // the boot timer counts from the boot, before this: the renewal before verify restarts it
+    this.armedAt = Date.now();
   }
 
   /** Until when the controller may still confirm (the host reverts after that). */
@@ -438,7 +463,14 @@ class HostRun {
       return [];
     }
     const problems = await this.step("restore backups and undo commands", () => this.tx.restore(this.arming ? "safe" : "all"));
-    if (this.rebootCount > 0) await this.reboot(600, this.connection.originalAddress);
+    if (this.rebootCount > 0)
+      try {
+        await this.reboot(600, this.connection.originalAddress);
+      } catch (error) {
+        // this machine itself (local transport): it boots into the restored files in a moment
+        if (!(error instanceof RebootPending)) throw error;
+        await this.connection.connect();
+      }
     await this.tx.mark("rolled_back");
     return problems;
   }
@@ -516,6 +548,13 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     if (options.check) {
       options.emit({ type: "gathering", locking: false });
       gatheredOutput = await run.connection.exec(step.argv);
+    } else if (options.resume) {
+      options.emit({ type: "gathering", locking: true });
+      const taken = await run.tx.resume([step]);
+      if (taken.state !== "pending") return finish(...endedBeforeResume(run, taken.state));
+      [gatheredOutput] = taken.results;
+      run.afterBoot();
+      result.notes.push(`run ${run.tx.id} taken up again after this machine's reboot`);
     } else {
       options.emit({ type: "gathering", locking: true });
       [gatheredOutput] = await run.tx.lock(options.breakLock, [step]);
@@ -527,10 +566,11 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     const gathered = read(work.name, gatheredOutput);
     run.systemd = gathered.hostFacts.systemd;
     const record = parseHostRecord((gathered.results.get(probeKey(lastTransactionProbe)) as CommandOutput).stdout);
-    result.lastTransaction = record.last ?? undefined;
+    // taken up after its reboot, the host's last transaction is this very run
+    if (!options.resume) result.lastTransaction = record.last ?? undefined;
     result.facts = describeFacts(all, gathered);
     if (options.check && record.lock !== null) result.notes.push(`locked by ${record.lock || "(an empty lock)"}`);
-    planned = planTasks(work.tasks, work.handlers, gathered, work.name);
+    planned = options.resume ? planAfterBoot(work, gathered, options.resume) : planTasks(work.tasks, work.handlers, gathered, work.name);
   } catch (error) {
     return finish(error instanceof UnreachableError ? "unreachable" : "failed", messageOf(error));
   }
@@ -538,8 +578,9 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   result.tasks = planned.map((p) => taskResult(p));
   const changed = planned.some((p) => p.changes.length);
   if (options.check) return finish(changed ? "drift" : "ok");
-  if (!changed) return finish("ok");
-  run.arming = armingFor(planned);
+  // a run taken up after its reboot still has its verification, confirmation and commit ahead
+  if (!changed && !options.resume) return finish("ok");
+  run.arming = run.tx.armed ? "required" : armingFor(planned);
 
   let failure: string | null;
   try {
@@ -553,6 +594,7 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
   } catch (error) {
     if (error instanceof RebootPending) {
       resumes = true;
+      result.resumes = run.resumesAt;
       result.notes.push(`${messageOf(error).replace(`${work.name}: `, "")} (run ${run.tx.id})`);
       return finish("changed");
     }
@@ -573,6 +615,36 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
     // cut off during the rollback of an armed run: the host finishes it by itself
     if (run.tx.armed) return finish(...(await hostReverted(run, error as Error)));
     return finish("failed", `${failure}; rollback failed: ${messageOf(error)}`);
+  }
+}
+
+/**
+ * After this machine's reboot: the tasks up to the one that rebooted were applied before it
+ * (only their when: is read again, for what verify covers); the rest are planned afresh,
+ * with the handlers the earlier tasks notified.
+ */
+function planAfterBoot(work: HostWork, gathered: Gathered, resume: ResumePoint): Planned[] {
+  const done = work.tasks.slice(0, resume.task + 1);
+  const facts = parseHostFacts(hostFactsOf(done), gathered);
+  const before = done.map((instance): Planned => ({ instance, changes: [], notes: [], skipped: unmetCondition(instance, facts) ?? undefined }));
+  // a handler rebooted: nothing of the play is left to apply
+  if (resume.task >= work.tasks.length) return before;
+  return [...before, ...planTasks(work.tasks.slice(resume.task + 1), work.handlers, gathered, work.name, new Set(resume.notified))];
+}
+
+/** A run to take up again after the boot that is over already: what became of it. */
+function endedBeforeResume(run: HostRun, state: string): [HostStatus, string?] {
+  switch (state) {
+    case "committed":
+      return ["changed"];
+    case "reverting":
+    case "reverted":
+      run.rolledBackByHost = true;
+      return ["rolled_back", `rolled back by host: run ${run.tx.id} was not confirmed within confirm_timeout after the reboot; the host restored its files`];
+    case "rolled_back":
+      return ["rolled_back", `run ${run.tx.id} was rolled back before this machine's reboot`];
+    default:
+      return ["failed", `run ${run.tx.id} cannot be taken up again after the reboot: the host's record of it says ${state}`];
   }
 }
 
@@ -626,14 +698,18 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
         await apply();
         options.emit({ type: "change", task: instance.task.name, change, mask: instance.mask });
         run.outcomes.set(change, "unknown");
+        const notifiedSoFar = planned.slice(0, i + 1).flatMap((p) => (p.changes.length ? p.instance.task.notify : []));
+        const point = { task: i, notified: [...new Set([...(options.resume?.notified ?? []), ...notifiedSoFar])] };
+        options.beforeReboot?.(point);
         try {
           await run.reboot(change.timeoutSeconds, run.expectedAddress);
           run.outcomes.set(change, "applied");
         } catch (error) {
           // the local transport's own machine reboots now: the host confirmed it, the run resumes after the boot
-          if (error instanceof RebootPending) run.outcomes.set(change, "applied");
-          if (error instanceof RebootPending) throw error;
-          throw new TaskFailed(i, error);
+          if (!(error instanceof RebootPending)) throw new TaskFailed(i, error);
+          run.outcomes.set(change, "applied");
+          run.resumesAt = point;
+          throw error;
         }
       }
       liveAt.set(instance, rebootsBefore);

@@ -34,6 +34,14 @@ export interface TaskResult {
   mask: Mask;
 }
 
+/** Where a run that rebooted its own machine goes on after the boot. */
+export interface ResumePoint {
+  /** Index of the task that rebooted (in the play's tasks, then its notified handlers). */
+  task: number;
+  /** Handlers notified by the tasks before the reboot. */
+  notified: string[];
+}
+
 export type HostStatus = "ok" | "changed" | "drift" | "failed" | "rolled_back" | "unreachable" | "not_run";
 export interface HostResult {
   host: string;
@@ -45,6 +53,11 @@ export interface HostResult {
   lastTransaction?: LastTransaction;
   /** Host facts the play used (name → one line), e.g. network_stack. */
   facts?: Record<string, string>;
+  /**
+   * The local transport's own machine reboots now (a playbook's reboot): the run is not
+   * over; it goes on after the boot from the task after `task` (RunOptions.resume).
+   */
+  resumes?: ResumePoint;
   /** Host-level notes: a stale lock taken over, a lock seen by --check. */
   notes: string[];
   tasks: TaskResult[];

@@ -6,7 +6,7 @@ import { connectionTarget, selectHosts, type Inventory, type TargetOptions } fro
 import { checkArgs, checkPlayTasks, resolveTask, type Play, type Playbook, type Task } from "../config/playbook.js";
 import type { Registry } from "../config/registry.js";
 import { runHost, type HostWork, type RunOptions, type TaskInstance } from "./engine.js";
-import type { HostEvent, HostResult } from "./results.js";
+import type { HostEvent, HostResult, ResumePoint } from "./results.js";
 import { masker, secretsOf } from "../config/secrets.js";
 import { quote } from "../errors.js";
 import { batches, haltReason } from "./rollout.js";
@@ -44,6 +44,20 @@ export interface RunResult {
   hosts: HostResult[];
   /** Set when a failure threshold stopped the rollout. */
   halted?: { play: string; reason: string; untouched: string[] };
+  /** The local transport's machine reboots now: where the run goes on after the boot (see Resume). */
+  resumes?: Resume;
+}
+
+/** A run that rebooted its own machine (a pull agent's), to be taken up again after the boot. */
+export interface Resume extends ResumePoint {
+  runId: string;
+  /** Index of the play that rebooted. */
+  play: number;
+}
+
+/** A new run's id: its start time and a random part. */
+export function newRunId(): string {
+  return `${new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "")}-${randomBytes(3).toString("hex")}`;
 }
 
 function wanted(task: Task, settings: RunSettings): boolean {
@@ -138,29 +152,37 @@ export interface RunView {
 }
 
 /**
- * Execute the prepared plays; a host that fails in one play is not run in later ones.
- * `transport` reaches a host: chosen by the CLI (SSH) or a pull agent (local).
+ * Execute the prepared plays; a host that fails in one play is not run in later ones, nor
+ * one whose machine reboots (local transport). `transport` reaches a host: chosen by the
+ * CLI (SSH) or a pull agent (local), which may give the run's id and take up a run again
+ * after its machine's reboot (`resume`: the plays before it were done before the boot).
  */
 export async function execute(
   plays: PreparedPlay[],
   settings: RunSettings,
   transport: TransportFactory,
   view: RunView,
-  extra: Pick<RunOptions, "confirm"> = {},
+  extra: Pick<RunOptions, "confirm"> & { runId?: string; resume?: Resume; beforeReboot?: (resume: Resume) => void } = {},
 ): Promise<RunResult> {
-  const runId = `${new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "")}-${randomBytes(3).toString("hex")}`;
+  const { resume, confirm } = extra;
+  const runId = resume?.runId ?? extra.runId ?? newRunId();
   const startedAt = new Date().toISOString();
   const byHost = new Map<string, HostResult>();
   let halted: RunResult["halted"];
-  for (const play of plays) {
-    const hosts = play.hosts.filter((h) => !failedStates.has(byHost.get(h.name)?.status ?? ""));
+  let resumes: Resume | undefined;
+  for (const [playIndex, play] of plays.entries()) {
+    if (resume && playIndex < resume.play) continue;
+    const hosts = play.hosts.filter((h) => !failedStates.has(byHost.get(h.name)?.status ?? "") && !byHost.get(h.name)?.resumes);
     if (!hosts.length) continue;
     view.play(play, hosts);
     const groups = batches(hosts, play.serial, `play "${play.name}"`);
     for (const [index, batch] of groups.entries()) {
       if (groups.length > 1) view.batch(index, groups.length, batch);
       await view.hosts(batch, async (work, emit) => {
-        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, transport, emit, ...extra });
+        const resumeHere = resume && playIndex === resume.play ? { resume: { task: resume.task, notified: resume.notified } } : {};
+        const beforeReboot = (point: ResumePoint) => extra.beforeReboot?.({ runId, play: playIndex, ...point });
+        const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, transport, emit, confirm, beforeReboot, ...resumeHere });
+        if (result.resumes) resumes = { runId, play: playIndex, ...result.resumes };
         merge(byHost, result);
         return result;
       });
@@ -184,7 +206,7 @@ export async function execute(
   const address = new Map(plays.flatMap((p) => p.hosts.map((h) => [h.name, h.target.address] as const)));
   const notRun = (name: string): HostResult => ({ host: name, address: address.get(name)!, status: "not_run", rebooted: false, tasks: [], notes: [], durationMs: 0 });
   const hosts = order.map((name) => byHost.get(name) ?? (halted ? notRun(name) : undefined)).filter((h): h is HostResult => !!h);
-  return { runId, check: settings.check, startedAt, finishedAt: new Date().toISOString(), hosts, halted };
+  return { runId, check: settings.check, startedAt, finishedAt: new Date().toISOString(), hosts, halted, ...(resumes ? { resumes } : {}) };
 }
 
 function merge(byHost: Map<string, HostResult>, result: HostResult): void {
@@ -195,5 +217,6 @@ function merge(byHost: Map<string, HostResult>, result: HostResult): void {
   previous.rebooted ||= result.rebooted;
   previous.durationMs += result.durationMs;
   previous.error = result.error ?? previous.error;
+  if (result.resumes) previous.resumes = result.resumes;
   if (rank.indexOf(result.status) > rank.indexOf(previous.status)) previous.status = result.status;
 }

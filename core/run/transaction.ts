@@ -156,6 +156,37 @@ const UNLOCK = `base=$1 info=$2
 [ "$(cat "$base/lock" 2>/dev/null)" = "$info" ] && rm -f "$base/lock"
 exit 0`;
 
+/**
+ * Go on with run $2 after its machine's reboot (the local transport; see Transaction.resume).
+ * Prints the run's state; exits RESUME_ENDED when the run is no longer pending, 3 (with the
+ * holder) when the lock is not the run's own. Else it renews the lock's lease and prints
+ * the holder, the armed run ("-": none), how many undo records and backups the run has
+ * (the next numbers) and the paths it backed up, one per line.
+ */
+const RESUME = `base=$1 id=$2
+dir=$base/runs/$id
+state=none
+read -r state 2>/dev/null < "$dir/state"
+echo "$state"
+[ "$state" = pending ] || exit 7 # RESUME_ENDED
+holder=
+read -r holder 2>/dev/null < "$base/lock"
+case $holder in *" run=$id") ;; *) echo "$holder"; exit 3 ;; esac
+touch -- "$base/lock"
+armed=-
+read -r armed 2>/dev/null < "$base/armed"
+echo "$holder"
+echo "$armed"
+ls "$dir/undo" 2>/dev/null | grep -c '^[0-9]*-[a-z]*$'
+backups=0
+[ ! -f "$dir/manifest" ] || backups=$(grep -c . "$dir/manifest")
+echo "$backups"
+[ ! -f "$dir/manifest" ] || cut -f3 "$dir/manifest"
+exit 0`;
+
+/** RESUME's exit status when the run is not pending any more (committed, rolled back, reverted); its state is printed. */
+export const RESUME_ENDED = 7;
+
 /** HEARTBEAT's exit status when the host already reverts (or reverted) the run by itself. */
 export const REVERTED_EXIT = 9;
 
@@ -390,13 +421,15 @@ export type Arming = "required" | "wanted" | null;
 
 export class Transaction {
   private backedUp = new Set<string>();
+  /** Number of the next backup (a run resumed after a reboot goes on from its record's). */
+  private backups = 0;
   private undos = 0;
   private started = false;
   armed = false;
   private rebootNoted = false;
   /** The lock was given back (with the run's last record, in one round trip). */
   unlocked = false;
-  private readonly lockInfo: string;
+  private lockInfo: string;
   /** Set when this run took over a stale lock: what it took over and why. */
   tookOver?: string;
 
@@ -449,6 +482,30 @@ export class Transaction {
     return rest;
   }
 
+  /**
+   * Take this run up again after its machine rebooted (local transport): the lock is the
+   * run's own (taken before the reboot by the agent process that ran it), so it is adopted,
+   * not taken; the backups and undo records go on from the host's record; the host is
+   * armed as it was. `andThen` (the gather) runs in the same round trip once that holds.
+   * Returns the run's state and the results of `andThen`; a run that is not pending any
+   * more (committed, rolled back, reverted by the host) returns its state and nothing else.
+   */
+  async resume(andThen: Step[] = []): Promise<{ state: TransactionState | "none"; results: ExecResult[] }> {
+    const [r, ...rest] = await runBatch(this.connection, [{ what: "take the run up again", argv: script(RESUME, STATE_DIR, this.id) }, ...andThen]);
+    const [state, holder, armed, undos, backups, ...paths] = r.stdout.split("\n");
+    if (r.code === RESUME_ENDED) return { state: state.trim() as TransactionState, results: [] };
+    if (r.code === 3) throw new HostError(this.host, `cannot take run ${this.id} up again: the lock is held by ${holder || "(an empty lock)"}, not by the run`);
+    if (r.code !== 0) throw new HostError(this.host, `cannot take run ${this.id} up again: ${r.stderr.trim() || `exit ${r.code}`}`);
+    if (rest.length < andThen.length) throw stepFailure(this.host, andThen[rest.length - 1], rest.at(-1)!);
+    this.lockInfo = holder;
+    this.started = true;
+    this.armed = armed.trim() === this.id;
+    this.undos = Number(undos) || 0;
+    this.backups = Number(backups) || 0;
+    for (const path of paths) if (path) this.backedUp.add(path);
+    return { state: "pending", results: rest };
+  }
+
   unlockStep(): Step {
     return { what: "give back the lock", argv: script(UNLOCK, STATE_DIR, this.lockInfo), done: () => (this.unlocked = true) };
   }
@@ -487,7 +544,7 @@ export class Transaction {
   /** No write without a backup first: copy (mode, owner kept) + manifest line, both synced. */
   private backupSteps(path: string): Step[] {
     if (this.backedUp.has(path)) return [];
-    const n = String(this.backedUp.size);
+    const n = String(this.backups++);
     this.backedUp.add(path);
     return [...this.beginSteps(), { what: `back up ${path}`, argv: script(BACKUP, this.dir, path, n) }];
   }

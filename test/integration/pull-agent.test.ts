@@ -202,7 +202,9 @@ test("the agent applies a bundle with the engine through the local transport, co
     "confirmed by an acknowledged publish",
   );
   const state = join(dir, "state", "state.json");
-  assert.deepEqual({ ...JSON.parse(readFileSync(state, "utf8")).tried, at: undefined }, { version: 1, phase: "done", outcome: "applied", at: undefined });
+  const recorded = JSON.parse(readFileSync(state, "utf8"));
+  assert.deepEqual([recorded.tried.version, recorded.tried.phase, recorded.tried.outcome, recorded.applied], [1, "done", "applied", 1]);
+  assert.match(recorded.tried.runId, /^\d{8}T\d{6}-[0-9a-f]{6}$/, "the run's id: its transaction on the host");
   assert.equal(statSync(state).mode & 0o777, 0o600);
   // the host's own transaction record: committed, as after a push run
   const last = (await fleet.exec(fleet.hosts[0], ["sh", "-c", 'cat "/var/lib/provision/runs/$(cat /var/lib/provision/last)/state"'])).stdout.trim();
@@ -313,6 +315,117 @@ test("periodic audits report only a changed result; heartbeats say the device is
   assert.equal(await motd(), "edited by hand\n", "an audit changes nothing");
   const table = await run(["ip", "netns", "exec", cluster.hubNs, process.execPath, CLI, "status", "--fleet", "--fleet-dir", join(dir, "fleet")], { cwd: repoRoot });
   assert.match(table.stdout, new RegExp(`^${device}\\s+v5\\s+v5\\s+\\d+s ago\\s+drift`, "m"), table.stdout);
+});
+
+/**
+ * The test host stands in for a Pi whose playbook reboots it: its `reboot` only records that
+ * it was asked (test/support/fake-reboot.sh, first on the host's PATH), and the host has no
+ * systemd (reboot.sh then calls `reboot`): nothing can reach this machine's systemd. Its
+ * "boot" is the agent started again, as systemd does after a real one (test/lab/pull.test.ts).
+ */
+async function installFakeReboot(): Promise<void> {
+  await fleet.exec(
+    fleet.hosts[0],
+    ["sh", "-c", "cat > /usr/local/sbin/reboot && chmod 755 /usr/local/sbin/reboot"],
+    readFileSync(join(repoRoot, "test", "support", "fake-reboot.sh"), "utf8"),
+  );
+  const where = await fleet.exec(fleet.hosts[0], ["sh", "-c", "command -v reboot; test ! -e /run/systemd/system && echo no-systemd"]);
+  assert.equal(where.stdout, "/usr/local/sbin/reboot\nno-systemd\n", "the host's reboot is the fake one, and it has no systemd");
+}
+
+const rebootsAsked = async () => (await fleet.exec(fleet.hosts[0], ["sh", "-c", "cat /var/log/fake-reboot 2>/dev/null | wc -l"])).stdout.trim();
+const hostRun = async () =>
+  (
+    await fleet.exec(fleet.hosts[0], [
+      "sh",
+      "-c",
+      'id=$(cat /var/lib/provision/last); echo "$id $(cat /var/lib/provision/runs/$id/state) $(cat /var/lib/provision/lock 2>/dev/null)"',
+    ])
+  ).stdout.trim();
+const pauses = async () => (await fleet.exec(fleet.hosts[0], ["sh", "-c", "cat /tmp/pause-window 2>/dev/null | wc -l"])).stdout.trim();
+
+/** Publish a bundle that reboots, wait until the agent has asked for the reboot; nothing is reported yet. */
+async function publishRebooting(version: number, tasks: Task[], after: Task[] = []): Promise<{ runId: string }> {
+  const asked = Number(await rebootsAsked());
+  // the test host has no systemd to arm: unguarded (the armed case runs in test/lab/pull.test.ts)
+  await publish(version, [...tasks, { name: "reboot", module: "reboot", args: { when: "always", timeout: 60 } }, ...after], 0);
+  const state = join(dir, "state", "state.json");
+  await waitFor(
+    () => existsSync(state) && JSON.parse(readFileSync(state, "utf8")).tried?.phase === "reboot-pending",
+    60_000,
+    `the agent to reboot for version ${version}:\n${agent!.output()}`,
+  );
+  await waitFor(async () => Number(await rebootsAsked()) === asked + 1, 10_000, "the reboot to be asked for");
+  const tried = JSON.parse(readFileSync(state, "utf8")).tried;
+  assert.equal(tried.version, version);
+  assert.equal(tried.resume.task, tasks.length, "it goes on after the reboot task");
+  assert.equal(statSync(join(dir, "state", "bundle")).mode & 0o777, 0o600, "the bundle kept for after the boot");
+  assert.ok(!readFileSync(join(dir, "state", "bundle"), "utf8").includes(PSK), "kept as signed: the PSK encrypted");
+  const [id, runState, ...lock] = (await hostRun()).split(" ");
+  assert.deepEqual([id, runState], [tried.runId, "pending"], "the host's record: the run pending");
+  assert.match(lock.join(" "), new RegExp(`run=${tried.runId}$`), "its lock kept over the reboot");
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal((await reports("result")).filter((r) => r.version === version).length, 0, "no result before the boot");
+  return { runId: tried.runId };
+}
+
+/** "The boot": the agent stopped (as the reboot stops it) and started again, as systemd does. */
+async function boot(): Promise<void> {
+  await agent!.stop();
+  agent = startAgent();
+}
+
+test("a bundle that reboots this machine: no result before the boot; after it the agent takes the run up again, applies the rest, verifies, confirms and commits it", async () => {
+  await installFakeReboot();
+  const pausesBefore = await pauses();
+  const { runId } = await publishRebooting(
+    6,
+    [{ name: "message", module: "motd", args: { message: "hello from version 6" } }],
+    [{ name: "after the boot", module: "pause", args: { seconds: 1 } }],
+  );
+  assert.equal(await motd(), "hello from version 6\n", "applied before the reboot");
+  assert.equal(await pauses(), pausesBefore, "not yet the task after the reboot");
+  // a newer version meanwhile waits for the boot and the end of the run
+  await publish(7, [{ name: "message", module: "motd", args: { message: "hello from version 7" } }]);
+  await waitFor(() => agent!.output().includes("version 7 waits"), 20_000, `version 7 held:\n${agent!.output()}`);
+  assert.equal(await motd(), "hello from version 6\n");
+  const t = Date.now();
+  await boot();
+  const sixth = await result(6);
+  console.log(`after the "boot": run taken up again, verified, confirmed and reported in ${Date.now() - t} ms`);
+  assert.deepEqual([sixth.outcome, sixth.detail], ["applied", undefined], JSON.stringify(sixth));
+  assert.match(agent!.output(), new RegExp(`taking run ${runId} up again after this machine's reboot`));
+  assert.ok(
+    (await reports("confirm")).some((c) => c.version === 6),
+    "confirmed from outside after the boot",
+  );
+  assert.equal(await pauses(), String(Number(pausesBefore) + 2), "the task after the reboot ran once");
+  assert.equal(await rebootsAsked(), "1", "one reboot, not a loop");
+  // version 7 (published while the run waited for its boot) comes after it
+  assert.equal((await result(7)).outcome, "applied");
+  assert.equal(await motd(), "hello from version 7\n");
+  assert.match(await hostRun(), / committed$/, "committed, the lock given back");
+  const six = (await fleet.exec(fleet.hosts[0], ["cat", `/var/lib/provision/runs/${runId}/state`])).stdout.trim();
+  assert.equal(six, "committed", "version 6's run committed");
+});
+
+test("a run taken up again after its reboot whose verification fails is rolled back (the machine boots into the restored files) and reported failed", async () => {
+  const before = await motd();
+  await publishRebooting(8, [{ name: "message", module: "motd", args: { message: "hello from version 8", require_file: "/nonexistent/after-boot" } }]);
+  assert.equal(await motd(), "hello from version 8\n");
+  await boot();
+  const eighth = await result(8);
+  assert.equal(eighth.outcome, "failed", JSON.stringify(eighth));
+  assert.match(String(eighth.detail), /rolled back: verification failed: .*\/nonexistent\/after-boot does not exist/);
+  assert.equal(await motd(), before, "restored");
+  assert.match(await hostRun(), / rolled_back$/, "rolled back, the lock given back");
+  await waitFor(async () => (await rebootsAsked()) === "3", 10_000, "a second reboot, into the restored files");
+  // after that boot: nothing left to do, version 8 not tried again
+  await boot();
+  await waitFor(() => /connected to/.test(agent!.output()), 30_000, "the agent to connect");
+  await new Promise((r) => setTimeout(r, 2000));
+  assert.equal((await reports("result")).filter((r) => r.version === 8).length, 1, "reported once");
+  assert.equal(await rebootsAsked(), "3");
 });
 
 // last: re-enrolment revokes the credentials the running agent uses

@@ -1,7 +1,7 @@
 // A real nats-server cluster with JetStream for pull-mode tests: each node in its own
 // network namespace, joined by a bridge in a "hub" namespace where the clients run.
 //
-//   hub netns: br0 10.77.0.1/24 ── veth ── node netns n1: 10.77.0.11 (client :4222, cluster :6222)
+//   hub netns: br0 10.77.0.1/24 (or another subnet) ── veth ── node netns n1: 10.77.0.11 (client :4222, cluster :6222)
 //                                 ├─ veth ── n2: 10.77.0.12
 //                                 └─ veth ── n3: 10.77.0.13
 //
@@ -38,11 +38,13 @@ export interface NatsCluster {
   stop(): void;
 }
 
-const SUBNET = "10.77.0";
-
-/** `monitor`: each node also serves its monitoring endpoints (/varz, /jsz) on port 8222 (benchmarks). */
-export async function startNatsCluster(opts: { authority: FleetAuthority; size?: number; monitor?: boolean; maxFileStore?: string }): Promise<NatsCluster> {
+/**
+ * `monitor`: each node also serves its monitoring endpoints (/varz, /jsz) on port 8222 (benchmarks).
+ * `subnet`: the bridge's /24 (default 10.77.0; the lab's guests use that one, so a cluster joined to a lab needs another).
+ */
+export async function startNatsCluster(opts: { authority: FleetAuthority; size?: number; monitor?: boolean; maxFileStore?: string; subnet?: string }): Promise<NatsCluster> {
   const size = opts.size ?? 3;
+  const subnet = opts.subnet ?? "10.77.0";
   if (sh(["sh", "-c", "command -v nats-server"], { allowFail: true }).code !== 0)
     throw new Error("nats-server is not installed (Debian package nats-server): run `bash test/setup.sh` as root");
   let id = uniqueName("natsc");
@@ -51,7 +53,7 @@ export async function startNatsCluster(opts: { authority: FleetAuthority; size?:
   const dir = mkdtempSync(join(tmpdir(), `${id}-`));
   const nodes: NatsNode[] = Array.from({ length: size }, (_, i) => ({
     name: `n${i + 1}`,
-    address: `${SUBNET}.${11 + i}`,
+    address: `${subnet}.${11 + i}`,
     netns: `${id}-n${i + 1}`,
     dir: join(dir, `n${i + 1}`),
     log: join(dir, `n${i + 1}.log`),
@@ -73,7 +75,7 @@ export async function startNatsCluster(opts: { authority: FleetAuthority; size?:
         [
           "link set lo up",
           "link add br0 type bridge",
-          `addr add ${SUBNET}.1/24 dev br0`,
+          `addr add ${subnet}.1/24 dev br0`,
           "link set br0 up",
           ...nodes.flatMap((n, i) => [`link add vn${i + 1} type veth peer name eth0 netns ${n.netns}`, `link set vn${i + 1} master br0 up`]),
         ].join("\n") + "\n",

@@ -34,6 +34,31 @@ test("the agent's state: written atomically with mode 0600, read back after a re
   assert.throws(() => AgentState.open(dir), /state\.json is not JSON.*remove it/);
 });
 
+test("the agent's state keeps the bundle being applied, as signed, 0600, for a run that goes on after a reboot", () => {
+  const dir = join(tmp(), "agent");
+  const state = AgentState.open(dir);
+  assert.equal(state.savedBundle(), null);
+  state.saveBundle(new TextEncoder().encode('{"format":"provision-bundle/1"}'));
+  const resume = { runId: "20261205T220000-abcdef", play: 0, task: 4, notified: [] };
+  state.record({ version: 8, phase: "reboot-pending", runId: resume.runId, resume, at: "2026-12-05T22:00:00Z" });
+  const again = AgentState.open(dir);
+  assert.deepEqual(again.tried, { version: 8, phase: "reboot-pending", runId: resume.runId, resume, at: "2026-12-05T22:00:00Z" });
+  assert.equal(Buffer.from(again.savedBundle()!).toString(), '{"format":"provision-bundle/1"}');
+  assert.equal(statSync(join(dir, "bundle")).mode & 0o777, 0o600);
+});
+
+test("the agent's state keeps the version the device runs: a failed or reverted one after it leaves it", () => {
+  const dir = join(tmp(), "agent");
+  const state = AgentState.open(dir);
+  state.record({ version: 3, phase: "done", outcome: "applied", at: "2026-12-05T22:00:00Z" });
+  state.record({ version: 4, phase: "applying", at: "2026-12-05T22:01:00Z" });
+  state.record({ version: 4, phase: "done", outcome: "reverted", at: "2026-12-05T22:02:00Z" });
+  assert.equal(AgentState.open(dir).applied, 3);
+  // a state file written before `applied` was kept
+  writeFileSync(join(dir, "state.json"), JSON.stringify({ tried: { version: 5, phase: "done", outcome: "applied", at: "x" } }));
+  assert.equal(AgentState.open(dir).applied, 5);
+});
+
 test("the agent's configuration: required keys, absolute paths, and a device name that is one subject token, with file:line:column", () => {
   const dir = tmp();
   const file = join(dir, "agent.yaml");
@@ -60,13 +85,12 @@ test("a bundle's plays become the engine's prepared plays; wrong format, unknown
 
 test("what a run is reported as: applied, failed (rolled back by the agent), reverted (by the host, or not confirmed)", () => {
   const run = (status: string, extra: Record<string, unknown> = {}) => ({ hosts: [{ host: "pi1", status, notes: [], ...extra }] }) as unknown as ShownRun;
-  assert.deepEqual(outcomeOf(run("changed")), { outcome: "applied", detail: undefined, rebootPending: false });
+  assert.deepEqual(outcomeOf(run("changed")), { outcome: "applied", detail: undefined });
   assert.deepEqual(outcomeOf(run("ok")).detail, "no changes");
   assert.equal(outcomeOf(run("rolled_back", { error: "verification failed" })).outcome, "failed");
   assert.equal(outcomeOf(run("rolled_back", { rolledBackBy: "host" })).outcome, "reverted");
   assert.equal(outcomeOf(run("rolled_back"), true).outcome, "reverted");
   assert.equal(outcomeOf(run("unreachable", { error: "x" })).outcome, "failed");
-  assert.equal(outcomeOf(run("changed", { notes: ["this machine reboots now; the run resumes after the boot from its transaction record (run r1)"] })).rebootPending, true);
 });
 
 test("pull_agent: a new host gets its secrets 0600, the unit, and the agent enabled; an enrolled one nothing; a changed configuration restarts it", () => {

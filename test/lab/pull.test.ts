@@ -1,0 +1,126 @@
+// Pull mode on a real kernel (see pull-lab.ts): a debian12 Pi behind a NAT router that no
+// controller can reach, enrolled on site, runs its agent on Debian's own nodejs; the
+// controller publishes the unchanged eth0+eth1 seed to the cluster and the Pi bonds by
+// itself, through its own reboot (the agent takes the run up again after the boot,
+// verifies, confirms from outside through the NAT and commits). Publishing the same again
+// changes nothing. A change that cuts the Pi off from the cluster is reverted by the host
+// itself, and the agent reports it once it is back.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { nodePlaybook, siteInventory, startPullLab, type PullLab } from "./pull-lab.js";
+import { bondStatus, ourTimers, timed } from "./e2e-support.js";
+import { repoRoot } from "../support/cache.js";
+import type { Guest } from "./lab.js";
+
+const SEED = join(repoRoot, "playbooks", "bond-eth0-eth1.yaml");
+let pl: PullLab;
+let pi: Guest;
+const t0 = Date.now();
+
+before(async () => {
+  pl = await timed("boot the pull lab (debian12 guest, 3-node cluster, NAT router)", () => startPullLab());
+  pi = pl.lab.guests[0];
+  console.log(`${pi.name} answers on site after ${(pi.bootMs / 1000).toFixed(0)} s (${pi.start})`);
+});
+
+after(async () => {
+  await pl?.stop();
+  console.log(`pull lab: ${((Date.now() - t0) / 1000).toFixed(0)} s in all`);
+});
+
+const run = (stdout: string) => `\n${stdout}`;
+
+test("behind the NAT: the controller cannot open SSH to the Pi; on site it is installed (Debian's nodejs 18) and enrolled", async () => {
+  const ssh = await timed("SSH from the controller's side", () => pl.sshFromController("true"));
+  assert.equal(ssh.code, 255, `SSH from the controller's side must fail: ${ssh.stdout}${ssh.stderr}`);
+  assert.match(ssh.stderr, /timed out/, "the router drops the connection (no route would say so at once)");
+
+  const node = await timed("install Debian's nodejs on the Pi (apt, from the lab's repository)", () => pl.onSite(["--inventory", pl.inventory, nodePlaybook(pl.dir)]));
+  assert.equal(node.code, 0, node.output);
+  assert.match((await pi.ssh("node --version")).stdout, /^v18\./, "Debian 12's nodejs");
+
+  const enrol = await timed("enrol the Pi on site (credentials, provision's code, the unit)", () =>
+    pl.onSite(["enrol", "--inventory", pl.inventory, "--limit", pi.name, "--fleet-dir", pl.fleetDir]),
+  );
+  assert.equal(enrol.code, 0, enrol.output);
+  assert.match(enrol.stdout, /pi1: enrolled/);
+  const active = (await pi.ssh("systemctl is-active provision-agent")).stdout.trim();
+  if (active !== "active") assert.fail(`provision-agent is ${active}:\n${await pl.agentLog()}`);
+});
+
+test("the unchanged seed, published: the Pi bonds by itself through its own reboot; the agent reports applied, status --fleet says in sync", async () => {
+  const bootBefore = await pi.bootId();
+  const t = Date.now();
+  const published = await timed("publish the eth0+eth1 seed", () => pl.controller(["publish", "--inventory", pl.inventory, SEED]));
+  assert.equal(published.code, 0, published.output);
+  assert.match(published.stdout, /pi1: v1 published \(new/);
+  const row = await timed("the Pi applies it: apt, bond, reboot; after the boot the agent verifies, confirms, commits", () => pl.result(pi.name, 1, 15 * 60_000));
+  console.log(`publish → bonded, rebooted, confirmed and reported applied: ${((Date.now() - t) / 1000).toFixed(0)} s`);
+  const log = await pl.agentLog(200);
+  assert.deepEqual([row.lastResult?.outcome, row.applied, row.drift], ["applied", 1, "in sync"], JSON.stringify(row) + run(log));
+
+  assert.notEqual(await pi.bootId(), bootBefore, "it rebooted");
+  const status = (await bondStatus(pi))!;
+  assert.ok(status, "bond0 exists");
+  assert.deepEqual(status.slaves.map((s) => s.name).sort(), ["eth0", "eth1"]);
+  assert.equal(status.activeSlave, "eth0");
+  assert.equal(status.miiStatus, "up");
+  assert.match((await pi.ssh("ip -4 -o addr show dev bond0")).stdout, /inet 10\.77\.0\.11\/24/);
+  assert.equal(await ourTimers(pi), "", "disarmed: nothing left to revert");
+  const record = (
+    await pi.ssh('id=$(cat /var/lib/provision/last); echo "$(cat /var/lib/provision/runs/$id/state) $(test -e /var/lib/provision/lock && echo locked)"')
+  ).stdout.trim();
+  assert.equal(record, "committed", "the host's transaction committed, its lock given back");
+  assert.match(log, /taking run \S+ up again after this machine's reboot/, log);
+  assert.match(log, /version 1: applied/, log);
+
+  const table = await pl.controller(["status", "--fleet"]);
+  console.log(table.stdout);
+  assert.match(table.stdout, /^pi1\s+v1\s+v1\s+\d+s ago\s+in sync/m, table.output);
+  assert.equal(table.code, 0, table.output);
+});
+
+test("publishing the same again changes nothing: no new version, no run, no reboot", async () => {
+  const boot = await pi.bootId();
+  const again = await pl.controller(["publish", "--inventory", pl.inventory, SEED]);
+  assert.equal(again.code, 0, again.output);
+  assert.match(again.stdout, /pi1: v1 unchanged/);
+  assert.match(again.stdout, /0 new, 0 changed, 1 unchanged/);
+  await new Promise((r) => setTimeout(r, 5000));
+  const row = (await pl.status()).find((r) => r.device === pi.name)!;
+  assert.deepEqual([row.desired, row.applied, row.drift], [1, 1, "in sync"]);
+  assert.equal(await pi.bootId(), boot);
+  assert.doesNotMatch(await pl.agentLog(), /version 2/);
+});
+
+test("a change that cuts the Pi off from the cluster: not confirmed, the host reverts by itself; the agent reports reverted once it is back", async () => {
+  const before = (await pi.ssh("sha256sum /etc/network/interfaces")).stdout;
+  // the bond moved above the router's NAT pool (pull-lab.ts NAT_POOL): on the LAN (its gateway answers, so it verifies), cut off from the cluster
+  const moved = siteInventory(pl.lab, join(pl.dir, "moved.yaml"), { pi1: { bond_address: "10.77.0.200/24", confirm_timeout: 60 } });
+  const t = Date.now();
+  const published = await pl.controller(["publish", "--inventory", moved, SEED]);
+  assert.equal(published.code, 0, published.output);
+  assert.match(published.stdout, /pi1: v2 published/);
+  const row = await timed("cut off: applied, rebooted, not confirmed within 60 s, reverted by the host, reported", () => pl.result(pi.name, 2, 12 * 60_000));
+  console.log(`publish → reverted by the host and reported: ${((Date.now() - t) / 1000).toFixed(0)} s (confirm_timeout 60 s)`);
+  assert.equal(row.lastResult?.outcome, "reverted", JSON.stringify(row));
+  // who got there first: the agent, giving up 5 s before the deadline, starts the host's revert; or,
+  // when the agent came up late after the boot (a loaded machine), the host's boot timer ran it
+  const how =
+    /version 2 reverted: rolled back by host: (not confirmed from outside within the confirm timeout|run \S+ was not confirmed within confirm_timeout after the reboot)/.exec(
+      String(row.lastError),
+    );
+  assert.ok(how, JSON.stringify(row));
+  console.log(
+    `cut off: ${how[1].startsWith("not confirmed") ? "the agent gave up confirming and started the host's revert" : "the host's boot timer reverted before the agent took the run up"}`,
+  );
+  assert.deepEqual([row.applied, row.drift], [1, "failed"]);
+  assert.equal((await pi.ssh("sha256sum /etc/network/interfaces")).stdout, before, "the interfaces file as before");
+  assert.equal((await bondStatus(pi))?.activeSlave, "eth0", "back on the bond it had");
+  assert.equal(await ourTimers(pi), "");
+  // not retried: the agent, back on the cluster, leaves version 2 alone
+  await new Promise((r) => setTimeout(r, 5000));
+  const reverted = (await pi.ssh("cat /var/lib/provision/agent/state.json")).stdout;
+  assert.match(reverted, /"version":2,"phase":"done","outcome":"reverted"/);
+});
