@@ -29,7 +29,7 @@ const ops: Record<string, (a: Args) => Promise<unknown>> = {
       credentials: a.creds,
       inboxPrefix: a.inboxPrefix,
       name: a.name,
-      timeoutMs: a.timeoutMs ?? 3000,
+      timeoutMs: a.timeoutMs,
       backoff: { baseMs: 100, capMs: 1000 },
     });
     broker.onEvent((e) => send({ event: "broker", ...e }));
