@@ -13,11 +13,10 @@ import { readFileSync } from "node:fs";
 import { YamlSource } from "../core/config/yaml-source.js";
 import { compile } from "../core/config/schema.js";
 import { BUILT_IN, Registry } from "../core/config/registry.js";
-import type { ConnectionTarget } from "../core/transport/transport.js";
 import { execute, newRunId, type Resume, type RunSettings, type RunView } from "../core/run/run.js";
 import { presentRun, type ShownRun } from "../core/report/changes.js";
 import { renderChanges, renderSummary, runReport } from "../core/report/output.js";
-import { LocalTransport } from "../core/transport/local.js";
+import { LocalTransport, localTarget } from "../core/transport/local.js";
 import { ConfigError, UsageError, messageOf } from "../core/errors.js";
 import { connectNats } from "../core/pull/nats.js";
 import type { Broker } from "../core/pull/broker.js";
@@ -30,13 +29,19 @@ import { parseDuration } from "../core/pull/publish.js";
 import { builtinModules } from "../modules/index.js";
 import { listrView } from "./progress.js";
 import { AgentState } from "./agent-state.js";
+import { enrolByToken } from "./enrol-token.js";
 import { lastTransactionProbe, parseLastTransaction } from "../core/run/transaction.js";
 
-const HELP = `Usage: provision agent --config FILE
+const HELP = `Usage: provision agent [--config FILE]
+       provision agent --enrol TOKEN [--wait 1h]
 
 Run the pull agent (normally as the systemd service provision-agent, installed by
 provision enrol): connect out to the cluster, apply this device's signed desired state
-with the same engine as a push run, confirm it from outside, report the outcome.`;
+with the same engine as a push run, confirm it from outside, report the outcome.
+
+--enrol TOKEN: enrol this machine with a one-time token (provision fleet token): make
+its own NATS and age keys, ask the fleet, wait (--wait, default 1h) for the controller's
+provision fleet accept, then install and start the agent (as provision enrol does over SSH).`;
 
 export const DEFAULT_CONFIG = "/etc/provision/agent.yaml";
 export const DEFAULT_STATE_DIR = "/var/lib/provision/agent";
@@ -128,17 +133,6 @@ function readSecretFile(what: string, file: string): string {
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
 const SETTINGS: RunSettings = { check: false, breakLock: false, forks: 1, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "verbose" };
-
-/** This machine, as the engine's target: reached by the local transport. */
-const localTarget = (device: string): ConnectionTarget => ({
-  name: device,
-  address: "localhost",
-  port: 22,
-  user: "root",
-  become: false,
-  connectTimeoutSeconds: 10,
-  hostKeys: { file: "/dev/null", acceptNew: false },
-});
 
 async function agentRegistry(config: AgentConfig): Promise<Registry> {
   const registry = new Registry();
@@ -442,11 +436,17 @@ export function describeReportingEvent(e: ReportingEvent): string {
 export async function agent(argv: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } }, strict: true }));
+    ({ values } = parseArgs({
+      args: argv,
+      options: { config: { type: "string", short: "c" }, enrol: { type: "string" }, wait: { type: "string" }, help: { type: "boolean", short: "h" } },
+      strict: true,
+    }));
   } catch (error) {
     throw new UsageError(`${(error as Error).message}. See provision agent --help.`);
   }
   if (values.help) return (void console.log(HELP), 0);
+  if (values.enrol) return enrolByToken(values.enrol, parseDuration(values.wait ?? "1h", "--wait"));
+  if (values.wait) throw new UsageError("--wait goes with --enrol TOKEN. See provision agent --help.");
   const config = loadAgentConfig(values.config ?? DEFAULT_CONFIG);
   const stop = new AbortController();
   for (const s of ["SIGTERM", "SIGINT"] as const) process.once(s, () => stop.abort());

@@ -26,6 +26,7 @@ import { fleetDirOf, loadAuthority, loadFleet, readDevice, revokeUsers, signingP
 import { DEVICE_PLAYBOOK_FORMAT, devicePlays } from "../core/pull/device-plays.js";
 import { deviceName } from "../core/pull/subjects.js";
 import { SshTransport } from "../core/transport/ssh.js";
+import type { ConnectionTarget } from "../core/transport/transport.js";
 import { builtinModules } from "../modules/index.js";
 import { listrView } from "./progress.js";
 
@@ -88,6 +89,17 @@ export function codeArchive(): { base64: string; sha256: string } {
   return { base64: tar.stdout.toString("base64"), sha256: createHash("sha256").update(tar.stdout).digest("hex") };
 }
 
+export const ENROL_PLAY = "enrol pull agents";
+
+/** The play that installs the pull agent (the pull_agent module's arguments) on one host, over whichever transport runs it. */
+export function agentInstallPlay(registry: Registry, args: Record<string, unknown>, target: ConnectionTarget): ReturnType<typeof devicePlays> {
+  const doc = {
+    format: DEVICE_PLAYBOOK_FORMAT,
+    plays: [{ name: ENROL_PLAY, confirm_timeout: 300, tasks: [{ name: "pull agent", module: "pull_agent", args, diff: false }], handlers: [] }],
+  };
+  return devicePlays(doc, registry, target);
+}
+
 export async function enrol(argv: string[]): Promise<number> {
   let values;
   try {
@@ -123,7 +135,7 @@ export async function enrol(argv: string[]): Promise<number> {
   const code = values["no-code"] ? undefined : codeArchive();
 
   const issued = new Map<string, { age_recipient: string; user: string }>();
-  const play: PreparedPlay = { name: "enrol pull agents", hosts: [], disruptive: [], anyErrorsFatal: false };
+  const play: PreparedPlay = { name: ENROL_PLAY, hosts: [], disruptive: [], anyErrorsFatal: false };
   let mask = (text: string) => text;
   for (const name of names) {
     const key = await createDeviceKey();
@@ -137,11 +149,7 @@ export async function enrol(argv: string[]): Promise<number> {
       verify_key: verifyKey,
       ...(code ? { code_archive: code.base64, code_sha256: code.sha256 } : {}),
     };
-    const doc = {
-      format: DEVICE_PLAYBOOK_FORMAT,
-      plays: [{ name: play.name, confirm_timeout: 300, tasks: [{ name: "pull agent", module: "pull_agent", args, diff: false }], handlers: [] }],
-    };
-    const prepared = devicePlays(doc, registry, connectionTarget(inventory.hosts.get(name)!, settings));
+    const prepared = agentInstallPlay(registry, args, connectionTarget(inventory.hosts.get(name)!, settings));
     const previous = mask;
     mask = (text) => prepared.mask(previous(text));
     play.hosts.push(...prepared.plays[0].hosts);

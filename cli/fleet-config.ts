@@ -8,6 +8,8 @@
 //   controller.creds    the controller's NATS user                    0600
 //   devices/<name>.json {"age_recipient", "user"}: a device's age recipient and NATS user key
 //                       (written by `provision fleet device` or by enrolment)
+//   tokens/<name>.json  {"user", "issued", "expires", "spent"?}: a one-time enrolment token's
+//                       NATS user (written by `provision fleet token`, spent by `fleet accept`)
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { ConfigError, quote } from "../core/errors.js";
@@ -15,7 +17,7 @@ import { YamlSource } from "../core/config/yaml-source.js";
 import { compile } from "../core/config/schema.js";
 import { accountJwt, issueSystemUser, parseAuthority, revoke, type FleetAuthority } from "../core/pull/credentials.js";
 import { parseDuration } from "../core/pull/publish.js";
-import { deviceName, DESIRED_BUCKET, REPORTS_STREAM, REPORTS_SUBJECTS, ROLLOUTS_BUCKET } from "../core/pull/subjects.js";
+import { deviceName, DESIRED_BUCKET, ENROL_STREAM, ENROL_SUBJECTS, REPORTS_STREAM, REPORTS_SUBJECTS, ROLLOUTS_BUCKET } from "../core/pull/subjects.js";
 import { connectNats, pushAccountClaims, type NatsBroker } from "../core/pull/nats.js";
 
 export const FLEET_DIR_ENV = "PROVISION_FLEET_DIR";
@@ -124,11 +126,11 @@ export function writeDevice(dir: string, device: string, record: DeviceRecord): 
 }
 
 /** Write a file whole or not at all: a temporary file beside it, synced, then renamed over it. */
-export function writeAtomic(file: string, text: string, mode: number): void {
+export function writeAtomic(file: string, text: string | Uint8Array, mode: number): void {
   const temporary = join(dirname(file), `.${Date.now()}-${process.pid}.tmp`);
   const fd = openSync(temporary, "wx", mode);
   try {
-    writeSync(fd, text);
+    writeSync(fd, typeof text === "string" ? Buffer.from(text) : text);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -152,6 +154,7 @@ export async function ensureFleetStore(broker: NatsBroker, fleet: FleetConfig): 
   await broker.ensureBucket(DESIRED_BUCKET, { replicas: fleet.replicas, history: 5 });
   await broker.ensureBucket(ROLLOUTS_BUCKET, { replicas: fleet.replicas, history: 5 });
   await broker.ensureStream(REPORTS_STREAM, [REPORTS_SUBJECTS], { replicas: fleet.replicas, maxMsgsPerSubject: 100 });
+  await broker.ensureStream(ENROL_STREAM, [ENROL_SUBJECTS], { replicas: fleet.replicas, maxMsgsPerSubject: 1 });
 }
 
 export const deviceNotEnrolled = (dir: string, device: string): ConfigError =>
@@ -164,10 +167,41 @@ export const deviceNotEnrolled = (dir: string, device: string): ConfigError =>
  * servers; returns the servers that took it. The authority before is kept beside the new
  * one until the servers have taken the new account.
  */
-export async function revokeUsers(fleet: FleetConfig, users: string[]): Promise<string[]> {
+export function revokeUsers(fleet: FleetConfig, users: string[]): Promise<string[]> {
+  return updateAuthority(fleet, (before) => users.reduce((a, user) => revoke(a, user), before));
+}
+
+/** Change the authority and push its account to the servers; the authority before is kept beside it. Returns the servers that took it. */
+export async function updateAuthority(fleet: FleetConfig, change: (a: FleetAuthority) => FleetAuthority): Promise<string[]> {
   const before = loadAuthority(fleet.dir);
-  const authority = users.reduce((a, user) => revoke(a, user), before);
+  const authority = change(before);
   writeAtomic(join(fleet.dir, "authority.json.bak"), JSON.stringify(before, null, 2) + "\n", 0o600);
   writeAtomic(join(fleet.dir, "authority.json"), JSON.stringify(authority, null, 2) + "\n", 0o600);
   return pushAccountClaims({ servers: fleet.servers, credentials: (await issueSystemUser(authority)).creds, timeoutMs: 5_000 }, await accountJwt(authority));
+}
+
+export interface TokenRecord {
+  /** The token's NATS user public key (revoked once spent). */
+  user: string;
+  issued: string;
+  expires: string;
+  /** When `provision fleet accept` enrolled the device with it. */
+  spent?: string;
+}
+
+const tokenFile = (dir: string, device: string): string => join(dir, "tokens", `${deviceName(device)}.json`);
+
+export function readToken(dir: string, device: string): TokenRecord | null {
+  const file = tokenFile(dir, device);
+  if (!existsSync(file)) return null;
+  try {
+    return JSON.parse(readFileSync(file, "utf8")) as TokenRecord;
+  } catch (error) {
+    throw new ConfigError(`${file}: not JSON (${(error as Error).message}); make a new token with provision fleet token ${device}.`);
+  }
+}
+
+export function writeToken(dir: string, device: string, record: TokenRecord): void {
+  mkdirSync(join(dir, "tokens"), { recursive: true, mode: 0o700 });
+  writeAtomic(tokenFile(dir, device), JSON.stringify(record, null, 2) + "\n", 0o644);
 }

@@ -18,7 +18,7 @@ import { BrokerError, type NatsBroker } from "../core/pull/nats.js";
 import { contentDigest, digestKey, parseDuration, planPublish, renderDevicePlaybooks, type PublishedRecord, type RenderedDevice } from "../core/pull/publish.js";
 import { counts, readRollout, requestControl, runRollout, type Command, type Counts, type RolloutPolicy, type RolloutState } from "../core/pull/rollout.js";
 import { fleetRun, fleetStatus, renderFleetStatus } from "../core/pull/fleet-status.js";
-import { desiredKey, desiredRecordKey, DESIRED_BUCKET, FLEET_VERSION_KEY, REPORTS_STREAM, rolloutId } from "../core/pull/subjects.js";
+import { desiredKey, desiredRecordKey, deviceName, DESIRED_BUCKET, FLEET_VERSION_KEY, REPORTS_STREAM, rolloutId } from "../core/pull/subjects.js";
 import {
   connectController,
   deviceNotEnrolled,
@@ -36,10 +36,13 @@ import {
   type FleetConfig,
 } from "./fleet-config.js";
 import { checkOutputFile } from "./cli.js";
+import { fleetAccept, fleetToken } from "./enrol-token.js";
 
 export const FLEET_HELP = `Usage: provision fleet init --name NAME --server HOST:PORT [--server …] [--replicas N]
        provision fleet device NAME --out DIR
        provision fleet revoke NAME
+       provision fleet token NAME --out DIR [--expires 24h] [--no-code]
+       provision fleet accept [NAME...] [--wait DURATION]
        provision fleet server-config --resolver-dir DIR
        provision publish --inventory FILE PLAYBOOK... [--limit PATTERN] [--expires 30d]
        provision rollout start --inventory FILE PLAYBOOK... [--limit PATTERN] [--id ID]
@@ -58,6 +61,11 @@ the folder with fleet.yaml, the NATS authority, the bundle signing key and the d
   fleet device   make a device's NATS credentials and age key into DIR (for the device)
                  and register its public keys (what enrolment does)
   fleet revoke   revoke a device's NATS user and push the account to the servers
+  fleet token    a one-time enrolment token for a device no controller can reach, and
+                 provision's code, into DIR: on the Pi, provision agent --enrol FILE
+                 makes its own keys and asks the fleet
+  fleet accept   sign what open tokens asked for (the device's JWT), record its public
+                 keys and spend the token; --wait: until NAME (or every open token) is in
   fleet server-config  print the auth part of every nats-server's configuration
   publish        render each device's playbook, sign it as a new version (secrets
                  encrypted to the device) and store it now; same content: "unchanged"
@@ -107,6 +115,9 @@ export const fleetCommand = guarded(async (argv: string[]): Promise<number> => {
     replicas: { type: "string" },
     out: { type: "string" },
     "resolver-dir": { type: "string" },
+    expires: { type: "string" },
+    "no-code": { type: "boolean" },
+    wait: { type: "string" },
   });
   if (values.help || !positionals.length) return help();
   const dir = fleetDirOf(values["fleet-dir"] as string | undefined);
@@ -120,6 +131,11 @@ export const fleetCommand = guarded(async (argv: string[]): Promise<number> => {
     case "revoke":
       if (!name) throw new UsageError("provision fleet revoke NAME: which device? See provision fleet --help.");
       return fleetRevoke(dir, name);
+    case "token":
+      if (!name || !values.out) throw new UsageError("provision fleet token NAME --out DIR: both are needed. See provision fleet --help.");
+      return fleetToken(dir, deviceName(name), resolve(values.out as string), { ttl: values.expires as string | undefined, code: !values["no-code"] });
+    case "accept":
+      return fleetAccept(dir, positionals.slice(1).map(deviceName), values.wait ? parseDuration(values.wait as string, "--wait") : 0);
     case "server-config":
       if (!values["resolver-dir"]) throw new UsageError("provision fleet server-config --resolver-dir DIR: where each server keeps account JWTs.");
       process.stdout.write(await serverAuthConfig(loadAuthority(dir), values["resolver-dir"] as string));

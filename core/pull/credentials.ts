@@ -10,7 +10,7 @@
 // user seed each, on the devices. Signing needs no broker.
 import { Algorithms, createAccount, createOperator, createUser, decode, encodeAccount, encodeOperator, encodeUser, fmtCreds, fromSeed, type KeyPair } from "@nats-io/jwt";
 import { ConfigError, quote } from "../errors.js";
-import { deviceName, DEVICE_PERMISSIONS } from "./subjects.js";
+import { deviceName, DEVICE_PERMISSIONS, ENROLMENT_PERMISSIONS } from "./subjects.js";
 
 export interface FleetAuthority {
   name: string;
@@ -19,11 +19,15 @@ export interface FleetAuthority {
   accountSeed: string;
   /** Signs device users only; the server gives them the device template's permissions whatever they claim. */
   deviceSignerSeed: string;
+  /** Signs one-time enrolment token users (subjects.ENROLMENT_PERMISSIONS); added to older fleets when first needed. */
+  enrolmentSignerSeed?: string;
   /** Device user public key -> revoked-before time (unix seconds). */
   revocations: Record<string, number>;
 }
 
 const DEVICE_ROLE = "device";
+const ENROLMENT_ROLE = "enrolment";
+const USER_KEY = /^U[A-Z2-7]{55}$/;
 const enc = new TextEncoder();
 const seedOf = (kp: KeyPair): string => new TextDecoder().decode(kp.getSeed());
 const keyOf = (seed: string): KeyPair => fromSeed(enc.encode(seed));
@@ -39,9 +43,23 @@ export function createAuthority(name: string): FleetAuthority {
     systemAccountSeed: seedOf(createAccount()),
     accountSeed: seedOf(createAccount()),
     deviceSignerSeed: seedOf(createAccount()),
+    enrolmentSignerSeed: seedOf(createAccount()),
     revocations: {},
   };
 }
+
+/** The authority with an enrolment signing key (a fleet made before tokens existed has none; its account must then be pushed again). */
+export function withEnrolmentSigner(a: FleetAuthority): FleetAuthority {
+  return a.enrolmentSignerSeed ? a : { ...a, enrolmentSignerSeed: seedOf(createAccount()) };
+}
+
+type Permissions = { pub: { allow: readonly string[] }; sub: { allow: readonly string[] } };
+const scopedKey = (seed: string, role: string, p: Permissions) => ({
+  kind: "user_scope" as const,
+  key: publicKeyOf(seed),
+  role,
+  template: { pub: { allow: [...p.pub.allow] }, sub: { allow: [...p.sub.allow] } },
+});
 
 export function operatorJwt(a: FleetAuthority): Promise<string> {
   return encodeOperator(a.name, keyOf(a.operatorSeed), { system_account: publicKeyOf(a.systemAccountSeed) }, { algorithm: Algorithms.v2 });
@@ -59,12 +77,8 @@ export function accountJwt(a: FleetAuthority): Promise<string> {
     {
       limits: { ...UNLIMITED, ...UNLIMITED_JETSTREAM },
       signing_keys: [
-        {
-          kind: "user_scope",
-          key: publicKeyOf(a.deviceSignerSeed),
-          role: DEVICE_ROLE,
-          template: { pub: { allow: [...DEVICE_PERMISSIONS.pub.allow] }, sub: { allow: [...DEVICE_PERMISSIONS.sub.allow] } },
-        },
+        scopedKey(a.deviceSignerSeed, DEVICE_ROLE, DEVICE_PERMISSIONS),
+        ...(a.enrolmentSignerSeed ? [scopedKey(a.enrolmentSignerSeed, ENROLMENT_ROLE, ENROLMENT_PERMISSIONS)] : []),
       ],
       revocations: { ...a.revocations },
     },
@@ -100,6 +114,21 @@ export async function issueDevice(a: FleetAuthority, name: string, opts: { expir
   return issue(deviceName(name), keyOf(a.accountSeed), keyOf(a.deviceSignerSeed), true, opts.expiresAt);
 }
 
+/**
+ * A device's user JWT for a public key the device made itself (enrolment by token): the
+ * seed never leaves the device, which writes its credentials file from this and its seed.
+ */
+export function deviceJwtFor(a: FleetAuthority, name: string, userPublicKey: string): Promise<string> {
+  if (!USER_KEY.test(userPublicKey)) throw new ConfigError(`${quote(userPublicKey)} is not a NATS user public key (U… , 56 characters).`);
+  return encodeUser(deviceName(name), userPublicKey, keyOf(a.accountSeed).getPublicKey(), {}, { signer: keyOf(a.deviceSignerSeed), scopedUser: true });
+}
+
+/** A one-time enrolment token's user: named as the device, scoped to enrolment, expiring. */
+export async function issueEnrolmentUser(a: FleetAuthority, name: string, expiresAt: Date): Promise<IssuedUser> {
+  if (!a.enrolmentSignerSeed) throw new ConfigError("the fleet's authority has no enrolment signing key (withEnrolmentSigner adds it).");
+  return issue(deviceName(name), keyOf(a.accountSeed), keyOf(a.enrolmentSignerSeed), true, expiresAt);
+}
+
 /** The controller's user: everything in the fleet account (set-up, publish, rollouts, reading reports). */
 export function issueController(a: FleetAuthority, name = "controller"): Promise<IssuedUser> {
   return issue(name, keyOf(a.accountSeed), undefined, false);
@@ -116,7 +145,7 @@ export function issueSystemUser(a: FleetAuthority, name = "claims"): Promise<Iss
  * says so is pushed (nats.pushAccountClaims).
  */
 export function revoke(a: FleetAuthority, userPublicKey: string, at = new Date()): FleetAuthority {
-  if (!/^U[A-Z2-7]{55}$/.test(userPublicKey)) throw new ConfigError(`${quote(userPublicKey)} is not a NATS user public key (U… , 56 characters).`);
+  if (!USER_KEY.test(userPublicKey)) throw new ConfigError(`${quote(userPublicKey)} is not a NATS user public key (U… , 56 characters).`);
   return { ...a, revocations: { ...a.revocations, [userPublicKey]: Math.floor(at.getTime() / 1000) } };
 }
 
@@ -163,6 +192,8 @@ export function parseAuthority(text: string, where: string): FleetAuthority {
   }
   for (const k of ["operatorSeed", "systemAccountSeed", "accountSeed", "deviceSignerSeed"] as const)
     if (typeof raw[k] !== "string" || !SEED.test(raw[k] as string)) throw new ConfigError(`${where}: "${k}" is missing or not an NKey seed.`);
+  if (raw.enrolmentSignerSeed !== undefined && (typeof raw.enrolmentSignerSeed !== "string" || !SEED.test(raw.enrolmentSignerSeed)))
+    throw new ConfigError(`${where}: "enrolmentSignerSeed" is not an NKey seed.`);
   if (typeof raw.name !== "string" || !raw.name) throw new ConfigError(`${where}: "name" is missing.`);
   const revocations = raw.revocations ?? {};
   if (typeof revocations !== "object" || Object.values(revocations as object).some((v) => typeof v !== "number"))

@@ -9,13 +9,17 @@
 //                         key plan.<rollout>    the controller's record (head)   controller only
 //                         key plan.<rollout>.c<n> its devices and results, 2,000 each  controller only
 //                         key control.<rollout> pause / resume / abort asked     controller only
+//                         key jwt.<device>      its user JWT, once enrolled by token  controller writes, the token's user reads
 //   stream "REPORTS"      reports.<device>.<kind>  what a device reports        device publishes its own only
+//   stream "ENROL"        enrol.<device>        a token's enrolment request   the token's user publishes its own only
 import { ConfigError, quote } from "../errors.js";
 
 export const DESIRED_BUCKET = "desired";
 export const ROLLOUTS_BUCKET = "rollouts";
 export const REPORTS_STREAM = "REPORTS";
 export const REPORTS_SUBJECTS = "reports.*.*";
+export const ENROL_STREAM = "ENROL";
+export const ENROL_SUBJECTS = "enrol.*";
 
 /** A NATS subject token that can also be a KV key part: no dots, spaces or wildcards. */
 const DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
@@ -42,6 +46,14 @@ export const rolloutStateKey = (id: string): string => `state.${rolloutId(id)}`;
 export const rolloutPlanKey = (id: string): string => `plan.${rolloutId(id)}`;
 export const rolloutControlKey = (id: string): string => `control.${rolloutId(id)}`;
 
+export const enrolSubject = (device: string): string => `enrol.${deviceName(device)}`;
+export const enrolledKey = (device: string): string => `jwt.${deviceName(device)}`;
+/** The device an enrolment request subject names (the server lets only that token's user publish it). */
+export const enrolDevice = (subject: string): string | null => {
+  const parts = subject.split(".");
+  return parts.length === 2 && parts[0] === "enrol" && DEVICE_NAME.test(parts[1]) ? parts[1] : null;
+};
+
 export type ReportKind = "result" | "heartbeat" | "refused" | "audit" | "confirm";
 export const reportSubject = (device: string, kind: ReportKind): string => `reports.${deviceName(device)}.${kind}`;
 
@@ -53,6 +65,8 @@ export function reportDevice(subject: string): string | null {
 
 /** Replies to a device's requests (KV gets, publish acks) arrive under its own inbox only. */
 export const deviceInbox = (device: string): string => `_INBOX_dev.${deviceName(device)}`;
+/** The same for an enrolment token's user, before the device has credentials of its own. */
+export const enrolInbox = (device: string): string => `_INBOX_enrol.${deviceName(device)}`;
 
 /**
  * What every device may do, with `{{name()}}` standing for its own name (the name in its
@@ -76,5 +90,19 @@ export const DEVICE_PERMISSIONS = {
   },
   sub: {
     allow: ["_INBOX_dev.{{name()}}.>", `$KV.${DESIRED_BUCKET}.dev.{{name()}}`, `$KV.${ROLLOUTS_BUCKET}.state.*`],
+  },
+} as const;
+
+/**
+ * What a one-time enrolment token's user may do (its name is the device's): publish its
+ * enrolment request (acknowledged by the ENROL stream) and read the user JWT the
+ * controller answers with. Nothing of the fleet's desired state, rollouts or reports.
+ */
+export const ENROLMENT_PERMISSIONS = {
+  pub: {
+    allow: ["enrol.{{name()}}", `$JS.API.DIRECT.GET.KV_${DESIRED_BUCKET}.$KV.${DESIRED_BUCKET}.jwt.{{name()}}`],
+  },
+  sub: {
+    allow: ["_INBOX_enrol.{{name()}}.>", `$KV.${DESIRED_BUCKET}.jwt.{{name()}}`],
   },
 } as const;

@@ -15,6 +15,17 @@ import { HostError, LostConnection } from "../errors.js";
 import { scheduleReboot } from "./reboot.js";
 import { execResult, readFileOver, RebootPending, runChecked, type ConnectionTarget, type ExecResult, type RebootOptions, type Transport } from "./transport.js";
 
+/** This machine, as the engine's target under `name`: reached by the local transport (the SSH fields are unused). */
+export const localTarget = (name: string): ConnectionTarget => ({
+  name,
+  address: "localhost",
+  port: 22,
+  user: "root",
+  become: false,
+  connectTimeoutSeconds: 10,
+  hostKeys: { file: "/dev/null", acceptNew: false },
+});
+
 export interface LocalOptions {
   /**
    * argv put before every command, e.g. to enter a test host's namespaces and root

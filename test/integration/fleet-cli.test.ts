@@ -4,11 +4,15 @@
 // bundle checks, a chosen outcome instead of the engine).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { decode, fmtCreds } from "@nats-io/jwt";
+import { createUser } from "@nats-io/nkeys";
+import { createDeviceKey } from "../../core/pull/bundle.js";
 import { parseAuthority } from "../../core/pull/credentials.js";
-import { desiredKey, deviceInbox, DESIRED_BUCKET, REPORTS_STREAM } from "../../core/pull/subjects.js";
+import { signRequest } from "../../core/pull/enrolment.js";
+import { desiredKey, deviceInbox, DESIRED_BUCKET, enrolInbox, REPORTS_STREAM } from "../../core/pull/subjects.js";
 import { startNatsCluster, waitFor, type NatsCluster } from "../support/nats-cluster.js";
 import { startClient, type PullClient, setupBuckets } from "../support/pull-clients.js";
 import { onCleanup, run } from "../support/processes.js";
@@ -274,4 +278,88 @@ test("fleet revoke: the device is disconnected and cannot come back; the others 
   const pub = await cli(["publish", "--inventory", "pis.yaml", "--limit", "d3", playbook(["eth9"])]);
   assert.equal(pub.code, 0, pub.output);
   await clients.get("d3")!.waitEvent((e) => e.event === "apply" && e.version === 5, 10_000, "d3 applying v5 after d2's revocation");
+});
+
+test("enrolment by one-time token: the device makes its own keys, the controller accepts, the token is spent; spent, forged and expired tokens get nothing", async () => {
+  const tokens = join(dir, "tokens-out");
+  const made = await cli(["fleet", "token", "pi7", "--out", tokens, "--expires", "10m", "--no-code"]);
+  assert.equal(made.code, 0, made.output);
+  const tokenFile = join(tokens, "pi7.token");
+  assert.equal(statSync(tokenFile).mode & 0o777, 0o600);
+  const token = JSON.parse(readFileSync(tokenFile, "utf8"));
+  const tokenSeed = /SU[A-Z2-7]{56}/.exec(token.credentials)![0];
+  assert.ok(!made.output.includes(tokenSeed), "fleet token printed the token's seed");
+  assert.match(made.stdout, /agent --enrol pi7.token/);
+
+  // what the token's user may not do: read desired state, report, ask for another device
+  const pi7 = startClient(cluster.hubNs, "pi7-token");
+  clients.set("pi7-token", pi7); // closed with the others
+  await pi7.call("connect", { servers: token.servers, creds: token.credentials, inboxPrefix: enrolInbox("pi7"), name: "pi7-enrol" });
+  await assert.rejects(pi7.call("get", { bucket: DESIRED_BUCKET, key: desiredKey("d1") }), /permission|timeout/i);
+  await assert.rejects(pi7.call("publish", { subject: "reports.pi7.result", data: "e30=" }), /permission|timeout|no responders/i);
+  await assert.rejects(pi7.call("publish", { subject: "enrol.d1", data: "e30=" }), /permission|timeout|no responders/i);
+
+  // the device: its own NATS key and age key, a signed request, then waiting for its JWT
+  const user = createUser();
+  const seed = new TextDecoder().decode(user.getSeed());
+  const recipient = (await createDeviceKey()).recipient;
+  const asking = pi7.call<string>("enrolAsk", { device: "pi7", seed, recipient, waitMs: 60_000 });
+  await pi7.waitEvent((e) => e.event === "enrol" && e.type === "asked", 20_000, "the request stored");
+  const accept = await cli(["fleet", "accept", "pi7", "--wait", "30s"]);
+  assert.equal(accept.code, 0, accept.output);
+  assert.match(accept.stdout, /pi7: enrolled \(NATS user U/);
+  assert.match(accept.stdout, /revoked 1 spent token/);
+  const jwt = await asking;
+  assert.equal(decode(jwt).sub, user.getPublicKey(), "the JWT is for the key the device made");
+  assert.deepEqual(JSON.parse(readFileSync(join(fleetDir, "devices", "pi7.json"), "utf8")), { age_recipient: recipient, user: user.getPublicKey() });
+
+  // its own credentials work as a device's: it reads its own key (none yet), not another's
+  const device = startClient(cluster.hubNs, "pi7");
+  clients.set("pi7", device);
+  await device.call("connect", { servers: cluster.servers, creds: new TextDecoder().decode(fmtCreds(jwt, user)), inboxPrefix: deviceInbox("pi7"), name: "pi7" });
+  assert.equal(await device.call("get", { bucket: DESIRED_BUCKET, key: desiredKey("pi7") }), null);
+  await assert.rejects(device.call("get", { bucket: DESIRED_BUCKET, key: desiredKey("d1") }), /permission|timeout/i);
+
+  // the token is spent: its user cannot connect again, and a new request under its name is refused
+  await pi7.waitEvent((e) => e.event === "broker" && /Revoked/i.test(e.detail ?? ""), 10_000, "the token user's revocation");
+  const again = startClient(cluster.hubNs, "pi7-token-again");
+  try {
+    await assert.rejects(
+      again.call("connect", { servers: token.servers, creds: token.credentials, inboxPrefix: enrolInbox("pi7"), name: "pi7" }),
+      /Authorization Violation|cannot connect/,
+    );
+  } finally {
+    await again.close();
+  }
+  const thief = createUser();
+  await ctl.call("publish", { subject: "enrol.pi7", data: Buffer.from(signRequest("pi7", thief, recipient)).toString("base64") });
+  const replay = await cli(["fleet", "accept", "pi7"]);
+  assert.equal(replay.code, 1, replay.output);
+  assert.match(replay.stdout, /pi7: refused: its token was spent already/);
+  assert.equal(JSON.parse(readFileSync(join(fleetDir, "devices", "pi7.json"), "utf8")).user, user.getPublicKey(), "the device's record is unchanged");
+
+  // a forged request (a key swapped under another's signature) for an open token is refused
+  assert.equal((await cli(["fleet", "token", "pi8", "--out", tokens, "--no-code"])).code, 0);
+  const signed = JSON.parse(new TextDecoder().decode(signRequest("pi8", createUser(), recipient)));
+  const payload = JSON.parse(Buffer.from(signed.payload, "base64").toString());
+  const forged = { ...signed, payload: Buffer.from(JSON.stringify({ ...payload, user: thief.getPublicKey() })).toString("base64") };
+  await ctl.call("publish", { subject: "enrol.pi8", data: Buffer.from(JSON.stringify(forged)).toString("base64") });
+  const refused = await cli(["fleet", "accept", "pi8"]);
+  assert.equal(refused.code, 1, refused.output);
+  assert.match(refused.stdout, /pi8: refused: the request's signature does not match/);
+  assert.ok(!existsSync(join(fleetDir, "devices", "pi8.json")), "nothing recorded for a forged request");
+
+  // an expired token: the servers refuse its user
+  assert.equal((await cli(["fleet", "token", "pi9", "--out", tokens, "--expires", "1s", "--no-code"])).code, 0);
+  await new Promise((r) => setTimeout(r, 2_500));
+  const late = startClient(cluster.hubNs, "pi9-token");
+  try {
+    const pi9 = JSON.parse(readFileSync(join(tokens, "pi9.token"), "utf8"));
+    await assert.rejects(
+      late.call("connect", { servers: pi9.servers, creds: pi9.credentials, inboxPrefix: enrolInbox("pi9"), name: "pi9" }),
+      /expired|Authorization Violation|cannot connect/i,
+    );
+  } finally {
+    await late.close();
+  }
 });

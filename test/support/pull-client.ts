@@ -9,6 +9,8 @@ import type { Broker, Stoppable } from "../../core/pull/broker.js";
 import { followDesiredState } from "../../core/pull/device.js";
 import { connectNats, pushAccountClaims, type NatsBroker } from "../../core/pull/nats.js";
 import { readRollout, requestControl, rolloutOpen, runRollout, type Command, type RolloutPolicy } from "../../core/pull/rollout.js";
+import { fromSeed } from "@nats-io/nkeys";
+import { awaitEnrolment, signRequest } from "../../core/pull/enrolment.js";
 import { DESIRED_BUCKET, REPORTS_STREAM, REPORTS_SUBJECTS, ROLLOUTS_BUCKET } from "../../core/pull/subjects.js";
 
 type Args = Record<string, any>;
@@ -106,6 +108,11 @@ const ops: Record<string, (a: Args) => Promise<unknown>> = {
   },
   async readRollout(a) {
     return readRollout(need(), a.id);
+  },
+  /** A device enrolling with a token (connected with the token's credentials): its request, then its JWT. */
+  async enrolAsk(a) {
+    const user = fromSeed(new TextEncoder().encode(a.seed));
+    return awaitEnrolment(need(), a.device, signRequest(a.device, user, a.recipient), user.getPublicKey(), a.waitMs ?? 30_000, (e) => send({ event: "enrol", ...e }));
   },
   async pushClaims(a) {
     return pushAccountClaims({ servers: a.servers, credentials: a.creds, timeoutMs: 3000 }, a.jwt, a.waitMs ?? 500);
