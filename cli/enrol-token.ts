@@ -5,7 +5,8 @@
 //                                           pull_agent module through the local transport
 //   provision fleet accept [NAME…] [--wait] (controller) sign what open tokens asked for
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { createUser, fromSeed } from "@nats-io/nkeys";
 import { fmtCreds } from "@nats-io/jwt";
 import { ConfigError, messageOf } from "../core/errors.js";
@@ -21,6 +22,7 @@ import { connectNats, type NatsBroker } from "../core/pull/nats.js";
 import { parseDuration } from "../core/pull/publish.js";
 import { DESIRED_BUCKET, enrolInbox, enrolledKey } from "../core/pull/subjects.js";
 import { builtinModules } from "../modules/index.js";
+import { CODE_DIR } from "../modules/pull_agent/index.js";
 import { agentInstallPlay, codeArchive } from "./enrol.js";
 import {
   connectController,
@@ -73,8 +75,8 @@ export async function fleetToken(dir: string, device: string, out: string, opts:
   }
   lines.push(
     `on the Pi (Debian's nodejs installed), as root:`,
-    `  mkdir -p /root/provision && tar -xzf provision-code.tar.gz -C /root/provision`,
-    `  node /root/provision/dist/cli/cli.js agent --enrol ${device}.token`,
+    `  mkdir -p ${CODE_DIR} && tar -xzf provision-code.tar.gz -C ${CODE_DIR}`,
+    `  node ${CODE_DIR}/dist/cli/cli.js agent --enrol ${device}.token`,
     `then here: provision fleet accept ${device} --wait 1h`,
   );
   lines.forEach((l) => log(l));
@@ -201,15 +203,15 @@ export async function enrolByToken(tokenFile: string, waitMs: number): Promise<n
   log(`${token.device}: accepted; installing the agent`);
   const registry = new Registry();
   for (const module of builtinModules) registry.register(module, BUILT_IN);
-  const code = codeArchive();
+  // the unit runs provision from CODE_DIR: this code is copied there unless it runs from there already
+  const code = resolve(dirname(fileURLToPath(import.meta.url)), "../..") === CODE_DIR ? undefined : codeArchive();
   const args = {
     device: token.device,
     servers: token.servers,
     credentials: dec.decode(fmtCreds(jwt, user)),
     identity: keys.identity,
     verify_key: token.verifyKey,
-    code_archive: code.base64,
-    code_sha256: code.sha256,
+    ...(code ? { code_archive: code.base64, code_sha256: code.sha256 } : {}),
   };
   const settings: RunSettings = { check: false, breakLock: false, forks: 1, tags: [], skipTags: [], acceptNewHostKeys: false, renderer: "verbose" };
   const prepared = agentInstallPlay(registry, args, localTarget(token.device));

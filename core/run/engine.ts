@@ -68,6 +68,8 @@ interface Planned {
   notes: string[];
   /** Why the task does not run on this host (its when: did not match). */
   skipped?: string;
+  /** It changed the host before this machine's reboot, in the run taken up after it. */
+  changedBeforeReboot?: boolean;
 }
 
 /** Every host fact the tasks' modules or when: conditions use, once each. */
@@ -160,7 +162,7 @@ function allProbes(instances: TaskInstance[], pick: (i: TaskInstance) => Record<
   return instances.flatMap((i) => Object.values(pick(i)));
 }
 
-function taskResult(planned: Planned, status: TaskStatus = planned.skipped ? "skipped" : planned.changes.length ? "changed" : "ok"): TaskResult {
+function taskResult(planned: Planned, status: TaskStatus = planned.skipped ? "skipped" : planned.changes.length || planned.changedBeforeReboot ? "changed" : "ok"): TaskResult {
   const { instance } = planned;
   return {
     name: instance.task.name,
@@ -171,7 +173,7 @@ function taskResult(planned: Planned, status: TaskStatus = planned.skipped ? "sk
     diff: instance.task.diff,
     mask: instance.mask,
     problems: [],
-    notes: planned.skipped ? [planned.skipped] : [...planned.notes],
+    notes: planned.skipped ? [planned.skipped] : planned.changedBeforeReboot ? ["changed before the reboot", ...planned.notes] : [...planned.notes],
   };
 }
 
@@ -626,7 +628,10 @@ export async function runHost(work: HostWork, options: RunOptions): Promise<Host
 function planAfterBoot(work: HostWork, gathered: Gathered, resume: ResumePoint): Planned[] {
   const done = work.tasks.slice(0, resume.task + 1);
   const facts = parseHostFacts(hostFactsOf(done), gathered);
-  const before = done.map((instance): Planned => ({ instance, changes: [], notes: [], skipped: unmetCondition(instance, facts) ?? undefined }));
+  const changed = new Set(resume.changed ?? []);
+  const before = done.map((instance, i): Planned =>
+    changed.has(i) ? { instance, changes: [], notes: [], changedBeforeReboot: true } : { instance, changes: [], notes: [], skipped: unmetCondition(instance, facts) ?? undefined },
+  );
   // a handler rebooted: nothing of the play is left to apply
   if (resume.task >= work.tasks.length) return before;
   return [...before, ...planTasks(work.tasks.slice(resume.task + 1), work.handlers, gathered, work.name, new Set(resume.notified))];
@@ -699,7 +704,8 @@ async function applyAndVerify(run: HostRun, initial: Planned[], result: HostResu
         options.emit({ type: "change", task: instance.task.name, change, mask: instance.mask });
         run.outcomes.set(change, "unknown");
         const notifiedSoFar = planned.slice(0, i + 1).flatMap((p) => (p.changes.length ? p.instance.task.notify : []));
-        const point = { task: i, notified: [...new Set([...(options.resume?.notified ?? []), ...notifiedSoFar])] };
+        const changedSoFar = planned.flatMap((p, index) => (index <= i && (p.changes.length || p.changedBeforeReboot) ? [index] : []));
+        const point = { task: i, notified: [...new Set([...(options.resume?.notified ?? []), ...notifiedSoFar])], changed: changedSoFar };
         options.beforeReboot?.(point);
         try {
           await run.reboot(change.timeoutSeconds, run.expectedAddress);

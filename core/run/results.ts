@@ -40,6 +40,8 @@ export interface ResumePoint {
   task: number;
   /** Handlers notified by the tasks before the reboot. */
   notified: string[];
+  /** Indexes (as `task`) of the tasks that changed the host before the reboot: the run after it reports them changed. */
+  changed?: number[];
 }
 
 export type HostStatus = "ok" | "changed" | "drift" | "failed" | "rolled_back" | "unreachable" | "not_run";

@@ -179,7 +179,7 @@ export async function execute(
     for (const [index, batch] of groups.entries()) {
       if (groups.length > 1) view.batch(index, groups.length, batch);
       await view.hosts(batch, async (work, emit) => {
-        const resumeHere = resume && playIndex === resume.play ? { resume: { task: resume.task, notified: resume.notified } } : {};
+        const resumeHere = resume && playIndex === resume.play ? { resume: { task: resume.task, notified: resume.notified, changed: resume.changed } } : {};
         const beforeReboot = (point: ResumePoint) => extra.beforeReboot?.({ runId, play: playIndex, ...point });
         const result = await runHost(work, { check: settings.check, runId, breakLock: settings.breakLock, transport, emit, confirm, beforeReboot, ...resumeHere });
         if (result.resumes) resumes = { runId, play: playIndex, ...result.resumes };

@@ -394,6 +394,18 @@ test("a bundle that reboots this machine: no result before the boot; after it th
   const sixth = await result(6);
   console.log(`after the "boot": run taken up again, verified, confirmed and reported in ${Date.now() - t} ms`);
   assert.deepEqual([sixth.outcome, sixth.detail], ["applied", undefined], JSON.stringify(sixth));
+  // the report of the run after the boot says what the tasks before it did: changed, not "ok"
+  const report = sixth.report as { hosts: { status: string; tasks: { name: string; status: string; notes: string[] }[] }[] };
+  assert.deepEqual(
+    report.hosts[0].tasks.map((t) => [t.name, t.status, t.notes.includes("changed before the reboot")]),
+    [
+      ["message", "changed", true],
+      ["reboot", "changed", true],
+      ["after the boot", "changed", false],
+    ],
+    JSON.stringify(report.hosts[0].tasks),
+  );
+  assert.equal(report.hosts[0].status, "changed");
   assert.match(agent!.output(), new RegExp(`taking run ${runId} up again after this machine's reboot`));
   assert.ok(
     (await reports("confirm")).some((c) => c.version === 6),

@@ -55,6 +55,8 @@ export interface PullLab {
   controller(args: string[]): Promise<CliResult>;
   /** provision on the site's LAN (an installer's laptop): it reaches the Pi over SSH. */
   onSite(args: string[]): Promise<CliResult>;
+  /** Files put on the Pi by whoever is on site (an SD card, a technician's laptop): scp from the site's LAN. */
+  copyOnSite(files: string[], destination: string): Promise<void>;
   /** The real OpenSSH client from the controller's side to the Pi, host key verified. */
   sshFromController(command: string): Promise<{ code: number; stdout: string; stderr: string }>;
   /** `provision status --fleet --json` on the controller's side. */
@@ -118,29 +120,12 @@ export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}
       dir,
       controller,
       onSite: cli(lab.netns),
+      async copyOnSite(files, destination) {
+        const r = await run(inNamespace(lab.netns, ["scp", ...sshOptions(lab), ...files, `root@${pi.address}:${destination}`]), { timeout: 120_000, killSignal: "SIGKILL" });
+        if (r.code !== 0) throw new Error(`scp to ${pi.name} failed: ${r.stderr}`);
+      },
       sshFromController: (command) =>
-        run(
-          inNamespace(cluster.hubNs, [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-i",
-            lab.identityFile,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            `UserKnownHostsFile=${lab.knownHostsFile}`,
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-            `root@${pi.address}`,
-            command,
-          ]),
-          { timeout: 30_000, killSignal: "SIGKILL" },
-        ),
+        run(inNamespace(cluster.hubNs, ["ssh", ...sshOptions(lab), "-o", "ConnectTimeout=5", `root@${pi.address}`, command]), { timeout: 30_000, killSignal: "SIGKILL" }),
       status,
       async result(device, version, ms) {
         const deadline = Date.now() + ms;
@@ -162,6 +147,22 @@ export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}
     throw error;
   }
 }
+
+/** The real OpenSSH client's options for the lab's guests: its key only, host keys verified, never a prompt. */
+const sshOptions = (lab: Lab): string[] => [
+  "-F",
+  "/dev/null",
+  "-i",
+  lab.identityFile,
+  "-o",
+  "IdentitiesOnly=yes",
+  "-o",
+  `UserKnownHostsFile=${lab.knownHostsFile}`,
+  "-o",
+  "StrictHostKeyChecking=yes",
+  "-o",
+  "BatchMode=yes",
+];
 
 /** An inventory of the site's Pis with what the eth0+eth1 seed needs (bond_address, bond_gateway); `perHost` overrides. */
 export function siteInventory(lab: Lab, file: string, perHost: Record<string, Record<string, unknown>> = {}): string {

@@ -1,5 +1,6 @@
 // Pull mode on a real kernel (see pull-lab.ts): a debian12 Pi behind a NAT router that no
-// controller can reach, enrolled on site, runs its agent on Debian's own nodejs; the
+// controller can reach, enrolled with a one-time token (it makes its own keys and asks the
+// fleet; the controller accepts), runs its agent on Debian's own nodejs; the
 // controller publishes the unchanged eth0+eth1 seed to the cluster and the Pi bonds by
 // itself, through its own reboot (the agent takes the run up again after the boot,
 // verifies, confirms from outside through the NAT and commits). Publishing the same again
@@ -7,6 +8,7 @@
 // itself, and the agent reports it once it is back.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { nodePlaybook, siteInventory, startPullLab, type PullLab } from "./pull-lab.js";
 import { bondStatus, ourTimers, timed } from "./e2e-support.js";
@@ -31,7 +33,7 @@ after(async () => {
 
 const run = (stdout: string) => `\n${stdout}`;
 
-test("behind the NAT: the controller cannot open SSH to the Pi; on site it is installed (Debian's nodejs 18) and enrolled", async () => {
+test("behind the NAT: the controller cannot open SSH to the Pi; enrolled with a one-time token it makes its own keys, the controller accepts, the agent runs", async () => {
   const ssh = await timed("SSH from the controller's side", () => pl.sshFromController("true"));
   assert.equal(ssh.code, 255, `SSH from the controller's side must fail: ${ssh.stdout}${ssh.stderr}`);
   assert.match(ssh.stderr, /timed out/, "the router drops the connection (no route would say so at once)");
@@ -40,11 +42,38 @@ test("behind the NAT: the controller cannot open SSH to the Pi; on site it is in
   assert.equal(node.code, 0, node.output);
   assert.match((await pi.ssh("node --version")).stdout, /^v18\./, "Debian 12's nodejs");
 
-  const enrol = await timed("enrol the Pi on site (credentials, provision's code, the unit)", () =>
-    pl.onSite(["enrol", "--inventory", pl.inventory, "--limit", pi.name, "--fleet-dir", pl.fleetDir]),
+  // the controller makes the token; whoever is on site puts it and provision's code on the Pi
+  const card = join(pl.dir, "sd-card");
+  const token = await pl.controller(["fleet", "token", pi.name, "--out", card, "--expires", "2h"]);
+  assert.equal(token.code, 0, token.output);
+  await timed("the token and provision's code onto the Pi", async () => {
+    await pl.copyOnSite([join(card, "pi1.token"), join(card, "provision-code.tar.gz")], "/root/");
+    const unpacked = await pi.ssh("mkdir -p /opt/provision && tar -xzf /root/provision-code.tar.gz -C /opt/provision && test -f /opt/provision/dist/cli/cli.js", {
+      timeoutMs: 120_000,
+    });
+    assert.equal(unpacked.code, 0, unpacked.stderr);
+  });
+  const [asked, accepted] = await timed("the Pi asks with its own keys; the controller accepts; the Pi installs its agent", () =>
+    Promise.all([
+      pi.ssh("node /opt/provision/dist/cli/cli.js agent --enrol /root/pi1.token --wait 10m", { timeoutMs: 15 * 60_000 }),
+      pl.controller(["fleet", "accept", pi.name, "--wait", "10m"]),
+    ]),
   );
-  assert.equal(enrol.code, 0, enrol.output);
-  assert.match(enrol.stdout, /pi1: enrolled/);
+  assert.equal(accepted.code, 0, accepted.output);
+  assert.match(accepted.stdout, /pi1: enrolled \(NATS user U/);
+  assert.equal(asked.code, 0, asked.stdout + asked.stderr);
+  assert.match(asked.stdout, /pi1: accepted; installing the agent/);
+  assert.match(asked.stdout, /the token is spent; \/root\/pi1.token removed/);
+  const files = (
+    await pi.ssh(
+      "stat -c '%n %a' /etc/provision/agent.creds /etc/provision/agent.age; test -e /root/pi1.token || echo token-gone; test -e /var/lib/provision/enrol-pending.json || echo pending-gone",
+    )
+  ).stdout;
+  assert.equal(files, "/etc/provision/agent.creds 600\n/etc/provision/agent.age 600\ntoken-gone\npending-gone\n");
+  const seed = (await pi.ssh("grep -E '^SU[A-Z2-7]{56}$' /etc/provision/agent.creds")).stdout.trim();
+  assert.ok(seed, "the device's own NKey seed is in its credentials");
+  assert.ok(!(asked.stdout + asked.stderr + accepted.output).includes(seed), "the device's seed was printed");
+  assert.ok(!readFileSync(join(pl.fleetDir, "devices", "pi1.json"), "utf8").includes("SU"), "only public keys in the fleet folder");
   const active = (await pi.ssh("systemctl is-active provision-agent")).stdout.trim();
   if (active !== "active") assert.fail(`provision-agent is ${active}:\n${await pl.agentLog()}`);
 });
