@@ -16,7 +16,7 @@ import { exitCode, renderChanges, renderSummary } from "../core/report/output.js
 import { execute, type RunSettings } from "../core/run/run.js";
 import { LocalTransport, localTarget } from "../core/transport/local.js";
 import { createDeviceKey } from "../core/pull/bundle.js";
-import { deviceJwtFor, issueEnrolmentUser, withEnrolmentSigner } from "../core/pull/credentials.js";
+import { deviceJwtFor, forgetRevocations, issueEnrolmentUser, revoke, withEnrolmentSigner } from "../core/pull/credentials.js";
 import { answerEnrolment, awaitEnrolment, parseToken, signRequest, storedRequests, tokenText, type StoredRequest } from "../core/pull/enrolment.js";
 import { connectNats, type NatsBroker } from "../core/pull/nats.js";
 import { parseDuration } from "../core/pull/publish.js";
@@ -37,6 +37,7 @@ import {
   writeAtomic,
   writeDevice,
   writeToken,
+  type TokenRecord,
 } from "./fleet-config.js";
 import { listrView } from "./progress.js";
 
@@ -129,8 +130,18 @@ export async function fleetAccept(dir: string, names: string[], waitMs: number):
         done.set(verdict.device, verdict);
         log(`${verdict.device}: ${verdict.message}`);
       }
-      // the token's user is spent: revoked at once (the device's own user is what it uses now)
-      if (spent.length) log(`revoked ${spent.length} spent token or replaced device user(s); servers that took the account: ${(await revokeUsers(fleet, spent)).join(", ")}`);
+      // the token's user is spent: revoked at once (the device's own user is what it uses now); the
+      // revocations of tokens past their expiry are dropped then, so the account does not grow with the fleet
+      if (spent.length) {
+        const expired = expiredTokenUsers(dir);
+        const servers = await updateAuthority(fleet, (a) =>
+          forgetRevocations(
+            spent.reduce((b, user) => revoke(b, user), a),
+            expired,
+          ),
+        );
+        log(`revoked ${spent.length} spent token or replaced device user(s); servers that took the account: ${servers.join(", ")}`);
+      }
       const waiting = (names.length ? names : openTokens(dir)).filter((n) => !done.get(n)?.accepted);
       if (!waiting.length || Date.now() >= deadline) {
         for (const n of waiting) log(`${n}: ${done.get(n)?.message ?? "no request yet"}`);
@@ -143,17 +154,19 @@ export async function fleetAccept(dir: string, names: string[], waitMs: number):
   }
 }
 
-function openTokens(dir: string): string[] {
+function tokenRecords(dir: string): [string, TokenRecord][] {
   const folder = join(dir, "tokens");
   if (!existsSync(folder)) return [];
   return readdirSync(folder)
     .filter((f) => f.endsWith(".json"))
     .map((f) => f.slice(0, -5))
-    .filter((n) => {
-      const t = readToken(dir, n);
-      return t && !t.spent && new Date(t.expires) > new Date();
-    });
+    .map((n) => [n, readToken(dir, n)!]);
 }
+
+const openTokens = (dir: string): string[] => tokenRecords(dir).flatMap(([n, t]) => (!t.spent && new Date(t.expires) > new Date() ? [n] : []));
+
+/** The users of tokens past their expiry: the servers refuse their JWTs whatever the revocations say. */
+const expiredTokenUsers = (dir: string): string[] => tokenRecords(dir).flatMap(([, t]) => (new Date(t.expires) < new Date() ? [t.user] : []));
 
 // --- the Pi ---------------------------------------------------------------------------------
 

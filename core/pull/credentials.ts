@@ -149,6 +149,13 @@ export function revoke(a: FleetAuthority, userPublicKey: string, at = new Date()
   return { ...a, revocations: { ...a.revocations, [userPublicKey]: Math.floor(at.getTime() / 1000) } };
 }
 
+/** The authority without revocations for these users: only for users whose JWTs have expired (the servers refuse those anyway). */
+export function forgetRevocations(a: FleetAuthority, userPublicKeys: string[]): FleetAuthority {
+  const revocations = { ...a.revocations };
+  for (const key of userPublicKeys) delete revocations[key];
+  return { ...a, revocations };
+}
+
 /** The public key and name inside a credentials file (to revoke it, or to show who it is). */
 export function userOf(creds: string): { publicKey: string; name: string } {
   const jwt = /-----BEGIN NATS USER JWT-----\s*\n(.+?)\s*\n/.exec(creds)?.[1];

@@ -312,6 +312,9 @@ test("enrolment by one-time token: the device makes its own keys, the controller
   const jwt = await asking;
   assert.equal(decode(jwt).sub, user.getPublicKey(), "the JWT is for the key the device made");
   assert.deepEqual(JSON.parse(readFileSync(join(fleetDir, "devices", "pi7.json"), "utf8")), { age_recipient: recipient, user: user.getPublicKey() });
+  const tokenUser = JSON.parse(readFileSync(join(fleetDir, "tokens", "pi7.json"), "utf8"));
+  assert.ok(tokenUser.spent, "the token is recorded spent");
+  assert.ok(JSON.parse(readFileSync(join(fleetDir, "authority.json"), "utf8")).revocations[tokenUser.user], "the token's user is revoked");
 
   // its own credentials work as a device's: it reads its own key (none yet), not another's
   const device = startClient(cluster.hubNs, "pi7");

@@ -5,7 +5,17 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { decode } from "@nats-io/jwt";
 import { createUser } from "@nats-io/nkeys";
-import { accountJwt, createAuthority, deviceJwtFor, issueEnrolmentUser, parseAuthority, publicKeyOf, withEnrolmentSigner } from "../../core/pull/credentials.js";
+import {
+  accountJwt,
+  createAuthority,
+  deviceJwtFor,
+  forgetRevocations,
+  issueEnrolmentUser,
+  parseAuthority,
+  publicKeyOf,
+  revoke,
+  withEnrolmentSigner,
+} from "../../core/pull/credentials.js";
 import { openRequest, parseToken, signRequest, tokenText, TOKEN_FORMAT } from "../../core/pull/enrolment.js";
 import { enrolDevice, enrolSubject } from "../../core/pull/subjects.js";
 
@@ -98,4 +108,14 @@ test("a request opens only as signed, for the device its subject names", () => {
   assert.throws(() => openRequest(reseal(payload, "AAAA"), "enrol.pi9"), /signature does not match/);
   assert.throws(() => openRequest(new TextEncoder().encode("nope"), "enrol.pi9"), /not JSON/);
   assert.throws(() => openRequest(reseal({ ...payload, user: "x" }), "enrol.pi9"), /names no NATS user public key/);
+});
+
+test("revocations of expired token users can be forgotten; the others stay", async () => {
+  const [a, b] = [createUser().getPublicKey(), createUser().getPublicKey()];
+  const revoked = revoke(revoke(authority, a), b);
+  const pruned = forgetRevocations(revoked, [a, createUser().getPublicKey()]);
+  assert.deepEqual(Object.keys(pruned.revocations), [b]);
+  assert.deepEqual(Object.keys(revoked.revocations).sort(), [a, b].sort(), "the original is unchanged");
+  const account = decode<{ revocations: Record<string, number> }>(await accountJwt(pruned));
+  assert.deepEqual(Object.keys(account.nats.revocations ?? {}), [b]);
 });
