@@ -103,3 +103,16 @@ export async function setupBuckets(ctl: PullClient): Promise<void> {
     "JetStream to accept R3 buckets and streams",
   );
 }
+
+/** Connect a new client with these credentials and expect the servers to refuse it; resolves with their reason. */
+export async function connectRefused(netns: string, name: string, connect: { servers: string[]; creds: string; inboxPrefix: string; name: string }): Promise<string> {
+  const client = startClient(netns, name);
+  try {
+    return await client.call("connect", connect).then(
+      () => Promise.reject(new Error(`${name}: the servers took credentials they should refuse`)),
+      (error: Error) => error.message,
+    );
+  } finally {
+    await client.close();
+  }
+}
