@@ -23,6 +23,11 @@ import { watchCommand } from "./watch.js";
 import { agent } from "./agent.js";
 import { enrol } from "./enrol.js";
 import { fleetCommand, fleetStatusCommand, publishCommand, rolloutCommand } from "./fleet.js";
+import { webcrypto } from "node:crypto";
+
+// Debian 12's nodejs (18, what a Pi's agent runs on) has no global WebCrypto (Node 19 made it
+// global), and age-encryption makes keys with it: a Pi enrolling by token makes its own age key.
+if (!globalThis.crypto) Object.defineProperty(globalThis, "crypto", { value: webcrypto, configurable: true });
 
 const HELP = `Usage: provision --inventory FILE [PLAYBOOK...] [options]
        provision status --inventory FILE [--limit PATTERN]

@@ -53,12 +53,14 @@ test("behind the NAT: the controller cannot open SSH to the Pi; enrolled with a 
     });
     assert.equal(unpacked.code, 0, unpacked.stderr);
   });
-  const [asked, accepted] = await timed("the Pi asks with its own keys; the controller accepts; the Pi installs its agent", () =>
-    Promise.all([
-      pi.ssh("node /opt/provision/dist/cli/cli.js agent --enrol /root/pi1.token --wait 10m", { timeoutMs: 15 * 60_000 }),
-      pl.controller(["fleet", "accept", pi.name, "--wait", "10m"]),
-    ]),
-  );
+  const [asked, accepted] = await timed("the Pi asks with its own keys; the controller accepts; the Pi installs its agent", async () => {
+    const asking = pi.ssh("node /opt/provision/dist/cli/cli.js agent --enrol /root/pi1.token --wait 10m", { timeoutMs: 15 * 60_000 });
+    const accepting = pl.controller(["fleet", "accept", pi.name, "--wait", "10m"]);
+    // a Pi that cannot ask fails the test now, not when the controller's wait runs out
+    const failed = await Promise.race([asking.then((r) => (r.code === 0 ? null : r)), accepting.then(() => null)]);
+    if (failed) assert.fail(`the Pi's agent --enrol failed (${failed.code}):\n${failed.stdout}${failed.stderr}`);
+    return Promise.all([asking, accepting]);
+  });
   assert.equal(accepted.code, 0, accepted.output);
   assert.match(accepted.stdout, /pi1: enrolled \(NATS user U/);
   assert.equal(asked.code, 0, asked.stdout + asked.stderr);
