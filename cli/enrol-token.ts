@@ -17,7 +17,7 @@ import { execute, type RunSettings } from "../core/run/run.js";
 import { LocalTransport, localTarget } from "../core/transport/local.js";
 import { createDeviceKey } from "../core/pull/bundle.js";
 import { deviceJwtFor, forgetRevocations, issueEnrolmentUser, revoke, withEnrolmentSigner } from "../core/pull/credentials.js";
-import { answerEnrolment, awaitEnrolment, parseToken, signRequest, storedRequests, tokenText, type StoredRequest } from "../core/pull/enrolment.js";
+import { answerEnrolment, answerFor, awaitEnrolment, parseToken, signRequest, storedRequests, tokenText, type StoredRequest } from "../core/pull/enrolment.js";
 import { connectNats, type NatsBroker } from "../core/pull/nats.js";
 import { parseDuration } from "../core/pull/publish.js";
 import { DESIRED_BUCKET, enrolInbox, enrolledKey } from "../core/pull/subjects.js";
@@ -99,7 +99,7 @@ async function judge(dir: string, broker: NatsBroker, stored: StoredRequest, spe
     if (enrolled?.user !== request.user) return { device, accepted: false, message: "refused: its token was spent already (make a new one with provision fleet token)" };
     // enrolled with this very key; answered again in case its answer was lost
     const answered = await broker.get(DESIRED_BUCKET, enrolledKey(device));
-    if (!answered || !dec.decode(answered.value).includes(".")) await answerEnrolment(broker, device, await deviceJwtFor(loadAuthority(dir), device, request.user));
+    if (!answerFor(answered, request.user)) await answerEnrolment(broker, device, await deviceJwtFor(loadAuthority(dir), device, request.user));
     return { device, accepted: true, message: "enrolled already" };
   }
   if (stored.stored > new Date(token.expires))

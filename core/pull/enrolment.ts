@@ -20,7 +20,7 @@
 import { fromPublic, type KeyPair } from "@nats-io/nkeys";
 import { decode } from "@nats-io/jwt";
 import { ConfigError, messageOf, quote } from "../errors.js";
-import type { Broker, Message } from "./broker.js";
+import type { Broker, Entry, Message } from "./broker.js";
 import { DESIRED_BUCKET, deviceName, enrolDevice, enrolledKey, enrolSubject, ENROL_STREAM, ENROL_SUBJECTS } from "./subjects.js";
 
 export const TOKEN_FORMAT = "provision-enrol-token/1";
@@ -161,13 +161,8 @@ export async function awaitEnrolment(
     );
     broker
       .watch(DESIRED_BUCKET, enrolledKey(device), (entry) => {
-        if (!entry) return;
-        const jwt = dec.decode(entry.value).trim();
-        try {
-          if (decode(jwt).sub === userPublicKey) finish(null, jwt);
-        } catch {
-          // not a JWT: the controller writes nothing else here; wait for the next value
-        }
+        const jwt = answerFor(entry, userPublicKey);
+        if (jwt) finish(null, jwt);
       })
       .then((w) => (settled ? void w.stop() : (watching = w)), finish);
   });
@@ -193,6 +188,17 @@ export async function storedRequests(broker: Broker): Promise<StoredRequest[]> {
       return { device, stored: m.time, error: messageOf(error) };
     }
   });
+}
+
+/** The user JWT stored under jwt.<device>, when it is one for `userPublicKey` (else null). */
+export function answerFor(entry: Entry | null, userPublicKey: string): string | null {
+  if (!entry) return null;
+  const jwt = dec.decode(entry.value).trim();
+  try {
+    return decode(jwt).sub === userPublicKey ? jwt : null;
+  } catch {
+    return null; // not a JWT: the controller writes nothing else here
+  }
 }
 
 /** The controller's answer: the device's user JWT, readable by the token's user (a JWT without its seed is no secret). */
