@@ -368,9 +368,13 @@ async function main(): Promise<void> {
     monitors: cluster.nodes.map((n) => `${n.address}:8222`),
     steadyWindowS: Number(values["steady-window"]),
   };
+  let usersIssuedMs: number | undefined;
   if (perConnection === 1) {
     work.deviceCreds = {};
+    const tUsers = Date.now();
     for (const d of deviceNames(devices)) work.deviceCreds[d] = (await issueDevice(authority, d)).creds;
+    usersIssuedMs = Date.now() - tUsers;
+    console.error(`${devices} device users issued in ${usersIssuedMs} ms`);
   }
   const workFile = join(dir, "work.json");
   writeFileSync(workFile, JSON.stringify(work), { mode: 0o600 });
@@ -381,7 +385,7 @@ async function main(): Promise<void> {
   const agentProcs = Array.from({ length: processes }, (_, i) =>
     startRole(cluster.hubNs, ["--role", "agents", "--work", workFile, "--from", String(i * per), "--to", String(Math.min(devices, (i + 1) * per))], `agents ${i}`),
   );
-  const ready = await Promise.all(agentProcs.map((p) => p.waitLine((l) => l.event === "ready", 300_000, "ready line")));
+  const ready = await Promise.all(agentProcs.map((p) => p.waitLine((l) => l.event === "ready", 900_000, "ready line")));
   const agentsUpMs = Date.now() - tAgents;
   const connections = ready.reduce((a, r) => a + Number(r.connections), 0);
   console.error(`${devices} simulated agents on ${connections} connections in ${processes} processes, up in ${agentsUpMs} ms`);
@@ -420,6 +424,7 @@ async function main(): Promise<void> {
     processes,
     connections,
     agentsUpMs,
+    usersIssuedMs,
     schedule: work.schedule,
     totalS: Math.round((Date.now() - t0) / 1000),
     results,

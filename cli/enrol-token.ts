@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createUser, fromSeed } from "@nats-io/nkeys";
+import { Prefix } from "@nats-io/nkeys";
 import { fmtCreds } from "@nats-io/jwt";
 import { ConfigError, messageOf } from "../core/errors.js";
 import { BUILT_IN, Registry } from "../core/config/registry.js";
@@ -18,6 +18,7 @@ import { LocalTransport, localTarget } from "../core/transport/local.js";
 import { createDeviceKey } from "../core/pull/bundle.js";
 import { deviceJwtFor, forgetRevocations, issueEnrolmentUser, revoke, withEnrolmentSigner } from "../core/pull/credentials.js";
 import { answerEnrolment, answerFor, awaitEnrolment, parseToken, signRequest, storedRequests, tokenText, type StoredRequest } from "../core/pull/enrolment.js";
+import { keyPairFromSeed, newKeyPair } from "../core/pull/keys.js";
 import { connectNats, type NatsBroker } from "../core/pull/nats.js";
 import { parseDuration } from "../core/pull/publish.js";
 import { DESIRED_BUCKET, enrolInbox, enrolledKey } from "../core/pull/subjects.js";
@@ -178,7 +179,7 @@ async function pendingKeys(device: string): Promise<{ seed: string; identity: st
     const kept = JSON.parse(readFileSync(PENDING, "utf8")) as { device: string; seed: string; identity: string; recipient: string };
     if (kept.device === device) return kept;
   }
-  const user = createUser();
+  const user = newKeyPair(Prefix.User);
   const key = await createDeviceKey();
   const kept = { device, seed: dec.decode(user.getSeed()), identity: key.identity, recipient: key.recipient };
   mkdirSync(dirname(PENDING), { recursive: true, mode: 0o700 });
@@ -196,7 +197,7 @@ export async function enrolByToken(tokenFile: string, waitMs: number): Promise<n
   const token = parseToken(text, tokenFile);
   if (token.expires < new Date()) log(`note: the token says it expired at ${token.expires.toISOString()} (this machine's clock may be wrong; the servers decide)`);
   const keys = await pendingKeys(token.device);
-  const user = fromSeed(new TextEncoder().encode(keys.seed));
+  const user = keyPairFromSeed(keys.seed);
   log(`${token.device}: asking the fleet (${token.servers.join(", ")}) to enrol NATS user ${user.getPublicKey()}`);
   const broker = await connectNats({
     servers: token.servers,

@@ -8,9 +8,11 @@
 //
 // The seeds (private keys) live only in the controller's authority file (0600) and, one
 // user seed each, on the devices. Signing needs no broker.
-import { Algorithms, createAccount, createOperator, createUser, decode, encodeAccount, encodeOperator, encodeUser, fmtCreds, fromSeed, type KeyPair } from "@nats-io/jwt";
+import { Algorithms, createAccount, createOperator, decode, encodeAccount, encodeOperator, encodeUser, fmtCreds, type KeyPair } from "@nats-io/jwt";
+import { Prefix } from "@nats-io/nkeys";
 import { ConfigError, quote } from "../errors.js";
 import { deviceName, DEVICE_PERMISSIONS, ENROLMENT_PERMISSIONS } from "./subjects.js";
+import { keyPairFromSeed, newKeyPair } from "./keys.js";
 
 export interface FleetAuthority {
   name: string;
@@ -28,9 +30,8 @@ export interface FleetAuthority {
 const DEVICE_ROLE = "device";
 const ENROLMENT_ROLE = "enrolment";
 const USER_KEY = /^U[A-Z2-7]{55}$/;
-const enc = new TextEncoder();
 const seedOf = (kp: KeyPair): string => new TextDecoder().decode(kp.getSeed());
-const keyOf = (seed: string): KeyPair => fromSeed(enc.encode(seed));
+const keyOf = (seed: string): KeyPair => keyPairFromSeed(seed);
 export const publicKeyOf = (seed: string): string => keyOf(seed).getPublicKey();
 
 const UNLIMITED = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 };
@@ -94,7 +95,7 @@ export interface IssuedUser {
 }
 
 async function issue(name: string, issuerAccount: KeyPair, signer: KeyPair | undefined, scoped: boolean, expiresAt?: Date): Promise<IssuedUser> {
-  const user = createUser();
+  const user = newKeyPair(Prefix.User);
   const jwt = await encodeUser(
     name,
     user,

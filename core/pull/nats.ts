@@ -1,10 +1,11 @@
 // The broker on NATS JetStream: the only file that imports the NATS client.
 // KV buckets hold desired state (replicated, direct gets allowed so that any replica
 // answers and a device's read can be limited to its own key); streams hold reports.
-import { connect, credsAuthenticator, type NatsConnection, type Status } from "@nats-io/transport-node";
+import { connect, type NatsConnection, type Status } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { messageOf } from "../errors.js";
+import { credentialsAuthenticator } from "./keys.js";
 import {
   backoffDelay,
   DEFAULT_BACKOFF,
@@ -41,13 +42,12 @@ export class BrokerError extends Error {
 export async function connectNats(opts: BrokerOptions & { waitForFirstConnect?: boolean }): Promise<NatsBroker> {
   const backoff = opts.backoff ?? DEFAULT_BACKOFF;
   let attempt = 0;
-  const encoder = new TextEncoder();
   try {
     const nc = await connect({
       servers: opts.servers,
       name: opts.name,
       inboxPrefix: opts.inboxPrefix,
-      authenticator: credsAuthenticator(encoder.encode(opts.credentials)),
+      authenticator: credentialsAuthenticator(opts.credentials),
       maxReconnectAttempts: -1,
       waitOnFirstConnect: opts.waitForFirstConnect ?? false,
       reconnectDelayHandler: () => backoffDelay(attempt++, backoff),

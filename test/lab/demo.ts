@@ -52,14 +52,14 @@ function shown(command: string, r: { code: number; stdout: string; stderr: strin
 
 async function pullDemo(flavor: Flavor): Promise<number> {
   step(`Booting a ${flavor} Pi (QEMU, Debian's kernel) on a site LAN behind a NAT router, and a 3-node NATS JetStream cluster on the other side`);
-  const pl = await startPullLab({ flavor, name: "demo-pull" });
+  const pl = await startPullLab({ flavors: [flavor], name: "demo-pull" });
   try {
     const pi = pl.lab.guests[0];
     const seed = join(repoRoot, "playbooks/bond-eth0-eth1.yaml");
     console.log(`${pi.name} answers on site at ${pi.address} after ${(pi.bootMs / 1000).toFixed(0)} s; the cluster: ${pl.cluster.servers.join(", ")}`);
 
     step("From the controller's side the Pi cannot be reached: SSH times out at the NAT");
-    const ssh = await pl.sshFromController("true");
+    const ssh = await pl.sshFromController(pi, "true");
     console.log(`$ ssh root@${pi.address} true   (exit ${ssh.code})\n${ssh.stderr.trim()}`);
 
     step("On site: Debian's nodejs (apt, the lab's repository), then provision enrol (its own credentials, provision's code, the agent's unit)");
@@ -77,7 +77,7 @@ async function pullDemo(flavor: Flavor): Promise<number> {
 
     step(`On ${pi.name} (read on site): /proc/net/bonding/bond0, the addresses, the agent's journal since the boot`);
     console.log((await pi.ssh("cat /proc/net/bonding/bond0; echo; ip -br addr show")).stdout);
-    console.log((await pl.agentLog(40)).trimEnd());
+    console.log((await pl.agentLog(pi, 40)).trimEnd());
 
     step("provision status --fleet (the controller's side)");
     const status = await pl.controller(["status", "--fleet"]);

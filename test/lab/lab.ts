@@ -166,8 +166,8 @@ export interface LabOptions {
   name?: string;
   /** Extra words for the guests' kernel command line (debugging). */
   kernelArgs?: string[];
-  /** The guests' OS and network stack (default "debian12": ifupdown). */
-  flavor?: Flavor;
+  /** The guests' OS and network stack (default "debian12": ifupdown): one for all, or one per guest. */
+  flavor?: Flavor | readonly Flavor[];
   /** wlan0 is a real radio with an access point (LAB_WIFI) in the guest; secondNic must not be "wlan0". */
   wifi?: boolean;
   /**
@@ -201,16 +201,20 @@ export async function apCounters(guest: Guest): Promise<ApCounters> {
 
 export async function startLab(opts: LabOptions): Promise<Lab> {
   if (opts.guests < 1 || opts.guests > 200) throw new Error(`startLab: guests must be 1..200, not ${opts.guests}`);
-  const flavor = opts.flavor ?? "debian12";
-  if (!FLAVORS.includes(flavor)) throw new Error(`startLab: flavor must be one of ${FLAVORS.join(", ")}, not ${flavor}`);
+  const flavors = Array.from({ length: opts.guests }, (_, i) => (typeof opts.flavor === "string" ? opts.flavor : (opts.flavor?.[i] ?? "debian12")));
+  if (Array.isArray(opts.flavor) && opts.flavor.length !== opts.guests) throw new Error(`startLab: one flavor per guest (${opts.guests}), not ${opts.flavor.length}`);
+  for (const flavor of flavors) if (!FLAVORS.includes(flavor)) throw new Error(`startLab: flavor must be one of ${FLAVORS.join(", ")}, not ${flavor}`);
   const wifi = opts.wifi ?? false;
   if (wifi && opts.secondNic === "wlan0") throw new Error(`startLab: with wifi: true wlan0 is the radio; secondNic cannot be "wlan0" too`);
   const diskCache = opts.diskCache ?? "unsafe";
   const snapshots = (opts.snapshots ?? true) && process.env.PROVISION_LAB_SNAPSHOTS !== "0";
-  const images = await buildImages(flavor);
-  const kernelVersion = readFileSync(join(images, "kernel-version"), "utf8").trim();
+  const imagesOf = new Map<Flavor, string>();
+  for (const flavor of new Set(flavors)) imagesOf.set(flavor, await buildImages(flavor));
+  // every flavour boots the same kernel and shares the lab's SSH keys
+  const firstImages = imagesOf.get(flavors[0])!;
+  const kernelVersion = readFileSync(join(firstImages, "kernel-version"), "utf8").trim();
   // the uncompressed kernel boots through PVH, skipping seconds of xz decompression under TCG
-  const kernelImage = existsSync(join(images, "vmlinux")) ? join(images, "vmlinux") : join(images, "vmlinuz");
+  const kernelOf = (images: string) => (existsSync(join(images, "vmlinux")) ? join(images, "vmlinux") : join(images, "vmlinuz"));
 
   const stops: Array<() => void> = []; // run in reverse order by stop()
   const dir = mkdtempSync(`/tmp/${opts.name ?? "plab"}-`);
@@ -231,10 +235,10 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
 
   try {
     const identityFile = join(dir, "id_ed25519");
-    copyFileSync(join(images, "id_ed25519"), identityFile);
+    copyFileSync(join(firstImages, "id_ed25519"), identityFile);
     sh(["chmod", "600", identityFile]);
     const knownHostsFile = join(dir, "known_hosts");
-    const hostKey = readFileSync(join(images, "host_key.pub"), "utf8").trim().split(/\s+/).slice(0, 2).join(" ");
+    const hostKey = readFileSync(join(firstImages, "host_key.pub"), "utf8").trim().split(/\s+/).slice(0, 2).join(" ");
 
     const ns = createNamespace(uniqueName(opts.name ?? "plab"));
     stops.push(ns.remove);
@@ -276,6 +280,8 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
     for (let i = 1; i <= opts.guests; i++) {
       const name = `pi${i}`;
       const address = `${SUBNET}.${10 + i}`;
+      const flavor = flavors[i - 1];
+      const images = imagesOf.get(flavor)!;
       const links = opts.links ?? [];
       const firstLinkNic = opts.secondNic === "eth1" ? 2 : 1;
       const linkNics = links.map((_, k) => `eth${firstLinkNic + k}`);
@@ -331,7 +337,7 @@ export async function startLab(opts: LabOptions): Promise<Lab> {
         "-monitor",
         "none",
         "-kernel",
-        kernelImage,
+        kernelOf(images),
         "-initrd",
         join(images, "initrd.gz"),
         "-append",

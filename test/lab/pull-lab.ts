@@ -1,6 +1,6 @@
-// The pull-mode lab: a "Pi" (QEMU guest, Debian's kernel) on a site LAN behind a NAT router,
-// its agent (Debian's own nodejs) connected out to a 3-node NATS JetStream cluster, and the
-// controller on the cluster's side, where it cannot reach the Pi at all.
+// The pull-mode lab: "Pis" (QEMU guests, Debian's kernel, one flavour each) on a site LAN behind
+// a NAT router, their agents (Debian's own nodejs) connected out to a 3-node NATS JetStream
+// cluster, and the controller on the cluster's side, where it cannot reach a Pi at all.
 //
 //   site (the lab's namespace)                                   cluster side (the hub namespace)
 //   pi1 eth0 10.77.0.11 ┐                                        ┌─ n1 10.78.0.11 ┐
@@ -15,7 +15,7 @@
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startLab, type Flavor, type Lab } from "./lab.js";
+import { startLab, type Flavor, type Guest, type Lab } from "./lab.js";
 import { GATEWAY } from "./e2e-support.js";
 import { stringify } from "yaml";
 import { startNatsCluster, type NatsCluster } from "../support/nats-cluster.js";
@@ -55,20 +55,22 @@ export interface PullLab {
   controller(args: string[]): Promise<CliResult>;
   /** provision on the site's LAN (an installer's laptop): it reaches the Pi over SSH. */
   onSite(args: string[]): Promise<CliResult>;
-  /** Files put on the Pi by whoever is on site (an SD card, a technician's laptop): scp from the site's LAN. */
-  copyOnSite(files: string[], destination: string): Promise<void>;
-  /** The real OpenSSH client from the controller's side to the Pi, host key verified. */
-  sshFromController(command: string): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Files put on a Pi by whoever is on site (an SD card, a technician's laptop): scp from the site's LAN. */
+  copyOnSite(pi: Guest, files: string[], destination: string): Promise<void>;
+  /** The real OpenSSH client from the controller's side to a Pi, host key verified. */
+  sshFromController(pi: Guest, command: string): Promise<{ code: number; stdout: string; stderr: string }>;
   /** `provision status --fleet --json` on the controller's side. */
   status(): Promise<DeviceStatus[]>;
   /** Poll status --fleet until the device has a result for `version`. */
   result(device: string, version: number, ms: number): Promise<DeviceStatus>;
-  /** The agent's journal on the Pi (read on site). */
-  agentLog(lines?: number): Promise<string>;
+  /** The agent's journal on a Pi (read on site). */
+  agentLog(pi: Guest, lines?: number): Promise<string>;
   stop(): Promise<void>;
 }
 
-export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}): Promise<PullLab> {
+/** `flavors`: one per Pi (default one debian12 Pi). */
+export async function startPullLab(opts: { flavors?: Flavor[]; name?: string } = {}): Promise<PullLab> {
+  const flavors = opts.flavors ?? ["debian12"];
   if (sh(["sh", "-c", "command -v nft"], { allowFail: true }).code !== 0) throw new Error("nft is not installed (Debian package nftables): run `bash test/setup.sh` as root");
   const dir = mkdtempSync(join(tmpdir(), "provision-pull-lab-"));
   removeOnCleanup(dir);
@@ -83,7 +85,7 @@ export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}
   try {
     const [cluster, lab] = await Promise.all([
       startNatsCluster({ authority: loadAuthority(fleetDir), subnet: CLUSTER_SUBNET }),
-      startLab({ guests: 1, flavor: opts.flavor ?? "debian12", secondNic: "eth1", name: opts.name ?? "lab-pull" }),
+      startLab({ guests: flavors.length, flavor: flavors, secondNic: "eth1", name: opts.name ?? "lab-pull" }),
     ]);
     stops.push(
       () => cluster.stop(),
@@ -110,8 +112,11 @@ export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}
       if (!r.stdout.startsWith("[")) throw new Error(`status --fleet: ${r.output}`);
       return JSON.parse(r.stdout);
     };
-    const pi = lab.guests[0];
-    const agentLog = async (lines = 80) => (await pi.ssh(`journalctl -u provision-agent -b -n ${lines} --no-pager -o cat`, { timeoutMs: 30_000 })).stdout;
+    const agentLog = async (pi: Guest, lines = 80) => (await pi.ssh(`journalctl -u provision-agent -b -n ${lines} --no-pager -o cat`, { timeoutMs: 30_000 })).stdout;
+    const journalOf = async (device: string) => {
+      const pi = lab.guests.find((g) => g.name === device);
+      return pi ? agentLog(pi).catch(() => "(not readable)") : "(no such guest)";
+    };
     return {
       lab,
       cluster,
@@ -120,11 +125,11 @@ export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}
       dir,
       controller,
       onSite: cli(lab.netns),
-      async copyOnSite(files, destination) {
+      async copyOnSite(pi, files, destination) {
         const r = await run(inNamespace(lab.netns, ["scp", ...sshOptions(lab), ...files, `root@${pi.address}:${destination}`]), { timeout: 120_000, killSignal: "SIGKILL" });
         if (r.code !== 0) throw new Error(`scp to ${pi.name} failed: ${r.stderr}`);
       },
-      sshFromController: (command) =>
+      sshFromController: (pi, command) =>
         run(inNamespace(cluster.hubNs, ["ssh", ...sshOptions(lab), "-o", "ConnectTimeout=5", `root@${pi.address}`, command]), { timeout: 30_000, killSignal: "SIGKILL" }),
       status,
       async result(device, version, ms) {
@@ -134,7 +139,7 @@ export async function startPullLab(opts: { flavor?: Flavor; name?: string } = {}
           if (row?.lastResult?.version === version) return row;
           if (Date.now() > deadline)
             throw new Error(
-              `no result of ${device} for version ${version} in status --fleet within ${ms / 1000}s (last: ${JSON.stringify(row)})\n--- the agent's journal on ${pi.name} (this boot) ---\n${await agentLog().catch(() => "(not readable)")}`,
+              `no result of ${device} for version ${version} in status --fleet within ${ms / 1000}s (last: ${JSON.stringify(row)})\n--- the agent's journal on ${device} (this boot) ---\n${await journalOf(device)}`,
             );
           await new Promise((r) => setTimeout(r, 5000));
         }

@@ -7,9 +7,9 @@
 import { createInterface } from "node:readline";
 import type { Broker, Stoppable } from "../../core/pull/broker.js";
 import { followDesiredState } from "../../core/pull/device.js";
+import { keyPairFromSeed } from "../../core/pull/keys.js";
 import { connectNats, pushAccountClaims, type NatsBroker } from "../../core/pull/nats.js";
 import { readRollout, requestControl, rolloutOpen, runRollout, type Command, type RolloutPolicy } from "../../core/pull/rollout.js";
-import { fromSeed } from "@nats-io/nkeys";
 import { awaitEnrolment, signRequest } from "../../core/pull/enrolment.js";
 import { DESIRED_BUCKET, REPORTS_STREAM, REPORTS_SUBJECTS, ROLLOUTS_BUCKET } from "../../core/pull/subjects.js";
 
@@ -111,7 +111,7 @@ const ops: Record<string, (a: Args) => Promise<unknown>> = {
   },
   /** A device enrolling with a token (connected with the token's credentials): its request, then its JWT. */
   async enrolAsk(a) {
-    const user = fromSeed(new TextEncoder().encode(a.seed));
+    const user = keyPairFromSeed(a.seed);
     return awaitEnrolment(need(), a.device, signRequest(a.device, user, a.recipient), user.getPublicKey(), a.waitMs ?? 30_000, (e) => send({ event: "enrol", ...e }));
   },
   async pushClaims(a) {
