@@ -123,7 +123,8 @@ async function agents(work: Work, from: number, to: number): Promise<void> {
     };
     await Promise.all(group.map(follow));
   };
-  for (let i = 0; i < groups.length; i += 20) await Promise.all(groups.slice(i, i + 20).map(start));
+  // 100 connections at a time (per process): each waits for its first read, which fails until the bucket exists
+  for (let i = 0; i < groups.length; i += 100) await Promise.all(groups.slice(i, i + 100).map(start));
   line({ event: "ready", agents: names.length, connections: brokers.length });
   createInterface({ input: process.stdin }).on("line", (l) => {
     if (l === "stats") line({ event: "stats", ...stats, rssMb: Math.round(process.memoryUsage().rss / 1e6) });
