@@ -18,12 +18,13 @@ timed npm run --silent format:check
 # run at once (PROVISION_LAB_CONCURRENCY, default 2; 1 runs them one by one, ~15 min longer).
 # The lab files whose verdicts are failover timings (gretap's ARP monitoring, multiwan's uplink
 # probes) run afterwards, side by side with each other only: a guest starved of CPU by a
-# rebooting lab misses its monitor's deadlines; these two leave each other enough. Other tiers:
-# one file at a time.
+# rebooting lab misses its monitor's deadlines; these two leave each other enough.
 LAB_TIMING=(gretap multiwan)
 run_tier() {
   local tier=$1 together=() timing=() f
-  if [ "$tier" != lab ]; then node --test --test-concurrency=1 dist/test/"$tier"/*.test.js; return; fi
+  if [ "$tier" = unit ]; then node --test --test-concurrency=1 dist/test/unit/*.test.js; return; fi
+  # integration files wait on sshd hosts, servers and timers more than they compute: two at a time
+  if [ "$tier" = integration ]; then node --test --test-concurrency="${PROVISION_INTEGRATION_CONCURRENCY:-2}" dist/test/integration/*.test.js; return; fi
   for f in dist/test/lab/*.test.js; do
     if [[ " ${LAB_TIMING[*]} " == *" $(basename "$f" .test.js) "* ]]; then timing+=("$f"); else together+=("$f"); fi
   done
