@@ -32,7 +32,6 @@ import {
   loadFleet,
   readDevice,
   readToken,
-  revokeUsers,
   signingPublicKey,
   updateAuthority,
   writeAtomic,
@@ -66,9 +65,12 @@ export async function fleetToken(dir: string, device: string, out: string, opts:
   mkdirSync(out, { recursive: true, mode: 0o700 });
   const file = join(out, `${device}.token`);
   writeAtomic(file, tokenText({ device, servers: fleet.servers, expires, credentials: user.creds, verifyKey: signingPublicKey(dir) }), 0o600);
-  writeToken(dir, device, { user: user.publicKey, issued: new Date().toISOString(), expires: expires.toISOString() });
-  // one open token per device: the one made before is of no use to anyone but a thief
-  if (previous && !previous.spent && new Date(previous.expires) > new Date()) await revokeUsers(fleet, [previous.user]);
+  const earlier = previous ? [...(previous.earlier ?? []), { user: previous.user, expires: previous.expires }] : [];
+  writeToken(dir, device, { user: user.publicKey, issued: new Date().toISOString(), expires: expires.toISOString(), ...(earlier.length ? { earlier } : {}) });
+  // one open token per device: the one made before is of no use to anyone but a thief (and the
+  // revocations of tokens past their expiry are dropped in the same push)
+  if (previous && !previous.spent && new Date(previous.expires) > new Date())
+    await updateAuthority(fleet, (a) => forgetRevocations(revoke(a, previous.user), expiredTokenUsers(dir)));
   const lines = [`token for ${device} (one use, until ${expires.toISOString()}): ${file} (secret, 0600)`];
   if (opts.code) {
     const code = codeArchive();
@@ -166,8 +168,11 @@ function tokenRecords(dir: string): [string, TokenRecord][] {
 
 const openTokens = (dir: string): string[] => tokenRecords(dir).flatMap(([n, t]) => (!t.spent && new Date(t.expires) > new Date() ? [n] : []));
 
-/** The users of tokens past their expiry: the servers refuse their JWTs whatever the revocations say. */
-const expiredTokenUsers = (dir: string): string[] => tokenRecords(dir).flatMap(([, t]) => (new Date(t.expires) < new Date() ? [t.user] : []));
+/** The users of tokens past their expiry, earlier tokens of a device included: the servers refuse their JWTs whatever the revocations say. */
+const expiredTokenUsers = (dir: string): string[] =>
+  tokenRecords(dir)
+    .flatMap(([, t]) => [t, ...(t.earlier ?? [])])
+    .flatMap((t) => (new Date(t.expires) < new Date() ? [t.user] : []));
 
 // --- the Pi ---------------------------------------------------------------------------------
 

@@ -187,6 +187,8 @@ export interface TokenRecord {
   expires: string;
   /** When `provision fleet accept` enrolled the device with it. */
   spent?: string;
+  /** The device's tokens before this one (revoked when spent or replaced): kept so that their revocations are dropped once they expire. */
+  earlier?: { user: string; expires: string }[];
 }
 
 const tokenFile = (dir: string, device: string): string => join(dir, "tokens", `${deviceName(device)}.json`);

@@ -349,4 +349,22 @@ test("enrolment by one-time token: the device makes its own keys, the controller
   const pi9 = JSON.parse(readFileSync(join(tokens, "pi9.token"), "utf8"));
   const expired = await connectRefused(cluster.hubNs, "pi9-token", { servers: pi9.servers, creds: pi9.credentials, inboxPrefix: enrolInbox("pi9"), name: "pi9" });
   assert.match(expired, /expired|Authorization Violation|cannot connect/i);
+
+  // a token replaced while open is revoked; its revocation is dropped once it has expired
+  const revocations = () => JSON.parse(readFileSync(join(fleetDir, "authority.json"), "utf8")).revocations as Record<string, number>;
+  const tokenRecord = () => JSON.parse(readFileSync(join(fleetDir, "tokens", "pi10.json"), "utf8"));
+  assert.equal((await cli(["fleet", "token", "pi10", "--out", tokens, "--expires", "15s", "--no-code"])).code, 0);
+  const { user: first, expires: firstExpires } = tokenRecord();
+  assert.equal((await cli(["fleet", "token", "pi10", "--out", tokens, "--expires", "10m", "--no-code"])).code, 0);
+  const second = tokenRecord();
+  assert.ok(revocations()[first], "the replaced open token's user is revoked");
+  assert.deepEqual(
+    second.earlier.map((e: { user: string }) => e.user),
+    [first],
+    "the record keeps the replaced token",
+  );
+  await new Promise((r) => setTimeout(r, Math.max(0, new Date(firstExpires).getTime() + 1_000 - Date.now())));
+  assert.equal((await cli(["fleet", "token", "pi10", "--out", tokens, "--no-code"])).code, 0);
+  assert.ok(revocations()[second.user], "the second token, replaced while open, is revoked");
+  assert.equal(revocations()[first], undefined, "the first token's revocation is dropped: it has expired");
 });
