@@ -10,6 +10,26 @@ tiers=${PROVISION_TEST_TIERS:-unit integration lab}
 for tier in $tiers; do
   case $tier in unit | integration | lab) ;; *) echo "unknown tier $tier" >&2; exit 64 ;; esac
 done
+# On a fresh machine the lab's four guest images take minutes to build (mostly apt and disk):
+# build them beside lint and the unit and integration tiers, one at a time, so the lab tier finds them
+# ready. A lab file that needs one still waiting for the builder waits on the image's lock; a
+# build that failed here is tried again there, and its error shown.
+image_builder=
+if [[ " $tiers " == *" lab "* ]]; then
+  (
+    build=
+    trap '[ -n "$build" ] && kill "$build" 2>/dev/null; exit 143' TERM
+    start=$(date +%s)
+    for flavour in debian12 rpios-bookworm networkd rpios-trixie; do
+      bash test/lab/build-images.sh "$flavour" >/dev/null 2>&1 &
+      build=$!
+      wait "$build" || echo "lab images: $flavour failed here; the lab tier builds it again" >&2
+    done
+    echo "lab images (built beside the other tiers) took $(( $(date +%s) - start ))s"
+  ) &
+  image_builder=$!
+  trap '[ -n "$image_builder" ] && kill "$image_builder" 2>/dev/null; true' EXIT
+fi
 # lint (ESLint, shellcheck) and the format check first, each timed; a finding fails the command
 timed() { local start status=0; start=$(date +%s); "$@" || status=$?; echo "$* took $(( $(date +%s) - start ))s"; return $status; }
 timed npm run --silent lint
@@ -33,26 +53,6 @@ run_tier() {
   node --test --test-concurrency="${PROVISION_LAB_CONCURRENCY:-2}" "${timing[@]}" || status=$?
   return $status
 }
-# On a fresh machine the lab's four guest images take minutes to build (mostly apt and disk):
-# build them beside the unit and integration tiers, one at a time, so the lab tier finds them
-# ready. A lab file that needs one still waiting for the builder waits on the image's lock; a
-# build that failed here is tried again there, and its error shown.
-image_builder=
-if [[ " $tiers " == *" lab "* ]]; then
-  (
-    build=
-    trap '[ -n "$build" ] && kill "$build" 2>/dev/null; exit 143' TERM
-    start=$(date +%s)
-    for flavour in debian12 rpios-bookworm networkd rpios-trixie; do
-      bash test/lab/build-images.sh "$flavour" >/dev/null 2>&1 &
-      build=$!
-      wait "$build" || echo "lab images: $flavour failed here; the lab tier builds it again" >&2
-    done
-    echo "lab images (built beside the other tiers) took $(( $(date +%s) - start ))s"
-  ) &
-  image_builder=$!
-  trap '[ -n "$image_builder" ] && kill "$image_builder" 2>/dev/null; true' EXIT
-fi
 # one node:test run per tier, so each tier's time is printed (and a failing tier does not hide the next)
 status=0
 times=()
