@@ -50,7 +50,7 @@ function taskVerb(task: TaskResult, check: boolean): string {
   const partly = counts.unknown || counts.not_applied ? ` (${describeOutcomes(counts)})` : "";
   if (task.status === "failed") return `failed${partly}`;
   if (task.status === "skipped") return "skipped";
-  if (!task.changes.length) return "ok";
+  if (!task.changes.length) return task.status === "changed" ? "changed" : "ok"; // changed before a reboot the run was taken up after
   if (partly) return describeOutcomes(counts);
   const n = task.changes.length;
   return `${n} change${n === 1 ? "" : "s"}${check ? " to make" : " made"}`;

@@ -143,3 +143,15 @@ test("an apply run where everything was applied reads as before: no outcome mark
   assert.match(renderChanges(shown, false), /task "files" \[m\]: 1 change made\n {4}~ update \/etc\/a\n/);
   assert.doesNotMatch(renderSummary(shown), /changes:/);
 });
+
+test("a task that changed the host before a reboot the run was taken up after reads changed, not ok", () => {
+  const before: TaskResult = { ...task("bond", [], "changed"), notes: ["changed before the reboot"] };
+  const run: RunResult = {
+    runId: "r",
+    check: false,
+    startedAt: "x",
+    finishedAt: "x",
+    hosts: [{ host: "pi", address: "a", status: "changed", rebooted: true, notes: [], durationMs: 1, tasks: [before] }],
+  };
+  assert.match(renderChanges(presentRun(run), false), /task "bond" \[m\]: changed\n {4}note: changed before the reboot\n/);
+});
