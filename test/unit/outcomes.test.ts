@@ -128,30 +128,25 @@ test("text, JSON and HTML say each change's outcome and count them in the summar
   assert.match(renderHtmlReport(shown), /unknown: sent, no answer from the host/);
 });
 
+/** An apply run of one host, "pi", that changed with these tasks. */
+const changedRun = (tasks: TaskResult[], o: { rebooted?: boolean } = {}): RunResult => ({
+  runId: "r",
+  check: false,
+  startedAt: "x",
+  finishedAt: "x",
+  hosts: [{ host: "pi", address: "a", status: "changed", rebooted: o.rebooted ?? false, notes: [], durationMs: 1, tasks }],
+});
+
 test("an apply run where everything was applied reads as before: no outcome marks, no changes line", () => {
   const { a } = batch();
   const t = task("files", [a]);
   settleTask(t, new Map([[a, "applied"]]));
-  const run: RunResult = {
-    runId: "r",
-    check: false,
-    startedAt: "x",
-    finishedAt: "x",
-    hosts: [{ host: "pi", address: "a", status: "changed", rebooted: false, notes: [], durationMs: 1, tasks: [t] }],
-  };
-  const shown = presentRun(run);
+  const shown = presentRun(changedRun([t]));
   assert.match(renderChanges(shown, false), /task "files" \[m\]: 1 change made\n {4}~ update \/etc\/a\n/);
   assert.doesNotMatch(renderSummary(shown), /changes:/);
 });
 
 test("a task that changed the host before a reboot the run was taken up after reads changed, not ok", () => {
   const before: TaskResult = { ...task("bond", [], "changed"), notes: ["changed before the reboot"] };
-  const run: RunResult = {
-    runId: "r",
-    check: false,
-    startedAt: "x",
-    finishedAt: "x",
-    hosts: [{ host: "pi", address: "a", status: "changed", rebooted: true, notes: [], durationMs: 1, tasks: [before] }],
-  };
-  assert.match(renderChanges(presentRun(run), false), /task "bond" \[m\]: changed\n {4}note: changed before the reboot\n/);
+  assert.match(renderChanges(presentRun(changedRun([before], { rebooted: true })), false), /task "bond" \[m\]: changed\n {4}note: changed before the reboot\n/);
 });
