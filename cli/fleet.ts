@@ -424,6 +424,8 @@ async function rolloutStart(values: Record<string, string | undefined>, files: s
         return sealed;
       },
       onProgress: view.update,
+      onUnreachable: (detail) => view.note(`the cluster does not answer (${detail}): the rollout waits; no wave opens and no wave's time runs until it is back (up to 30 min)`),
+      onReachable: (awayMs) => view.note(`the cluster answers again after ${Math.round(awayMs / 1000)} s: the rollout goes on`),
     });
     view.end();
     process.stdout.write(renderSummary(state, Date.now() - started));
@@ -444,6 +446,11 @@ function progressView(id: string, version: number, started: number) {
       if (key === last) return;
       last = key;
       process.stdout.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+    },
+    /** A line of its own between progress lines. */
+    note(text: string) {
+      process.stdout.write(tty ? `\r\x1b[K${text}\n` : `${text}\n`);
+      last = "";
     },
     end() {
       if (tty) process.stdout.write("\n");

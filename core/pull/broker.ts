@@ -2,6 +2,11 @@
 // acknowledged streams for reports. nats.ts implements it on NATS JetStream; nothing
 // else in provision knows the NATS client.
 
+/** The broker could not do what was asked (connect, read, a server refused): told without a stack trace. */
+export class BrokerError extends Error {
+  override name = "BrokerError";
+}
+
 export interface BrokerOptions {
   /** Several servers of one cluster ("10.0.0.1:4222"); any of them will do, tried in random order. */
   servers: string[];
@@ -68,6 +73,12 @@ export interface Broker {
   readLatest(stream: string, filter: string): Promise<Message[]>;
   /** Connection state changes, for logs and progress displays. */
   onEvent(listener: (event: BrokerEvent) => void): void;
+  /**
+   * Whether `error` (from this broker) means the cluster could not be reached or could not
+   * store anything yet (no server, no leader, no answer in time), rather than a refusal.
+   * A write that failed that way may be tried again; one without an answer may have been stored.
+   */
+  unavailable(error: unknown): boolean;
   /** Which server this client is connected to now ("host:port"), if any. */
   server(): string | undefined;
   close(): Promise<void>;

@@ -8,6 +8,7 @@ import { messageOf } from "../errors.js";
 import { credentialsAuthenticator } from "./keys.js";
 import {
   backoffDelay,
+  BrokerError,
   DEFAULT_BACKOFF,
   type Acked,
   type Broker,
@@ -22,17 +23,22 @@ import {
 const DEFAULT_TIMEOUT_MS = 5_000;
 /** A watch also reads its key this often (with jitter), in case a change notice was lost. */
 const WATCH_POLL_MS = 300_000;
-/** Reads after a change notice until the change shows (25 ms doubling: about 3 s in all). */
+/**
+ * Reads after a change notice until the change shows: 25 ms doubling (about 3 s in all),
+ * then with back-off for up to NOTICE_PATIENCE_MS (a replica catching up after the whole
+ * cluster restarted may lag by more than seconds).
+ */
 const NOTICE_RETRIES = 7;
+const NOTICE_PATIENCE_MS = 120_000;
 const CONSUMER_SETUP_MS = 60_000;
 /** How long a write waits for a bucket to have a leader again, and the answers that say nothing was written. */
 const LEADERLESS_MS = 15_000;
 const NOT_WRITTEN = /jetstream is not enabled|no responders|jetstream not available|503/i;
+/** What the client says when no server answered at all (a write may have been stored). */
+const UNANSWERED = /^(TimeoutError|NoResponders|RequestError|ClosedConnectionError|ConnectionError)$/;
 const READ_RETRY_BACKOFF = { baseMs: 500, capMs: 30_000 };
 
-export class BrokerError extends Error {
-  override name = "BrokerError";
-}
+export { BrokerError };
 
 /**
  * Connect to any server of the cluster. The first connection fails after `timeoutMs`
@@ -69,6 +75,8 @@ export class NatsBroker implements Broker, BrokerAdmin {
   private readonly js: JetStreamClient;
   private readonly kvs = new Map<string, Promise<KV>>();
   private readonly listeners: ((e: BrokerEvent) => void)[] = [];
+  /** Between a lost connection and the next one, getServer() still names the lost server. */
+  private connected = true;
 
   constructor(
     readonly nc: NatsConnection,
@@ -81,6 +89,8 @@ export class NatsBroker implements Broker, BrokerAdmin {
   private async followStatus(): Promise<void> {
     for await (const s of this.nc.status()) {
       const event = toEvent(s);
+      if (event?.type === "disconnected" || event?.type === "reconnecting") this.connected = false;
+      if (event?.type === "reconnected") this.connected = true;
       if (event) for (const l of this.listeners) l(event);
     }
     for (const l of this.listeners) l({ type: "closed" });
@@ -91,7 +101,7 @@ export class NatsBroker implements Broker, BrokerAdmin {
   }
 
   server(): string | undefined {
-    return this.nc.isClosed() ? undefined : this.nc.getServer();
+    return this.connected && !this.nc.isClosed() ? this.nc.getServer() : undefined;
   }
 
   /** Bind without asking the server about the bucket: a device may read only its own key. */
@@ -141,6 +151,14 @@ export class NatsBroker implements Broker, BrokerAdmin {
     }
   }
 
+  unavailable(error: unknown): boolean {
+    for (let e = error; e instanceof Error; e = e.cause) {
+      if (e instanceof BrokerError) return false; // told already what went wrong
+      if (UNANSWERED.test(e.name) || NOT_WRITTEN.test(e.message) || (e as { status?: number }).status === 503) return true;
+    }
+    return false;
+  }
+
   async delete(bucket: string, key: string): Promise<void> {
     await (await this.kv(bucket)).delete(key);
   }
@@ -162,30 +180,49 @@ export class NatsBroker implements Broker, BrokerAdmin {
     // the bucket would otherwise wait for the next poll (minutes) for its first bundle.
     let failures = 0;
     let retry: NodeJS.Timeout | undefined;
-    const read = (notified: boolean): void => {
-      chain = chain.then(async () => {
-        for (let attempt = 0; !stopped; attempt++) {
+    /** Delivers the key's value when its revision is newer than the last one delivered. */
+    const readNewer = async (): Promise<boolean> => {
+      const { entry, revision } = await this.latest(bucket, key);
+      failures = 0;
+      if (stopped || (last !== undefined && revision <= last)) return false;
+      last = revision;
+      onEntry(entry);
+      return true;
+    };
+    const failed = (error: unknown): void => {
+      this.emit({ type: "error", detail: `reading ${bucket}/${key}: ${messageOf(error)}` });
+      if (stopped) return;
+      clearTimeout(retry);
+      retry = setTimeout(() => read(false), backoffDelay(failures++, READ_RETRY_BACKOFF));
+    };
+    /** A notice's search for the change it announced; a newer notice starts its quick reads again. */
+    let search: { attempt: number; since: number; wake: () => void } | undefined;
+    const searchChange = async (): Promise<void> => {
+      const s = (search = { attempt: 0, since: Date.now(), wake: () => {} });
+      try {
+        for (; !stopped && Date.now() - s.since <= NOTICE_PATIENCE_MS; s.attempt++) {
           try {
-            const { entry, revision } = await this.latest(bucket, key);
-            failures = 0;
-            if (stopped) return;
-            if (last === undefined || revision > last) {
-              last = revision;
-              onEntry(entry);
-              return;
-            }
+            if (await readNewer()) return;
           } catch (error) {
+            if (s.attempt >= NOTICE_RETRIES) return failed(error);
             this.emit({ type: "error", detail: `reading ${bucket}/${key}: ${messageOf(error)}` });
-            if (!stopped && (!notified || attempt >= NOTICE_RETRIES)) {
-              clearTimeout(retry);
-              retry = setTimeout(() => read(false), backoffDelay(failures++, READ_RETRY_BACKOFF));
-              return;
-            }
           }
-          if (!notified || attempt >= NOTICE_RETRIES) return;
-          await new Promise((r) => setTimeout(r, 25 * 2 ** attempt));
+          const ms = s.attempt < NOTICE_RETRIES ? 25 * 2 ** s.attempt : backoffDelay(s.attempt - NOTICE_RETRIES, READ_RETRY_BACKOFF);
+          await new Promise<void>((r) => {
+            const timer = setTimeout(r, ms);
+            s.wake = () => (clearTimeout(timer), r());
+          });
         }
-      });
+      } finally {
+        search = undefined;
+      }
+    };
+    const read = (notified: boolean): void => {
+      if (notified && search) {
+        Object.assign(search, { attempt: 0, since: Date.now() }).wake();
+        return;
+      }
+      chain = chain.then(() => (notified ? searchChange() : readNewer().then(() => undefined, failed)));
     };
     const sub = this.nc.subscribe(`$KV.${bucket}.${key}`, { callback: () => read(true) });
     this.onEvent((e) => {
@@ -202,6 +239,7 @@ export class NatsBroker implements Broker, BrokerAdmin {
         clearInterval(poll);
         clearTimeout(retry);
         sub.unsubscribe();
+        search?.wake();
         await chain;
       },
     };

@@ -7,7 +7,7 @@
 // state is kept in KV (so the controller can stop and go on, and a device that was
 // offline can check that the rollout is still open before it applies).
 import { ConfigError, messageOf, quote } from "../errors.js";
-import type { Broker, Stoppable } from "./broker.js";
+import { BrokerError, type Broker, type Stoppable } from "./broker.js";
 import { desiredKey, DESIRED_BUCKET, reportDevice, REPORTS_STREAM, rolloutControlKey, rolloutId, rolloutPlanKey, rolloutStateKey, ROLLOUTS_BUCKET } from "./subjects.js";
 
 export type Outcome = "applied" | "failed" | "reverted" | "timeout";
@@ -43,7 +43,11 @@ export interface RolloutState {
   reason?: string;
   policy: RolloutPolicy;
   waves: string[][];
-  /** When each opened wave opened (ms); its length is the number of waves opened. */
+  /**
+   * When each opened wave's clock started (ms): when its bundles were all stored, moved on
+   * by any time the controller could not reach the cluster since (its devices could not
+   * report then). Its length is the number of waves opened.
+   */
   openedAt: number[];
   results: Record<string, DeviceResult>;
   created: number;
@@ -184,6 +188,15 @@ export function advance(state: RolloutState, now: number): { state: RolloutState
   return { state: { ...s, openedAt: [...s.openedAt, now], updated: now }, actions: [{ type: "open", wave, devices: s.waves[wave] }] };
 }
 
+/**
+ * The cluster was away for `awayMs`: the waves still waiting for results get that time
+ * back (no device could fetch a bundle or report while it was away).
+ */
+export function pauseClocks(state: RolloutState, awayMs: number): RolloutState {
+  const waiting = (wave: number) => state.waves[wave].some((d) => !state.results[d]);
+  return { ...state, openedAt: state.openedAt.map((at, wave) => (waiting(wave) ? at + awayMs : at)) };
+}
+
 export type Command = "pause" | "resume" | "abort";
 
 export function control(state: RolloutState, command: Command, now: number, reason?: string): RolloutState {
@@ -237,11 +250,23 @@ export interface RolloutRun {
   tickMs?: number;
   now?: () => number;
   onProgress?: (state: RolloutState, counts: Counts) => void;
+  /** How long the rollout waits for an unreachable cluster before it stops (default 30 min; started again, it goes on). */
+  unreachableMs?: number;
+  /** The cluster stopped answering: the rollout waits (no wave opens, no clock runs). Once per outage. */
+  onUnreachable?: (detail: string) => void;
+  /** The cluster answers again after `awayMs`: the rollout goes on. */
+  onReachable?: (awayMs: number) => void;
 }
+
+export const DEFAULT_UNREACHABLE_MS = 30 * 60_000;
+class ClusterAway extends Error {}
+const RETRY_UNREACHABLE_MS = 2_000;
 
 /**
  * Drive a rollout to its end (done or aborted). A rollout already in KV under this id
- * goes on from where it was (a controller that stopped), with the results it had.
+ * goes on from where it was (a controller that stopped), with the results it had. While
+ * the cluster cannot be reached the rollout waits: its writes are tried again, no wave
+ * opens and no wave's clock runs; after `unreachableMs` it stops (started again, it goes on).
  */
 export async function runRollout(run: RolloutRun): Promise<RolloutState> {
   const { broker } = run;
@@ -253,6 +278,18 @@ export async function runRollout(run: RolloutRun): Promise<RolloutState> {
   let lastPublic = "";
   const savedChunks: string[] = [];
 
+  /** The head, only if it is still ours; a write whose answer was lost may have been stored. */
+  const putHead = async (head: PlanHead): Promise<number> => {
+    const text = JSON.stringify(head);
+    try {
+      return await broker.put(ROLLOUTS_BUCKET, rolloutPlanKey(state.id), enc.encode(text), { previousRevision: planRevision });
+    } catch (error) {
+      if (broker.unavailable(error)) throw error;
+      const stored = await broker.get(ROLLOUTS_BUCKET, rolloutPlanKey(state.id));
+      if (stored && dec.decode(stored.value) === text) return stored.revision;
+      throw error;
+    }
+  };
   const save = async (): Promise<void> => {
     const { head, chunks } = splitPlan(state);
     for (const [n, chunk] of chunks.entries()) {
@@ -261,18 +298,22 @@ export async function runRollout(run: RolloutRun): Promise<RolloutState> {
       await broker.put(ROLLOUTS_BUCKET, planChunkKey(state.id, n), enc.encode(text));
       savedChunks[n] = text;
     }
-    planRevision = await broker.put(ROLLOUTS_BUCKET, rolloutPlanKey(state.id), json(head), { previousRevision: planRevision });
+    planRevision = await putHead(head);
     const pub = JSON.stringify(publicState(state));
     if (pub !== lastPublic) {
       await broker.put(ROLLOUTS_BUCKET, rolloutStateKey(state.id), enc.encode(pub));
       lastPublic = pub;
     }
   };
-  const openWave = async (devices: string[]): Promise<void> => {
+  const storeBundles = async (devices: string[]): Promise<void> => {
     for (let i = 0; i < devices.length; i += 64) await Promise.all(devices.slice(i, i + 64).map(async (d) => broker.put(DESIRED_BUCKET, desiredKey(d), await run.bundle(d))));
   };
 
   let dirty = !saved;
+  /** A wave open in the plan whose bundles are not all stored yet. */
+  let opening: number | undefined;
+  /** Since when the cluster has not answered. */
+  let awaySince: number | undefined;
   const subscriptions: Stoppable[] = [];
   try {
     subscriptions.push(
@@ -311,7 +352,7 @@ export async function runRollout(run: RolloutRun): Promise<RolloutState> {
     );
     // A controller that stopped mid-wave: the opened waves' devices without a result get their bundle again (same version: no effect on those that have it).
     if (saved)
-      await openWave(
+      await storeBundles(
         state.waves
           .slice(0, state.openedAt.length)
           .flat()
@@ -319,19 +360,42 @@ export async function runRollout(run: RolloutRun): Promise<RolloutState> {
       );
 
     for (;;) {
-      const step = advance(state, now());
-      state = step.state;
-      for (const action of step.actions) {
-        dirty = true;
-        if (action.type === "open") {
-          await save(); // the wave is open in KV before any device gets its bundle
-          dirty = false;
-          await openWave(action.devices);
-        }
+      if (opening === undefined && awaySince === undefined) {
+        const step = advance(state, now());
+        state = step.state;
+        if (step.actions.length) dirty = true;
+        for (const action of step.actions) if (action.type === "open") opening = action.wave;
       }
-      if (dirty) {
-        await save();
+      try {
+        if (broker.server() === undefined) throw new ClusterAway("connected to no server of the cluster");
+        if (dirty) await save(); // a wave is open in KV before any device gets its bundle
         dirty = false;
+        if (opening !== undefined) {
+          await storeBundles(state.waves[opening]);
+          state.openedAt[opening] = now(); // its clock starts once its devices can fetch their bundles
+          opening = undefined;
+          await save();
+        }
+        if (awaySince !== undefined) {
+          const awayMs = now() - awaySince;
+          state = pauseClocks(state, awayMs);
+          awaySince = undefined;
+          dirty = true;
+          run.onReachable?.(awayMs);
+          continue;
+        }
+      } catch (error) {
+        if (!(error instanceof ClusterAway) && !broker.unavailable(error)) throw error;
+        if (awaySince === undefined) run.onUnreachable?.(messageOf(error));
+        awaySince ??= now();
+        dirty = true; // the plan is written again to tell that the cluster is back
+        const limit = run.unreachableMs ?? DEFAULT_UNREACHABLE_MS;
+        if (now() - awaySince >= limit)
+          throw new BrokerError(
+            `the cluster has not answered for ${Math.round(limit / 60_000)} min (${messageOf(error)}); rollout ${quote(state.id)} stopped where the cluster last stored it: start it again with the same id to go on.`,
+          );
+        await new Promise((r) => setTimeout(r, RETRY_UNREACHABLE_MS));
+        continue;
       }
       run.onProgress?.(state, counts(state));
       if (state.status === "done" || state.status === "aborted") return state;

@@ -333,3 +333,48 @@ test("the PSK is in no stored message in clear: not in the streams and buckets, 
   for (const node of cluster.nodes) scan(join(node.dir, "js"));
   assert.ok(files > 10, `scanned ${files} files`);
 });
+
+test("the whole cluster away for a minute mid-rollout: the rollout waits, nothing is half-applied or applied twice, and it goes on to done", async () => {
+  for (const node of cluster.nodes) if (node.pid === undefined) await cluster.start(node); // the node killed above
+  const names = ["s1", "s2", "s3", "s4"];
+  for (const name of names) {
+    const d = await addDevice(name);
+    await d.client.call("follow", { device: name, verifyKey: fleet.publicPem, identity: d.key.identity, applyMs: 2000 });
+  }
+  const bundles = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await bundle(n, 7, { rollout: "r-away" })])));
+  // a wave's time does not run while the cluster is away: 45 s is less than the outage
+  const policy = { canary: 1, growth: 2, maxFailPercentage: 0, minReported: 1, timeoutMs: 45_000 };
+  const running = ctl.call("rollout", { id: "r-away", version: 7, devices: names, policy, bundles });
+  running.catch(() => {}); // awaited below; a failure shows there
+  const s1 = devices.get("s1")!;
+  await s1.client.waitEvent((e) => e.event === "apply" && e.version === 7, 15_000, "the canary applying");
+  const killedAt = Date.now();
+  for (const node of cluster.nodes) cluster.kill(node); // s1 is in the middle of its run
+  await ctl.waitEvent((e) => e.event === "unreachable" && e.id === "r-away", 30_000, "the controller noticing the outage");
+  await s1.client.waitEvent((e) => e.event === "device" && e.type === "report-failed", 30_000, "s1's result not stored while the cluster is away");
+  await new Promise((r) => setTimeout(r, killedAt + 60_000 - Date.now()));
+  const restartedAt = Date.now();
+  await Promise.all(cluster.nodes.map((n) => cluster.start(n)));
+
+  const state = await running;
+  const back = ctl.events.find((e) => e.event === "reachable" && e.id === "r-away");
+  assert.equal(state.status, "done", state.reason);
+  assert.deepEqual(
+    state.waves.map((w: string[]) => w.length),
+    [1, 1, 2],
+  );
+  assert.deepEqual(
+    names.map((n) => state.results[n]?.outcome),
+    ["applied", "applied", "applied", "applied"],
+    "no device timed out for the time the cluster was away",
+  );
+  assert.ok(back && back.awayMs >= 55_000, `the controller waited through the outage (${back?.awayMs} ms)`);
+  assert.ok(state.openedAt[1] > restartedAt, "the next wave opened once the cluster was back");
+  for (const name of names) {
+    const d = devices.get(name)!;
+    assert.equal(d.client.events.filter((e) => e.event === "apply" && e.version === 7).length, 1, `${name} applied version 7 once`);
+    const results = await ctl.call("read", { stream: REPORTS_STREAM, filter: `reports.${name}.result` });
+    assert.equal(results.length, 1, `${name}'s result is stored once`);
+  }
+  console.log(`whole cluster away ${Math.round((back?.awayMs ?? 0) / 1000)} s: rollout of 4 done ${Date.now() - killedAt} ms after the kill`);
+});

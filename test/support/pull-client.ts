@@ -96,6 +96,9 @@ const ops: Record<string, (a: Args) => Promise<unknown>> = {
       tickMs: a.tickMs ?? 50,
       bundle: (d) => bytes(a.bundles[d]),
       onProgress: (s, c) => send({ event: "progress", id: a.id, at: Date.now(), status: s.status, waves: s.openedAt.length, ...c }),
+      onUnreachable: (detail) => send({ event: "unreachable", id: a.id, at: Date.now(), detail }),
+      onReachable: (awayMs) => send({ event: "reachable", id: a.id, at: Date.now(), awayMs }),
+      ...(a.unreachableMs ? { unreachableMs: a.unreachableMs } : {}),
     });
     return state;
   },

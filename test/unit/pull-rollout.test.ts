@@ -7,6 +7,7 @@ import {
   counts,
   DEFAULT_POLICY,
   joinPlan,
+  pauseClocks,
   PLAN_CHUNK,
   planWaves,
   publicState,
@@ -107,6 +108,15 @@ test("a device that does not report in time counts as timed out, and a late resu
   assert.equal(late.results.pi2.outcome, "timeout");
   assert.equal(recordResult(late, "nobody", { outcome: "failed", at: 1 }), late, "a device not in the rollout is ignored");
   assert.equal(recordResult(late, "pi3", { outcome: "failed", at: 1 }).results.pi3.outcome, "failed");
+});
+
+test("time the cluster was away is given back to the waves still waiting, not to those that have every result", () => {
+  let s = advance(startRollout("r1", 1, devices(3), policy({ canary: 1, timeoutMs: 1000 }), 0), 0).state;
+  s = advance(reportAll(s, 100), 100).state; // wave 2 (pi2) opens at 100
+  s = pauseClocks(s, 5000);
+  assert.deepEqual(s.openedAt, [0, 5100], "the canary's wave has its result: its clock is not moved");
+  assert.deepEqual(advance(s, 5099).state.results, { pi1: { outcome: "applied", at: 100 } }, "no timeout inside the given-back time");
+  assert.equal(advance(s, 6100).state.results.pi2.outcome, "timeout", "the clock runs again afterwards");
 });
 
 test("a device of a wave not yet open cannot report into the rollout", () => {
