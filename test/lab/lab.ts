@@ -546,6 +546,15 @@ async function setClock(guest: Guest): Promise<void> {
   if (r.code !== 0) throw new Error(`${guest.name}: setting the clock after restoring failed: ${r.stderr}`);
 }
 
+/** What the guest's console said about units that failed, over all its boots (systemd shows those even with `quiet`). */
+export function consoleFailures(guest: Guest): string {
+  if (!existsSync(guest.consoleLog)) return "";
+  const failed = readFileSync(guest.consoleLog, "utf8")
+    .split("\n")
+    .filter((l) => /FAILED|Failed to start|provision-lab-air:/.test(l));
+  return failed.length ? `\n--- ${guest.name}'s console on failed units ---\n${failed.join("\n")}` : `\n(${guest.name}'s console names no failed unit)`;
+}
+
 function tail(path: string, lines = 25): string {
   if (!existsSync(path)) return "(no console log)";
   // the console carries terminal escapes from SeaBIOS; keep it readable

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { apCounters, LAB_WIFI, startLab, type Flavor, type Guest, type Lab } from "./lab.js";
+import { apCounters, consoleFailures, LAB_WIFI, startLab, type Flavor, type Guest, type Lab } from "./lab.js";
 import { bondStatus, bondWithSlavesUp, labInventory, ourTimers, sleep, timed, useLab, waitForHostRevert } from "./e2e-support.js";
 import { provision, summary } from "../integration/provision-cli.js";
 import { repoRoot } from "../support/cache.js";
@@ -292,7 +292,7 @@ async function diagnostics(pi: Guest): Promise<string> {
     "journalctl -b --no-pager -u NetworkManager -u systemd-networkd -u networking -u 'wpa_supplicant*' | tail -40; cat /proc/net/bonding/bond0; iw dev wlan0 link",
     { timeoutMs: 30_000 },
   );
-  return `\n--- guest after the run ---\n${r.stdout}${r.stderr}`;
+  return `\n--- guest after the run ---\n${r.stdout}${r.stderr}${consoleFailures(pi)}`;
 }
 
 /** Pings every 50 ms while eth0's cable is pulled and plugged back; bond status polled over SSH. */

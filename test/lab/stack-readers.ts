@@ -4,7 +4,7 @@
 // a netplan-style file that networkd reads before provision's is taken out of the way (networkd).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Guest } from "./lab.js";
+import { consoleFailures, type Guest } from "./lab.js";
 import { bondStatus, timed } from "./e2e-support.js";
 import { summary, type CliResult } from "../integration/provision-cli.js";
 
@@ -60,7 +60,7 @@ export function nmcliRoundTrips(s: SeedSteps): void {
     assert.equal(check.code, 2, check.output);
     assert.deepEqual(diffLines(check.stdout), ["-dns=9.9.9.9;"], check.stdout);
     const repair = await timed(`${s.flavor}: repair the nmcli change (reboot, verify)`, () => s.cli());
-    assert.equal(repair.code, 0, repair.output);
+    assert.equal(repair.code, 0, repair.output + consoleFailures(pi));
     assert.doesNotMatch((await pi.ssh(`cat ${NM_DIR}/bond0.nmconnection`)).stdout, /^dns=/m);
     assert.equal((await bondStatus(pi))?.activeSlave, "eth0");
     const after = await s.cli("--check");

@@ -12,7 +12,8 @@ modprobe mac80211_hwsim radios=2
 i=0
 while [ ! -e /sys/class/net/wlan1 ] || [ ! -e /sys/class/net/airlink ]; do
   i=$((i + 1))
-  [ $i -le 200 ] || { echo "provision-lab-air: no wlan1 or airlink after 20 s: $(ls /sys/class/net)" >&2; exit 1; }
+  # a guest booting beside others under TCG may take its time; 20 s once proved too short
+  [ $i -le 1200 ] || { echo "provision-lab-air: no wlan1 or airlink after 120 s: $(ls /sys/class/net)" >&2; exit 1; }
   sleep 0.1
 done
 ap_phy=phy$(cat /sys/class/net/wlan1/phy80211/index)
