@@ -12,7 +12,7 @@ import { Algorithms, createAccount, createOperator, decode, encodeAccount, encod
 import { Prefix } from "@nats-io/nkeys";
 import { ConfigError, quote } from "../errors.js";
 import { deviceName, DEVICE_PERMISSIONS, ENROLMENT_PERMISSIONS } from "./subjects.js";
-import { keyPairFromSeed, newKeyPair } from "./keys.js";
+import { credentialsParts, keyPairFromSeed, newKeyPair } from "./keys.js";
 
 export interface FleetAuthority {
   name: string;
@@ -159,7 +159,7 @@ export function forgetRevocations(a: FleetAuthority, userPublicKeys: string[]): 
 
 /** The public key and name inside a credentials file (to revoke it, or to show who it is). */
 export function userOf(creds: string): { publicKey: string; name: string } {
-  const jwt = /-----BEGIN NATS USER JWT-----\s*\n(.+?)\s*\n/.exec(creds)?.[1];
+  const { jwt } = credentialsParts(creds);
   if (!jwt) throw new ConfigError("not a NATS credentials file: no user JWT in it");
   const claims = decode(jwt);
   return { publicKey: claims.sub, name: claims.name };

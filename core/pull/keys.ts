@@ -83,8 +83,14 @@ const CREDS_BLOCK = /-{3,}[^\n]*-{3,}\n(.+?)\n\s*-{3,}[^\n]*-{3,}/gs;
  * The NATS client's authenticator for a credentials file (the user JWT, then its seed), like
  * the client's own credsAuthenticator but signing the server's nonce with these keys.
  */
-export function credentialsAuthenticator(creds: string): Authenticator {
+/** The user JWT and the NKey seed of a NATS credentials file's text (either may be missing). */
+export function credentialsParts(creds: string): { jwt?: string; seed?: string } {
   const [jwt, seed] = [...creds.matchAll(CREDS_BLOCK)].map((m) => m[1].trim());
+  return { jwt, seed };
+}
+
+export function credentialsAuthenticator(creds: string): Authenticator {
+  const { jwt, seed } = credentialsParts(creds);
   if (!jwt || !seed) throw new Error("not a NATS credentials file: it needs a user JWT and a seed");
   const key = keyPairFromSeed(seed);
   return (nonce?: string) => ({ jwt, nkey: key.getPublicKey(), sig: nonce ? base64(key.sign(new TextEncoder().encode(nonce))) : "" });
