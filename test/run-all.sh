@@ -11,9 +11,10 @@ for tier in $tiers; do
   case $tier in unit | integration | lab) ;; *) echo "unknown tier $tier" >&2; exit 64 ;; esac
 done
 # On a fresh machine the lab's four guest images take minutes to build (mostly apt and disk):
-# build them beside lint and the unit and integration tiers, one at a time, so the lab tier finds them
-# ready. A lab file that needs one still waiting for the builder waits on the image's lock; a
-# build that failed here is tried again there, and its error shown.
+# build them beside lint and the unit and integration tiers, one at a time, in the order the lab
+# files need them. The lab tier does not wait for the last: a lab file whose image is still being
+# built waits on that image's lock (its guests boot beside the builder's apt); a build that
+# failed here is tried again there, and its error shown.
 image_builder=
 if [[ " $tiers " == *" lab "* ]]; then
   (
@@ -59,10 +60,10 @@ times=()
 total_start=$(date +%s)
 for tier in $tiers; do
   start=$(date +%s)
-  if [ "$tier" = lab ] && [ -n "$image_builder" ]; then wait "$image_builder" || true; image_builder=; fi
   run_tier "$tier" || status=$?
   times+=("$tier $(( $(date +%s) - start ))s")
 done
+if [ -n "$image_builder" ]; then wait "$image_builder" || true; image_builder=; fi
 for t in "${times[@]}"; do echo "test tier $t"; done
 echo "test tiers [$tiers] took $(( $(date +%s) - total_start ))s"
 leftover=$(ip netns list | grep -E '^(sshf|lab|pv)-' || true)
