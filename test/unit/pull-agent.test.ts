@@ -1,8 +1,8 @@
 // The pull agent's pure parts: its state file, its configuration, reading a bundle's
 // plays, what a run's result is reported as, and the pull_agent module's plan.
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AgentState } from "../../cli/agent-state.js";
@@ -13,7 +13,14 @@ import { builtinModules } from "../../modules/index.js";
 import pullAgent from "../../modules/pull_agent/index.js";
 import type { ShownRun } from "../../core/report/changes.js";
 
-const tmp = () => mkdtempSync(join(tmpdir(), "provision-agent-unit-"));
+const made: string[] = [];
+const tmp = () => {
+  made.push(mkdtempSync(join(tmpdir(), "provision-agent-unit-")));
+  return made.at(-1)!;
+};
+after(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
 const target = { name: "pi1", address: "localhost", port: 22, user: "root", become: false, connectTimeoutSeconds: 10, hostKeys: { file: "/dev/null", acceptNew: false } };
 const registry = () => {
   const r = new Registry();
