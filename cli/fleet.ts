@@ -16,7 +16,7 @@ import { createDeviceKey, createFleetSigningKey, sealBundle } from "../core/pull
 import { createAuthority, issueController, issueDevice, serverAuthConfig } from "../core/pull/credentials.js";
 import { BrokerError, type NatsBroker } from "../core/pull/nats.js";
 import { contentDigest, digestKey, parseDuration, planPublish, renderDevicePlaybooks, type PublishedRecord, type RenderedDevice } from "../core/pull/publish.js";
-import { counts, readRollout, requestControl, runRollout, type Command, type Counts, type RolloutPolicy, type RolloutState } from "../core/pull/rollout.js";
+import { counts, DEFAULT_UNREACHABLE_MS, readRollout, requestControl, runRollout, type Command, type Counts, type RolloutPolicy, type RolloutState } from "../core/pull/rollout.js";
 import { fleetRun, fleetStatus, renderFleetStatus } from "../core/pull/fleet-status.js";
 import { desiredKey, desiredRecordKey, deviceName, DESIRED_BUCKET, FLEET_VERSION_KEY, REPORTS_STREAM, rolloutId } from "../core/pull/subjects.js";
 import {
@@ -424,7 +424,10 @@ async function rolloutStart(values: Record<string, string | undefined>, files: s
         return sealed;
       },
       onProgress: view.update,
-      onUnreachable: (detail) => view.note(`the cluster does not answer (${detail}): the rollout waits; no wave opens and no wave's time runs until it is back (up to 30 min)`),
+      onUnreachable: (detail) =>
+        view.note(
+          `the cluster does not answer (${detail}): the rollout waits; no wave opens and no wave's time runs until it is back (up to ${DEFAULT_UNREACHABLE_MS / 60_000} min)`,
+        ),
       onReachable: (awayMs) => view.note(`the cluster answers again after ${Math.round(awayMs / 1000)} s: the rollout goes on`),
     });
     view.end();

@@ -368,8 +368,10 @@ export async function runRollout(run: RolloutRun): Promise<RolloutState> {
       }
       try {
         if (broker.server() === undefined) throw new ClusterAway("connected to no server of the cluster");
-        if (dirty) await save(); // a wave is open in KV before any device gets its bundle
-        dirty = false;
+        if (dirty) {
+          dirty = false; // before the write: a report that comes in meanwhile makes it dirty again
+          await save(); // a wave is open in KV before any device gets its bundle
+        }
         if (opening !== undefined) {
           await storeBundles(state.waves[opening]);
           state.openedAt[opening] = now(); // its clock starts once its devices can fetch their bundles
